@@ -1,0 +1,238 @@
+"""CDS Assistant command line: parses arguments, loads config, calls the library, prints.
+
+Exit codes: 0 success, 1 runtime failure, 2 usage or input error. Errors are one line on
+stderr; ``-v`` adds the traceback and debug logs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+# Offline by default: nothing here may reach a model hub (set before transformers is imported).
+for _var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+    os.environ.setdefault(_var, "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SAMPLE_QUESTION = "What drug classes reduce mortality in heart failure with reduced ejection fraction?"
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", help="preset YAML (default: configs/default.yaml)")
+    common.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, e.g. --set retrieval.top_k=8 (repeatable)")
+    common.add_argument("-v", "--verbose", action="store_true", help="debug logs and tracebacks")
+    common.add_argument("-q", "--quiet", action="store_true", help="no progress bars or info logs")
+
+    def with_index(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--index", help="index directory (default: index.dir from config)")
+
+    p = argparse.ArgumentParser(prog="app.py", description="CDS Assistant: cited answers from guidelines and "
+                                "patient records. Not a medical device.", parents=[common])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    q = sub.add_parser("query", parents=[common], help="answer a question with cited sources")
+    q.add_argument("question")
+    q.add_argument("--patient", help="patient id: include that patient's records (and no other patient's)")
+    q.add_argument("--top-k", type=int, help="number of sources (default: retrieval.top_k)")
+    q.add_argument("--no-generate", action="store_true", help="return the evidence without the LLM")
+    q.add_argument("--adapter", help="LoRA adapter folder for the generator")
+    q.add_argument("--json", action="store_true", help="print the Answer as JSON")
+    with_index(q)
+
+    ix = sub.add_parser("index", parents=[common], help="build and inspect the index")
+    isub = ix.add_subparsers(dest="index_command", required=True)
+    b = isub.add_parser("build", parents=[common], help="build a new index version from sources")
+    b.add_argument("sources", nargs="+", help="files or folders of .md/.txt documents")
+    b.add_argument("--kind", choices=["guideline", "ehr", "reference"], help="kind for documents without one")
+    b.add_argument("--skip-bad", action="store_true", help="skip unreadable files (reported) instead of failing")
+    b.add_argument("--json", action="store_true")
+    with_index(b)
+    s = isub.add_parser("status", parents=[common], help="show the current index version and counts")
+    s.add_argument("--json", action="store_true")
+    with_index(s)
+    v = isub.add_parser("verify", parents=[common], help="check index files against the manifest")
+    v.add_argument("--json", action="store_true")
+    with_index(v)
+
+    m = sub.add_parser("models", parents=[common], help="list or fetch offline models")
+    msub = m.add_subparsers(dest="models_command", required=True)
+    ml = msub.add_parser("list", parents=[common], help="models available locally")
+    ml.add_argument("--json", action="store_true")
+    mf = msub.add_parser("fetch", parents=[common], help="install and convert offline bundles")
+    mf.add_argument("names", nargs="*", help="bundle names (default: the configured embedder and generator)")
+    return p
+
+
+def _load_config(args: argparse.Namespace) -> Any:
+    from rag.config import load_config
+
+    overrides = list(args.overrides)
+    if getattr(args, "index", None):
+        overrides.append(f"index.dir={Path(args.index).resolve()}")
+    if getattr(args, "adapter", None):
+        overrides.append(f"generator.adapter={Path(args.adapter).resolve()}")
+    return load_config(args.config, overrides)
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, ensure_ascii=False))
+
+
+def _wrap(text: str, indent: str = "") -> str:
+    return "\n".join(textwrap.fill(line, width=100, initial_indent=indent, subsequent_indent=indent)
+                     for line in text.splitlines() if line.strip())
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    from rag import Assistant
+
+    cfg = _load_config(args)
+    assistant = Assistant(cfg, progress=not args.quiet)
+    stream = sys.stdout.isatty() and not args.json and not args.no_generate
+    if stream:
+        print("Draft (checking citations when done):\n", flush=True)
+    answer = assistant.ask(args.question, patient_id=args.patient, top_k=args.top_k,
+                           generate=not args.no_generate,
+                           on_text=(lambda t: print(t, end="", flush=True)) if stream else None)
+    if args.json:
+        _print_json(answer.to_dict())
+        return 0
+    if stream:
+        print("\n")
+    label = f"confidence {answer.confidence:.2f} ({answer.confidence_label})"
+    if answer.abstained:
+        print(f"NO SUPPORTED ANSWER [{label}]: {answer.abstain_reason}")
+    elif not answer.generated:
+        print(f"EVIDENCE ONLY [{label}]")
+    else:
+        print(f"ANSWER [{label}]")
+    print(_wrap(answer.answer, "  "))
+    unsupported = [s for s in answer.sentences if not s.supported]
+    if unsupported and not answer.abstained:
+        print(f"  ! {len(unsupported)} sentence(s) not supported by their cited source:")
+        for s in unsupported:
+            print(_wrap(s.text, "    - "))
+    if answer.removed_citations:
+        print(f"  ! {answer.removed_citations} citation marker(s) pointed at no source and were removed")
+    print("\nSOURCES" if not answer.abstained else "\nCLOSEST SOURCES")
+    for c in answer.citations:
+        who = f", patient {c.patient_id}" if c.patient_id else ""
+        print(f" [{c.n}] {c.title} — {c.section}")
+        print(f"     {c.kind}{who}; {c.source} chars {c.start}-{c.end}")
+        excerpt = c.text if len(c.text) <= 300 else c.text[:300].rsplit(" ", 1)[0] + " …"
+        print(_wrap(excerpt.replace("\n", " "), "     > "))
+    t = answer.timings_ms
+    print(f"\nindex {answer.index_version}; embedder {answer.models['embedder']}; generator "
+          f"{answer.models['generator'] or '-'}; retrieval {t.get('retrieval_search', 0):.0f} ms, generation "
+          f"{t.get('generation', 0):.0f} ms")
+    print("Demo/decision support only: not a medical device; verify against the cited guideline.")
+    return 0
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from rag import Assistant
+    from rag.index import read_manifest, verify_index
+
+    cfg = _load_config(args)
+    assistant = Assistant(cfg, progress=not args.quiet)
+    root = assistant.index_root
+    if args.index_command == "build":
+        manifest = assistant.build(args.sources, kind=args.kind, strict=not args.skip_bad)
+        summary = {"version": manifest["version"], "index": str(root), "counts": manifest["counts"],
+                   "seconds": {k: round(v, 2) for k, v in manifest["seconds"].items()},
+                   "skipped": [{"path": p, "reason": r} for p, r in manifest["skipped"]]}
+        if args.json:
+            _print_json(summary)
+        else:
+            c = manifest["counts"]
+            print(f"published {manifest['version']} at {root}: {c['documents']} documents, {c['parents']} sections, "
+                  f"{c['children']} passages")
+            for p, r in manifest["skipped"]:
+                print(f"  skipped {p}: {r}")
+        return 3 if manifest["skipped"] else 0
+    if args.index_command == "status":
+        _, m = read_manifest(root)
+        status = {k: m[k] for k in ("version", "parent_version", "created", "embedder", "chunking", "counts")}
+        status["index"] = str(root)
+        status["patients"] = m.get("patients", [])
+        status["bytes"] = sum(f["bytes"] for f in m.get("files", {}).values())
+        if args.json:
+            _print_json(status)
+        else:
+            c = m["counts"]
+            print(f"index {root}\n  version {m['version']} (parent {m['parent_version']}), created {m['created']}")
+            print(f"  embedder {m['embedder']['model_id']} dim {m['embedder']['dim']}")
+            print(f"  {c['documents']} documents {c['documents_by_kind']}, {c['parents']} sections, "
+                  f"{c['children']} passages {c['children_by_kind']}")
+            print(f"  patients: {', '.join(status['patients']) or '-'}; size {status['bytes'] / 1e6:.1f} MB")
+        return 0
+    problems = verify_index(root)
+    if args.json:
+        _print_json({"ok": not problems, "problems": problems})
+    else:
+        print("index OK" if not problems else "index BROKEN:\n  " + "\n  ".join(problems))
+    return 0 if not problems else 1
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from rag.config import resolve_path
+    from rag.models import fetch, list_models
+
+    cfg = _load_config(args)
+    cache = resolve_path(cfg.models.cache_dir)
+    if args.models_command == "list":
+        rows = list_models(cache)
+        if args.json:
+            _print_json([r.__dict__ for r in rows])
+        else:
+            for r in rows:
+                print(f"{r.name:40s} {r.role:10s} {r.status:12s} {r.model_id}")
+        return 0
+    names = args.names or [m.split(":", 1)[1] for m in (cfg.embedder.model, cfg.generator.model)
+                           if m.startswith("bundle:")]
+    for name in names:
+        r = fetch(name, cache)
+        print(f"ready: bundle:{name} -> {r.path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    level = logging.DEBUG if args.verbose else (logging.ERROR if args.quiet else logging.WARNING)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:
+        import warnings
+
+        warnings.filterwarnings("ignore")
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    from rag.errors import CDSError
+
+    handlers = {"query": cmd_query, "index": cmd_index, "models": cmd_models}
+    try:
+        return handlers[args.command](args)
+    except CDSError as e:
+        if args.verbose:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if args.verbose:
+            raise
+        print(f"error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
+              "(run with -v for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Evaluation: multiple-choice benchmarks, retrieval metrics, calibration, reports (see the eval issues)."""

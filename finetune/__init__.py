@@ -1,0 +1,1 @@
+"""QLoRA fine-tuning: SFT dataset building, training, adapters and training cards (see the QLoRA issue)."""

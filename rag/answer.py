@@ -1,0 +1,58 @@
+"""The Answer returned by :meth:`rag.Assistant.ask` (and printed as ``--json``)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class Citation:
+    n: int
+    doc_id: str
+    chunk_id: str  # the child passage cited (its span is start..end in the document text)
+    title: str
+    source: str
+    kind: str
+    patient_id: str | None
+    section: str
+    start: int
+    end: int
+    score: float  # fused retrieval score of the source
+    text: str  # the cited passage
+    merged: bool = False  # the generator saw the whole parent section
+    parent_id: str | None = None
+
+
+@dataclass
+class SentenceRecord:
+    text: str
+    citations: list[int]
+    supported: bool
+    support_score: float
+
+
+@dataclass
+class Answer:
+    question: str
+    answer: str
+    abstained: bool
+    confidence: float
+    confidence_label: str
+    citations: list[Citation]
+    sentences: list[SentenceRecord]
+    index_version: str
+    models: dict[str, str | None]
+    timings_ms: dict[str, float]
+    patient_id: str | None = None
+    abstain_reason: str | None = None
+    confidence_signals: dict[str, float] = field(default_factory=dict)
+    removed_citations: int = 0
+    generated: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["confidence"] = round(self.confidence, 4)
+        d["timings_ms"] = {k: round(v, 1) for k, v in self.timings_ms.items()}
+        d["confidence_signals"] = {k: round(v, 4) for k, v in self.confidence_signals.items()}
+        return d

@@ -1,0 +1,263 @@
+"""The Assistant: question (+ patient) -> cited, confidence-scored Answer, or an abstention."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from corpora import Kind, load_sources
+from rag import confidence as conf
+from rag.answer import Answer, Citation, SentenceRecord
+from rag.cite import check_support, clean_markers, strip_markers
+from rag.config import AppConfig, load_config, resolve_path
+from rag.embed import Embedder, TransformersEmbedder
+from rag.errors import IndexMissingError, InputError, UnknownPatientError
+from rag.generate import ABSTAIN_TOKEN, Generator, PromptSource, build_messages, fit_sources, is_abstention
+from rag.index import HybridIndex, build_index, current_version, embedder_manifest
+from rag.models import EmbedderSpec, embedder_spec, resolve
+from rag.retrieve import HybridRetriever, Retrieval, Unit
+from rag.text import split_sentences
+
+log = logging.getLogger(__name__)
+
+ABSTAIN_MESSAGE = ("The indexed sources do not answer this question with enough support. "
+                   "The closest sources are listed below; review them directly.")
+
+
+class Assistant:
+    """Hybrid retrieval + grounded generation. Models and index load lazily on first use.
+
+    ``embedder``/``generator`` may be injected (tests pass a hash embedder and a tiny model).
+    """
+
+    def __init__(self, config: AppConfig, embedder: Embedder | None = None, generator: Generator | None = None,
+                 progress: bool = False):
+        self.config = config
+        self.progress = progress
+        self._embedder = embedder
+        self._generator = generator
+        self._index: HybridIndex | None = None
+        self.index_root = resolve_path(config.index.dir)
+        self.cache_dir = resolve_path(config.models.cache_dir)
+
+    @classmethod
+    def from_config(cls, path: str | Path | None = None, overrides: list[str] | None = None,
+                    **kwargs: Any) -> Assistant:
+        return cls(load_config(path, overrides), **kwargs)
+
+    # -- components -------------------------------------------------------------------------
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            cfg = self.config.embedder
+            resolved = resolve(cfg.model, self.cache_dir)
+            spec: EmbedderSpec = embedder_spec(resolved.model_id)
+            self._embedder = TransformersEmbedder(resolved.path, spec, cfg.batch_size, cfg.max_length)
+        return self._embedder
+
+    @property
+    def generator(self) -> Generator:
+        if self._generator is None:
+            cfg = self.config.generator
+            resolved = resolve(cfg.model, self.cache_dir)
+            adapter = resolve_path(cfg.adapter) if cfg.adapter else None
+            if adapter is not None and not (adapter / "adapter_config.json").exists():
+                raise InputError(f"adapter folder {adapter} has no adapter_config.json; pass a peft adapter folder")
+            self._generator = Generator(resolved.path, resolved.model_id, adapter, cfg.dtype)
+        return self._generator
+
+    def _is_demo_index(self) -> bool:
+        from rag.config import IndexConfig
+
+        return self.config.index.dir == IndexConfig().dir
+
+    @property
+    def index(self) -> HybridIndex:
+        if self._index is None:
+            if current_version(self.index_root) is None and self.config.index.auto_build_demo \
+                    and self._is_demo_index():
+                log.warning("no index at %s: building the demo index first (one-time)", self.index_root)
+                self.build([str(resolve_path(s)) for s in self.config.index.demo_sources])
+            self._index = HybridIndex.load(self.index_root, expect_embedder=embedder_manifest(self.embedder))
+        elif current_version(self.index_root) not in (None, self._index.version):
+            self.reload()  # a newer version was published: pick it up without restarting
+        assert self._index is not None
+        return self._index
+
+    def reload(self) -> None:
+        self._index = HybridIndex.load(self.index_root, expect_embedder=embedder_manifest(self.embedder))
+
+    # -- indexing ----------------------------------------------------------------------------
+    def build(self, sources: list[str], kind: Kind | None = None, strict: bool = True) -> dict[str, Any]:
+        """Read sources, build and publish a new index version; returns its manifest."""
+        report = load_sources(sources, kind=kind, strict=strict)
+        _, manifest = build_index(report.documents, self.embedder, self.index_root,
+                                  self.config.chunking.model_dump(), progress=self.progress)
+        manifest["skipped"] = report.skipped
+        self._index = None
+        return manifest
+
+    # -- querying ----------------------------------------------------------------------------
+    def _validate(self, question: str, patient_id: str | None) -> str:
+        q = " ".join(question.split())
+        if not q:
+            raise InputError("the question is empty; ask e.g. "
+                             "`python app.py query \"What reduces mortality in HFrEF?\"`")
+        limit = self.config.query.max_question_chars
+        if len(q) > limit:
+            raise InputError(f"the question is {len(q)} characters; the limit is {limit} "
+                             "(query.max_question_chars): shorten it")
+        if patient_id is not None:
+            pid = patient_id.strip()
+            if not pid:
+                raise InputError("--patient is empty; pass a patient id such as P001")
+            if pid not in self.index.patients:
+                raise UnknownPatientError(f"no records for patient '{pid}' in index version "
+                                          f"{self.index.version}; check the id (`python app.py index status`)")
+        return q
+
+    def retriever(self) -> HybridRetriever:
+        r = self.config.retrieval
+        return HybridRetriever(self.index, self.embedder, r.dense_k, r.bm25_k, r.rrf_k, r.dense_weight,
+                               r.bm25_weight, r.merge_threshold, r.top_k)
+
+    def retrieve(self, question: str, patient_id: str | None = None, top_k: int | None = None) -> Retrieval:
+        q = self._validate(question, patient_id)
+        return self.retriever().retrieve(q, patient_id.strip() if patient_id else None, top_k)
+
+    def ask(self, question: str, patient_id: str | None = None, top_k: int | None = None, generate: bool = True,
+            on_text: Callable[[str], None] | None = None) -> Answer:
+        """Answer ``question`` from the index, citing sources, or abstain."""
+        t_all = time.perf_counter()
+        timings: dict[str, float] = {}
+        t = time.perf_counter()
+        _ = self.index, self.embedder  # load before timing retrieval
+        if generate:
+            _ = self.generator
+        timings["load"] = (time.perf_counter() - t) * 1000
+        pid = patient_id.strip() if patient_id else None
+        q = self._validate(question, pid)
+        if top_k is not None and not 1 <= top_k <= 50:
+            raise InputError("--top-k must be between 1 and 50")
+        ret = self.retriever().retrieve(q, pid, top_k)
+        timings.update({f"retrieval_{k}": v for k, v in ret.timings_ms.items()})
+        spec = self.embedder.spec
+        signals = self._retrieval_signals(ret, spec)
+        cfg = self.config.confidence
+        models: dict[str, str | None] = {"embedder": self.embedder.model_id,
+                                         "generator": self._generator.model_id if generate and self._generator
+                                         else None,
+                                         "adapter": self._generator.adapter if generate and self._generator
+                                         else None}
+        base = {"question": q, "index_version": self.index.version, "models": models, "patient_id": pid}
+
+        if not ret.units:
+            timings["total"] = (time.perf_counter() - t_all) * 1000
+            return Answer(answer=ABSTAIN_MESSAGE, abstained=True, confidence=0.0, confidence_label="low",
+                          citations=[], sentences=[], timings_ms=timings, abstain_reason="no source retrieved",
+                          confidence_signals=signals, generated=False, **base)  # type: ignore[arg-type]
+
+        if not generate or signals["retrieval"] < cfg.retrieval_floor:
+            citations = [self._citation(n, u, None) for n, u in enumerate(ret.units, start=1)]
+            c = conf.combine(signals, cfg)
+            weak = signals["retrieval"] < cfg.retrieval_floor
+            timings["total"] = (time.perf_counter() - t_all) * 1000
+            return Answer(
+                answer=ABSTAIN_MESSAGE if weak else "Evidence only (--no-generate): see the numbered sources.",
+                abstained=weak, confidence=c, confidence_label=conf.label(c, cfg), citations=citations,
+                sentences=[], timings_ms=timings, confidence_signals=signals, generated=False,
+                abstain_reason="retrieval too weak: no indexed passage is close to the question" if weak else None,
+                **base)  # type: ignore[arg-type]
+
+        gen_cfg = self.config.generator
+        gen = self.generator
+        sources = [PromptSource(n, u.chunk.title, u.chunk.section, u.chunk.kind, u.chunk.patient_id, u.chunk.text)
+                   for n, u in enumerate(ret.units, start=1)]
+        sources = fit_sources(sources, gen.count_tokens, gen_cfg.max_context_tokens)
+        units = ret.units[: len(sources)]
+        out = gen.generate(build_messages(q, sources, pid), gen_cfg.max_new_tokens, gen_cfg.temperature, on_text)
+        timings["generation"] = out.total_ms
+        timings["first_token"] = out.first_token_ms
+        timings["tokens_per_s"] = out.new_tokens / max(out.total_ms / 1000, 1e-9)
+        signals["generation"] = conf.generation_probability(out.token_probs)
+
+        t = time.perf_counter()
+        text, removed = clean_markers(out.text, set(range(1, len(units) + 1)))
+        model_abstained = is_abstention(text) or not text
+        support = self._support(text, units) if not model_abstained else []
+        timings["citation_check"] = (time.perf_counter() - t) * 1000
+        signals["support"] = (sum(s.supported for s in support) / len(support)) if support else 0.0
+        c = conf.combine(signals, cfg)
+
+        reason = None
+        if model_abstained:
+            reason = "the generator found no answer in the sources"
+        elif not any(s.supported for s in support):
+            reason = "no answer sentence is supported by a cited source"
+        elif c < cfg.abstain_below:
+            reason = f"confidence {c:.2f} is below the abstention threshold {cfg.abstain_below:.2f}"
+        best: dict[int, tuple[float, int]] = {}
+        for s in support:
+            for n, i in s.best.items():
+                if n not in best or s.score > best[n][0]:
+                    best[n] = (s.score, i)
+        citations = [self._citation(n, u, best.get(n, (0.0, None))[1]) for n, u in enumerate(units, start=1)]
+        sentences = [SentenceRecord(s.text, s.citations, s.supported, round(s.score, 4)) for s in support]
+        timings["total"] = (time.perf_counter() - t_all) * 1000
+        return Answer(
+            answer=ABSTAIN_MESSAGE if reason else text, abstained=reason is not None, confidence=c,
+            confidence_label=conf.label(c, cfg) if reason is None else "low", citations=citations,
+            sentences=sentences, timings_ms=timings, abstain_reason=reason, confidence_signals=signals,
+            removed_citations=removed, **base)  # type: ignore[arg-type]
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _retrieval_signals(self, ret: Retrieval, spec: EmbedderSpec) -> dict[str, float]:
+        idx = self.index
+        shown = {h.chunk_id for u in ret.units for h in u.hits}
+        top_cos = max((s for cid, s in ret.dense if cid in shown), default=None)
+        if top_cos is None:
+            top_cos = max((s for _, s in ret.dense), default=spec.sim_floor)
+        parent_of = lambda cid: idx.children[idx.child_pos[cid]].parent_id or cid  # noqa: E731
+        return {
+            "retrieval": conf.retrieval_strength(top_cos, spec.sim_floor, spec.sim_ceiling),
+            "agreement": conf.agreement([parent_of(c) for c, _ in ret.dense], [parent_of(c) for c, _ in ret.bm25]),
+        }
+
+    def _passages(self, unit: Unit) -> list[int]:
+        """Index rows of the child passages a source consists of (all children of a merged parent)."""
+        idx = self.index
+        if unit.merged:
+            return [idx.child_pos[c] for c in unit.chunk.child_ids if c in idx.child_pos]
+        return [idx.child_pos[unit.chunk.chunk_id]]
+
+    def _support(self, text: str, units: list[Unit]) -> list[Any]:
+        sentences = split_sentences(text)
+        if not sentences:
+            return []
+        svec = self.embedder.encode_queries([strip_markers(s) or s for s in sentences])
+        source_vectors = {n: np.stack([self.index.dense.reconstruct(int(r)) for r in self._passages(u)])
+                          for n, u in enumerate(units, start=1)}
+        threshold = self.config.confidence.support_threshold
+        if threshold is None:
+            threshold = self.embedder.spec.support_threshold
+        return check_support(text, svec, source_vectors, threshold)
+
+    def _citation(self, n: int, unit: Unit, best_passage: int | None) -> Citation:
+        """Cite the child span: the passage that best supports the answer, else the top retrieved child."""
+        idx = self.index
+        if best_passage is not None:
+            child = idx.children[self._passages(unit)[best_passage]]
+        else:
+            child = idx.children[idx.child_pos[unit.hits[0].chunk_id]]
+        return Citation(n=n, doc_id=child.doc_id, chunk_id=child.chunk_id, title=child.title, source=child.source,
+                        kind=child.kind, patient_id=child.patient_id, section=child.section, start=child.start,
+                        end=child.end, score=round(unit.score, 6), text=child.text, merged=unit.merged,
+                        parent_id=child.parent_id)
+
+
+__all__ = ["ABSTAIN_MESSAGE", "ABSTAIN_TOKEN", "Assistant"]

@@ -1,0 +1,90 @@
+"""Citation markers: parse ``[n]``, drop markers that point at no source, pair sentences with sources.
+
+Support checking compares each answer sentence with the passages of the sources it cites
+(cosine similarity of embeddings); the vectors are passed in, so this module stays pure.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from rag.text import split_sentences
+
+_MARKER = re.compile(r"\[\s*(\d+(?:\s*(?:,|;|-|–)\s*\d+)*)\s*\]")
+
+
+def _numbers(body: str) -> list[int]:
+    out: list[int] = []
+    for part in re.split(r"\s*[,;]\s*", body.strip()):
+        if re.fullmatch(r"\d+\s*[-–]\s*\d+", part):
+            a, b = (int(x) for x in re.split(r"\s*[-–]\s*", part))
+            if 0 < b - a < 20:
+                out.extend(range(a, b + 1))
+                continue
+            out.extend([a, b])
+        elif part.isdigit():
+            out.append(int(part))
+    return out
+
+
+def parse_markers(text: str) -> list[int]:
+    """Every source number cited in ``text``, in order of appearance, with repeats."""
+    return [n for m in _MARKER.finditer(text) for n in _numbers(m.group(1))]
+
+
+def clean_markers(text: str, valid: Collection[int]) -> tuple[str, int]:
+    """Remove cited numbers that are not in ``valid``; return (text, how many were removed)."""
+    removed = 0
+
+    def fix(m: re.Match[str]) -> str:
+        nonlocal removed
+        nums = _numbers(m.group(1))
+        keep = [n for n in dict.fromkeys(nums) if n in valid]
+        removed += len([n for n in nums if n not in valid])
+        return "".join(f"[{n}]" for n in keep)
+
+    cleaned = _MARKER.sub(fix, text)
+    cleaned = re.sub(r"[ \t]+([.,;:])", r"\1", cleaned)
+    return re.sub(r"[ \t]{2,}", " ", cleaned).strip(), removed
+
+
+@dataclass
+class SentenceSupport:
+    text: str
+    citations: list[int]
+    supported: bool
+    score: float  # best cosine between the sentence and a passage of a cited source
+    best: dict[int, int] = field(default_factory=dict)  # cited n -> index of its best-matching passage
+
+
+def check_support(text: str, sentence_vectors: np.ndarray, source_vectors: Mapping[int, np.ndarray],
+                  threshold: float) -> list[SentenceSupport]:
+    """Judge every sentence of ``text`` against the passages of the sources it cites.
+
+    ``source_vectors[n]`` holds one row per passage of source n (normalised). A sentence
+    with no citation, or whose best cited passage is below ``threshold``, is unsupported.
+    """
+    sentences = split_sentences(text)
+    if len(sentences) != len(sentence_vectors):
+        raise ValueError("one vector per sentence is required")
+    out: list[SentenceSupport] = []
+    for sent, vec in zip(sentences, sentence_vectors, strict=True):
+        cited = list(dict.fromkeys(n for n in parse_markers(sent) if n in source_vectors))
+        best_score, best = -1.0, {}
+        for n in cited:
+            sims = source_vectors[n] @ vec
+            i = int(np.argmax(sims))
+            best[n] = i
+            best_score = max(best_score, float(sims[i]))
+        out.append(SentenceSupport(sent, cited, bool(cited) and best_score >= threshold,
+                                   best_score if cited else 0.0, best))
+    return out
+
+
+def strip_markers(text: str) -> str:
+    """Sentence text without its markers (what gets embedded for the support check)."""
+    return re.sub(r"\s+", " ", _MARKER.sub("", text)).strip()

