@@ -76,7 +76,8 @@ def _load_config(args: argparse.Namespace) -> Any:
 
     overrides = list(args.overrides)
     if getattr(args, "index", None):
-        overrides.append(f"index.dir={Path(args.index).resolve()}")
+        # An explicitly named index is never silently replaced by the demo corpus.
+        overrides += [f"index.dir={Path(args.index).resolve()}", "index.auto_build_demo=false"]
     if getattr(args, "adapter", None):
         overrides.append(f"generator.adapter={Path(args.adapter).resolve()}")
     return load_config(args.config, overrides)

@@ -47,7 +47,7 @@ def _title_from_body(body: str, fallback: str) -> str:
 def read_markdown(path: Path, root: Path, kind: Kind | None = None) -> Document:
     """Read one file. ``kind`` from the command line wins over front matter; default 'guideline'."""
     try:
-        raw = path.read_text(encoding="utf-8")
+        raw = path.read_text(encoding="utf-8-sig")  # -sig: a BOM must not hide front matter
     except UnicodeDecodeError:
         raise SourceError(f"{path}: not UTF-8 text; convert it (e.g. iconv -t utf-8)") from None
     except OSError as e:

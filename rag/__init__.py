@@ -5,9 +5,28 @@
     answer = assistant.ask("What reduces mortality in HFrEF?")
 """
 
-from rag.answer import Answer, Citation, SentenceRecord
-from rag.assistant import Assistant
-from rag.config import AppConfig, load_config
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from rag.errors import CDSError, InputError
+
+if TYPE_CHECKING:
+    from rag.answer import Answer, Citation, SentenceRecord
+    from rag.assistant import Assistant
+    from rag.config import AppConfig, load_config
+
+_LAZY = {"Answer": "rag.answer", "Citation": "rag.answer", "SentenceRecord": "rag.answer",
+         "Assistant": "rag.assistant", "AppConfig": "rag.config", "load_config": "rag.config"}
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy: `import corpora` (which uses rag.errors) must not import the whole assistant.
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'rag' has no attribute {name!r}")
+
 
 __all__ = ["Answer", "AppConfig", "Assistant", "CDSError", "Citation", "InputError", "SentenceRecord", "load_config"]

@@ -16,7 +16,7 @@ from rag.answer import Answer, Citation, SentenceRecord
 from rag.cite import check_support, clean_markers, strip_markers
 from rag.config import AppConfig, load_config, resolve_path
 from rag.embed import Embedder, TransformersEmbedder
-from rag.errors import IndexMissingError, InputError, UnknownPatientError
+from rag.errors import InputError, UnknownPatientError
 from rag.generate import ABSTAIN_TOKEN, Generator, PromptSource, build_messages, fit_sources, is_abstention
 from rag.index import HybridIndex, build_index, current_version, embedder_manifest
 from rag.models import EmbedderSpec, embedder_spec, resolve
@@ -71,16 +71,10 @@ class Assistant:
             self._generator = Generator(resolved.path, resolved.model_id, adapter, cfg.dtype)
         return self._generator
 
-    def _is_demo_index(self) -> bool:
-        from rag.config import IndexConfig
-
-        return self.config.index.dir == IndexConfig().dir
-
     @property
     def index(self) -> HybridIndex:
         if self._index is None:
-            if current_version(self.index_root) is None and self.config.index.auto_build_demo \
-                    and self._is_demo_index():
+            if current_version(self.index_root) is None and self.config.index.auto_build_demo:
                 log.warning("no index at %s: building the demo index first (one-time)", self.index_root)
                 self.build([str(resolve_path(s)) for s in self.config.index.demo_sources])
             self._index = HybridIndex.load(self.index_root, expect_embedder=embedder_manifest(self.embedder))
@@ -124,7 +118,7 @@ class Assistant:
     def retriever(self) -> HybridRetriever:
         r = self.config.retrieval
         return HybridRetriever(self.index, self.embedder, r.dense_k, r.bm25_k, r.rrf_k, r.dense_weight,
-                               r.bm25_weight, r.merge_threshold, r.top_k)
+                               r.bm25_weight, r.merge_threshold, r.top_k, r.patient_slots)
 
     def retrieve(self, question: str, patient_id: str | None = None, top_k: int | None = None) -> Retrieval:
         q = self._validate(question, patient_id)
@@ -245,7 +239,8 @@ class Assistant:
         threshold = self.config.confidence.support_threshold
         if threshold is None:
             threshold = self.embedder.spec.support_threshold
-        return check_support(text, svec, source_vectors, threshold)
+        return check_support(text, svec, source_vectors, threshold,
+                             attribute_uncited=self.config.confidence.attribute_uncited)
 
     def _citation(self, n: int, unit: Unit, best_passage: int | None) -> Citation:
         """Cite the child span: the passage that best supports the answer, else the top retrieved child."""

@@ -86,7 +86,7 @@ def split_sections(text: str, title: str) -> list[Section]:
     return sections
 
 
-def _locate(pieces: list[str], text: str, base: int) -> list[tuple[int, int]]:
+def _locate(pieces: list[str], text: str, base: int, overlap: bool) -> list[tuple[int, int]]:
     """Character spans of each piece in ``text`` (pieces are in order and may overlap)."""
     spans: list[tuple[int, int]] = []
     cursor = 0
@@ -102,7 +102,9 @@ def _locate(pieces: list[str], text: str, base: int) -> list[tuple[int, int]]:
         else:
             s, e = idx, idx + len(piece)
         spans.append((base + s, base + e))
-        cursor = s + 1
+        # The next piece starts after this one's start (overlap) but must not match an earlier
+        # copy of the same words: with no overlap it cannot start before this piece ends.
+        cursor = s + 1 if overlap else e
     return spans
 
 
@@ -127,7 +129,7 @@ class HierarchicalChunker:
     def _pieces(self, splitter: Any, text: str, start: int, end: int) -> list[tuple[int, int]]:
         seg = text[start:end]
         pieces = [p for p in splitter.split_text(seg) if p.strip()]
-        return _locate(pieces, seg, start)
+        return _locate(pieces, seg, start, overlap=splitter.chunk_overlap > 0)
 
     def chunk(self, doc: Document) -> tuple[list[Chunk], list[Chunk]]:
         """Return (parents, children) for one document."""

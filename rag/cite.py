@@ -59,14 +59,18 @@ class SentenceSupport:
     supported: bool
     score: float  # best cosine between the sentence and a passage of a cited source
     best: dict[int, int] = field(default_factory=dict)  # cited n -> index of its best-matching passage
+    attributed: bool = False  # True when the citation was added by post-hoc attribution, not the model
 
 
 def check_support(text: str, sentence_vectors: np.ndarray, source_vectors: Mapping[int, np.ndarray],
-                  threshold: float) -> list[SentenceSupport]:
+                  threshold: float, attribute_uncited: bool = False) -> list[SentenceSupport]:
     """Judge every sentence of ``text`` against the passages of the sources it cites.
 
     ``source_vectors[n]`` holds one row per passage of source n (normalised). A sentence
-    with no citation, or whose best cited passage is below ``threshold``, is unsupported.
+    whose best cited passage is below ``threshold`` is unsupported. A sentence the model
+    left uncited is unsupported, unless ``attribute_uncited``: then it is attributed to the
+    single best passage of any source, and counts as supported only if that passage clears
+    the same threshold (small generators often state a sourced fact and forget the marker).
     """
     sentences = split_sentences(text)
     if len(sentences) != len(sentence_vectors):
@@ -74,6 +78,11 @@ def check_support(text: str, sentence_vectors: np.ndarray, source_vectors: Mappi
     out: list[SentenceSupport] = []
     for sent, vec in zip(sentences, sentence_vectors, strict=True):
         cited = list(dict.fromkeys(n for n in parse_markers(sent) if n in source_vectors))
+        attributed = False
+        if not cited and attribute_uncited and source_vectors:
+            n_best = max(source_vectors, key=lambda n: float(np.max(source_vectors[n] @ vec)))
+            if float(np.max(source_vectors[n_best] @ vec)) >= threshold:
+                cited, attributed = [n_best], True
         best_score, best = -1.0, {}
         for n in cited:
             sims = source_vectors[n] @ vec
@@ -81,7 +90,7 @@ def check_support(text: str, sentence_vectors: np.ndarray, source_vectors: Mappi
             best[n] = i
             best_score = max(best_score, float(sims[i]))
         out.append(SentenceSupport(sent, cited, bool(cited) and best_score >= threshold,
-                                   best_score if cited else 0.0, best))
+                                   best_score if cited else 0.0, best, attributed))
     return out
 
 

@@ -60,6 +60,9 @@ class RetrievalConfig(_Section):
     merge_threshold: float = Field(
         0.5, gt=0.0, le=1.0, description="share of a parent's children retrieved before the parent replaces them"
     )
+    patient_slots: int = Field(
+        2, ge=0, description="with --patient, sources reserved for that patient's records when any are retrieved"
+    )
 
     @model_validator(mode="after")
     def _some_weight(self) -> RetrievalConfig:
@@ -79,6 +82,9 @@ class ConfidenceConfig(_Section):
     )
     high: float = Field(0.7, ge=0.0, le=1.0, description="label 'high' at or above this")
     medium: float = Field(0.5, ge=0.0, le=1.0, description="label 'medium' at or above this")
+    attribute_uncited: bool = Field(
+        True, description="cite an uncited answer sentence to its best passage if that passage supports it"
+    )
     support_threshold: float | None = Field(
         None, ge=-1.0, le=1.0, description="cosine a sentence needs to a cited passage; default from the embedder spec"
     )

@@ -9,7 +9,7 @@ checked again on the fused result, so a record of another patient can never surf
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -89,6 +89,27 @@ def auto_merge(fused: Sequence[Fused], children: Mapping[str, Chunk], parents: M
     return units[:top_k]
 
 
+def reserve_slots(units: list[Unit], wanted: Callable[[Unit], bool], slots: int, k: int) -> list[Unit]:
+    """Reorder so that the top ``k`` holds at least ``slots`` units matching ``wanted`` (when that many exist).
+
+    With ``--patient`` the question is about that patient, yet guideline passages often
+    out-score the notes; the best patient records are moved up into the lowest places of
+    the top ``k``, keeping every other unit's relative order.
+    """
+    head, tail = units[:k], units[k:]
+    missing = slots - sum(1 for u in head if wanted(u))
+    if missing <= 0:
+        return units
+    promote = [u for u in tail if wanted(u)][:missing]
+    if not promote:
+        return units
+    removable = [i for i in range(len(head) - 1, -1, -1) if not wanted(head[i])][: len(promote)]
+    demoted = [head[i] for i in sorted(removable)]
+    head = [u for i, u in enumerate(head) if i not in set(removable)] + promote
+    rest = [u for u in tail if u not in promote]
+    return head + demoted + rest
+
+
 @dataclass
 class Retrieval:
     units: list[Unit]
@@ -101,13 +122,15 @@ class Retrieval:
 
 class HybridRetriever:
     def __init__(self, index: HybridIndex, embedder: Embedder, dense_k: int, bm25_k: int, rrf_k: int,
-                 dense_weight: float, bm25_weight: float, merge_threshold: float, top_k: int):
+                 dense_weight: float, bm25_weight: float, merge_threshold: float, top_k: int,
+                 patient_slots: int = 0):
         self.index = index
         self.embedder = embedder
         self.dense_k, self.bm25_k, self.rrf_k = dense_k, bm25_k, rrf_k
         self.weights = {"dense": dense_weight, "bm25": bm25_weight}
         self.merge_threshold = merge_threshold
         self.top_k = top_k
+        self.patient_slots = patient_slots
 
     def _dense(self, qv: np.ndarray, allowed: np.ndarray, k: int) -> list[tuple[str, float]]:
         import faiss
@@ -143,13 +166,19 @@ class HybridRetriever:
         t = time.perf_counter()
         allowed = self.index.allowed_mask(patient_id)
         dense = self._dense(qv, allowed, self.dense_k) if self.weights["dense"] > 0 else []
-        bm25 = self._bm25(query, allowed, self.bm25_k) if self.weights["bm25"] > 0 else []
+        # Patient notes carry their id in the title, so naming it lets BM25 prefer them.
+        bm25_query = f"{query} {patient_id}" if patient_id else query
+        bm25 = self._bm25(bm25_query, allowed, self.bm25_k) if self.weights["bm25"] > 0 else []
         fused = rrf_fuse({"dense": dense, "bm25": bm25}, self.weights, self.rrf_k)
         by_id = {c.chunk_id: c for c in (self.index.children[self.index.child_pos[f.chunk_id]] for f in fused)}
         # Defence in depth: the searches were already scoped; re-check every hit anyway.
         for c in by_id.values():
             if c.kind == "ehr" and c.patient_id != patient_id:
                 raise AssertionError(f"patient scoping violated by {c.chunk_id}")
-        units = auto_merge(fused, by_id, self.index.parents, self.merge_threshold, top_k or self.top_k)
+        k = top_k or self.top_k
+        units = auto_merge(fused, by_id, self.index.parents, self.merge_threshold, len(fused))
+        if patient_id:
+            units = reserve_slots(units, lambda u: u.chunk.kind == "ehr", self.patient_slots, k)
+        units = units[:k]
         timings["search"] = (time.perf_counter() - t) * 1000
         return Retrieval(units, fused, dense, bm25, qv, timings)

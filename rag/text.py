@@ -54,7 +54,7 @@ def tokenize(text: str) -> list[str]:
 
 # Sentence boundary: end punctuation (optionally followed by citation markers) then space and
 # an upper-case letter/digit/bullet. Abbreviations common in clinical prose are protected.
-_ABBREV = re.compile(r"\b(?:e\.g|i\.e|vs|etc|approx|dr|mr|mrs|ms|fig|no|st|mg|ml|dl)\.$", re.I)
+_ABBREV = re.compile(r"\b(?:e\.g|i\.e|vs|etc|approx|dr|mr|mrs|ms|fig|no|st)\.$", re.I)
 _BOUNDARY = re.compile(r"(?<=[.!?])((?:\s*\[\d+(?:\s*,\s*\d+)*\])*)\s+(?=[A-Z0-9\-•(])")
 
 

@@ -1,0 +1,134 @@
+import numpy as np
+import pytest
+
+from rag.cite import check_support, clean_markers, parse_markers, strip_markers
+
+# -- parse_markers --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Start an ACE inhibitor [1].", [1]),
+        ("Both apply [1, 2].", [1, 2]),
+        ("Both apply [1,2] and [ 3 ].", [1, 2, 3]),
+        ("Semicolons [1; 4].", [1, 4]),
+        ("A range [1-3].", [1, 2, 3]),
+        ("An en dash range [2–4].", [2, 3, 4]),
+        ("Adjacent [2][3].", [2, 3]),
+        ("Repeats kept [1] and again [1].", [1, 1]),
+        ("Mixed [1, 3-4].", [1, 3, 4]),
+        ("No markers here.", []),
+        ("Not a marker [a] or [] or (1).", []),
+    ],
+)
+def test_parse_markers(text, expected):
+    assert parse_markers(text) == expected
+
+
+def test_implausible_range_is_kept_as_two_numbers():
+    assert parse_markers("[1-30]") == [1, 30]
+    assert parse_markers("[3-1]") == [3, 1]
+
+
+# -- clean_markers ---------------------------------------------------------------------------
+
+
+def test_valid_markers_kept_unchanged():
+    text = "Start an SGLT2 inhibitor [1]. Titrate the beta-blocker [2][3]."
+    assert clean_markers(text, {1, 2, 3}) == (text, 0)
+
+
+def test_invalid_number_removed_from_a_list_and_counted():
+    assert clean_markers("Use statins [1, 4].", {1, 2}) == ("Use statins [1].", 1)
+
+
+def test_marker_with_no_valid_number_removed_entirely():
+    cleaned, removed = clean_markers("Use statins [7]. Check lipids [1].", {1})
+    assert cleaned == "Use statins. Check lipids [1]."
+    assert removed == 1
+    assert "[]" not in cleaned
+
+
+def test_range_expanded_and_filtered():
+    assert clean_markers("Both [2-4].", {1, 2, 3}) == ("Both [2][3].", 1)
+
+
+def test_duplicates_collapsed_and_every_invalid_occurrence_counted():
+    assert clean_markers("A [1, 1].", {1}) == ("A [1].", 0)
+    assert clean_markers("A [9] and B [9].", {1}) == ("A and B.", 2)
+
+
+def test_removing_all_markers_leaves_tidy_spacing():
+    cleaned, removed = clean_markers("Give   aspirin [5] , then stop [6] .", set())
+    assert cleaned == "Give aspirin, then stop."
+    assert removed == 2
+
+
+def test_strip_markers():
+    assert strip_markers("Start  an ACE inhibitor [1, 2] today [3].") == "Start an ACE inhibitor today ."
+
+
+# -- check_support ----------------------------------------------------------------------------
+
+E1 = np.array([1.0, 0.0, 0.0], dtype=np.float32)
+E2 = np.array([0.0, 1.0, 0.0], dtype=np.float32)
+E3 = np.array([0.0, 0.0, 1.0], dtype=np.float32)
+
+
+def _unit(*xs):
+    v = np.array(xs, dtype=np.float64)
+    return (v / np.linalg.norm(v)).astype(np.float32)
+
+
+def test_supported_when_cosine_reaches_threshold():
+    text = "Statins lower LDL [1]. Aspirin prevents stroke [2]."
+    sent = np.stack([_unit(0.6, 0.8, 0.0), E3])
+    sources = {1: np.stack([E2, E1]), 2: np.stack([E1])}
+    out = check_support(text, sent, sources, threshold=0.75)
+    assert [s.text for s in out] == ["Statins lower LDL [1].", "Aspirin prevents stroke [2]."]
+    assert out[0].supported and out[0].citations == [1]
+    assert out[0].score == pytest.approx(0.8, abs=1e-6)
+    assert out[0].best == {1: 0}  # the first passage (E2) is the better match
+    assert not out[1].supported and out[1].score == pytest.approx(0.0, abs=1e-6)
+
+
+def test_threshold_is_inclusive_and_strict_above():
+    sent = np.stack([E1])
+    sources = {1: np.stack([E1])}
+    assert check_support("A [1].", sent, sources, threshold=1.0)[0].supported
+    assert not check_support("A [1].", sent, sources, threshold=1.0001)[0].supported
+
+
+def test_uncited_sentence_unsupported_even_if_similar():
+    out = check_support("Statins lower LDL.", np.stack([E1]), {1: np.stack([E1])}, threshold=0.1)
+    assert out[0].citations == [] and not out[0].supported and out[0].score == 0.0
+    # Even the lowest allowed threshold (-1) does not make an uncited sentence supported.
+    lowest = check_support("Statins lower LDL.", np.stack([E1]), {1: np.stack([E1])}, threshold=-1.0)
+    assert not lowest[0].supported
+
+
+def test_citation_to_unknown_source_ignored():
+    sources = {1: np.stack([E1])}
+    only_unknown = check_support("A [5].", np.stack([E1]), sources, threshold=0.5)[0]
+    assert only_unknown.citations == [] and not only_unknown.supported and only_unknown.best == {}
+    mixed = check_support("A [5][1].", np.stack([E1]), sources, threshold=0.5)[0]
+    assert mixed.citations == [1] and mixed.supported
+
+
+def test_best_of_several_cited_sources_counts():
+    sent = np.stack([E2])
+    sources = {1: np.stack([E1]), 2: np.stack([E3, E2])}
+    s = check_support("A [1][2].", sent, sources, threshold=0.9)[0]
+    assert s.supported and s.citations == [1, 2]
+    assert s.score == pytest.approx(1.0) and s.best == {1: 0, 2: 1}
+
+
+def test_repeated_citation_listed_once():
+    s = check_support("A [1] and [1, 1].", np.stack([E1]), {1: np.stack([E1])}, threshold=0.5)[0]
+    assert s.citations == [1]
+
+
+def test_vector_count_must_match_sentences():
+    with pytest.raises(ValueError, match="one vector per sentence"):
+        check_support("A [1]. B [1].", np.stack([E1]), {1: np.stack([E1])}, threshold=0.5)
