@@ -200,8 +200,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     names = args.names or [m.split(":", 1)[1] for m in (cfg.embedder.model, cfg.generator.model)
                            if m.startswith("bundle:")]
     for name in names:
-        r = fetch(name, cache)
-        print(f"ready: bundle:{name} -> {r.path}")
+        print(f"ready: bundle:{name} -> {fetch(name, cache).path}")
     return 0
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,7 +33,7 @@ def _files(source: Path) -> Iterable[tuple[Path, Path]]:
             yield p, source
 
 
-def load_sources(sources: list[str | Path], kind: Kind | None = None, strict: bool = True) -> LoadReport:
+def load_sources(sources: Sequence[str | Path], kind: Kind | None = None, strict: bool = True) -> LoadReport:
     """Read every supported file under ``sources``.
 
     With ``strict`` a bad file raises :class:`SourceError`; otherwise it is recorded in

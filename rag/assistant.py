@@ -13,7 +13,7 @@ import numpy as np
 from corpora import Kind, load_sources
 from rag import confidence as conf
 from rag.answer import Answer, Citation, SentenceRecord
-from rag.cite import check_support, clean_markers, strip_markers
+from rag.cite import check_support, clean_markers, numbers_in, strip_markers
 from rag.config import AppConfig, load_config, resolve_path
 from rag.embed import Embedder, TransformersEmbedder
 from rag.errors import InputError, UnknownPatientError
@@ -183,7 +183,7 @@ class Assistant:
         t = time.perf_counter()
         text, removed = clean_markers(out.text, set(range(1, len(units) + 1)))
         model_abstained = is_abstention(text) or not text
-        support = self._support(text, units) if not model_abstained else []
+        support = self._support(text, units, q) if not model_abstained else []
         timings["citation_check"] = (time.perf_counter() - t) * 1000
         signals["support"] = (sum(s.supported for s in support) / len(support)) if support else 0.0
         c = conf.combine(signals, cfg)
@@ -229,7 +229,7 @@ class Assistant:
             return [idx.child_pos[c] for c in unit.chunk.child_ids if c in idx.child_pos]
         return [idx.child_pos[unit.chunk.chunk_id]]
 
-    def _support(self, text: str, units: list[Unit]) -> list[Any]:
+    def _support(self, text: str, units: list[Unit], question: str) -> list[Any]:
         sentences = split_sentences(text)
         if not sentences:
             return []
@@ -239,8 +239,11 @@ class Assistant:
         threshold = self.config.confidence.support_threshold
         if threshold is None:
             threshold = self.embedder.spec.support_threshold
+        source_texts = {n: [self.index.children[r].context_text() for r in self._passages(u)]
+                        for n, u in enumerate(units, start=1)}
         return check_support(text, svec, source_vectors, threshold,
-                             attribute_uncited=self.config.confidence.attribute_uncited)
+                             attribute_uncited=self.config.confidence.attribute_uncited,
+                             source_texts=source_texts, exempt_numbers=numbers_in(question))
 
     def _citation(self, n: int, unit: Unit, best_passage: int | None) -> Citation:
         """Cite the child span: the passage that best supports the answer, else the top retrieved child."""

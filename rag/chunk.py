@@ -124,7 +124,8 @@ class HierarchicalChunker:
         self._count = lambda s: len(tokenize(s))
         self.parent_max_tokens = parent_max_tokens
         self._parent_splitter = SentenceSplitter(chunk_size=parent_max_tokens, chunk_overlap=0, tokenizer=tokenize)
-        self._child_splitter = SentenceSplitter(chunk_size=child_tokens, chunk_overlap=child_overlap, tokenizer=tokenize)
+        self._child_splitter = SentenceSplitter(chunk_size=child_tokens, chunk_overlap=child_overlap,
+                                                tokenizer=tokenize)
 
     def _pieces(self, splitter: Any, text: str, start: int, end: int) -> list[tuple[int, int]]:
         seg = text[start:end]
@@ -136,8 +137,8 @@ class HierarchicalChunker:
         text = doc.text
         parents: list[Chunk] = []
         children: list[Chunk] = []
-        common = {"doc_id": doc.doc_id, "title": doc.title, "kind": doc.kind, "source": doc.source,
-                  "patient_id": doc.patient_id}
+        common: dict[str, Any] = {"doc_id": doc.doc_id, "title": doc.title, "kind": doc.kind,
+                                  "source": doc.source, "patient_id": doc.patient_id}
         for sec in split_sections(text, doc.title):
             s, e = _trim(text, sec.start, sec.end)
             spans = [(s, e)]

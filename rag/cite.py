@@ -62,8 +62,18 @@ class SentenceSupport:
     attributed: bool = False  # True when the citation was added by post-hoc attribution, not the model
 
 
+_NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)?")
+
+
+def numbers_in(text: str) -> set[str]:
+    """Numbers stated in ``text`` (doses, thresholds, dates' parts), citation markers excluded."""
+    return {n.replace(",", "") for n in _NUMBER.findall(_MARKER.sub(" ", text))}
+
+
 def check_support(text: str, sentence_vectors: np.ndarray, source_vectors: Mapping[int, np.ndarray],
-                  threshold: float, attribute_uncited: bool = False) -> list[SentenceSupport]:
+                  threshold: float, attribute_uncited: bool = False,
+                  source_texts: Mapping[int, list[str]] | None = None,
+                  exempt_numbers: Collection[str] = ()) -> list[SentenceSupport]:
     """Judge every sentence of ``text`` against the passages of the sources it cites.
 
     ``source_vectors[n]`` holds one row per passage of source n (normalised). A sentence
@@ -71,6 +81,10 @@ def check_support(text: str, sentence_vectors: np.ndarray, source_vectors: Mappi
     left uncited is unsupported, unless ``attribute_uncited``: then it is attributed to the
     single best passage of any source, and counts as supported only if that passage clears
     the same threshold (small generators often state a sourced fact and forget the marker).
+
+    With ``source_texts`` (the passages' texts, aligned with ``source_vectors``), every number
+    in the sentence must also appear in a cited passage (or in ``exempt_numbers``, e.g. the
+    question's own numbers): embedding similarity barely notices a wrong dose or threshold.
     """
     sentences = split_sentences(text)
     if len(sentences) != len(sentence_vectors):
@@ -89,8 +103,12 @@ def check_support(text: str, sentence_vectors: np.ndarray, source_vectors: Mappi
             i = int(np.argmax(sims))
             best[n] = i
             best_score = max(best_score, float(sims[i]))
-        out.append(SentenceSupport(sent, cited, bool(cited) and best_score >= threshold,
-                                   best_score if cited else 0.0, best, attributed))
+        supported = bool(cited) and best_score >= threshold
+        if supported and source_texts is not None:
+            stated = numbers_in(sent) - set(exempt_numbers)
+            found = set().union(*(numbers_in(t) for n in cited for t in source_texts.get(n, [])))
+            supported = stated <= found
+        out.append(SentenceSupport(sent, cited, supported, best_score if cited else 0.0, best, attributed))
     return out
 
 

@@ -25,7 +25,7 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from rag.errors import ModelNotAvailableError
 
@@ -288,7 +288,7 @@ def verify_generator(folder: Path) -> str:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(str(folder))
-    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
+    model: Any = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
     ids = tok("The heart pumps", return_tensors="pt")
     with torch.no_grad():
         out = model.generate(**ids, max_new_tokens=4, do_sample=False)

@@ -138,7 +138,7 @@ class HybridRetriever:
         ids = np.flatnonzero(allowed).astype(np.int64)
         if ids.size == 0:
             return []
-        params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(ids))
+        params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(ids))  # type: ignore[call-arg]
         scores, rows = self.index.dense.search(qv.reshape(1, -1), min(k, ids.size), params=params)
         return [(self.index.children[r].chunk_id, float(s)) for s, r in zip(scores[0], rows[0], strict=True)
                 if r >= 0]
