@@ -30,6 +30,7 @@ class SentenceRecord:
     citations: list[int]
     supported: bool
     support_score: float
+    attributed: bool = False  # citation added by the support check (the generator gave no marker)
 
 
 @dataclass

@@ -18,7 +18,7 @@ from rag.config import AppConfig, load_config, resolve_path
 from rag.embed import Embedder, TransformersEmbedder
 from rag.errors import InputError, UnknownPatientError
 from rag.generate import ABSTAIN_TOKEN, Generator, PromptSource, build_messages, fit_sources, is_abstention
-from rag.index import HybridIndex, build_index, current_version, embedder_manifest
+from rag.index import HybridIndex, build_index, current_version, embedder_manifest, read_manifest
 from rag.models import EmbedderSpec, embedder_spec, resolve
 from rag.retrieve import HybridRetriever, Retrieval, Unit
 from rag.text import split_sentences
@@ -77,6 +77,7 @@ class Assistant:
             if current_version(self.index_root) is None and self.config.index.auto_build_demo:
                 log.warning("no index at %s: building the demo index first (one-time)", self.index_root)
                 self.build([str(resolve_path(s)) for s in self.config.index.demo_sources])
+            read_manifest(self.index_root)  # a missing/corrupt index fails before any model loads
             self._index = HybridIndex.load(self.index_root, expect_embedder=embedder_manifest(self.embedder))
         elif current_version(self.index_root) not in (None, self._index.version):
             self.reload()  # a newer version was published: pick it up without restarting
@@ -97,7 +98,7 @@ class Assistant:
         return manifest
 
     # -- querying ----------------------------------------------------------------------------
-    def _validate(self, question: str, patient_id: str | None) -> str:
+    def _validate_question(self, question: str) -> str:
         q = " ".join(question.split())
         if not q:
             raise InputError("the question is empty; ask e.g. "
@@ -106,6 +107,10 @@ class Assistant:
         if len(q) > limit:
             raise InputError(f"the question is {len(q)} characters; the limit is {limit} "
                              "(query.max_question_chars): shorten it")
+        return q
+
+    def _validate(self, question: str, patient_id: str | None) -> str:
+        q = self._validate_question(question)
         if patient_id is not None:
             pid = patient_id.strip()
             if not pid:
@@ -128,6 +133,9 @@ class Assistant:
             on_text: Callable[[str], None] | None = None) -> Answer:
         """Answer ``question`` from the index, citing sources, or abstain."""
         t_all = time.perf_counter()
+        self._validate_question(question)  # cheap checks before any model or index is loaded
+        if top_k is not None and not 1 <= top_k <= 50:
+            raise InputError("--top-k must be between 1 and 50")
         timings: dict[str, float] = {}
         t = time.perf_counter()
         _ = self.index, self.embedder  # load before timing retrieval
@@ -136,8 +144,6 @@ class Assistant:
         timings["load"] = (time.perf_counter() - t) * 1000
         pid = patient_id.strip() if patient_id else None
         q = self._validate(question, pid)
-        if top_k is not None and not 1 <= top_k <= 50:
-            raise InputError("--top-k must be between 1 and 50")
         ret = self.retriever().retrieve(q, pid, top_k)
         timings.update({f"retrieval_{k}": v for k, v in ret.timings_ms.items()})
         spec = self.embedder.spec
@@ -201,7 +207,10 @@ class Assistant:
                 if n not in best or s.score > best[n][0]:
                     best[n] = (s.score, i)
         citations = [self._citation(n, u, best.get(n, (0.0, None))[1]) for n, u in enumerate(units, start=1)]
-        sentences = [SentenceRecord(s.text, s.citations, s.supported, round(s.score, 4)) for s in support]
+        sentences = [SentenceRecord(_with_markers(s.text, s.citations) if s.attributed else s.text, s.citations,
+                                    s.supported, round(s.score, 4), s.attributed) for s in support]
+        if sentences:
+            text = " ".join(s.text for s in sentences)
         timings["total"] = (time.perf_counter() - t_all) * 1000
         return Answer(
             answer=ABSTAIN_MESSAGE if reason else text, abstained=reason is not None, confidence=c,
@@ -256,6 +265,15 @@ class Assistant:
                         kind=child.kind, patient_id=child.patient_id, section=child.section, start=child.start,
                         end=child.end, score=round(unit.score, 6), text=child.text, merged=unit.merged,
                         parent_id=child.parent_id)
+
+
+def _with_markers(sentence: str, ns: list[int]) -> str:
+    """Insert attributed markers before the sentence's closing punctuation."""
+    marks = "".join(f"[{n}]" for n in ns)
+    body = sentence.rstrip()
+    if body and body[-1] in ".!?":
+        return f"{body[:-1]} {marks}{body[-1]}"
+    return f"{body} {marks}"
 
 
 __all__ = ["ABSTAIN_MESSAGE", "ABSTAIN_TOKEN", "Assistant"]

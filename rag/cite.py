@@ -89,26 +89,31 @@ def check_support(text: str, sentence_vectors: np.ndarray, source_vectors: Mappi
     sentences = split_sentences(text)
     if len(sentences) != len(sentence_vectors):
         raise ValueError("one vector per sentence is required")
+    exempt = set(exempt_numbers)
+
+    def numbers_ok(sent: str, ns: list[int]) -> bool:
+        if source_texts is None:
+            return True
+        found = set().union(*(numbers_in(t) for n in ns for t in source_texts.get(n, [])))
+        return numbers_in(sent) - exempt <= found
+
     out: list[SentenceSupport] = []
     for sent, vec in zip(sentences, sentence_vectors, strict=True):
+        sims = {n: source_vectors[n] @ vec for n in source_vectors}
         cited = list(dict.fromkeys(n for n in parse_markers(sent) if n in source_vectors))
         attributed = False
-        if not cited and attribute_uncited and source_vectors:
-            n_best = max(source_vectors, key=lambda n: float(np.max(source_vectors[n] @ vec)))
-            if float(np.max(source_vectors[n_best] @ vec)) >= threshold:
-                cited, attributed = [n_best], True
-        best_score, best = -1.0, {}
-        for n in cited:
-            sims = source_vectors[n] @ vec
-            i = int(np.argmax(sims))
-            best[n] = i
-            best_score = max(best_score, float(sims[i]))
-        supported = bool(cited) and best_score >= threshold
-        if supported and source_texts is not None:
-            stated = numbers_in(sent) - set(exempt_numbers)
-            found = set().union(*(numbers_in(t) for n in cited for t in source_texts.get(n, [])))
-            supported = stated <= found
-        out.append(SentenceSupport(sent, cited, supported, best_score if cited else 0.0, best, attributed))
+        if not cited and attribute_uncited:
+            # The best-matching source that actually supports the sentence, if any does.
+            for n in sorted(sims, key=lambda n: -float(np.max(sims[n]))):
+                if float(np.max(sims[n])) < threshold:
+                    break
+                if numbers_ok(sent, [n]):
+                    cited, attributed = [n], True
+                    break
+        best = {n: int(np.argmax(sims[n])) for n in cited}
+        best_score = max((float(sims[n][best[n]]) for n in cited), default=0.0)
+        supported = bool(cited) and best_score >= threshold and numbers_ok(sent, cited)
+        out.append(SentenceSupport(sent, cited, supported, best_score, best, attributed))
     return out
 
 

@@ -1,0 +1,47 @@
+"""Real offline models on the demo corpus: the behaviours the product promises."""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def _cited_docs(ans):
+    by_n = {c.n: c for c in ans.citations}
+    return {by_n[n].doc_id for s in ans.sentences if s.supported for n in s.citations}
+
+
+def test_hfref_question_cites_the_hfref_summary(real_assistant):
+    ans = real_assistant.ask("What drug classes reduce mortality in heart failure with reduced ejection fraction?")
+    assert ans.citations[0].doc_id == "demo-hfref-gdmt"
+    assert not ans.abstained, ans.abstain_reason
+    assert "demo-hfref-gdmt" in _cited_docs(ans)
+    assert ans.models["embedder"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert ans.models["generator"] == "Qwen/Qwen2.5-Coder-0.5B-Instruct"
+
+
+def test_patient_question_cites_only_that_patient(real_assistant):
+    ans = real_assistant.ask("What is the latest ejection fraction of this patient?", patient_id="P002")
+    assert not ans.abstained, ans.abstain_reason
+    assert "45" in ans.answer
+    cited = {c.n: c for c in ans.citations}
+    assert any(cited[n].patient_id == "P002" for s in ans.sentences if s.supported for n in s.citations)
+    assert all(c.patient_id in (None, "P002") for c in ans.citations)
+
+
+def test_out_of_corpus_question_abstains_or_is_low(real_assistant):
+    ans = real_assistant.ask("Who won the 1998 FIFA World Cup?")
+    assert ans.abstained or ans.confidence_label == "low"
+
+
+def test_no_patient_never_shows_records(real_assistant):
+    ans = real_assistant.ask("What is the latest ejection fraction of patient P002?", generate=False)
+    assert all(c.kind != "ehr" for c in ans.citations)
+
+
+@pytest.mark.parametrize("patient", ["P001", "P002", "P003", "P004", "P005"])
+def test_real_retrieval_scoping(real_assistant, patient):
+    ret = real_assistant.retrieve("medications ejection fraction potassium plan", patient, top_k=20)
+    idx = real_assistant.index
+    assert all(idx.children[idx.child_pos[f.chunk_id]].patient_id in (None, patient) for f in ret.fused)

@@ -1,0 +1,165 @@
+"""The whole pipeline on the demo corpus with a hash embedder and a tiny random Qwen2."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from rag.assistant import ABSTAIN_MESSAGE, Assistant
+from rag.config import load_config
+from rag.errors import EmbedderMismatchError, IndexCorruptError, IndexMissingError, InputError, UnknownPatientError
+from rag.index import HybridIndex, verify_index
+from tests.fakes import HashEmbedder
+
+ANSWER_KEYS = {"question", "answer", "abstained", "confidence", "confidence_label", "citations", "sentences",
+               "index_version", "models", "timings_ms"}
+CITATION_KEYS = {"n", "doc_id", "chunk_id", "title", "source", "kind", "patient_id", "section", "start", "end",
+                 "score", "text"}
+
+
+@pytest.fixture
+def assistant(hash_index, tiny_generator):
+    root, _ = hash_index
+    cfg = load_config(overrides=[f"index.dir={root}", "index.auto_build_demo=false", "generator.max_new_tokens=12"])
+    return Assistant(cfg, embedder=HashEmbedder(), generator=tiny_generator)
+
+
+def test_manifest_and_verify(hash_index):
+    root, idx = hash_index
+    m = idx.manifest
+    assert m["embedder"]["model_id"] == "test/hash-embedder"
+    assert m["counts"]["children"] == idx.dense.ntotal == len(idx.children)
+    assert {"P001", "P002", "P003", "P004"} <= set(m["patients"])
+    assert all(d["hash"] for d in m["documents"].values())
+    assert verify_index(root) == []
+
+
+def test_no_generate_returns_evidence_with_spans(assistant):
+    ans = assistant.ask("Which drug classes reduce mortality in HFrEF?", generate=False)
+    d = ans.to_dict()
+    assert ANSWER_KEYS <= set(d)
+    assert not ans.abstained and not ans.generated
+    assert ans.citations and CITATION_KEYS <= set(d["citations"][0])
+    idx = assistant.index
+    for c in ans.citations:
+        child = idx.children[idx.child_pos[c.chunk_id]]
+        assert c.text == child.text and c.end > c.start
+    assert ans.citations[0].doc_id == "demo-hfref-gdmt"
+    json.dumps(d)  # serialisable
+
+
+def test_tiny_model_output_is_never_presented_as_sourced(assistant):
+    ans = assistant.ask("Which drug classes reduce mortality in HFrEF?")
+    # A random model's tokens cannot be supported by any source: the assistant must abstain.
+    assert ans.abstained and ans.answer == ABSTAIN_MESSAGE
+    assert ans.confidence_label == "low"
+    assert ans.citations, "abstentions still show the closest sources"
+    assert {"generation", "first_token", "retrieval_search", "total"} <= set(ans.timings_ms)
+    assert 0.0 <= ans.confidence <= 1.0
+
+
+@pytest.mark.parametrize("patient", ["P001", "P002", "P003", "P004"])
+def test_patient_scoping_never_crosses_patients(assistant, patient):
+    for q in ["latest ejection fraction", "potassium creatinine medications", "discharge summary plan"]:
+        ret = assistant.retrieve(q, patient, top_k=20)
+        for f in ret.fused:
+            c = assistant.index.children[assistant.index.child_pos[f.chunk_id]]
+            assert c.kind != "ehr" or c.patient_id == patient
+        assert any(u.chunk.patient_id == patient for u in ret.units)
+
+
+def test_without_patient_no_ehr_record_is_retrieved(assistant):
+    ret = assistant.retrieve("ejection fraction echocardiogram sacubitril metoprolol furosemide", None, top_k=30)
+    assert ret.fused
+    assert all(assistant.index.children[assistant.index.child_pos[f.chunk_id]].kind != "ehr" for f in ret.fused)
+
+
+def test_allowed_mask_is_exact(hash_index):
+    _, idx = hash_index
+    none = idx.allowed_mask(None)
+    assert not np.any(none & idx.is_ehr)
+    p2 = idx.allowed_mask("P002")
+    assert set(idx.patient_of[p2 & idx.is_ehr]) == {"P002"}
+
+
+def test_weights_change_ranking(assistant):
+    q = "apixaban dose reduction criteria"
+    dense_only = Assistant(load_config(overrides=[f"index.dir={assistant.index_root}", "retrieval.bm25_weight=0"]),
+                           embedder=HashEmbedder()).retrieve(q)
+    bm25_only = Assistant(load_config(overrides=[f"index.dir={assistant.index_root}", "retrieval.dense_weight=0"]),
+                          embedder=HashEmbedder()).retrieve(q)
+    assert not dense_only.bm25 and not bm25_only.dense
+    assert [f.chunk_id for f in dense_only.fused] != [f.chunk_id for f in bm25_only.fused]
+
+
+@pytest.mark.parametrize("question", ["", "   ", "x" * 2001])
+def test_bad_questions(assistant, question):
+    with pytest.raises(InputError):
+        assistant.ask(question)
+
+
+def test_unknown_patient(assistant):
+    with pytest.raises(UnknownPatientError):
+        assistant.ask("latest ejection fraction", patient_id="P999")
+
+
+def test_missing_index(tmp_path):
+    cfg = load_config(overrides=[f"index.dir={tmp_path / 'none'}", "index.auto_build_demo=false"])
+    with pytest.raises(IndexMissingError):
+        Assistant(cfg, embedder=HashEmbedder()).ask("What is HFrEF?", generate=False)
+
+
+def test_mismatched_embedder_refused(hash_index):
+    root, _ = hash_index
+
+    class Other(HashEmbedder):
+        pass
+
+    other = Other(dim=128)
+    with pytest.raises(EmbedderMismatchError):
+        HybridIndex.load(root, expect_embedder={**HybridIndex.load(root).manifest["embedder"], "dim": other.dim})
+
+
+def test_corrupted_files_detected(tmp_path, demo_sources):
+    import shutil
+
+    from rag.index import build_index
+    from corpora import load_sources
+
+    root = tmp_path / "idx"
+    build_index(load_sources(demo_sources[:1]).documents, HashEmbedder(), root, load_config().chunking.model_dump())
+    vdir = next((root / "versions").iterdir())
+    with (vdir / "chunks.jsonl").open("r+b") as f:
+        f.seek(10)
+        f.write(b"#")
+    assert any("checksum" in p for p in verify_index(root))
+    (vdir / "dense.faiss").write_bytes(b"garbage")
+    with pytest.raises(IndexCorruptError):
+        HybridIndex.load(root)
+    (vdir / "manifest.json").write_text("{not json")
+    with pytest.raises(IndexCorruptError):
+        HybridIndex.load(root)
+    shutil.rmtree(vdir)
+    with pytest.raises(IndexCorruptError):
+        HybridIndex.load(root)
+
+
+def test_failed_build_leaves_previous_version_current(tmp_path, demo_sources):
+    from rag.index import build_index, current_version
+    from corpora import load_sources
+
+    root = tmp_path / "idx"
+    docs = load_sources(demo_sources[:1]).documents
+    v1, _ = build_index(docs, HashEmbedder(), root, load_config().chunking.model_dump())
+
+    class Exploding(HashEmbedder):
+        def encode_passages(self, texts, progress=False):
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        build_index(docs, Exploding(), root, load_config().chunking.model_dump())
+    assert current_version(root) == v1
+    assert [p.name for p in (root / "versions").iterdir()] == [v1]
+    HybridIndex.load(root)
