@@ -24,9 +24,9 @@ def demo_sources() -> list[str]:
 @pytest.fixture(scope="session")
 def hash_index(tmp_path_factory: pytest.TempPathFactory, demo_sources: list[str]):
     """The demo corpus indexed with the hash embedder (no model needed)."""
+    from corpora import load_sources
     from rag.config import load_config
     from rag.index import HybridIndex, build_index
-    from corpora import load_sources
     from tests.fakes import HashEmbedder
 
     root = tmp_path_factory.mktemp("hash-index")
