@@ -214,7 +214,6 @@ def main(argv: list[str] | None = None) -> int:
         warnings.filterwarnings("ignore")
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-        logging.getLogger("bm25s").setLevel(logging.WARNING)
     from rag.errors import CDSError
 
     handlers = {"query": cmd_query, "index": cmd_index, "models": cmd_models}

@@ -63,7 +63,8 @@ def warm(config: str | None, overrides: list[str], repeats: int) -> dict[str, An
         for q, pid in QUESTIONS:
             a = assistant.ask(q, patient_id=pid)
             rows.append(a.timings_ms)
-    keys = ["retrieval_query_encode", "retrieval_search", "first_token", "generation", "tokens_per_s", "total"]
+    keys = ["retrieval_query_encode", "retrieval_search", "prompt_tokens", "first_token", "generation",
+            "new_tokens", "decode_tokens_per_s", "total"]
     return {k: round(statistics.median(r.get(k, 0.0) for r in rows if k in r), 1) for k in keys} | {
         "n": len(rows)}
 
@@ -95,7 +96,8 @@ def main() -> None:
     for name in ("warm_float32", "warm_bfloat16"):
         w = result[name]
         print(f"{name}: encode {w['retrieval_query_encode']} ms, retrieval {w['retrieval_search']} ms, "
-              f"first token {w['first_token']} ms, generation {w['generation']} ms, {w['tokens_per_s']} tok/s, "
+              f"prefill of {w['prompt_tokens']} tokens {w['first_token']} ms, generation {w['generation']} ms, "
+              f"decode {w['decode_tokens_per_s']} tok/s, "
               f"total {w['total']} ms (median of {w['n']})")
     print(f"bf16/fp32 ratios: {result['ratio_bf16_over_fp32']}")
 

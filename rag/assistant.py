@@ -183,7 +183,11 @@ class Assistant:
         out = gen.generate(build_messages(q, sources, pid), gen_cfg.max_new_tokens, gen_cfg.temperature, on_text)
         timings["generation"] = out.total_ms
         timings["first_token"] = out.first_token_ms
-        timings["tokens_per_s"] = out.new_tokens / max(out.total_ms / 1000, 1e-9)
+        # Decode speed after the first token (prefill time is reported as first_token).
+        timings["decode_tokens_per_s"] = max(out.new_tokens - 1, 0) / max((out.total_ms - out.first_token_ms) / 1000,
+                                                                             1e-9)
+        timings["new_tokens"] = out.new_tokens
+        timings["prompt_tokens"] = out.prompt_tokens
         signals["generation"] = conf.generation_probability(out.token_probs)
 
         t = time.perf_counter()

@@ -138,11 +138,20 @@ def chunk_documents(docs: list[Document], chunker: HierarchicalChunker, progress
     return parents, children
 
 
+def _import_bm25s() -> Any:
+    import bm25s
+
+    # bm25s sets its own logger to DEBUG at import, which prints through any root handler.
+    logging.getLogger("bm25s").setLevel(logging.WARNING)
+    return bm25s
+
+
 def build_index(docs: list[Document], embedder: Embedder, root: Path, chunking: dict[str, int],
                 progress: bool = False) -> tuple[str, dict[str, Any]]:
     """Chunk, embed and index ``docs`` as a new published version under ``root``."""
-    import bm25s
     import faiss
+
+    bm25s = _import_bm25s()
 
     if not docs:
         raise InputError("nothing to index: no documents were read from the sources")
@@ -280,8 +289,9 @@ class HybridIndex:
     @classmethod
     def load(cls, root: Path, version: str | None = None, expect_embedder: dict[str, Any] | None = None
              ) -> HybridIndex:
-        import bm25s
         import faiss
+
+        bm25s = _import_bm25s()
 
         vdir, manifest = read_manifest(root, version)
         if expect_embedder is not None:
