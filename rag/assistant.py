@@ -211,7 +211,8 @@ class Assistant:
                 if n not in best or s.score > best[n][0]:
                     best[n] = (s.score, i)
         citations = [self._citation(n, u, best.get(n, (0.0, None))[1]) for n, u in enumerate(units, start=1)]
-        sentences = [SentenceRecord(_with_markers(s.text, s.citations) if s.attributed else s.text, s.citations,
+        sentences = [SentenceRecord(_with_markers(strip_markers(s.text), s.citations) if s.attributed else s.text,
+                                    s.citations,
                                     s.supported, round(s.score, 4), s.attributed) for s in support]
         if sentences:
             text = " ".join(s.text for s in sentences)

@@ -77,10 +77,10 @@ def check_support(text: str, sentence_vectors: np.ndarray, source_vectors: Mappi
     """Judge every sentence of ``text`` against the passages of the sources it cites.
 
     ``source_vectors[n]`` holds one row per passage of source n (normalised). A sentence
-    whose best cited passage is below ``threshold`` is unsupported. A sentence the model
-    left uncited is unsupported, unless ``attribute_uncited``: then it is attributed to the
-    single best passage of any source, and counts as supported only if that passage clears
-    the same threshold (small generators often state a sourced fact and forget the marker).
+    whose best cited passage is below ``threshold`` is unsupported. With ``attribute_uncited``,
+    a sentence left uncited, or whose cited sources do not support it, is re-cited to the best
+    source that does support it (same threshold and number check) and marked ``attributed``;
+    small generators often state a sourced fact and forget or misnumber the marker.
 
     With ``source_texts`` (the passages' texts, aligned with ``source_vectors``), every number
     in the sentence must also appear in a cited passage (or in ``exempt_numbers``, e.g. the
@@ -101,22 +101,25 @@ def check_support(text: str, sentence_vectors: np.ndarray, source_vectors: Mappi
     for sent, vec in zip(sentences, sentence_vectors, strict=True):
         sims = {n: source_vectors[n] @ vec for n in source_vectors}
         cited = list(dict.fromkeys(n for n in parse_markers(sent) if n in source_vectors))
+        best = {n: int(np.argmax(sims[n])) for n in cited}
+        best_score = max((float(sims[n][best[n]]) for n in cited), default=0.0)
+        supported = bool(cited) and best_score >= threshold and numbers_ok(sent, cited)
         attributed = False
-        if not cited and attribute_uncited:
-            # The best-matching source that actually supports the sentence, if any does.
+        if not supported and attribute_uncited:
+            # The best-matching source that actually supports the sentence, if any does; this
+            # also corrects a marker that points at the wrong source (the sentence is re-cited).
             for n in sorted(sims, key=lambda n: -float(np.max(sims[n]))):
                 if float(np.max(sims[n])) < threshold:
                     break
                 if numbers_ok(sent, [n]):
-                    cited, attributed = [n], True
+                    cited, attributed, supported = [n], True, True
+                    best, best_score = {n: int(np.argmax(sims[n]))}, float(np.max(sims[n]))
                     break
-        best = {n: int(np.argmax(sims[n])) for n in cited}
-        best_score = max((float(sims[n][best[n]]) for n in cited), default=0.0)
-        supported = bool(cited) and best_score >= threshold and numbers_ok(sent, cited)
         out.append(SentenceSupport(sent, cited, supported, best_score, best, attributed))
     return out
 
 
 def strip_markers(text: str) -> str:
     """Sentence text without its markers (what gets embedded for the support check)."""
-    return re.sub(r"\s+", " ", _MARKER.sub("", text)).strip()
+    text = re.sub(r"\s+", " ", _MARKER.sub("", text))
+    return re.sub(r"\s+([.,;:!?])", r"\1", text).strip()

@@ -66,7 +66,7 @@ def test_removing_all_markers_leaves_tidy_spacing():
 
 
 def test_strip_markers():
-    assert strip_markers("Start  an ACE inhibitor [1, 2] today [3].") == "Start an ACE inhibitor today ."
+    assert strip_markers("Start  an ACE inhibitor [1, 2] today [3].") == "Start an ACE inhibitor today."
 
 
 # -- check_support ----------------------------------------------------------------------------
@@ -132,3 +132,23 @@ def test_repeated_citation_listed_once():
 def test_vector_count_must_match_sentences():
     with pytest.raises(ValueError, match="one vector per sentence"):
         check_support("A [1]. B [1].", np.stack([E1]), {1: np.stack([E1])}, threshold=0.5)
+
+
+def test_wrongly_cited_sentence_is_recited_to_the_supporting_source():
+    import numpy as np
+
+    from rag.cite import check_support
+
+    e1, e2 = np.eye(2, dtype=np.float32)
+    out = check_support("Norepinephrine is first line [2].", np.stack([e1]), {1: e1[None], 2: e2[None]},
+                        threshold=0.5, attribute_uncited=True)
+    assert out[0].citations == [1] and out[0].supported and out[0].attributed
+    out = check_support("Norepinephrine is first line [2].", np.stack([e1]), {1: e1[None], 2: e2[None]},
+                        threshold=0.5, attribute_uncited=False)
+    assert out[0].citations == [2] and not out[0].supported
+
+
+def test_strip_markers_leaves_clean_punctuation():
+    from rag.cite import strip_markers
+
+    assert strip_markers("Norepinephrine is first line [2].") == "Norepinephrine is first line."
