@@ -79,10 +79,12 @@ class Assistant:
                 self.build([str(resolve_path(s)) for s in self.config.index.demo_sources])
             read_manifest(self.index_root)  # a missing/corrupt index fails before any model loads
             self._index = HybridIndex.load(self.index_root, expect_embedder=embedder_manifest(self.embedder))
-        elif current_version(self.index_root) not in (None, self._index.version):
-            self.reload()  # a newer version was published: pick it up without restarting
-        assert self._index is not None
         return self._index
+
+    def _refresh(self) -> None:
+        """Pick up a newly published version without restarting (checked once per query, not per access)."""
+        if self._index is not None and current_version(self.index_root) not in (None, self._index.version):
+            self.reload()
 
     def reload(self) -> None:
         self._index = HybridIndex.load(self.index_root, expect_embedder=embedder_manifest(self.embedder))
@@ -126,6 +128,7 @@ class Assistant:
                                r.bm25_weight, r.merge_threshold, r.top_k, r.patient_slots)
 
     def retrieve(self, question: str, patient_id: str | None = None, top_k: int | None = None) -> Retrieval:
+        self._refresh()
         q = self._validate(question, patient_id)
         return self.retriever().retrieve(q, patient_id.strip() if patient_id else None, top_k)
 
@@ -138,6 +141,7 @@ class Assistant:
             raise InputError("--top-k must be between 1 and 50")
         timings: dict[str, float] = {}
         t = time.perf_counter()
+        self._refresh()
         _ = self.index, self.embedder  # load before timing retrieval
         if generate:
             _ = self.generator

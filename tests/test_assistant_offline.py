@@ -163,3 +163,18 @@ def test_failed_build_leaves_previous_version_current(tmp_path, demo_sources):
     assert current_version(root) == v1
     assert [p.name for p in (root / "versions").iterdir()] == [v1]
     HybridIndex.load(root)
+
+
+def test_long_lived_assistant_picks_up_a_new_version(tmp_path, demo_sources):
+    from corpora import load_sources
+    from rag.index import build_index
+
+    root = tmp_path / "idx"
+    chunking = load_config().chunking.model_dump()
+    v1, _ = build_index(load_sources(demo_sources[:1]).documents, HashEmbedder(), root, chunking)
+    a = Assistant(load_config(overrides=[f"index.dir={root}", "index.auto_build_demo=false"]), embedder=HashEmbedder())
+    a.retrieve("statin intensity")
+    assert a.index.version == v1 and not a.index.patients
+    v2, _ = build_index(load_sources(demo_sources).documents, HashEmbedder(), root, chunking)
+    a.retrieve("latest ejection fraction", "P002")
+    assert a.index.version == v2 != v1
