@@ -24,18 +24,28 @@ SAMPLE_QUESTION = "What drug classes reduce mortality in heart failure with redu
 
 
 def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", help="preset YAML (default: configs/default.yaml)")
-    common.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key, e.g. --set retrieval.top_k=8 (repeatable)")
-    common.add_argument("-v", "--verbose", action="store_true", help="debug logs and tracebacks")
-    common.add_argument("-q", "--quiet", action="store_true", help="no progress bars or info logs")
+    def global_options(suppress: bool) -> argparse.ArgumentParser:
+        # Sub-commands repeat the global options with SUPPRESS defaults: otherwise argparse lets the
+        # sub-parser's default overwrite a value given before the sub-command (`app.py --config X index ...`).
+        g = argparse.ArgumentParser(add_help=False)
+
+        def d(value: Any) -> Any:
+            return argparse.SUPPRESS if suppress else value
+
+        g.add_argument("--config", default=d(None), help="preset YAML (default: configs/default.yaml)")
+        g.add_argument("--set", dest="overrides", action="append", default=d([]), metavar="KEY=VALUE",
+                       help="override a config key, e.g. --set retrieval.top_k=8 (repeatable)")
+        g.add_argument("-v", "--verbose", action="store_true", default=d(False), help="debug logs and tracebacks")
+        g.add_argument("-q", "--quiet", action="store_true", default=d(False), help="no progress bars or info logs")
+        return g
+
+    common = global_options(suppress=True)
 
     def with_index(p: argparse.ArgumentParser) -> None:
         p.add_argument("--index", help="index directory (default: index.dir from config)")
 
     p = argparse.ArgumentParser(prog="app.py", description="CDS Assistant: cited answers from guidelines and "
-                                "patient records. Not a medical device.", parents=[common])
+                                "patient records. Not a medical device.", parents=[global_options(suppress=False)])
     sub = p.add_subparsers(dest="command", required=True)
 
     q = sub.add_parser("query", parents=[common], help="answer a question with cited sources")
@@ -50,7 +60,9 @@ def _parser() -> argparse.ArgumentParser:
     ix = sub.add_parser("index", parents=[common], help="build and inspect the index")
     isub = ix.add_subparsers(dest="index_command", required=True)
     b = isub.add_parser("build", parents=[common], help="build a new index version from sources")
-    b.add_argument("sources", nargs="+", help="files or folders of .md/.txt documents")
+    b.add_argument("sources", nargs="*", help="[FORMAT:]PATH sources: folders of .md/.txt/.html/.pdf, MedQuAD XML "
+                   "tree, NGC/USPSTF .jsonl, MTSamples/UCI heart-failure .csv, WikiDoc .json")
+    b.add_argument("--source-set", help="a named source list from the config (e.g. 'full' in configs/full.yaml)")
     b.add_argument("--kind", choices=["guideline", "ehr", "reference"], help="kind for documents without one")
     b.add_argument("--skip-bad", action="store_true", help="skip unreadable files (reported) instead of failing")
     b.add_argument("--json", action="store_true")
@@ -146,9 +158,17 @@ def cmd_index(args: argparse.Namespace) -> int:
     assistant = Assistant(cfg, progress=not args.quiet)
     root = assistant.index_root
     if args.index_command == "build":
-        manifest = assistant.build(args.sources, kind=args.kind, strict=not args.skip_bad)
+        from rag.config import source_set
+        from rag.errors import InputError
+
+        sources = list(args.sources) + (source_set(cfg, args.source_set) if args.source_set else [])
+        if not sources:
+            raise InputError("index build needs SOURCE paths or --source-set NAME (e.g. --config configs/full.yaml "
+                             "--source-set full)")
+        manifest = assistant.build(sources, kind=args.kind, strict=not args.skip_bad)
         summary = {"version": manifest["version"], "index": str(root), "counts": manifest["counts"],
                    "seconds": {k: round(v, 2) for k, v in manifest["seconds"].items()},
+                   "read": manifest.get("load_stats", {}),
                    "skipped": [{"path": p, "reason": r} for p, r in manifest["skipped"]]}
         if args.json:
             _print_json(summary)
@@ -156,6 +176,10 @@ def cmd_index(args: argparse.Namespace) -> int:
             c = manifest["counts"]
             print(f"published {manifest['version']} at {root}: {c['documents']} documents, {c['parents']} sections, "
                   f"{c['children']} passages")
+            secs = ", ".join(f"{k} {v:.1f}s" for k, v in manifest["seconds"].items())
+            print(f"  stages: {secs}")
+            for k, v in sorted(manifest.get("load_stats", {}).items()):
+                print(f"  {k}: {v}")
             for p, r in manifest["skipped"]:
                 print(f"  skipped {p}: {r}")
         return 3 if manifest["skipped"] else 0
@@ -164,6 +188,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         status = {k: m[k] for k in ("version", "parent_version", "created", "embedder", "chunking", "counts")}
         status["index"] = str(root)
         status["patients"] = m.get("patients", [])
+        status["patient_count"] = len(status["patients"])
         status["bytes"] = sum(f["bytes"] for f in m.get("files", {}).values())
         if args.json:
             _print_json(status)
@@ -171,9 +196,18 @@ def cmd_index(args: argparse.Namespace) -> int:
             c = m["counts"]
             print(f"index {root}\n  version {m['version']} (parent {m['parent_version']}), created {m['created']}")
             print(f"  embedder {m['embedder']['model_id']} dim {m['embedder']['dim']}")
-            print(f"  {c['documents']} documents {c['documents_by_kind']}, {c['parents']} sections, "
-                  f"{c['children']} passages {c['children_by_kind']}")
-            print(f"  patients: {', '.join(status['patients']) or '-'}; size {status['bytes'] / 1e6:.1f} MB")
+            print(f"  {c['documents']} documents, {c['parents']} sections, {c['children']} passages")
+            docs, pars, kids = (c.get(f"{x}_by_collection", {}) for x in ("documents", "parents", "children"))
+            kinds = {d.get("collection", ""): d["kind"] for d in m["documents"].values()}
+            if docs:
+                print(f"  {'source':22s} {'kind':10s} {'documents':>10s} {'sections':>10s} {'passages':>10s}")
+                for name in docs:
+                    print(f"  {name or '-':22s} {kinds.get(name, ''):10s} {docs[name]:>10,} {pars.get(name, 0):>10,} "
+                          f"{kids.get(name, 0):>10,}")
+            print(f"  by kind: documents {c['documents_by_kind']}, passages {c['children_by_kind']}")
+            pts = status["patients"]
+            shown = ", ".join(pts[:8]) + (f", … ({len(pts)} in all)" if len(pts) > 8 else "")
+            print(f"  patients: {shown or '-'}; size {status['bytes'] / 1e6:.1f} MB")
         return 0
     problems = verify_index(root)
     if args.json:

@@ -57,7 +57,7 @@ class Assistant:
             cfg = self.config.embedder
             resolved = resolve(cfg.model, self.cache_dir)
             spec: EmbedderSpec = embedder_spec(resolved.model_id)
-            self._embedder = TransformersEmbedder(resolved.path, spec, cfg.batch_size, cfg.max_length)
+            self._embedder = TransformersEmbedder(resolved.path, spec, cfg.batch_size, cfg.max_length, cfg.dtype)
         return self._embedder
 
     @property
@@ -96,6 +96,7 @@ class Assistant:
         _, manifest = build_index(report.documents, self.embedder, self.index_root,
                                   self.config.chunking.model_dump(), progress=self.progress)
         manifest["skipped"] = report.skipped
+        manifest["load_stats"] = dict(report.stats)
         self._index = None
         return manifest
 

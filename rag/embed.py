@@ -40,7 +40,8 @@ class Embedder(Protocol):
 class TransformersEmbedder:
     """Mean- or CLS-pooled encoder from a local HF folder (BERT/MiniLM/E5/BGE families)."""
 
-    def __init__(self, path: Path, spec: EmbedderSpec, batch_size: int = 32, max_length: int | None = None):
+    def __init__(self, path: Path, spec: EmbedderSpec, batch_size: int = 32, max_length: int | None = None,
+                 dtype: str = "float32"):
         import torch
         from transformers import AutoModel, AutoTokenizer
 
@@ -50,6 +51,9 @@ class TransformersEmbedder:
         self._torch = torch
         self._tok = AutoTokenizer.from_pretrained(str(path))
         self._model = AutoModel.from_pretrained(str(path)).eval()
+        self.dtype = dtype
+        if dtype == "bfloat16":
+            self._model = self._model.to(torch.bfloat16)
         self._dim = int(self._model.config.hidden_size)
 
     @property

@@ -70,7 +70,8 @@ def _fsync_dir(path: Path) -> None:
 def embedder_manifest(embedder: Embedder) -> dict[str, Any]:
     s = embedder.spec
     return {"model_id": embedder.model_id, "dim": embedder.dim, "normalize": s.normalize, "pooling": s.pooling,
-            "query_prefix": s.query_prefix, "passage_prefix": s.passage_prefix, "max_length": s.max_length}
+            "query_prefix": s.query_prefix, "passage_prefix": s.passage_prefix, "max_length": s.max_length,
+            "dtype": getattr(embedder, "dtype", "float32")}
 
 
 def current_version(root: Path) -> str | None:
@@ -170,8 +171,13 @@ def build_index(docs: list[Document], embedder: Embedder, root: Path, chunking: 
     t = time.perf_counter()
     dense = faiss.IndexFlatIP(embedder.dim)
     dense.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    tokens: Any = texts
+    if progress:
+        from tqdm import tqdm
+
+        tokens = tqdm(texts, desc="bm25 tokens", unit="passage", disable=None)
     bm25 = bm25s.BM25()
-    bm25.index([bm25_tokenize(x) for x in texts], show_progress=False)
+    bm25.index([bm25_tokenize(x) for x in tokens], show_progress=False)
     seconds["index"] = time.perf_counter() - t
 
     root.mkdir(parents=True, exist_ok=True)
@@ -190,6 +196,7 @@ def build_index(docs: list[Document], embedder: Embedder, root: Path, chunking: 
         files = {p.relative_to(tmp).as_posix(): {"sha256": _sha256(p), "bytes": p.stat().st_size}
                  for p in sorted(tmp.rglob("*")) if p.is_file()}
         by_kind = Counter(d.kind for d in docs)
+        coll = {d.doc_id: str(d.meta.get("collection", "")) for d in docs}
         manifest = {
             "format_version": FORMAT_VERSION,
             "version": version,
@@ -198,11 +205,14 @@ def build_index(docs: list[Document], embedder: Embedder, root: Path, chunking: 
             "embedder": embedder_manifest(embedder),
             "chunking": dict(chunking),
             "bm25": {"impl": "bm25s", "tokenizer": BM25_TOKENIZER},
-            "documents": {d.doc_id: {"title": d.title, "kind": d.kind, "source": d.source,
+            "documents": {d.doc_id: {"title": d.title, "kind": d.kind, "source": d.source, "collection": coll[d.doc_id],
                                      "patient_id": d.patient_id, "hash": d.version} for d in docs},
             "counts": {"documents": len(docs), "parents": len(parents), "children": len(children),
                        "documents_by_kind": dict(sorted(by_kind.items())),
-                       "children_by_kind": dict(sorted(Counter(c.kind for c in children).items()))},
+                       "children_by_kind": dict(sorted(Counter(c.kind for c in children).items())),
+                       "documents_by_collection": dict(sorted(Counter(coll.values()).items())),
+                       "parents_by_collection": dict(sorted(Counter(coll[c.doc_id] for c in parents).items())),
+                       "children_by_collection": dict(sorted(Counter(coll[c.doc_id] for c in children).items()))},
             "patients": sorted({d.patient_id for d in docs if d.patient_id}),
             "files": files,
         }

@@ -75,6 +75,7 @@ def test_reads_guideline_with_meta(write, tmp_path):
         "year": "2023",
         "guideline": "ESC 2023",
         "notice": "demo summary, not clinical advice",
+        "collection": "g",
     }
     assert doc.text.startswith("# Heart failure") and doc.text.endswith("Start an SGLT2 inhibitor.")
     assert doc.version == content_hash(doc.text, doc.title, doc.kind, "")
@@ -95,7 +96,7 @@ def test_defaults_without_front_matter(write, tmp_path):
     assert doc.kind == "guideline"
     assert doc.doc_id == "sub-dir-my-notes-txt"
     assert doc.title == "My Notes"  # first non-empty line is not a heading -> file stem
-    assert doc.meta == {}
+    assert doc.meta == {"collection": "docs"}
 
 
 def test_single_file_source(write):
@@ -211,7 +212,7 @@ def test_folder_without_documents(write, tmp_path):
     write("d/README.md", "# About\nnot a document")
     (tmp_path / "empty").mkdir()
     for folder in ("d", "empty"):
-        with pytest.raises(SourceError, match=r"no \.md/\.txt documents"):
+        with pytest.raises(SourceError, match=r"no \.md/.*\.pdf documents"):
             load_sources([tmp_path / folder])
 
 
