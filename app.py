@@ -74,6 +74,26 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--json", action="store_true")
     with_index(v)
 
+    ev = sub.add_parser("eval", parents=[common], help="evaluation runs")
+    esub = ev.add_subparsers(dest="eval_command", required=True)
+    sp = esub.add_parser("split", parents=[common], help="write the held-out MedQuAD question split (ids only)")
+    sp.add_argument("--medquad", help="MedQuAD folder (default: index.data_dir/medquad)")
+    sp.add_argument("--seed", type=int, default=13)
+    sp.add_argument("--test", type=int, default=2000, help="minimum test questions")
+    sp.add_argument("--dev", type=int, default=500, help="minimum dev questions (for choosing defaults)")
+    sp.add_argument("--output", help="split file (default: eval/splits/medquad_retrieval.json)")
+    er = esub.add_parser("retrieval", parents=[common], help="MedQuAD question -> answer retrieval metrics")
+    er.add_argument("--medquad", help="MedQuAD folder (default: index.data_dir/medquad)")
+    er.add_argument("--split", help="split file (default: eval/splits/medquad_retrieval.json)")
+    er.add_argument("--part", default="test", choices=["test", "dev"])
+    er.add_argument("--modes", default=",".join(("bm25", "dense", "rrf", "rrf+merge", "wsum")))
+    er.add_argument("--limit", type=int, help="first N queries only")
+    er.add_argument("--depth", type=int, default=100, help="candidates per retriever (default 100)")
+    er.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
+    er.add_argument("--output", help="folder for summary.json, per_query.jsonl and table.md")
+    er.add_argument("--json", action="store_true")
+    with_index(er)
+
     m = sub.add_parser("models", parents=[common], help="list or fetch offline models")
     msub = m.add_subparsers(dest="models_command", required=True)
     ml = msub.add_parser("list", parents=[common], help="models available locally")
@@ -217,6 +237,45 @@ def cmd_index(args: argparse.Namespace) -> int:
     return 0 if not problems else 1
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from eval.splits import DEFAULT_SPLIT
+
+    cfg = _load_config(args)
+    if args.eval_command == "split":
+        from corpora import load_sources
+        from eval.retrieval import medquad_path
+        from eval.splits import make_split, write_split
+
+        docs = load_sources([f"medquad:{medquad_path(cfg, args.medquad)}"]).documents
+        split = make_split(docs, seed=args.seed, test_questions=args.test, dev_questions=args.dev)
+        out = Path(args.output) if args.output else DEFAULT_SPLIT
+        write_split(split, out)
+        print(f"wrote {out}: {split['counts']} questions from {len(split['files']['test'])} + "
+              f"{len(split['files']['dev'])} MedQuAD files (seed {args.seed})")
+        return 0
+    from eval.retrieval import evaluate, markdown_table, medquad_path
+    from rag import Assistant
+
+    assistant = Assistant(cfg, progress=not args.quiet)
+    if args.limit is not None and args.limit < 1:
+        from rag.errors import InputError
+
+        raise InputError("--limit must be at least 1")
+    summary = evaluate(assistant, medquad_path(cfg, args.medquad), Path(args.split) if args.split else DEFAULT_SPLIT,
+                       part=args.part, modes=[m.strip() for m in args.modes.split(",") if m.strip()],
+                       limit=args.limit, depth=args.depth, n_boot=args.bootstrap,
+                       output=Path(args.output) if args.output else None, progress=not args.quiet)
+    if args.json:
+        _print_json(summary)
+        return 0
+    print(f"{summary['n_queries']} {summary['part']} queries, index {summary['index_version']} "
+          f"({summary['index_children']} passages), depth {summary['depth']}; query encoding "
+          f"{summary['query_encode_ms_per_query']:.1f} ms/query\n")
+    print(markdown_table(summary))
+    print(f"best single retriever: {summary['best_single']}; best mode by nDCG@10: {summary['winner']}")
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from rag.config import resolve_path
     from rag.models import fetch, list_models
@@ -250,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     from rag.errors import CDSError
 
-    handlers = {"query": cmd_query, "index": cmd_index, "models": cmd_models}
+    handlers = {"query": cmd_query, "index": cmd_index, "eval": cmd_eval, "models": cmd_models}
     try:
         return handlers[args.command](args)
     except CDSError as e:
