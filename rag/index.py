@@ -295,6 +295,11 @@ class HybridIndex:
         self.is_ehr = kinds == "ehr"
         self.patient_of = np.array([c.patient_id or "" for c in children])
         self.patients = set(manifest.get("patients", []))
+        rows: dict[str, list[int]] = {}
+        for i, c in enumerate(children):
+            if c.patient_id:
+                rows.setdefault(c.patient_id, []).append(i)
+        self.patient_rows = {p: np.asarray(r, dtype=np.int64) for p, r in rows.items()}
 
     @classmethod
     def load(cls, root: Path, version: str | None = None, expect_embedder: dict[str, Any] | None = None
@@ -333,9 +338,10 @@ class HybridIndex:
 
     def allowed_mask(self, patient_id: str | None) -> np.ndarray:
         """Children a query may see: all non-EHR, plus the given patient's records (never another's)."""
-        if patient_id is None:
-            return ~self.is_ehr
-        return ~self.is_ehr | (self.patient_of == patient_id)
+        mask = ~self.is_ehr
+        if patient_id is not None:
+            mask[self.patient_rows.get(patient_id, [])] = True
+        return mask
 
 
 def check_embedder(manifest: dict[str, Any], expected: dict[str, Any], root: Path) -> None:

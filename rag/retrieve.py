@@ -8,6 +8,7 @@ checked again on the fused result, so a record of another patient can never surf
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -135,11 +136,15 @@ class HybridRetriever:
     def _dense(self, qv: np.ndarray, allowed: np.ndarray, k: int) -> list[tuple[str, float]]:
         import faiss
 
-        ids = np.flatnonzero(allowed).astype(np.int64)
-        if ids.size == 0:
+        n_allowed = int(allowed.sum())
+        if n_allowed == 0:
             return []
-        params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(ids))  # type: ignore[call-arg]
-        scores, rows = self.index.dense.search(qv.reshape(1, -1), min(k, ids.size), params=params)
+        params = None
+        if n_allowed < allowed.size:
+            # A bitmap selector costs one packbits per query; IDSelectorBatch hashes every allowed id.
+            bitmap = np.packbits(allowed, bitorder="little")
+            params = faiss.SearchParameters(sel=faiss.IDSelectorBitmap(allowed.size, faiss.swig_ptr(bitmap)))  # type: ignore[call-arg]
+        scores, rows = self.index.dense.search(qv.reshape(1, -1), min(k, n_allowed), params=params)
         return [(self.index.children[r].chunk_id, float(s)) for s, r in zip(scores[0], rows[0], strict=True)
                 if r >= 0]
 
@@ -157,12 +162,17 @@ class HybridRetriever:
         return [(self.index.children[i].chunk_id, float(scores[i])) for i in top if scores[i] > 0]
 
     def retrieve(self, query: str, patient_id: str | None = None, top_k: int | None = None) -> Retrieval:
-        import time
-
-        timings: dict[str, float] = {}
         t = time.perf_counter()
         qv = self.embedder.encode_queries([query])[0].astype(np.float32)
-        timings["query_encode"] = (time.perf_counter() - t) * 1000
+        encode_ms = (time.perf_counter() - t) * 1000
+        ret = self.search(query, qv, patient_id, top_k)
+        ret.timings_ms = {"query_encode": encode_ms, **ret.timings_ms}
+        return ret
+
+    def search(self, query: str, qv: np.ndarray, patient_id: str | None = None, top_k: int | None = None
+               ) -> Retrieval:
+        """Retrieval for an already encoded query (benchmarks time this apart from encoding)."""
+        timings: dict[str, float] = {}
         t = time.perf_counter()
         allowed = self.index.allowed_mask(patient_id)
         dense = self._dense(qv, allowed, self.dense_k) if self.weights["dense"] > 0 else []
