@@ -169,12 +169,18 @@ class HybridRetriever:
         ret.timings_ms = {"query_encode": encode_ms, **ret.timings_ms}
         return ret
 
-    def search(self, query: str, qv: np.ndarray, patient_id: str | None = None, top_k: int | None = None
-               ) -> Retrieval:
-        """Retrieval for an already encoded query (benchmarks time this apart from encoding)."""
+    def search(self, query: str, qv: np.ndarray, patient_id: str | None = None, top_k: int | None = None,
+               allowed: np.ndarray | None = None) -> Retrieval:
+        """Retrieval for an already encoded query (benchmarks time this apart from encoding).
+
+        ``allowed`` replaces the patient scope (evaluation over every passage); the product
+        never passes it.
+        """
         timings: dict[str, float] = {}
         t = time.perf_counter()
-        allowed = self.index.allowed_mask(patient_id)
+        scoped = allowed is None
+        if allowed is None:
+            allowed = self.index.allowed_mask(patient_id)
         dense = self._dense(qv, allowed, self.dense_k) if self.weights["dense"] > 0 else []
         # Patient notes carry their id in the title, so naming it lets BM25 prefer them.
         bm25_query = f"{query} {patient_id}" if patient_id else query
@@ -183,7 +189,7 @@ class HybridRetriever:
         by_id = {c.chunk_id: c for c in (self.index.children[self.index.child_pos[f.chunk_id]] for f in fused)}
         # Defence in depth: the searches were already scoped; re-check every hit anyway.
         for c in by_id.values():
-            if c.kind == "ehr" and c.patient_id != patient_id:
+            if scoped and c.kind == "ehr" and c.patient_id != patient_id:
                 raise AssertionError(f"patient scoping violated by {c.chunk_id}")
         k = top_k or self.top_k
         units = auto_merge(fused, by_id, self.index.parents, self.merge_threshold, len(fused))
