@@ -105,6 +105,11 @@ class IndexConfig(_Section):
         description="built automatically on first query when the index is missing",
     )
     auto_build_demo: bool = Field(True, description="build the demo index on first query if missing")
+    keep_versions: int = Field(5, ge=2, description="versions kept after a publish (older ones are pruned)")
+    lock_timeout: float = Field(300.0, ge=0.0, description="seconds a writer waits for another writer's lock")
+    max_removed: float = Field(
+        0.5, ge=0.0, le=1.0, description="an update that would remove more than this share of documents is refused"
+    )
 
 
 class QueryConfig(_Section):
