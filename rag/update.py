@@ -343,7 +343,8 @@ def _update_locked(docs: list[Document], embedder: Embedder, root: Path, chunkin
     log.info("published index version %s (%s): +%d ~%d -%d documents, %d passages (%d embedded, %d cached)",
              version, mode, len(added), len(changed), len(removed), len(children), n_computed, n_cached)
     with stage("prune"):
-        pruned = prune_versions(root, keep_versions, protect={v for v in (version, previous) if v}) if keep_versions else []
+        protect = {v for v in (version, previous) if v}
+        pruned = prune_versions(root, keep_versions, protect) if keep_versions else []
         try:
             EmbeddingCache(root, facts).compact(text_key(c.context_text()) for c in children)
         except OSError as e:  # the version is published; a cache that cannot be compacted is only a cache
