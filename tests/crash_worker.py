@@ -14,14 +14,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import faiss  # noqa: E402,F401  (warm imports before "ready")
-from llama_index.core.node_parser import SentenceSplitter  # noqa: E402,F401
+import faiss  # noqa: F401  (warm imports before "ready")
+from llama_index.core.node_parser import SentenceSplitter  # noqa: F401
 
-import app  # noqa: E402
-import rag.update  # noqa: E402,F401
-from rag.assistant import Assistant  # noqa: E402
-from rag.lock import IndexLock  # noqa: E402
-from tests.fakes import HashEmbedder  # noqa: E402
+import app
+import rag.update  # noqa: F401
+from rag.assistant import Assistant
+from rag.lock import IndexLock
+from tests.fakes import HashEmbedder
 
 
 def main(argv: list[str]) -> int:
