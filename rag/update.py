@@ -124,8 +124,8 @@ class UpdateResult:
         return {
             "published": self.published, "version": self.version, "previous": self.previous, "mode": self.mode,
             "documents": {k: len(v) for k, v in self.documents.items()},
-            "changed_ids": {k: v for k, v in self.documents.items() if v and k != "added"} |
-                           ({"added": self.documents["added"]} if len(self.documents["added"]) <= 100 else {}),
+            # Ids of what changed (a first build's full "added" list is left out above 100).
+            "changed_ids": {k: v for k, v in self.documents.items() if v and (k != "added" or len(v) <= 100)},
             "chunks": self.chunks, "embeddings": self.embeddings,
             "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
             "pruned": self.pruned, "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
