@@ -14,6 +14,7 @@ import os
 import random
 import signal
 import subprocess
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -68,40 +69,58 @@ class Trial:
 
 def kill_once(cmd: Sequence[str], marker: str, delay: float, cwd: Path, env: dict[str, str] | None = None,
               timeout: float = 600) -> tuple[bool, str]:
-    """Run ``cmd``; once ``marker`` appears in its output, wait ``delay`` s and SIGKILL it."""
+    """Run ``cmd``; once ``marker`` appears in its output ("start": at once), wait ``delay`` s, SIGKILL it.
+
+    Returns (killed, the last stage the job logged before the kill).
+    """
     proc = subprocess.Popen(list(cmd), cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, bufsize=1, start_new_session=True)
-    last = "start"
-    assert proc.stdout is not None
-    deadline = time.monotonic() + timeout
-    for line in proc.stdout:
-        if "stage " in line:
-            last = line.strip().rsplit("stage ", 1)[1]
-        elif line.strip() == "ready":
-            last = "ready"
-        if marker in line or time.monotonic() > deadline:
-            break
+    state = {"last": "start"}
+    seen = threading.Event()
+    if marker == "start":
+        seen.set()
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if "stage " in line:
+                state["last"] = line.strip().rsplit("stage ", 1)[1]
+            elif line.strip() == "ready":
+                state["last"] = "ready"
+            if marker in line:
+                seen.set()
+        seen.set()  # the job ended without reaching the marker
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    seen.wait(timeout)
     time.sleep(delay)
     killed = proc.poll() is None
+    last = state["last"]
     if killed:
         os.killpg(proc.pid, signal.SIGKILL)
-    proc.stdout.close()
     proc.wait()
+    reader.join(10)
     return killed, last
 
 
 def run_trials(cmd: Sequence[str], root: Path, sources: Sequence[Path], mutable: Path, trials: int,
                check: Callable[[Path], list[str]], seed: int = 0, max_delay: float = 0.05, cwd: Path | None = None,
-               env: dict[str, str] | None = None, log: Callable[[str], None] | None = None) -> list[Trial]:
-    """``trials`` kill -9 trials; ``check(root)`` returns problems with the current version (empty = fine)."""
+               env: dict[str, str] | None = None, log: Callable[[str], None] | None = None,
+               markers: Sequence[str] = MARKERS) -> list[Trial]:
+    """``trials`` kill -9 trials; ``check(root)`` returns problems with the current version (empty = fine).
+
+    Trial k waits for ``markers[k % len(markers)]``, then a random delay up to ``max_delay``
+    (ten times that after "start" or "ready", to spread kills over the whole job).
+    """
     rng = random.Random(seed)
     out: list[Trial] = []
     for k in range(trials):
         before = _fingerprints(root)
         mutate_sources(mutable, k, rng)
         after = _expected(sources)
-        marker = MARKERS[k % len(MARKERS)]
-        delay = rng.uniform(0, max_delay * (10 if marker == "ready" else 1))
+        marker = markers[k % len(markers)]
+        delay = rng.uniform(0, max_delay * (10 if marker in ("start", "ready") else 1))
         killed, last = kill_once(cmd, marker, delay, cwd or Path.cwd(), env)
         now = _fingerprints(root)
         outcome = "none" if now is None else "old" if now == before else "new" if now == after else "MIXED"

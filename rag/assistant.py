@@ -134,13 +134,18 @@ class Assistant:
         ``rebuild`` re-chunks and re-embeds everything, e.g. after changing the embedder.
         """
         cfg = self.config.index
+        t = time.perf_counter()
         src = read_sources(sources, kind=kind, strict=strict)
+        read_s = time.perf_counter() - t
         res = update_index(src.documents, self.embedder, self.index_root, self.config.chunking.model_dump(),
                            full=rebuild, mode=mode or ("rebuild" if rebuild else "update"), skipped=src.skipped,
                            per_source=src.per_source, keep_versions=cfg.keep_versions,
                            lock_timeout=cfg.lock_timeout if lock_timeout is None else lock_timeout,
                            max_removed=cfg.max_removed if max_removed is None else max_removed,
                            progress=self.progress)
+        res.seconds = {"read": read_s, **res.seconds}
+        if res.manifest is not None:
+            res.manifest["seconds"] = dict(res.seconds)
         if res.published:
             with self._index_lock:
                 self._index = None
