@@ -119,7 +119,8 @@ class Assistant:
     def build(self, sources: list[str], kind: Kind | None = None, strict: bool = True,
               lock_timeout: float | None = None) -> dict[str, Any]:
         """Read sources, build and publish a new index version from scratch; returns its manifest."""
-        res = self.update(sources, kind=kind, strict=strict, rebuild=True, mode="build", lock_timeout=lock_timeout)
+        res = self.update(sources, kind=kind, strict=strict, rebuild=True, mode="build", lock_timeout=lock_timeout,
+                          max_removed=1.0)  # a build replaces the index by design
         assert res.manifest is not None
         manifest = res.manifest
         manifest["skipped"] = res.skipped

@@ -214,8 +214,15 @@ def _update_locked(docs: list[Document], embedder: Embedder, root: Path, chunkin
     prev_vectors = np.zeros((0, embedder.dim), np.float32)
 
     with stage("diff"):
-        if previous is not None and not full:
-            _, m = read_manifest(root, previous)
+        m: dict[str, Any] | None = None
+        if previous is not None:
+            try:
+                _, m = read_manifest(root, previous)
+            except IndexCorruptError:
+                if not full:
+                    raise
+                log.warning("current version %s is unreadable; building from scratch", previous)
+        if m is not None and previous is not None and not full:
             try:
                 check_embedder(m, facts, root)
             except EmbedderMismatchError:
@@ -227,7 +234,8 @@ def _update_locked(docs: list[Document], embedder: Embedder, root: Path, chunkin
                 raise InputError(f"chunking changed since version {previous} ({m.get('chunking')} -> "
                                  f"{dict(chunking)}); re-chunk everything with `index update --rebuild ...`")
             prev_manifest, prev_chunks, prev_vectors = _load_previous(root, previous)
-        prev_docs: dict[str, Any] = prev_manifest["documents"] if prev_manifest else {}
+        # A full build reuses nothing, but still reports what changed against the current version.
+        prev_docs: dict[str, Any] = m.get("documents", {}) if m is not None else {}
         new_ids = {d.doc_id for d in docs}
         kept = _kept_documents(skipped, prev_docs, new_ids) if prev_manifest else []
         added, changed, unchanged = [], [], []
@@ -259,7 +267,7 @@ def _update_locked(docs: list[Document], embedder: Embedder, root: Path, chunkin
         by_doc: dict[str, list[Chunk]] = {}
         for c in prev_chunks:
             by_doc.setdefault(c.doc_id, []).append(c)
-        reuse = set(unchanged) | set(kept)
+        reuse = set() if full else set(unchanged) | set(kept)
         fresh = [d for d in docs if d.doc_id not in reuse]
         chunker = HierarchicalChunker(embedder.tokenize, chunking["parent_max_tokens"], chunking["child_tokens"],
                                       chunking["child_overlap"])

@@ -280,3 +280,34 @@ def test_per_source_counts_in_manifest(src, tmp_path):
     _, m = read_manifest(root)
     assert [(s["documents"], s["by_kind"]) for s in m["sources"]] == [(6, {"guideline": 6}), (5, {"ehr": 5})]
     assert m["counts"]["documents"] == len(load_sources([src]).documents) == 11
+
+
+def test_rebuild_reports_changes_against_the_current_version(src, tmp_path):
+    root = tmp_path / "idx"
+    _update(src, root)
+    (src / "guidelines" / "cap.md").unlink()
+    edit(src / "guidelines" / "sepsis.md", "rebuilt")
+    res = _update(src, root, full=True, mode="rebuild")
+    assert res.documents["removed"] == ["demo-cap"] and res.documents["changed"] == ["demo-sepsis"]
+    assert res.embeddings["cached"] == 0
+    with pytest.raises(InputError, match="would remove"):
+        update_index(read_sources([src / "ehr"]).documents, HashEmbedder(), root, CHUNKING, full=True,
+                     max_removed=0.4)
+
+
+def test_logs_name_documents_but_never_patient_text(src, tmp_path, caplog):
+    import logging
+
+    root = tmp_path / "idx"
+    note = next((src / "ehr" / "P002").glob("*progress.md"))
+    with caplog.at_level(logging.DEBUG):
+        _update(src, root)
+        edit(note, "potassium 5.9 mmol/L after spironolactone")
+        res = _update(src, root)
+    assert res.documents["changed"] and res.documents["changed"][0].startswith("demo-ehr-p002")
+    logged = caplog.text
+    assert res.documents["changed"][0] in logged
+    body = [line.strip() for d in read_sources([src / "ehr"]).documents for line in d.text.splitlines()
+            if len(line.strip()) > 25 and not line.startswith("#")]
+    assert body and not [line for line in body if line in logged]
+    assert "spironolactone" not in logged
