@@ -1,6 +1,7 @@
 """CDS Assistant command line: parses arguments, loads config, calls the library, prints.
 
-Exit codes: 0 success, 1 runtime failure, 2 usage or input error. Errors are one line on
+Exit codes: 0 success, 1 runtime failure, 2 usage or input error, 3 index job published but
+skipped unreadable files, 75 index locked by another job (retry later). Errors are one line on
 stderr; ``-v`` adds the traceback and debug logs.
 """
 

@@ -69,7 +69,7 @@ def bench(sources: list[Path], config: str | None, change: list[str], repeats: i
     srcs = [str(c) for c in copies]
     out: dict[str, Any] = {"sources": [str(s) for s in sources], "config": config or "configs/default.yaml",
                            "machine": f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}",
-                           "python": platform.python_version()}
+                           "python": platform.python_version(), "loadavg_start": os.getloadavg()}
 
     built, wall = _cli(["index", "build", *srcs, "--index", str(idx), "--json"], config)
     job = sum(built["seconds"].values())
@@ -109,6 +109,7 @@ def bench(sources: list[Path], config: str | None, change: list[str], repeats: i
     print(f"update in a warm process (library): {out['update_warm_process']['job_s']:.3f} s "
           f"({out['update_warm_process']['job_s'] / out['full_build']['job_s']:.2%} of the full build)", flush=True)
 
+    out["loadavg_after_timings"] = os.getloadavg()  # a shared machine: other jobs slow every stage
     if trials:
         out["kill9"] = kill_trials(srcs, idx, copies, config, trials, work)
     return out

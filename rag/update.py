@@ -282,9 +282,11 @@ def _update_locked(docs: list[Document], embedder: Embedder, root: Path, chunkin
         order = [d.doc_id for d in docs] + kept
         parents = [c for i in order for c in by_doc[i] if c.level == "parent"]
         children = [c for i in order for c in by_doc[i] if c.level == "child"]
-        old_children = {c.chunk_id for c in prev_chunks if c.level == "child"}
-        new_children = {c.chunk_id for c in children}
         n_reused = sum(1 for i in reuse for c in by_doc[i] if c.level == "child")
+        if full:  # nothing was loaded from the previous version: count its passages from its manifest
+            n_prev = int((m or {}).get("counts", {}).get("children", 0)) if previous else 0
+        else:
+            n_prev = sum(1 for c in prev_chunks if c.level == "child")
 
     with stage("embed"):
         vectors, n_computed, n_cached = _vectors(children, embedder, root, facts, prev_chunks, prev_vectors,
@@ -307,8 +309,10 @@ def _update_locked(docs: list[Document], embedder: Embedder, root: Path, chunkin
         documents_meta[i] = prev_docs[i]
     all_meta = list(documents_meta.values())
     documents = {"added": added, "changed": changed, "removed": removed, "kept": kept}
-    chunk_counts = {"added": len(new_children - old_children), "removed": len(old_children - new_children),
-                    "reused": n_reused, "total": len(children)}
+    # Passages of added/changed documents are "added", those they replace or removed documents had are
+    # "removed"; total = reused + added, and the previous total = reused + removed.
+    chunk_counts = {"added": len(children) - n_reused, "removed": n_prev - n_reused, "reused": n_reused,
+                    "total": len(children)}
     emb_counts = {"computed": n_computed, "cached": n_cached}
 
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root / "versions"))
