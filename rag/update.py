@@ -467,6 +467,7 @@ def resolve_version(root: Path, ref: str) -> str:
 def rollback(root: Path, to: str | None = None, lock_timeout: float = 300.0) -> tuple[str, str]:
     """Make an earlier version current again (default: the current version's parent). Returns (from, to)."""
     root = Path(root)
+    read_manifest(root)  # no index here: say so before creating a lock file
     with IndexLock(root, timeout=lock_timeout, command="index rollback"):
         clean_leftovers(root)
         _, m = read_manifest(root)
