@@ -100,8 +100,8 @@ class EmbeddingCache:
             return
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         karr = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), 32)
+        index = self._load()  # before writing: the new segment is added below, not read back
         self._write_segment(karr, vectors)
-        index = self._load()
         n = len(self._segments)
         self._segments.append(vectors)
         for row, k in enumerate(keys):
