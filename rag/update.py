@@ -280,9 +280,10 @@ def _update_locked(docs: list[Document], embedder: Embedder, root: Path, chunkin
             d_parents, d_children = chunker.chunk(d)
             by_doc[d.doc_id] = d_parents + d_children
         order = [d.doc_id for d in docs] + kept
-        parents = [c for i in order for c in by_doc[i] if c.level == "parent"]
-        children = [c for i in order for c in by_doc[i] if c.level == "child"]
-        n_reused = sum(1 for i in reuse for c in by_doc[i] if c.level == "child")
+        # .get: a document with headings but no text has no chunks, here or in the previous version.
+        parents = [c for i in order for c in by_doc.get(i, []) if c.level == "parent"]
+        children = [c for i in order for c in by_doc.get(i, []) if c.level == "child"]
+        n_reused = sum(1 for i in reuse for c in by_doc.get(i, []) if c.level == "child")
         if full:  # nothing was loaded from the previous version: count its passages from its manifest
             n_prev = int((m or {}).get("counts", {}).get("children", 0)) if previous else 0
         else:

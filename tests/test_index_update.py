@@ -311,3 +311,12 @@ def test_logs_name_documents_but_never_patient_text(src, tmp_path, caplog):
             if len(line.strip()) > 25 and not line.startswith("#")]
     assert body and not [line for line in body if line in logged]
     assert "spironolactone" not in logged
+
+
+def test_document_without_passages_survives_updates(src, tmp_path):
+    (src / "guidelines" / "empty-sections.md").write_text("# Only headings\n\n## Nothing here\n", encoding="utf-8")
+    root = tmp_path / "idx"
+    _update(src, root)
+    edit(src / "guidelines" / "cap.md", "z")
+    res = _update(src, root)
+    assert res.documents["changed"] == ["demo-cap"] and verify_index(root) == []
