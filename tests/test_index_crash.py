@@ -69,7 +69,8 @@ def test_second_writer_waits_then_gives_up_with_a_clear_message(tmp_path):
             IndexLock(root, timeout=0.5).acquire()
         assert 0.4 < time.monotonic() - t < 5
         # Through the CLI: exit code 75 and one line on stderr.
-        proc = subprocess.run([*WORKER, "index", "rollback", "--index", str(root), "--lock-timeout", "0.2"],
+        src = make_sources(tmp_path / "src", ["cap.md"], ())
+        proc = subprocess.run([*WORKER, "index", "update", str(src), "--index", str(root), "--lock-timeout", "0.2"],
                               capture_output=True, text=True, timeout=120)
         assert proc.returncode == 75 and IndexBusyError.exit_code == 75
         assert proc.stderr.strip().startswith("error: index") and "locked by pid" in proc.stderr
