@@ -84,7 +84,7 @@ class IndexLock:
                         f"{self.timeout:g} s. Retry later or raise --lock-timeout (a dead holder's lock is "
                         "released automatically)") from None
                 if not waited:
-                    log.info("index is locked by %s; waiting up to %g s", _describe(_holder(self.path)),
+                    log.warning("index is locked by %s; waiting up to %g s", _describe(_holder(self.path)),
                              self.timeout)
                     waited = True
                 time.sleep(self.poll)
