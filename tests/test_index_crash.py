@@ -73,7 +73,10 @@ def test_second_writer_waits_then_gives_up_with_a_clear_message(tmp_path):
         proc = subprocess.run([*WORKER, "index", "update", str(src), "--index", str(root), "--lock-timeout", "0.2"],
                               capture_output=True, text=True, timeout=120)
         assert proc.returncode == 75 and IndexBusyError.exit_code == 75
-        assert proc.stderr.strip().startswith("error: index") and "locked by pid" in proc.stderr
+        # A warning when the wait starts (visible in cron logs), then the one-line error.
+        lines = proc.stderr.strip().splitlines()
+        assert lines[0].startswith("WARNING") and "waiting up to 0.2 s" in lines[0]
+        assert len(lines) == 2 and lines[1].startswith("error: index") and "locked by pid" in lines[1]
     assert lock_holder(root) is None
 
 
