@@ -1,6 +1,7 @@
 """CDS Assistant command line: parses arguments, loads config, calls the library, prints.
 
-Exit codes: 0 success, 1 runtime failure, 2 usage or input error. Errors are one line on
+Exit codes: 0 success, 1 runtime failure, 2 usage or input error, 3 index job published but
+skipped unreadable files, 75 index locked by another job (retry later). Errors are one line on
 stderr; ``-v`` adds the traceback and debug logs.
 """
 
@@ -57,9 +58,14 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--json", action="store_true", help="print the Answer as JSON")
     with_index(q)
 
-    ix = sub.add_parser("index", parents=[common], help="build and inspect the index")
+    ix = sub.add_parser("index", parents=[common], help="build, update and inspect the index")
     isub = ix.add_subparsers(dest="index_command", required=True)
-    b = isub.add_parser("build", parents=[common], help="build a new index version from sources")
+
+    def with_lock(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--lock-timeout", type=float, metavar="SECONDS",
+                       help="wait this long for another writer's lock (default: index.lock_timeout)")
+
+    b = isub.add_parser("build", parents=[common], help="build a new index version from sources (full re-embed)")
     b.add_argument("sources", nargs="*", help="[FORMAT:]PATH sources: folders of .md/.txt/.html/.pdf, MedQuAD XML "
                    "tree, NGC/USPSTF .jsonl, MTSamples/UCI heart-failure .csv, WikiDoc .json")
     b.add_argument("--source-set", help="a named source list from the config (e.g. 'full' in configs/full.yaml)")
@@ -67,12 +73,31 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--skip-bad", action="store_true", help="skip unreadable files (reported) instead of failing")
     b.add_argument("--json", action="store_true")
     with_index(b)
-    s = isub.add_parser("status", parents=[common], help="show the current index version and counts")
+    with_lock(b)
+    u = isub.add_parser("update", parents=[common], help="bring the index up to date with the sources "
+                        "(only changed documents are re-embedded; publishes only if anything changed)")
+    u.add_argument("sources", nargs="*", help="the complete source set: documents no longer in it are removed")
+    u.add_argument("--source-set", help="a named source list from the config (e.g. 'full' in configs/full.yaml)")
+    u.add_argument("--kind", choices=["guideline", "ehr", "reference"], help="kind for documents without one")
+    u.add_argument("--strict", action="store_true", help="abort without publishing if any file cannot be read")
+    u.add_argument("--rebuild", action="store_true",
+                   help="re-chunk and re-embed everything (required after changing the embedder or chunking)")
+    u.add_argument("--max-removed", type=float, metavar="FRACTION",
+                   help="refuse to remove more than this share of documents (default: index.max_removed)")
+    u.add_argument("--json", action="store_true", help="print a one-line JSON summary")
+    with_index(u)
+    with_lock(u)
+    s = isub.add_parser("status", parents=[common], help="show the current index version, counts and history")
     s.add_argument("--json", action="store_true")
     with_index(s)
     v = isub.add_parser("verify", parents=[common], help="check index files against the manifest")
     v.add_argument("--json", action="store_true")
     with_index(v)
+    r = isub.add_parser("rollback", parents=[common], help="make an earlier version current again")
+    r.add_argument("--to", metavar="VERSION", help="version name or number (default: the current one's parent)")
+    r.add_argument("--json", action="store_true")
+    with_index(r)
+    with_lock(r)
 
     ev = sub.add_parser("eval", parents=[common], help="evaluation runs")
     esub = ev.add_subparsers(dest="eval_command", required=True)
@@ -170,13 +195,38 @@ def cmd_query(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_update(res: Any, root: Path) -> None:
+    d, c, e = res.documents, res.chunks, res.embeddings
+    if res.published:
+        print(f"published {res.version} at {root} ({res.mode}; previous {res.previous or '-'}): "
+              f"+{len(d['added'])} added, ~{len(d['changed'])} changed, -{len(d['removed'])} removed documents; "
+              f"{c['total']} passages ({e['computed']} embedded, {e['cached']} reused)")
+    else:
+        print(f"no changes: {res.previous} at {root} is up to date (nothing published)")
+    for label in ("changed", "removed", "kept"):
+        if d[label]:
+            shown = ", ".join(d[label][:20]) + (f" … (+{len(d[label]) - 20})" if len(d[label]) > 20 else "")
+            what = "kept previous version (source unreadable now)" if label == "kept" else label
+            print(f"  {what}: {shown}")
+    if d["added"] and res.mode == "update":
+        print(f"  added: {', '.join(d['added'][:20])}" + (" …" if len(d["added"]) > 20 else ""))
+    for p, r in res.skipped:
+        print(f"  skipped {p}: {r}")
+    if res.pruned:
+        print(f"  pruned old versions: {', '.join(res.pruned)}")
+    print("  seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in res.seconds.items()))
+
+
 def cmd_index(args: argparse.Namespace) -> int:
+    """Exit codes: 0 ok, 1 runtime failure or damaged index, 2 input error, 3 published (or up to date)
+    but some source files were skipped, 75 another writer holds the lock (retry later)."""
     from rag import Assistant
-    from rag.index import read_manifest, verify_index
+    from rag.index import verify_index
 
     cfg = _load_config(args)
-    assistant = Assistant(cfg, progress=not args.quiet)
+    assistant = Assistant(cfg, progress=not args.quiet and not getattr(args, "json", False))
     root = assistant.index_root
+    lock_timeout = getattr(args, "lock_timeout", None)
     if args.index_command == "build":
         from rag.config import source_set
         from rag.errors import InputError
@@ -185,7 +235,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         if not sources:
             raise InputError("index build needs SOURCE paths or --source-set NAME (e.g. --config configs/full.yaml "
                              "--source-set full)")
-        manifest = assistant.build(sources, kind=args.kind, strict=not args.skip_bad)
+        manifest = assistant.build(sources, kind=args.kind, strict=not args.skip_bad, lock_timeout=lock_timeout)
         summary = {"version": manifest["version"], "index": str(root), "counts": manifest["counts"],
                    "seconds": {k: round(v, 2) for k, v in manifest["seconds"].items()},
                    "read": manifest.get("load_stats", {}),
@@ -203,31 +253,35 @@ def cmd_index(args: argparse.Namespace) -> int:
             for p, r in manifest["skipped"]:
                 print(f"  skipped {p}: {r}")
         return 3 if manifest["skipped"] else 0
+    if args.index_command == "update":
+        from rag.config import source_set
+        from rag.errors import InputError
+
+        sources = list(args.sources) + (source_set(cfg, args.source_set) if args.source_set else [])
+        if not sources:
+            raise InputError("index update needs SOURCE paths or --source-set NAME")
+        res = assistant.update(sources, kind=args.kind, strict=args.strict, rebuild=args.rebuild,
+                               lock_timeout=lock_timeout, max_removed=args.max_removed)
+        if args.json:
+            print(json.dumps({"index": str(root), **res.summary()}, ensure_ascii=False))
+        else:
+            _print_update(res, root)
+        return 3 if res.skipped else 0
+    if args.index_command == "rollback":
+        old, new = assistant.rollback(args.to, lock_timeout=lock_timeout)
+        if args.json:
+            print(json.dumps({"index": str(root), "from": old, "to": new}))
+        else:
+            print(f"rolled back {root}: current version is now {new} (was {old})")
+        return 0
     if args.index_command == "status":
-        _, m = read_manifest(root)
-        status = {k: m[k] for k in ("version", "parent_version", "created", "embedder", "chunking", "counts")}
-        status["index"] = str(root)
-        status["patients"] = m.get("patients", [])
-        status["patient_count"] = len(status["patients"])
-        status["bytes"] = sum(f["bytes"] for f in m.get("files", {}).values())
+        from rag.status import index_status
+
+        status = index_status(root)
         if args.json:
             _print_json(status)
         else:
-            c = m["counts"]
-            print(f"index {root}\n  version {m['version']} (parent {m['parent_version']}), created {m['created']}")
-            print(f"  embedder {m['embedder']['model_id']} dim {m['embedder']['dim']}")
-            print(f"  {c['documents']} documents, {c['parents']} sections, {c['children']} passages")
-            docs, pars, kids = (c.get(f"{x}_by_collection", {}) for x in ("documents", "parents", "children"))
-            kinds = {d.get("collection", ""): d["kind"] for d in m["documents"].values()}
-            if docs:
-                print(f"  {'source':22s} {'kind':10s} {'documents':>10s} {'sections':>10s} {'passages':>10s}")
-                for name in docs:
-                    print(f"  {name or '-':22s} {kinds.get(name, ''):10s} {docs[name]:>10,} {pars.get(name, 0):>10,} "
-                          f"{kids.get(name, 0):>10,}")
-            print(f"  by kind: documents {c['documents_by_kind']}, passages {c['children_by_kind']}")
-            pts = status["patients"]
-            shown = ", ".join(pts[:8]) + (f", … ({len(pts)} in all)" if len(pts) > 8 else "")
-            print(f"  patients: {shown or '-'}; size {status['bytes'] / 1e6:.1f} MB")
+            _print_status(status)
         return 0
     problems = verify_index(root)
     if args.json:
@@ -274,6 +328,39 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(markdown_table(summary))
     print(f"best single retriever: {summary['best_single']}; best mode by nDCG@10: {summary['winner']}")
     return 0
+
+
+def _print_status(st: dict[str, Any]) -> None:
+    c = st["counts"]
+    print(f"index {st['index']}\n  version {st['version']} (parent {st['parent_version']}), created {st['created']}")
+    print(f"  embedder {st['embedder']['model_id']} dim {st['embedder']['dim']}")
+    print(f"  {c['documents']} documents {c['documents_by_kind']}, {c['parents']} sections, "
+          f"{c['children']} passages {c['children_by_kind']}")
+    docs, pars, kids = (c.get(f"{x}_by_collection", {}) for x in ("documents", "parents", "children"))
+    if docs:
+        kinds = st.get("collection_kinds", {})
+        print(f"  {'collection':22s} {'kind':10s} {'documents':>10s} {'sections':>10s} {'passages':>10s}")
+        for name in docs:
+            print(f"  {name or '-':22s} {kinds.get(name, ''):10s} {docs[name]:>10,} {pars.get(name, 0):>10,} "
+                  f"{kids.get(name, 0):>10,}")
+    for src in st["sources"]:
+        print(f"  source {src['path']}: {src['documents']} documents {src['by_kind']}")
+    pts = st["patients"]
+    shown = ", ".join(pts[:8]) + (f", … ({len(pts)} in all)" if len(pts) > 8 else "")
+    print(f"  patients: {shown or '-'}; size {st['bytes'] / 1e6:.1f} MB "
+          f"(embedding cache {st['cache_bytes'] / 1e6:.1f} MB)")
+    last = st.get("last_update")
+    if last:
+        d = last["documents"]
+        print(f"  last change ({last['mode']}): +{len(d['added'])} added, ~{len(d['changed'])} changed, "
+              f"-{len(d['removed'])} removed documents; {last['embeddings']['computed']} passages embedded, "
+              f"{last['embeddings']['cached']} reused; {len(last['skipped'])} files skipped")
+        for label in ("changed", "removed", "kept"):
+            if d.get(label):
+                print(f"    {label}: {', '.join(d[label][:20])}" + (" …" if len(d[label]) > 20 else ""))
+    print("  versions: " + ", ".join(v["version"] + (" (current)" if v["current"] else "") for v in st["versions"]))
+    if st["lock"]:
+        print(f"  locked by writer: {st['lock']}")
 
 
 def cmd_models(args: argparse.Namespace) -> int:

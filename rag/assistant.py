@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from corpora import Kind, load_sources
+from corpora import Kind
 from rag import confidence as conf
 from rag.answer import Answer, Citation, SentenceRecord
 from rag.cite import check_support, clean_markers, numbers_in, strip_markers
@@ -18,10 +20,11 @@ from rag.config import AppConfig, load_config, resolve_path
 from rag.embed import Embedder, TransformersEmbedder
 from rag.errors import InputError, UnknownPatientError
 from rag.generate import ABSTAIN_TOKEN, Generator, PromptSource, build_messages, fit_sources, is_abstention
-from rag.index import HybridIndex, build_index, current_version, embedder_manifest, read_manifest
+from rag.index import HybridIndex, current_version, embedder_manifest, read_manifest
 from rag.models import EmbedderSpec, embedder_spec, resolve
 from rag.retrieve import HybridRetriever, Retrieval, Unit
 from rag.text import split_sentences
+from rag.update import UpdateResult, read_sources, rollback, update_index
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +45,8 @@ class Assistant:
         self._embedder = embedder
         self._generator = generator
         self._index: HybridIndex | None = None
+        self._index_lock = threading.RLock()
+        self._pinned = threading.local()  # the version a running query started with, per thread
         self.index_root = resolve_path(config.index.dir)
         self.cache_dir = resolve_path(config.models.cache_dir)
 
@@ -73,32 +78,89 @@ class Assistant:
 
     @property
     def index(self) -> HybridIndex:
-        if self._index is None:
-            if current_version(self.index_root) is None and self.config.index.auto_build_demo:
-                log.warning("no index at %s: building the demo index first (one-time)", self.index_root)
-                self.build([str(resolve_path(s)) for s in self.config.index.demo_sources])
-            read_manifest(self.index_root)  # a missing/corrupt index fails before any model loads
-            self._index = HybridIndex.load(self.index_root, expect_embedder=embedder_manifest(self.embedder))
-        return self._index
+        pinned = getattr(self._pinned, "index", None)
+        if pinned is not None:
+            return pinned
+        with self._index_lock:
+            if self._index is None:
+                if current_version(self.index_root) is None and self.config.index.auto_build_demo:
+                    log.warning("no index at %s: building the demo index first (one-time)", self.index_root)
+                    self.build([str(resolve_path(s)) for s in self.config.index.demo_sources])
+                read_manifest(self.index_root)  # a missing/corrupt index fails before any model loads
+                self._index = HybridIndex.load(self.index_root, expect_embedder=embedder_manifest(self.embedder))
+            return self._index
 
     def _refresh(self) -> None:
         """Pick up a newly published version without restarting (checked once per query, not per access)."""
         if self._index is not None and current_version(self.index_root) not in (None, self._index.version):
-            self.reload()
+            with self._index_lock:
+                if self._index is not None and current_version(self.index_root) not in (None, self._index.version):
+                    self.reload()
 
     def reload(self) -> None:
-        self._index = HybridIndex.load(self.index_root, expect_embedder=embedder_manifest(self.embedder))
+        """Load the current version now. Queries already running keep the version they started with."""
+        with self._index_lock:
+            self._index = HybridIndex.load(self.index_root, expect_embedder=embedder_manifest(self.embedder))
+
+    @contextmanager
+    def _pin(self) -> Iterator[HybridIndex]:
+        """Run one query against one version, even if another thread reloads meanwhile."""
+        if getattr(self._pinned, "index", None) is not None:  # nested (ask -> retrieve)
+            yield self._pinned.index
+            return
+        self._refresh()
+        self._pinned.index = self.index
+        try:
+            yield self._pinned.index
+        finally:
+            self._pinned.index = None
 
     # -- indexing ----------------------------------------------------------------------------
-    def build(self, sources: list[str], kind: Kind | None = None, strict: bool = True) -> dict[str, Any]:
-        """Read sources, build and publish a new index version; returns its manifest."""
-        report = load_sources(sources, kind=kind, strict=strict)
-        _, manifest = build_index(report.documents, self.embedder, self.index_root,
-                                  self.config.chunking.model_dump(), progress=self.progress)
-        manifest["skipped"] = report.skipped
-        manifest["load_stats"] = dict(report.stats)
-        self._index = None
+    def build(self, sources: list[str], kind: Kind | None = None, strict: bool = True,
+              lock_timeout: float | None = None) -> dict[str, Any]:
+        """Read sources, build and publish a new index version from scratch; returns its manifest."""
+        res = self.update(sources, kind=kind, strict=strict, rebuild=True, mode="build", lock_timeout=lock_timeout,
+                          max_removed=1.0)  # a build replaces the index by design
+        assert res.manifest is not None
+        manifest = res.manifest
+        manifest["skipped"] = res.skipped
+        manifest["load_stats"] = res.load_stats
         return manifest
+
+    def update(self, sources: list[str], kind: Kind | None = None, strict: bool = False, rebuild: bool = False,
+               lock_timeout: float | None = None, max_removed: float | None = None, mode: str | None = None
+               ) -> UpdateResult:
+        """Bring the index up to date with ``sources`` (the complete set), publishing only if anything changed.
+
+        Unreadable files are skipped and reported (``strict`` raises instead, publishing nothing).
+        ``rebuild`` re-chunks and re-embeds everything, e.g. after changing the embedder.
+        """
+        cfg = self.config.index
+        t = time.perf_counter()
+        src = read_sources(sources, kind=kind, strict=strict)
+        read_s = time.perf_counter() - t
+        res = update_index(src.documents, self.embedder, self.index_root, self.config.chunking.model_dump(),
+                           full=rebuild, mode=mode or ("rebuild" if rebuild else "update"), skipped=src.skipped,
+                           per_source=src.per_source, keep_versions=cfg.keep_versions,
+                           lock_timeout=cfg.lock_timeout if lock_timeout is None else lock_timeout,
+                           max_removed=cfg.max_removed if max_removed is None else max_removed,
+                           progress=self.progress)
+        res.seconds = {"read": read_s, **res.seconds}
+        res.load_stats = dict(src.stats)
+        if res.manifest is not None:
+            res.manifest["seconds"] = dict(res.seconds)
+        if res.published:
+            with self._index_lock:
+                self._index = None
+        return res
+
+    def rollback(self, to: str | None = None, lock_timeout: float | None = None) -> tuple[str, str]:
+        """Make an earlier version current again (default: the current version's parent)."""
+        t = self.config.index.lock_timeout if lock_timeout is None else lock_timeout
+        moved = rollback(self.index_root, to, lock_timeout=t)
+        with self._index_lock:
+            self._index = None
+        return moved
 
     # -- querying ----------------------------------------------------------------------------
     def _validate_question(self, question: str) -> str:
@@ -129,20 +191,27 @@ class Assistant:
                                r.bm25_weight, r.merge_threshold, r.top_k, r.patient_slots)
 
     def retrieve(self, question: str, patient_id: str | None = None, top_k: int | None = None) -> Retrieval:
-        self._refresh()
-        q = self._validate(question, patient_id)
-        return self.retriever().retrieve(q, patient_id.strip() if patient_id else None, top_k)
+        with self._pin():
+            q = self._validate(question, patient_id)
+            return self.retriever().retrieve(q, patient_id.strip() if patient_id else None, top_k)
 
     def ask(self, question: str, patient_id: str | None = None, top_k: int | None = None, generate: bool = True,
             on_text: Callable[[str], None] | None = None) -> Answer:
-        """Answer ``question`` from the index, citing sources, or abstain."""
-        t_all = time.perf_counter()
+        """Answer ``question`` from the index, citing sources, or abstain.
+
+        Thread-safe: the whole answer comes from the index version current when it started.
+        """
         self._validate_question(question)  # cheap checks before any model or index is loaded
         if top_k is not None and not 1 <= top_k <= 50:
             raise InputError("--top-k must be between 1 and 50")
+        t_all = time.perf_counter()
+        with self._pin():
+            return self._ask(question, patient_id, top_k, generate, on_text, t_all)
+
+    def _ask(self, question: str, patient_id: str | None, top_k: int | None, generate: bool,
+             on_text: Callable[[str], None] | None, t_all: float) -> Answer:
         timings: dict[str, float] = {}
         t = time.perf_counter()
-        self._refresh()
         _ = self.index, self.embedder  # load before timing retrieval
         if generate:
             _ = self.generator

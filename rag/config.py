@@ -113,6 +113,11 @@ class IndexConfig(_Section):
         description="named source lists for `index build --source-set NAME`; entries are [FORMAT:]PATH, "
                     "relative paths resolved against data_dir",
     )
+    keep_versions: int = Field(5, ge=2, description="versions kept after a publish (older ones are pruned)")
+    lock_timeout: float = Field(300.0, ge=0.0, description="seconds a writer waits for another writer's lock")
+    max_removed: float = Field(
+        0.5, ge=0.0, le=1.0, description="an update that would remove more than this share of documents is refused"
+    )
 
 
 class QueryConfig(_Section):

@@ -9,8 +9,14 @@ Layout of an index root::
         dense.faiss         IndexFlatIP over normalised child vectors (row i = child i)
         bm25/               bm25s arrays (.npy without pickle) and JSON vocabulary
 
+    LOCK                    the writers' lock (:mod:`rag.lock`); readers never take it
+    history.jsonl           one line per publish / rollback
+    cache/embeddings/       passage vectors by embedder + text hash (:mod:`rag.embed_cache`)
+
 A version is written into a temporary directory, fsynced, renamed into ``versions/``, and
 only then named in ``CURRENT``; a crash at any point leaves the previous version current.
+Writers (build, update, rollback, retention) live in :mod:`rag.update`; this module holds the
+format, the publish primitives, verification and loading.
 """
 
 from __future__ import annotations
@@ -21,9 +27,6 @@ import logging
 import os
 import shutil
 import tempfile
-import time
-from collections import Counter
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -33,8 +36,7 @@ import numpy as np
 from corpora.document import Document
 from rag.chunk import Chunk, HierarchicalChunker
 from rag.embed import Embedder
-from rag.errors import EmbedderMismatchError, IndexCorruptError, IndexMissingError, InputError
-from rag.text import tokenize as bm25_tokenize
+from rag.errors import EmbedderMismatchError, IndexCorruptError, IndexMissingError
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +45,7 @@ BM25_TOKENIZER = "rag.text.tokenize/1"
 DATA_FILES = ("chunks.jsonl", "dense.faiss")
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -56,6 +58,8 @@ def _fsync_tree(path: Path) -> None:
         if p.is_file():
             with p.open("rb") as f:
                 os.fsync(f.fileno())
+    for d in sorted((p for p in path.rglob("*") if p.is_dir()), reverse=True):
+        _fsync_dir(d)
     _fsync_dir(path)
 
 
@@ -82,45 +86,53 @@ def current_version(root: Path) -> str | None:
     return name or None
 
 
-def _next_version(root: Path) -> str:
-    existing = [p.name for p in (root / "versions").glob("v*") if p.is_dir()]
-    nums = [int(n[1:5]) for n in existing if n[1:5].isdigit()]
+def next_version_name(root: Path) -> str:
+    # Count every directory, published or not (a crash can leave a complete version never made
+    # current), so a number is never reused.
+    existing = [p.name for p in (root / "versions").iterdir() if p.is_dir()]
+    nums = [int(n[1:5]) for n in (x.removeprefix(".trash-") for x in existing) if n[1:5].isdigit()]
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     return f"v{(max(nums) + 1) if nums else 1:04d}-{stamp}"
 
 
-def _publish(root: Path, tmp: Path, version: str) -> Path:
+def write_current(root: Path, version: str) -> None:
+    """Point CURRENT at ``version``: write a temporary file, fsync, rename over CURRENT (atomic)."""
+    fd, cur_tmp = tempfile.mkstemp(prefix=".CURRENT.", dir=root)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(version + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(cur_tmp, root / "CURRENT")
+    except BaseException:
+        Path(cur_tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(root)
+
+
+def publish_version(root: Path, tmp: Path, version: str) -> Path:
     """Move a fully written version into place, then point CURRENT at it (atomic rename)."""
     versions = root / "versions"
     final = versions / version
     _fsync_tree(tmp)
     os.replace(tmp, final)
     _fsync_dir(versions)
-    fd, cur_tmp = tempfile.mkstemp(prefix=".CURRENT.", dir=root)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(version + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(cur_tmp, root / "CURRENT")
-    _fsync_dir(root)
+    write_current(root, version)
     return final
 
 
 def clean_leftovers(root: Path) -> int:
-    """Remove temporary directories of builds that died before publishing."""
+    """Remove what a writer killed before finishing left behind: temporary and half-pruned versions.
+
+    Only call it while holding the index lock (:mod:`rag.lock`): a live writer's temporary
+    directory looks exactly like a dead one's.
+    """
     n = 0
-    for p in list((root / "versions").glob(".tmp-*")) + list(root.glob(".CURRENT.*")):
+    vdir = root / "versions"
+    for p in list(vdir.glob(".tmp-*")) + list(vdir.glob(".trash-*")) + list(root.glob(".CURRENT.*")):
         shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
         n += 1
     return n
-
-
-@dataclass
-class BuildStats:
-    documents: int
-    parents: int
-    children: int
-    seconds: dict[str, float] = field(default_factory=dict)
 
 
 def chunk_documents(docs: list[Document], chunker: HierarchicalChunker, progress: bool = False
@@ -139,7 +151,7 @@ def chunk_documents(docs: list[Document], chunker: HierarchicalChunker, progress
     return parents, children
 
 
-def _import_bm25s() -> Any:
+def import_bm25s() -> Any:
     import bm25s
 
     # bm25s sets its own logger to DEBUG at import, which prints through any root handler.
@@ -148,84 +160,17 @@ def _import_bm25s() -> Any:
 
 
 def build_index(docs: list[Document], embedder: Embedder, root: Path, chunking: dict[str, int],
-                progress: bool = False) -> tuple[str, dict[str, Any]]:
-    """Chunk, embed and index ``docs`` as a new published version under ``root``."""
-    import faiss
+                progress: bool = False, **kwargs: Any) -> tuple[str, dict[str, Any]]:
+    """Chunk, embed and index ``docs`` from scratch as a new published version under ``root``.
 
-    bm25s = _import_bm25s()
+    A thin wrapper over :func:`rag.update.update_index` with ``full=True`` (the one writer path,
+    under the index lock); ``kwargs`` go to it (``keep_versions``, ``lock_timeout``, ...).
+    """
+    from rag.update import update_index
 
-    if not docs:
-        raise InputError("nothing to index: no documents were read from the sources")
-    seconds: dict[str, float] = {}
-    t = time.perf_counter()
-    chunker = HierarchicalChunker(embedder.tokenize, chunking["parent_max_tokens"], chunking["child_tokens"],
-                                  chunking["child_overlap"])
-    parents, children = chunk_documents(docs, chunker, progress)
-    seconds["chunk"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    texts = [c.context_text() for c in children]
-    vectors = embedder.encode_passages(texts, progress=progress)
-    seconds["embed"] = time.perf_counter() - t
-
-    t = time.perf_counter()
-    dense = faiss.IndexFlatIP(embedder.dim)
-    dense.add(np.ascontiguousarray(vectors, dtype=np.float32))
-    tokens: Any = texts
-    if progress:
-        from tqdm import tqdm
-
-        tokens = tqdm(texts, desc="bm25 tokens", unit="passage", disable=None)
-    bm25 = bm25s.BM25()
-    bm25.index([bm25_tokenize(x) for x in tokens], show_progress=False)
-    seconds["index"] = time.perf_counter() - t
-
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "versions").mkdir(exist_ok=True)
-    clean_leftovers(root)
-    previous = current_version(root)
-    version = _next_version(root)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root / "versions"))
-    try:
-        t = time.perf_counter()
-        with (tmp / "chunks.jsonl").open("w", encoding="utf-8") as f:
-            for c in parents + children:
-                f.write(json.dumps(c.to_dict(), ensure_ascii=False) + "\n")
-        faiss.write_index(dense, str(tmp / "dense.faiss"))
-        bm25.save(str(tmp / "bm25"), show_progress=False)
-        files = {p.relative_to(tmp).as_posix(): {"sha256": _sha256(p), "bytes": p.stat().st_size}
-                 for p in sorted(tmp.rglob("*")) if p.is_file()}
-        by_kind = Counter(d.kind for d in docs)
-        coll = {d.doc_id: str(d.meta.get("collection", "")) for d in docs}
-        manifest = {
-            "format_version": FORMAT_VERSION,
-            "version": version,
-            "parent_version": previous,
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "embedder": embedder_manifest(embedder),
-            "chunking": dict(chunking),
-            "bm25": {"impl": "bm25s", "tokenizer": BM25_TOKENIZER},
-            "documents": {d.doc_id: {"title": d.title, "kind": d.kind, "source": d.source, "collection": coll[d.doc_id],
-                                     "patient_id": d.patient_id, "hash": d.version} for d in docs},
-            "counts": {"documents": len(docs), "parents": len(parents), "children": len(children),
-                       "documents_by_kind": dict(sorted(by_kind.items())),
-                       "children_by_kind": dict(sorted(Counter(c.kind for c in children).items())),
-                       "documents_by_collection": dict(sorted(Counter(coll.values()).items())),
-                       "parents_by_collection": dict(sorted(Counter(coll[c.doc_id] for c in parents).items())),
-                       "children_by_collection": dict(sorted(Counter(coll[c.doc_id] for c in children).items()))},
-            "patients": sorted({d.patient_id for d in docs if d.patient_id}),
-            "files": files,
-        }
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
-        _publish(root, tmp, version)
-        seconds["write"] = time.perf_counter() - t
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    manifest["seconds"] = seconds
-    log.info("published index version %s: %d docs, %d parents, %d children", version, len(docs),
-             len(parents), len(children))
-    return version, manifest
+    res = update_index(docs, embedder, root, chunking, full=True, progress=progress, **kwargs)
+    assert res.version is not None and res.manifest is not None  # a full build always publishes
+    return res.version, res.manifest
 
 
 def read_manifest(root: Path, version: str | None = None) -> tuple[Path, dict[str, Any]]:
@@ -252,9 +197,8 @@ def read_manifest(root: Path, version: str | None = None) -> tuple[Path, dict[st
     return vdir, manifest
 
 
-def verify_index(root: Path, version: str | None = None) -> list[str]:
-    """Every problem found with a version's files (empty list = healthy)."""
-    vdir, manifest = read_manifest(root, version)
+def verify_files(vdir: Path, manifest: dict[str, Any]) -> list[str]:
+    """Size and sha256 of every file the manifest lists."""
     problems = []
     for rel, meta in manifest.get("files", {}).items():
         p = vdir / rel
@@ -262,17 +206,35 @@ def verify_index(root: Path, version: str | None = None) -> list[str]:
             problems.append(f"missing file {rel}")
         elif p.stat().st_size != meta["bytes"]:
             problems.append(f"{rel}: size {p.stat().st_size} != {meta['bytes']}")
-        elif _sha256(p) != meta["sha256"]:
+        elif file_sha256(p) != meta["sha256"]:
             problems.append(f"{rel}: checksum mismatch")
+    if not manifest.get("files"):
+        problems.append("manifest lists no files")
+    return problems
+
+
+def verify_index(root: Path, version: str | None = None) -> list[str]:
+    """Every problem found with a version: checksums, counts, embedder dimension (empty list = healthy)."""
+    version = version or current_version(root)
+    vdir, manifest = read_manifest(root, version)
+    problems = verify_files(vdir, manifest)
     if not problems:
         try:
             idx = HybridIndex.load(root, version=version)
-            if idx.dense.ntotal != manifest["counts"]["children"]:
-                problems.append(f"dense.faiss has {idx.dense.ntotal} vectors, manifest says "
-                                f"{manifest['counts']['children']}")
-            if idx.dense.d != manifest["embedder"]["dim"]:
-                problems.append(f"dense.faiss dimension {idx.dense.d} != embedder dimension "
-                                f"{manifest['embedder']['dim']}")
+            counts = manifest.get("counts", {})
+            checks = [("vectors in dense.faiss", idx.dense.ntotal, counts.get("children")),
+                      ("passages in chunks.jsonl", len(idx.children), counts.get("children")),
+                      ("sections in chunks.jsonl", len(idx.parents), counts.get("parents")),
+                      ("documents in the manifest", len(manifest.get("documents", {})), counts.get("documents")),
+                      ("dense.faiss dimension (embedder dimension)", idx.dense.d, manifest["embedder"]["dim"])]
+            num_docs = getattr(idx.bm25, "scores", {}).get("num_docs")
+            if num_docs is not None:
+                checks.append(("passages in the BM25 index", int(num_docs), counts.get("children")))
+            for what, have, want in checks:
+                if have != want:
+                    problems.append(f"{what}: {have}, manifest says {want}")
+            if {c.chunk_id for c in idx.children} - {i for p in idx.parents.values() for i in p.child_ids}:
+                problems.append("chunks.jsonl has passages that no section lists")
         except IndexCorruptError as e:
             problems.append(str(e))
     return problems
@@ -304,9 +266,28 @@ class HybridIndex:
     @classmethod
     def load(cls, root: Path, version: str | None = None, expect_embedder: dict[str, Any] | None = None
              ) -> HybridIndex:
+        """Load ``version`` (default: the current one) fully into memory.
+
+        Loading the current version can race with a writer that publishes and then prunes it;
+        if the files vanish and CURRENT has moved on meanwhile, load the new current version.
+        """
+        if version is not None:
+            return cls._load(root, version, expect_embedder)
+        for _ in range(3):
+            want = current_version(root)
+            try:
+                return cls._load(root, want, expect_embedder)
+            except IndexCorruptError:
+                if want is None or current_version(root) == want:
+                    raise
+                log.info("index version %s was replaced while loading; loading the new current version", want)
+        return cls._load(root, current_version(root), expect_embedder)
+
+    @classmethod
+    def _load(cls, root: Path, version: str | None, expect_embedder: dict[str, Any] | None) -> HybridIndex:
         import faiss
 
-        bm25s = _import_bm25s()
+        bm25s = import_bm25s()
 
         vdir, manifest = read_manifest(root, version)
         if expect_embedder is not None:
