@@ -111,7 +111,7 @@ def _parser() -> argparse.ArgumentParser:
     er.add_argument("--medquad", help="MedQuAD folder (default: index.data_dir/medquad)")
     er.add_argument("--split", help="split file (default: eval/splits/medquad_retrieval.json)")
     er.add_argument("--part", default="test", choices=["test", "dev"])
-    er.add_argument("--modes", default=",".join(("bm25", "dense", "rrf", "rrf+merge", "wsum")))
+    er.add_argument("--modes", default="bm25,dense,rrf,wsum,hybrid+merge")
     er.add_argument("--limit", type=int, help="first N queries only")
     er.add_argument("--depth", type=int, default=100, help="candidates per retriever (default 100)")
     er.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")

@@ -11,8 +11,9 @@ into sections stay comparable with modes that do not.
 Modes:
     bm25      BM25 alone                      dense     dense (FAISS) alone
     rrf       weighted reciprocal rank fusion
-    rrf+merge rrf, then auto-merge into parent sections (what `query` uses)
     wsum      score-normalised weighted fusion (min-max per retriever, then weighted sum)
+    hybrid+merge  the configured fusion (retrieval.fusion), then auto-merge into parent sections
+              (retrieval.merge_score): exactly what `query` ranks
 """
 
 from __future__ import annotations
@@ -32,11 +33,11 @@ from corpora.document import Document
 from eval.metrics import bootstrap_ci, dedupe, mrr_at, ndcg_at, paired_bootstrap_diff, recall_at
 from rag.errors import InputError
 from rag.index import HybridIndex
-from rag.retrieve import Fused, HybridRetriever, auto_merge, rrf_fuse
+from rag.retrieve import HybridRetriever, auto_merge, rrf_fuse, weighted_score_fusion
 
 log = logging.getLogger(__name__)
 
-MODES = ("bm25", "dense", "rrf", "rrf+merge", "wsum")
+MODES = ("bm25", "dense", "rrf", "wsum", "hybrid+merge")
 METRICS = ("recall@1", "recall@5", "recall@10", "recall@20", "mrr@10", "ndcg@10")
 
 
@@ -81,24 +82,6 @@ def _answer_key(d: Document) -> str:
     return " ".join(d.text.split("\n", 2)[-1].split())  # drop the "## Qtype" heading
 
 
-def weighted_score_fusion(rankings: dict[str, list[tuple[str, float]]], weights: dict[str, float]) -> list[Fused]:
-    """Min-max normalise each retriever's scores over its candidates, then sum with weights."""
-    fused: dict[str, Fused] = {}
-    for name, ranking in rankings.items():
-        if not ranking:
-            continue
-        scores = np.array([s for _, s in ranking], dtype=np.float64)
-        lo, hi = scores.min(), scores.max()
-        norm = (scores - lo) / (hi - lo) if hi > lo else np.ones_like(scores)
-        for rank, ((cid, raw), n) in enumerate(zip(ranking, norm, strict=True), start=1):
-            f = fused.setdefault(cid, Fused(cid, 0.0))
-            if name in f.ranks:
-                continue
-            f.ranks[name], f.raw[name] = rank, raw
-            f.score += weights.get(name, 1.0) * float(n)
-    return sorted(fused.values(), key=lambda f: (-f.score, min(f.ranks.values()), f.chunk_id))
-
-
 class RetrievalEvaluator:
     """Runs every mode on shared candidate lists (each query is searched once per retriever)."""
 
@@ -109,30 +92,40 @@ class RetrievalEvaluator:
         self.doc_of = {c.chunk_id: c.doc_id for c in self.index.children}
         self.all_allowed = np.ones(len(self.index.children), dtype=bool)
 
-    def rankings(self, qv: np.ndarray, text: str) -> tuple[dict[str, list[str]], dict[str, float]]:
-        ms: dict[str, float] = {}
+    def candidates(self, qv: np.ndarray, text: str) -> tuple[list[tuple[str, float]], list[tuple[str, float]],
+                                                             dict[str, float]]:
+        """Dense and BM25 candidate lists over every passage, and their search times."""
         t = time.perf_counter()
         dense = self.r._dense(qv, self.all_allowed, self.depth)
-        ms["dense"] = (time.perf_counter() - t) * 1000
-        t = time.perf_counter()
+        t1 = time.perf_counter()
         bm25 = self.r._bm25(text, self.all_allowed, self.depth)
-        ms["bm25"] = (time.perf_counter() - t) * 1000
+        t2 = time.perf_counter()
+        return dense, bm25, {"dense": (t1 - t) * 1000, "bm25": (t2 - t1) * 1000}
+
+    def merged_docs(self, fused: list[Any], merge_score: str) -> list[str]:
+        children = {f.chunk_id: self.index.children[self.index.child_pos[f.chunk_id]] for f in fused}
+        units = auto_merge(fused, children, self.index.parents, self.r.merge_threshold, len(fused), merge_score)
+        return [u.chunk.doc_id for u in units]
+
+    def rankings(self, qv: np.ndarray, text: str) -> tuple[dict[str, list[str]], dict[str, float]]:
+        dense, bm25, ms = self.candidates(qv, text)
+        lists = {"dense": dense, "bm25": bm25}
         t = time.perf_counter()
-        fused = rrf_fuse({"dense": dense, "bm25": bm25}, self.r.weights, self.r.rrf_k)
+        rrf = rrf_fuse(lists, self.r.weights, self.r.rrf_k)
         ms["rrf"] = ms["dense"] + ms["bm25"] + (time.perf_counter() - t) * 1000
         t = time.perf_counter()
-        children = {c: self.index.children[self.index.child_pos[c]] for c in (f.chunk_id for f in fused)}
-        units = auto_merge(fused, children, self.index.parents, self.r.merge_threshold, len(fused))
-        ms["rrf+merge"] = ms["rrf"] + (time.perf_counter() - t) * 1000
-        t = time.perf_counter()
-        wsum = weighted_score_fusion({"dense": dense, "bm25": bm25}, self.r.weights)
+        wsum = weighted_score_fusion(lists, self.r.weights)
         ms["wsum"] = ms["dense"] + ms["bm25"] + (time.perf_counter() - t) * 1000
+        t = time.perf_counter()
+        configured = rrf if self.r.fusion == "rrf" else wsum
+        merged = self.merged_docs(configured, self.r.merge_score)
+        ms["hybrid+merge"] = ms[self.r.fusion] + (time.perf_counter() - t) * 1000
         ranked = {
             "bm25": [self.doc_of[c] for c, _ in bm25],
             "dense": [self.doc_of[c] for c, _ in dense],
-            "rrf": [self.doc_of[f.chunk_id] for f in fused],
-            "rrf+merge": [u.chunk.doc_id for u in units],
+            "rrf": [self.doc_of[f.chunk_id] for f in rrf],
             "wsum": [self.doc_of[f.chunk_id] for f in wsum],
+            "hybrid+merge": merged,
         }
         return {k: dedupe(v) for k, v in ranked.items()}, ms
 
@@ -257,6 +250,7 @@ def evaluate(assistant: Any, medquad: Path, split_path: Path, part: str = "test"
         "depth": depth, "bootstrap": n_boot, "index": str(index.root), "index_version": index.version,
         "index_children": len(index.children), "embedder": index.manifest["embedder"],
         "weights": evaluator.r.weights, "rrf_k": evaluator.r.rrf_k, "merge_threshold": evaluator.r.merge_threshold,
+        "fusion": evaluator.r.fusion, "merge_score": evaluator.r.merge_score,
         "wall_s": time.perf_counter() - t, **timing,
     })
     if output is not None:

@@ -188,7 +188,7 @@ class Assistant:
     def retriever(self) -> HybridRetriever:
         r = self.config.retrieval
         return HybridRetriever(self.index, self.embedder, r.dense_k, r.bm25_k, r.rrf_k, r.dense_weight,
-                               r.bm25_weight, r.merge_threshold, r.top_k, r.patient_slots)
+                               r.bm25_weight, r.merge_threshold, r.top_k, r.patient_slots, r.fusion, r.merge_score)
 
     def retrieve(self, question: str, patient_id: str | None = None, top_k: int | None = None) -> Retrieval:
         with self._pin():

@@ -62,6 +62,10 @@ class RetrievalConfig(_Section):
     merge_threshold: float = Field(
         0.5, gt=0.0, le=1.0, description="share of a parent's children retrieved before the parent replaces them"
     )
+    fusion: Literal["rrf", "wsum"] = Field(
+        "rrf", description="rrf = weighted reciprocal rank fusion; wsum = min-max normalised weighted score sum")
+    merge_score: Literal["max", "mean", "sum"] = Field(
+        "max", description="score of a merged parent: its best child's, the mean, or the sum")
     patient_slots: int = Field(
         2, ge=0, description="with --patient, sources reserved for that patient's records when any are retrieved"
     )

@@ -60,12 +60,46 @@ class Unit:
     merged: bool
 
 
+def weighted_score_fusion(rankings: Mapping[str, Ranking], weights: Mapping[str, float]) -> list[Fused]:
+    """Score-normalised fusion: min-max normalise each retriever's scores over its candidates,
+    then sum with weights (a candidate missing from a list gets 0 from it).
+
+    Unlike RRF it keeps how much better the top hit is than the rest, which matters when one
+    retriever is clearly stronger (dense on consumer-language questions; see BENCHMARKS.md).
+    """
+    fused: dict[str, Fused] = {}
+    for name, ranking in rankings.items():
+        if not ranking:
+            continue
+        scores = np.array([s for _, s in ranking], dtype=np.float64)
+        lo, hi = scores.min(), scores.max()
+        norm = (scores - lo) / (hi - lo) if hi > lo else np.ones_like(scores)
+        for rank, ((cid, raw), n) in enumerate(zip(ranking, norm, strict=True), start=1):
+            f = fused.setdefault(cid, Fused(cid, 0.0))
+            if name in f.ranks:
+                continue
+            f.ranks[name], f.raw[name] = rank, float(raw)
+            f.score += weights.get(name, 1.0) * float(n)
+    return sorted(fused.values(), key=lambda f: (-f.score, min(f.ranks.values()), f.chunk_id))
+
+
+def fuse(rankings: Mapping[str, Ranking], weights: Mapping[str, float], method: str, rrf_k: int) -> list[Fused]:
+    if method == "wsum":
+        return weighted_score_fusion(rankings, weights)
+    return rrf_fuse(rankings, weights, rrf_k)
+
+
+MERGE_SCORES = ("max", "mean", "sum")
+
+
 def auto_merge(fused: Sequence[Fused], children: Mapping[str, Chunk], parents: Mapping[str, Chunk],
-               threshold: float, top_k: int) -> list[Unit]:
+               threshold: float, top_k: int, score: str = "max") -> list[Unit]:
     """Replace children by their parent when at least ``threshold`` of its children were retrieved.
 
-    The parent takes the position of its best child and the sum of its children's scores,
-    so several weak hits in one section can outrank a single strong one elsewhere.
+    The parent takes the position of its best child. Its score is the best child's (``max``,
+    the default), the mean (what llama-index's AutoMergingRetriever uses) or the sum; ``sum``
+    let sections with several weak hits outrank the right answer and cost 20 nDCG points on the
+    MedQuAD dev questions (BENCHMARKS.md).
     """
     by_parent: dict[str, list[Fused]] = defaultdict(list)
     for f in fused:
@@ -82,7 +116,9 @@ def auto_merge(fused: Sequence[Fused], children: Mapping[str, Chunk], parents: M
         hits = by_parent.get(pid, []) if pid else []
         parent = parents.get(pid) if pid else None
         if parent is not None and len(hits) > 1 and len(hits) / max(1, len(parent.child_ids)) >= threshold:
-            units.append(Unit(parent, sum(h.score for h in hits), list(hits), merged=True))
+            vals = [h.score for h in hits]
+            merged = max(vals) if score == "max" else sum(vals) / len(vals) if score == "mean" else sum(vals)
+            units.append(Unit(parent, merged, list(hits), merged=True))
             done.add(str(pid))
         else:
             units.append(Unit(child, f.score, [f], merged=False))
@@ -124,7 +160,9 @@ class Retrieval:
 class HybridRetriever:
     def __init__(self, index: HybridIndex, embedder: Embedder, dense_k: int, bm25_k: int, rrf_k: int,
                  dense_weight: float, bm25_weight: float, merge_threshold: float, top_k: int,
-                 patient_slots: int = 0):
+                 patient_slots: int = 0, fusion: str = "rrf", merge_score: str = "max"):
+        self.fusion = fusion
+        self.merge_score = merge_score
         self.index = index
         self.embedder = embedder
         self.dense_k, self.bm25_k, self.rrf_k = dense_k, bm25_k, rrf_k
@@ -185,14 +223,14 @@ class HybridRetriever:
         # Patient notes carry their id in the title, so naming it lets BM25 prefer them.
         bm25_query = f"{query} {patient_id}" if patient_id else query
         bm25 = self._bm25(bm25_query, allowed, self.bm25_k) if self.weights["bm25"] > 0 else []
-        fused = rrf_fuse({"dense": dense, "bm25": bm25}, self.weights, self.rrf_k)
+        fused = fuse({"dense": dense, "bm25": bm25}, self.weights, self.fusion, self.rrf_k)
         by_id = {c.chunk_id: c for c in (self.index.children[self.index.child_pos[f.chunk_id]] for f in fused)}
         # Defence in depth: the searches were already scoped; re-check every hit anyway.
         for c in by_id.values():
             if scoped and c.kind == "ehr" and c.patient_id != patient_id:
                 raise AssertionError(f"patient scoping violated by {c.chunk_id}")
         k = top_k or self.top_k
-        units = auto_merge(fused, by_id, self.index.parents, self.merge_threshold, len(fused))
+        units = auto_merge(fused, by_id, self.index.parents, self.merge_threshold, len(fused), self.merge_score)
         if patient_id:
             units = reserve_slots(units, lambda u: u.chunk.kind == "ehr", self.patient_slots, k)
         units = units[:k]

@@ -10,9 +10,10 @@ import pytest
 
 from corpora import load_sources
 from eval.metrics import bootstrap_ci, dedupe, mrr_at, ndcg_at, paired_bootstrap_diff, recall_at
-from eval.retrieval import build_queries, evaluate, weighted_score_fusion
+from eval.retrieval import build_queries, evaluate
 from eval.splits import held_out_doc_ids, load_split, make_split, write_split
 from rag.errors import InputError
+from rag.retrieve import weighted_score_fusion
 
 FIX = Path(__file__).resolve().parent.parent / "fixtures" / "corpora"
 
@@ -96,14 +97,14 @@ def test_evaluate_end_to_end_on_fixture_index(tmp_path):
     summary = evaluate(assistant, FIX / "medquad", tmp_path / "split.json", part="test", n_boot=50,
                        output=tmp_path / "out")
     assert summary["n_queries"] == len(split["test"]) >= 2
-    assert set(summary["modes"]) == {"bm25", "dense", "rrf", "rrf+merge", "wsum"}
+    assert set(summary["modes"]) == {"bm25", "dense", "rrf", "wsum", "hybrid+merge"}
     for row in summary["modes"].values():
         assert 0.0 <= row["ndcg@10"]["mean"] <= 1.0 and row["recall@20"]["mean"] >= row["recall@1"]["mean"]
     # the tiny corpus has few documents, so BM25 finds each answer within the top 5
     assert summary["modes"]["bm25"]["recall@5"]["mean"] == 1.0
     lines = (tmp_path / "out" / "per_query.jsonl").read_text(encoding="utf-8").splitlines()
     assert len(lines) == summary["n_queries"] and "bm25" in json.loads(lines[0])
-    assert "| rrf+merge |" in (tmp_path / "out" / "table.md").read_text(encoding="utf-8")
+    assert "| hybrid+merge |" in (tmp_path / "out" / "table.md").read_text(encoding="utf-8")
     with pytest.raises(InputError, match="unknown mode"):
         evaluate(assistant, FIX / "medquad", tmp_path / "split.json", modes=["magic"])
 

@@ -102,9 +102,27 @@ def test_parent_replaces_children_at_threshold(corpus):
     fused = [_f("P1.c0", 0.05), _f("P2.c0", 0.04), _f("P1.c1", 0.03), _f("lone", 0.02)]
     units = auto_merge(fused, children, parents, threshold=0.5, top_k=10)  # P1: 2/4 = 0.5
     assert [(u.chunk.chunk_id, u.merged) for u in units] == [("P1", True), ("P2.c0", False), ("lone", False)]
-    assert units[0].score == pytest.approx(0.08)
+    assert units[0].score == pytest.approx(0.05)  # default "max": the best child's score
     assert [h.chunk_id for h in units[0].hits] == ["P1.c0", "P1.c1"]
     assert [h.chunk_id for h in units[1].hits] == ["P2.c0"]
+
+
+@pytest.mark.parametrize(("how", "score", "first"), [("max", 0.05, "P1"), ("mean", 0.04, "P2.c0"),
+                                                      ("sum", 0.08, "P1")])
+def test_merge_score_variants(corpus, how, score, first):
+    children, parents = corpus
+    fused = [_f("P1.c0", 0.05), _f("P2.c0", 0.045), _f("P1.c1", 0.03)]
+    units = auto_merge(fused, children, parents, threshold=0.5, top_k=10, score=how)
+    assert next(u for u in units if u.merged).score == pytest.approx(score)
+    assert units[0].chunk.chunk_id == first
+
+
+def test_sum_lets_weak_siblings_outrank_a_strong_hit(corpus):
+    children, parents = corpus
+    # P1's two weak children sum to 0.06 and beat P2's strong single hit (0.05) only under "sum"
+    fused = [_f("P2.c0", 0.05), _f("P1.c0", 0.03), _f("P1.c1", 0.03)]
+    assert auto_merge(fused, children, parents, 0.5, 10, "sum")[0].chunk.chunk_id == "P1"
+    assert auto_merge(fused, children, parents, 0.5, 10, "max")[0].chunk.chunk_id == "P2.c0"
 
 
 def test_no_merge_below_threshold(corpus):
@@ -122,7 +140,7 @@ def test_no_merge_below_threshold(corpus):
 def test_merged_parent_outranks_a_stronger_single_hit(corpus):
     children, parents = corpus
     fused = [_f("P1.c0", 0.05), _f("P2.c0", 0.04), _f("P2.c1", 0.035)]
-    units = auto_merge(fused, children, parents, threshold=1.0, top_k=10)
+    units = auto_merge(fused, children, parents, threshold=1.0, top_k=10, score="sum")
     assert [u.chunk.chunk_id for u in units] == ["P2", "P1.c0"]
     assert units[0].score == pytest.approx(0.075)
 
