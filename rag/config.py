@@ -65,7 +65,8 @@ class RetrievalConfig(_Section):
     fusion: Literal["rrf", "wsum"] = Field(
         "rrf", description="rrf = weighted reciprocal rank fusion; wsum = min-max normalised weighted score sum")
     merge_score: Literal["max", "mean", "sum"] = Field(
-        "max", description="score of a merged parent: its best child's, the mean, or the sum")
+        "sum", description="score of a merged parent: its best child's, the mean, or the sum (max is better on "
+                           "MedQuAD; sum is kept for the demo presets until the tuned generator lands: BENCHMARKS.md)")
     patient_slots: int = Field(
         2, ge=0, description="with --patient, sources reserved for that patient's records when any are retrieved"
     )

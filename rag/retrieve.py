@@ -160,7 +160,7 @@ class Retrieval:
 class HybridRetriever:
     def __init__(self, index: HybridIndex, embedder: Embedder, dense_k: int, bm25_k: int, rrf_k: int,
                  dense_weight: float, bm25_weight: float, merge_threshold: float, top_k: int,
-                 patient_slots: int = 0, fusion: str = "rrf", merge_score: str = "max"):
+                 patient_slots: int = 0, fusion: str = "rrf", merge_score: str = "sum"):
         self.fusion = fusion
         self.merge_score = merge_score
         self.index = index
