@@ -173,6 +173,7 @@ def build_prompts(template: PromptTemplate, items: Sequence[MCQItem], exemplars:
 def run(cfg: AppConfig, spec: RunSpec, progress: bool = False, say: Any = print) -> list[ConditionResult]:
     """Evaluate every planned condition; returns the results (also written under ``spec.output``)."""
     conditions, skipped = plan_conditions(spec)
+    git = git_commit()  # at the start: the code that runs is the code at this commit
     if skipped:
         say(f"skipping {', '.join(skipped)}: no LoRA adapter given (pass --adapter DIR once the QLoRA "
             "adapter exists)")
@@ -230,7 +231,7 @@ def run(cfg: AppConfig, spec: RunSpec, progress: bool = False, say: Any = print)
                                  folder, progress, say)
             res.summary.update(model={"id": gen.model_id, "path": str(resolved.path), "dtype": cfg.generator.dtype,
                                       "load_s": round(load_s, 1)},
-                               adapter=adapter_info(adapter), data=data_info,
+                               adapter=adapter_info(adapter), data=data_info, git=git,
                                index=rag_cache[2] if use_rag and rag_cache else None)
             report.write_run(folder, res.summary)
             results.append(res)
@@ -319,7 +320,7 @@ def _run_condition(cond: str, gen: Any, template: PromptTemplate, items: list[MC
                      "rag_k": spec.rag_k if rag else None, "rag_tokens": spec.rag_tokens if rag else None,
                      "max_new_tokens": spec.max_new_tokens if replies is not None else None},
         "wall_s": round(wall, 2), "questions_per_s": len(items) / wall if wall > 0 else None,
-        "prompt_tokens_processed": tokens, "git": git_commit(),
+        "prompt_tokens_processed": tokens,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": {"python": platform.python_version(), "cpu": platform.machine(), "torch_threads": _threads()},
     }
