@@ -23,19 +23,30 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 SAMPLE_QUESTION = "What drug classes reduce mortality in heart failure with reduced ejection fraction?"
 
 
-def _parser() -> argparse.ArgumentParser:
+def _common(defaults: bool) -> argparse.ArgumentParser:
+    # Subcommands get the options without defaults: a subparser's default would overwrite the value
+    # given before the subcommand (`app.py --config X eval ...` silently lost X).
+    def d(value: Any) -> Any:
+        return value if defaults else argparse.SUPPRESS
+
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", help="preset YAML (default: configs/default.yaml)")
-    common.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+    common.add_argument("--config", default=d(None), help="preset YAML (default: configs/default.yaml)")
+    common.add_argument("--set", dest="overrides" if defaults else "sub_overrides", action="append", default=d([]),
+                        metavar="KEY=VALUE",
                         help="override a config key, e.g. --set retrieval.top_k=8 (repeatable)")
-    common.add_argument("-v", "--verbose", action="store_true", help="debug logs and tracebacks")
-    common.add_argument("-q", "--quiet", action="store_true", help="no progress bars or info logs")
+    common.add_argument("-v", "--verbose", action="store_true", default=d(False), help="debug logs and tracebacks")
+    common.add_argument("-q", "--quiet", action="store_true", default=d(False), help="no progress bars or info logs")
+    return common
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = _common(defaults=False)
 
     def with_index(p: argparse.ArgumentParser) -> None:
         p.add_argument("--index", help="index directory (default: index.dir from config)")
 
     p = argparse.ArgumentParser(prog="app.py", description="CDS Assistant: cited answers from guidelines and "
-                                "patient records. Not a medical device.", parents=[common])
+                                "patient records. Not a medical device.", parents=[_common(defaults=True)])
     sub = p.add_subparsers(dest="command", required=True)
 
     q = sub.add_parser("query", parents=[common], help="answer a question with cited sources")
@@ -278,6 +289,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    args.overrides = [*args.overrides, *getattr(args, "sub_overrides", [])]
     level = logging.DEBUG if args.verbose else (logging.ERROR if args.quiet else logging.WARNING)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     if not args.verbose:
