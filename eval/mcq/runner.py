@@ -170,8 +170,13 @@ def build_prompts(template: PromptTemplate, items: Sequence[MCQItem], exemplars:
 
 
 # -- the run -----------------------------------------------------------------------------------
-def run(cfg: AppConfig, spec: RunSpec, progress: bool = False, say: Any = print) -> list[ConditionResult]:
-    """Evaluate every planned condition; returns the results (also written under ``spec.output``)."""
+def run(cfg: AppConfig, spec: RunSpec, progress: bool = False, say: Any = print,
+        assistant: Any = None) -> list[ConditionResult]:
+    """Evaluate every planned condition; returns the results (also written under ``spec.output``).
+
+    ``assistant`` (a :class:`rag.Assistant`) serves the +rag conditions; by default one is built from
+    ``cfg`` (its configured index, built from the demo corpus on first use).
+    """
     conditions, skipped = plan_conditions(spec)
     git = git_commit()  # at the start: the code that runs is the code at this commit
     if skipped:
@@ -218,11 +223,12 @@ def run(cfg: AppConfig, spec: RunSpec, progress: bool = False, say: Any = print)
         for cond in [c for c in conditions if c.split("+")[0] == prefix]:
             use_rag = cond.endswith("+rag")
             if use_rag and rag_cache is None:
-                from rag import Assistant
+                if assistant is None:
+                    from rag import Assistant
 
+                    assistant = Assistant(cfg, progress=progress)
                 say("retrieving sources for every question (once for all +rag conditions) ...")
-                rag_cache = retrieve_all(Assistant(cfg, progress=progress), items, spec.rag_k, spec.rag_tokens,
-                                         gen.count_tokens)
+                rag_cache = retrieve_all(assistant, items, spec.rag_k, spec.rag_tokens, gen.count_tokens)
             template = PromptTemplate("mmlu" if spec.bench == "mmlu" else "qa", spec.k_shot, spec.chat_template,
                                       use_rag, chat_template_text=gen.tokenizer.chat_template if spec.chat_template
                                       else None)
