@@ -46,7 +46,7 @@ def _cfg(tiny_folder: Path, *extra: str) -> Any:
 
 def test_single_run_writes_every_artifact(tiny_folder: Path, tmp_path: Path) -> None:
     spec = RunSpec("mmlu", MMLU, str(tmp_path / "run"), k_shot=2, batch_size=2)
-    [res] = run(_cfg(tiny_folder), spec, say=lambda m: None)
+    run(_cfg(tiny_folder), spec, say=lambda m: None)
     out = tmp_path / "run"
     preds = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
     assert len(preds) == 5 and set(preds[0]) >= {"id", "subject", "gold", "predicted", "probs", "correct",
