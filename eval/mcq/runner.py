@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import platform
 import random
 import subprocess
@@ -263,7 +264,8 @@ def _run_condition(cond: str, gen: Any, template: PromptTemplate, items: list[MC
 
     prompts = build_prompts(template, items, exemplars, rag[0] if rag else None, chat)
     bar = tqdm(total=len(items), desc=cond, unit="q", disable=not progress, dynamic_ncols=True)
-    t0 = time.perf_counter()
+    load_before = _loadavg()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     replies: list[str] | None = None
     if spec.scorer == "loglik":
         scorer = LoglikScorer(gen.model, gen.tokenizer, spec.batch_size, spec.prefix_cache,
@@ -273,7 +275,7 @@ def _run_condition(cond: str, gen: Any, template: PromptTemplate, items: list[MC
     else:
         replies, tokens = generate_answers(gen.model, gen.tokenizer, prompts, spec.max_new_tokens,
                                            add_special_tokens=not spec.chat_template, on_done=bar.update)
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     bar.close()
 
     records, correct, conf_, golds, probs_rows = [], [], [], [], []
@@ -326,11 +328,21 @@ def _run_condition(cond: str, gen: Any, template: PromptTemplate, items: list[MC
                      "rag_k": spec.rag_k if rag else None, "rag_tokens": spec.rag_tokens if rag else None,
                      "max_new_tokens": spec.max_new_tokens if replies is not None else None},
         "wall_s": round(wall, 2), "questions_per_s": len(items) / wall if wall > 0 else None,
+        # CPU seconds of this process while scoring: with other jobs on the machine, wall time
+        # grows but this does not (divide by the torch threads for an idle-machine wall estimate).
+        "process_cpu_s": round(cpu, 2), "load_average_1m": [load_before, _loadavg()],
         "prompt_tokens_processed": tokens,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "machine": {"python": platform.python_version(), "cpu": platform.machine(), "torch_threads": _threads()},
     }
     return ConditionResult(cond, folder, summary, c, [it.id for it in items])
+
+
+def _loadavg() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
 
 
 def _threads() -> int:
