@@ -258,19 +258,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         result = report.compare_runs(args.run_a, args.run_b, args.seed, args.resamples)
         _print_json(result) if args.json else print(report.format_comparison(result))
         return 0
-    from eval.mcq.runner import RunSpec, run
-    from rag.errors import InputError
+    from eval.mcq.runner import RunSpec, conditions_from_flags, run
 
-    if args.matrix and args.conditions:
-        raise InputError("use --matrix or --conditions, not both")
-    if args.matrix:
-        conditions = ["base", "tuned", "base+rag", "tuned+rag"]
-    elif args.conditions:
-        conditions = [c.strip() for c in args.conditions.split(",") if c.strip()]
-    else:
-        conditions = [("tuned" if args.adapter else "base") + ("+rag" if args.rag else "")]
-    if args.batch_size < 1:
-        raise InputError("--batch-size must be at least 1")
+    conditions = conditions_from_flags(args.matrix, args.conditions, args.adapter, args.rag)
     cfg = _load_config(args)
     spec = RunSpec(bench=args.bench, data=args.data, output=args.output, conditions=conditions,
                    adapter=args.adapter, limit=args.limit, seed=args.seed, batch_size=args.batch_size,

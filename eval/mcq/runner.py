@@ -75,6 +75,17 @@ def folder_name(condition: str) -> str:
     return condition.replace("+", "-")
 
 
+def conditions_from_flags(matrix: bool, conditions: str | None, adapter: str | None, rag: bool) -> list[str]:
+    """The CLI's --matrix / --conditions / --adapter / --rag as a list of condition names."""
+    if matrix and conditions:
+        raise InputError("use --matrix or --conditions, not both")
+    if matrix:
+        return list(CONDITIONS)
+    if conditions:
+        return [c.strip() for c in conditions.split(",") if c.strip()]
+    return [("tuned" if adapter else "base") + ("+rag" if rag else "")]
+
+
 def plan_conditions(spec: RunSpec) -> tuple[list[str], list[str]]:
     """(conditions to run, skipped with a reason). Unknown names are a usage error."""
     bad = [c for c in spec.conditions if c not in CONDITIONS]
@@ -185,7 +196,7 @@ def run(cfg: AppConfig, spec: RunSpec, progress: bool = False, say: Any = print,
             "adapter exists)")
     if spec.k_shot < 0:
         raise InputError("--k-shot must be 0 or more")
-    if spec.scorer == "generate" and spec.batch_size < 1:
+    if spec.batch_size < 1:
         raise InputError("--batch-size must be at least 1")
     out = Path(spec.output)
     multi = len(conditions) > 1

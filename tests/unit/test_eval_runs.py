@@ -123,6 +123,8 @@ def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]
     (["--bench", "medmcqa", "--data", MEDMCQA, "--conditions", "best"], "unknown condition(s) best"),
     (["--bench", "medmcqa", "--data", MEDMCQA, "--adapter", "/nonexistent"], "has no adapter_config.json"),
     (["--bench", "medmcqa", "--data", MEDMCQA, "--batch-size", "0"], "--batch-size must be at least 1"),
+    (["--bench", "medmcqa", "--data", MEDMCQA, "--matrix", "--conditions", "base"], "--matrix or --conditions"),
+    (["--bench", "medmcqa", "--data", MEDMCQA, "--k-shot", "1"], "pass --fewshot FILE"),
 ])
 def test_cli_usage_errors(capsys: pytest.CaptureFixture[str], tmp_path: Path, argv: list[str], message: str) -> None:
     code, _, err = _cli(capsys, "eval", "mcq", *argv, "--output", str(tmp_path / "o"), "-q")
