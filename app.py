@@ -24,29 +24,30 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 SAMPLE_QUESTION = "What drug classes reduce mortality in heart failure with reduced ejection fraction?"
 
 
+def _common(defaults: bool) -> argparse.ArgumentParser:
+    # Subcommands get the options without defaults: a subparser's default would overwrite the value
+    # given before the subcommand (`app.py --config X eval ...` silently lost X).
+    def d(value: Any) -> Any:
+        return value if defaults else argparse.SUPPRESS
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", default=d(None), help="preset YAML (default: configs/default.yaml)")
+    common.add_argument("--set", dest="overrides" if defaults else "sub_overrides", action="append", default=d([]),
+                        metavar="KEY=VALUE",
+                        help="override a config key, e.g. --set retrieval.top_k=8 (repeatable)")
+    common.add_argument("-v", "--verbose", action="store_true", default=d(False), help="debug logs and tracebacks")
+    common.add_argument("-q", "--quiet", action="store_true", default=d(False), help="no progress bars or info logs")
+    return common
+
+
 def _parser() -> argparse.ArgumentParser:
-    def global_options(suppress: bool) -> argparse.ArgumentParser:
-        # Sub-commands repeat the global options with SUPPRESS defaults: otherwise argparse lets the
-        # sub-parser's default overwrite a value given before the sub-command (`app.py --config X index ...`).
-        g = argparse.ArgumentParser(add_help=False)
-
-        def d(value: Any) -> Any:
-            return argparse.SUPPRESS if suppress else value
-
-        g.add_argument("--config", default=d(None), help="preset YAML (default: configs/default.yaml)")
-        g.add_argument("--set", dest="overrides", action="append", default=d([]), metavar="KEY=VALUE",
-                       help="override a config key, e.g. --set retrieval.top_k=8 (repeatable)")
-        g.add_argument("-v", "--verbose", action="store_true", default=d(False), help="debug logs and tracebacks")
-        g.add_argument("-q", "--quiet", action="store_true", default=d(False), help="no progress bars or info logs")
-        return g
-
-    common = global_options(suppress=True)
+    common = _common(defaults=False)
 
     def with_index(p: argparse.ArgumentParser) -> None:
         p.add_argument("--index", help="index directory (default: index.dir from config)")
 
     p = argparse.ArgumentParser(prog="app.py", description="CDS Assistant: cited answers from guidelines and "
-                                "patient records. Not a medical device.", parents=[global_options(suppress=False)])
+                                "patient records. Not a medical device.", parents=[_common(defaults=True)])
     sub = p.add_subparsers(dest="command", required=True)
 
     q = sub.add_parser("query", parents=[common], help="answer a question with cited sources")
@@ -99,7 +100,7 @@ def _parser() -> argparse.ArgumentParser:
     with_index(r)
     with_lock(r)
 
-    ev = sub.add_parser("eval", parents=[common], help="evaluation runs")
+    ev = sub.add_parser("eval", parents=[common], help="evaluation: retrieval quality, multiple-choice benchmarks")
     esub = ev.add_subparsers(dest="eval_command", required=True)
     sp = esub.add_parser("split", parents=[common], help="write the held-out MedQuAD question split (ids only)")
     sp.add_argument("--medquad", help="MedQuAD folder (default: index.data_dir/medquad)")
@@ -125,6 +126,40 @@ def _parser() -> argparse.ArgumentParser:
     ml.add_argument("--json", action="store_true")
     mf = msub.add_parser("fetch", parents=[common], help="install and convert offline bundles")
     mf.add_argument("names", nargs="*", help="bundle names (default: the configured embedder and generator)")
+
+    mcq = esub.add_parser("mcq", parents=[common], help="MedMCQA / MMLU-medical / MedQA / MIRAGE accuracy")
+    mcq.add_argument("--bench", required=True, choices=["medmcqa", "mmlu", "medqa", "mirage"])
+    mcq.add_argument("--data", required=True, help="benchmark file (MMLU: a folder of {subject}_{split}.csv)")
+    mcq.add_argument("--output", required=True, help="run folder (one subfolder per condition with several)")
+    mcq.add_argument("--adapter", help="LoRA adapter folder: enables the tuned conditions")
+    mcq.add_argument("--rag", action="store_true", help="retrieve sources (question + options) into the prompt")
+    mcq.add_argument("--matrix", action="store_true",
+                     help="run base, tuned, base+rag, tuned+rag (tuned ones skipped without --adapter)")
+    mcq.add_argument("--conditions", help="comma-separated subset of base,tuned,base+rag,tuned+rag")
+    mcq.add_argument("--subjects", help="comma-separated subjects (MMLU files, MIRAGE datasets, MedMCQA subject_name)")
+    mcq.add_argument("--limit", type=int, help="evaluate a seeded random subset of N questions")
+    mcq.add_argument("--seed", type=int, default=1234, help="for --limit sampling and the bootstrap")
+    mcq.add_argument("--batch-size", type=int, default=8, help="sequences per forward pass")
+    mcq.add_argument("--k-shot", type=int, default=0, help="exemplars in the prompt (MMLU: from dev/)")
+    mcq.add_argument("--fewshot", help="exemplars: MMLU dev folder, or a file in the benchmark's format")
+    mcq.add_argument("--chat-template", action="store_true", help="wrap the prompt in the model's chat template")
+    mcq.add_argument("--scorer", choices=["loglik", "generate"], default="loglik",
+                     help="option-letter log-likelihood (default) or generate and parse the letter")
+    mcq.add_argument("--max-new-tokens", type=int, default=16, help="reply length for --scorer generate")
+    mcq.add_argument("--rag-k", type=int, default=3, help="sources per question with --rag")
+    mcq.add_argument("--rag-tokens", type=int, default=256, help="token budget for all sources with --rag")
+    mcq.add_argument("--cop-base", choices=["auto", "0", "1"], default="auto",
+                     help="MedMCQA 'cop' numbering: 1 (../shared/data), 0 (Hugging Face), auto = detect or fail")
+    mcq.add_argument("--no-prefix-cache", action="store_true", help="recompute the shared prefix every time")
+    mcq.add_argument("--overwrite", action="store_true", help="replace an existing run in --output")
+    mcq.add_argument("--json", action="store_true", help="print the summaries as JSON")
+    with_index(mcq)
+    cmp = esub.add_parser("compare", parents=[common], help="paired comparison of two runs on the same questions")
+    cmp.add_argument("run_a", help="run folder (or predictions.jsonl)")
+    cmp.add_argument("run_b", help="run folder (or predictions.jsonl)")
+    cmp.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    cmp.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples")
+    cmp.add_argument("--json", action="store_true")
     return p
 
 
@@ -292,6 +327,8 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    if args.eval_command in ("mcq", "compare"):
+        return _cmd_eval_mcq(args)
     from eval.splits import DEFAULT_SPLIT
 
     cfg = _load_config(args)
@@ -384,8 +421,35 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_eval_mcq(args: argparse.Namespace) -> int:
+    from eval.mcq import report
+
+    if args.eval_command == "compare":
+        result = report.compare_runs(args.run_a, args.run_b, args.seed, args.resamples)
+        _print_json(result) if args.json else print(report.format_comparison(result))
+        return 0
+    from eval.mcq.runner import RunSpec, conditions_from_flags, run
+
+    conditions = conditions_from_flags(args.matrix, args.conditions, args.adapter, args.rag)
+    cfg = _load_config(args)
+    spec = RunSpec(bench=args.bench, data=args.data, output=args.output, conditions=conditions,
+                   adapter=args.adapter, limit=args.limit, seed=args.seed, batch_size=args.batch_size,
+                   subjects=[s.strip() for s in args.subjects.split(",")] if args.subjects else None,
+                   k_shot=args.k_shot, fewshot=args.fewshot, chat_template=args.chat_template, scorer=args.scorer,
+                   max_new_tokens=args.max_new_tokens, rag_k=args.rag_k, rag_tokens=args.rag_tokens,
+                   cop_base=args.cop_base, prefix_cache=not args.no_prefix_cache, overwrite=args.overwrite,
+                   skip_missing_adapter=args.matrix)
+    out = sys.stderr if args.json else sys.stdout
+    results = run(cfg, spec, progress=not args.quiet and sys.stderr.isatty(),
+                  say=(lambda m: None) if args.quiet else (lambda m: print(m, file=out, flush=True)))
+    if args.json:
+        _print_json([r.summary for r in results])
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    args.overrides = [*args.overrides, *getattr(args, "sub_overrides", [])]
     level = logging.DEBUG if args.verbose else (logging.ERROR if args.quiet else logging.WARNING)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     if not args.verbose:
@@ -396,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     from rag.errors import CDSError
 
-    handlers = {"query": cmd_query, "index": cmd_index, "eval": cmd_eval, "models": cmd_models}
+    handlers = {"query": cmd_query, "index": cmd_index, "models": cmd_models, "eval": cmd_eval}
     try:
         return handlers[args.command](args)
     except CDSError as e:
