@@ -112,7 +112,7 @@ def bench_vs_llama_index(assistant: Any, queries: list[Any], out: dict[str, Any]
     index, embedder, r = assistant.index, assistant.embedder, assistant.config.retrieval
     k = max(r.dense_k, r.bm25_k)
     ours = HybridRetriever(index, embedder, r.dense_k, r.bm25_k, r.rrf_k, r.dense_weight, r.bm25_weight,
-                           r.merge_threshold, top_k=k)
+                           r.merge_threshold, top_k=k, fusion=r.fusion, merge_score=r.merge_score)
     t = time.perf_counter()
     qvs = embedder.encode_queries([q.text for q in queries])
     encode_ms = (time.perf_counter() - t) * 1000 / len(queries)
