@@ -212,7 +212,14 @@ def bench_build(assistant: Any, out: dict[str, Any], n_docs: int) -> None:
         _, manifest = build_index(sample, embedder, Path(tmp), cfg.chunking.model_dump())
         build_s = time.perf_counter() - t
     n = manifest["counts"]["children"]
-    texts = [c.context_text() for c in assistant.index.children[:n]]
+    from rag.chunk import HierarchicalChunker
+    from rag.index import chunk_documents
+
+    ch = cfg.chunking
+    _, kids = chunk_documents(sample, HierarchicalChunker(embedder.tokenize, ch.parent_max_tokens, ch.child_tokens,
+                                                          ch.child_overlap))
+    texts = [c.context_text() for c in kids]  # exactly the passages the build embedded
+    assert len(texts) == n
     t = time.perf_counter()
     embedder.encode_passages(texts)
     raw_s = time.perf_counter() - t

@@ -399,7 +399,9 @@ def _vectors(children: list[Chunk], embedder: Embedder, root: Path, facts: dict[
         if k not in found:
             todo[k] = t
     n_cached = sum(1 for k in keys if k in found)
-    items = list(todo.items())
+    # Sorted by length across all segments, as the raw encoder does within one call: segments of
+    # similar lengths waste little compute on padding (build throughput was 67% of raw without it).
+    items = sorted(todo.items(), key=lambda kv: len(kv[1]))
     batches = [items[i:i + EMBED_BATCH] for i in range(0, len(items), EMBED_BATCH)]
     bar: Any = None
     if progress and len(items) > 0:
