@@ -29,7 +29,8 @@ def parse_front_matter(raw: str, where: str) -> tuple[dict[str, str], str]:
             continue
         km = _KEY.match(line.strip())
         if not km:
-            raise SourceError(f"{where}:{lineno}: front matter line is not 'key: value': {line.strip()[:60]!r}")
+            # The line itself is not quoted: in an EHR note it may hold patient details, and errors get logged.
+            raise SourceError(f"{where}:{lineno}: front matter line is not 'key: value'")
         meta[km.group(1).lower()] = km.group(2).strip()
     return meta, raw[m.end():]
 
