@@ -278,14 +278,18 @@ def _run_condition(cond: str, gen: Any, template: PromptTemplate, items: list[MC
     load_before = _loadavg()
     t0, cpu0 = time.perf_counter(), time.process_time()
     replies: list[str] | None = None
+
+    def done(n: int) -> None:  # tqdm.update's signature differs between types-tqdm versions
+        bar.update(n)
+
     if spec.scorer == "loglik":
         scorer = LoglikScorer(gen.model, gen.tokenizer, spec.batch_size, spec.prefix_cache,
                               add_special_tokens=not spec.chat_template)
-        logliks = scorer.score(prompts, on_done=bar.update)
+        logliks = scorer.score(prompts, on_done=done)
         tokens = scorer.prompt_tokens
     else:
         replies, tokens = generate_answers(gen.model, gen.tokenizer, prompts, spec.max_new_tokens,
-                                           add_special_tokens=not spec.chat_template, on_done=bar.update)
+                                           add_special_tokens=not spec.chat_template, on_done=done)
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     bar.close()
 
