@@ -85,3 +85,33 @@ def test_embedder_change_through_cli(capsys, tmp_path, monkeypatch):
     assert code == 2 and "--rebuild" in err and err.count("\n") == 1
     code, out, _ = run(capsys, "index", "update", str(src), "--index", idx, "--rebuild", "--json")
     assert code == 0 and json.loads(out)["mode"] == "rebuild"
+
+
+def test_build_from_a_source_set_with_fixture_formats(capsys, tmp_path):
+    """`index build --source-set` resolves [FORMAT:]PATH entries against index.data_dir."""
+    from pathlib import Path
+
+    fix = Path(__file__).resolve().parent / "fixtures" / "corpora"
+    cfg = tmp_path / "set.yaml"
+    cfg.write_text(f"index:\n  data_dir: {fix}\n  source_sets:\n    mini:\n      - medquad:medquad\n"
+                   "      - ngc.jsonl\n      - uci-heart-failure:heart_failure.csv\n", encoding="utf-8")
+    idx = str(tmp_path / "idx")
+    code, out, err = run(capsys, "--config", str(cfg), "index", "build", "--source-set", "mini", "--index", idx,
+                         "--skip-bad", "--json")
+    assert code == 3, err  # the fixture CSV has one malformed row: published, skipped, exit 3
+    summary = json.loads(out)
+    assert summary["read"]["medquad.pairs_without_answer"] == 3
+    assert [s["path"].rsplit("/", 1)[-1] for s in summary["skipped"]] == ["heart_failure.csv:4"]
+    code, out, _ = run(capsys, "--config", str(cfg), "index", "status", "--index", idx, "--json")
+    counts = json.loads(out)["counts"]
+    assert counts["documents_by_collection"] == {"medquad": 3, "ngc": 2, "uci-heart-failure": 2}
+
+
+def test_source_set_errors(capsys, tmp_path):
+    code, _, err = run(capsys, "index", "build", "--source-set", "nope", "--index", str(tmp_path / "i"))
+    assert code == 2 and "unknown source set 'nope'" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run(capsys, "--config", "configs/full.yaml", "--set", f"index.data_dir={tmp_path / 'none'}",
+                       "index", "build", "--source-set", "full", "--index", str(tmp_path / "i"))
+    assert code == 2 and "data folder" in err
+    code, _, err = run(capsys, "index", "build", "--index", str(tmp_path / "i"))
+    assert code == 2 and "--source-set" in err
