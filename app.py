@@ -252,6 +252,18 @@ def _print_update(res: Any, root: Path) -> None:
     print("  seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in res.seconds.items()))
 
 
+def _sources(args: argparse.Namespace, cfg: Any) -> list[str]:
+    """SOURCE paths given on the command line plus those of ``--source-set NAME``."""
+    from rag.config import source_set
+    from rag.errors import InputError
+
+    sources = list(args.sources) + (source_set(cfg, args.source_set) if args.source_set else [])
+    if not sources:
+        raise InputError(f"index {args.index_command} needs SOURCE paths or --source-set NAME (e.g. --config "
+                         "configs/full.yaml --source-set full)")
+    return sources
+
+
 def cmd_index(args: argparse.Namespace) -> int:
     """Exit codes: 0 ok, 1 runtime failure or damaged index, 2 input error, 3 published (or up to date)
     but some source files were skipped, 75 another writer holds the lock (retry later)."""
@@ -263,14 +275,8 @@ def cmd_index(args: argparse.Namespace) -> int:
     root = assistant.index_root
     lock_timeout = getattr(args, "lock_timeout", None)
     if args.index_command == "build":
-        from rag.config import source_set
-        from rag.errors import InputError
-
-        sources = list(args.sources) + (source_set(cfg, args.source_set) if args.source_set else [])
-        if not sources:
-            raise InputError("index build needs SOURCE paths or --source-set NAME (e.g. --config configs/full.yaml "
-                             "--source-set full)")
-        manifest = assistant.build(sources, kind=args.kind, strict=not args.skip_bad, lock_timeout=lock_timeout)
+        manifest = assistant.build(_sources(args, cfg), kind=args.kind, strict=not args.skip_bad,
+                                   lock_timeout=lock_timeout)
         summary = {"version": manifest["version"], "index": str(root), "counts": manifest["counts"],
                    "seconds": {k: round(v, 2) for k, v in manifest["seconds"].items()},
                    "read": manifest.get("load_stats", {}),
@@ -289,13 +295,7 @@ def cmd_index(args: argparse.Namespace) -> int:
                 print(f"  skipped {p}: {r}")
         return 3 if manifest["skipped"] else 0
     if args.index_command == "update":
-        from rag.config import source_set
-        from rag.errors import InputError
-
-        sources = list(args.sources) + (source_set(cfg, args.source_set) if args.source_set else [])
-        if not sources:
-            raise InputError("index update needs SOURCE paths or --source-set NAME")
-        res = assistant.update(sources, kind=args.kind, strict=args.strict, rebuild=args.rebuild,
+        res = assistant.update(_sources(args, cfg), kind=args.kind, strict=args.strict, rebuild=args.rebuild,
                                lock_timeout=lock_timeout, max_removed=args.max_removed)
         if args.json:
             print(json.dumps({"index": str(root), **res.summary()}, ensure_ascii=False))

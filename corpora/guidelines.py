@@ -54,13 +54,19 @@ def iter_jsonl(path: Path, report: LoadReport, strict: bool) -> Iterator[tuple[i
             raise SourceError(f"{path}: not UTF-8 text; convert it (e.g. iconv -t utf-8)") from None
 
 
+def _has_fields(rec: dict[str, Any], keys: tuple[str, ...], report: LoadReport, where: str, strict: bool) -> bool:
+    """True when every key holds a non-empty value; otherwise the record is reported (or raises)."""
+    missing = [k for k in keys if not str(rec.get(k) or "").strip()]
+    if missing:
+        skip(report, where, f"missing {', '.join(missing)}", strict)
+    return not missing
+
+
 def read_ngc(path: Path, strict: bool = True) -> LoadReport:
     """National Guideline Clearinghouse summaries (``ngc_id, title, ..., text``)."""
     report = LoadReport(fmt="ngc")
     for lineno, rec in iter_jsonl(path, report, strict):
-        missing = [k for k in ("ngc_id", "title", "text") if not str(rec.get(k) or "").strip()]
-        if missing:
-            skip(report, f"{path}:{lineno}", f"missing {', '.join(missing)}", strict)
+        if not _has_fields(rec, ("ngc_id", "title", "text"), report, f"{path}:{lineno}", strict):
             continue
         text = fix_mojibake(str(rec["text"])).strip()
         title = fix_mojibake(str(rec["title"])).strip()
@@ -79,9 +85,7 @@ def read_uspstf(path: Path, strict: bool = True) -> LoadReport:
     """USPSTF specific recommendations (``id, title, grade, sex, ageRange, text, servFreq, riskText``)."""
     report = LoadReport(fmt="uspstf")
     for lineno, rec in iter_jsonl(path, report, strict):
-        missing = [k for k in ("id", "title", "text") if not str(rec.get(k) or "").strip()]
-        if missing:
-            skip(report, f"{path}:{lineno}", f"missing {', '.join(missing)}", strict)
+        if not _has_fields(rec, ("id", "title", "text"), report, f"{path}:{lineno}", strict):
             continue
         parts = [f"## Recommendation (grade {rec.get('grade') or 'not stated'})\n\n{str(rec['text']).strip()}"]
         who = []

@@ -36,13 +36,13 @@ def main() -> int:
 
     warnings.filterwarnings("ignore")
     logging.disable(logging.WARNING)
-    from rag.config import load_config, resolve_path
+    from rag.config import data_dir, load_config, resolve_path
     from rag.embed import TransformersEmbedder
     from rag.models import EMBEDDER_SPECS, resolve
 
     cfg = load_config(args.config)
-    data = Path(args.data) if args.data else resolve_path(os.environ.get("CDS_DATA_DIR") or cfg.index.data_dir) / \
-        "wikidoc_patient_info" / "medical_meadow_wikidoc_patient_information.json"
+    data = Path(args.data) if args.data else \
+        data_dir(cfg) / "wikidoc_patient_info" / "medical_meadow_wikidoc_patient_information.json"
     items = [x for x in json.loads(data.read_text(encoding="utf-8")) if x.get("output")][: args.n]
     passages, questions = [x["output"][:450] for x in items], [x["input"] for x in items]
     r = resolve(cfg.embedder.model, resolve_path(cfg.models.cache_dir))

@@ -208,13 +208,9 @@ def write_outputs(out: Path, summary: dict[str, Any], queries: Sequence[Query], 
 
 
 def medquad_path(config: Any, given: str | None) -> Path:
-    import os
+    from rag.config import data_dir
 
-    from rag.config import resolve_path
-
-    if given:
-        return Path(given)
-    return resolve_path(os.environ.get("CDS_DATA_DIR") or config.index.data_dir) / "medquad"
+    return Path(given) if given else data_dir(config) / "medquad"
 
 
 def evaluate(assistant: Any, medquad: Path, split_path: Path, part: str = "test", modes: Sequence[str] = MODES,

@@ -150,13 +150,19 @@ def resolve_path(path: str | Path) -> Path:
     return p if p.is_absolute() else PROJECT_ROOT / p
 
 
+def data_dir(config: AppConfig) -> Path:
+    """Where the datasets live: ``CDS_DATA_DIR`` if set (CI, containers), else ``index.data_dir``."""
+    import os
+
+    return resolve_path(os.environ.get("CDS_DATA_DIR") or config.index.data_dir)
+
+
 def source_set(config: AppConfig, name: str) -> list[str]:
     """The sources of a named set, with relative paths resolved against the data folder.
 
     ``CDS_DATA_DIR`` in the environment overrides ``index.data_dir`` (CI and containers
     mount the data elsewhere).
     """
-    import os
 
     from rag.errors import SourceError
 
@@ -165,7 +171,7 @@ def source_set(config: AppConfig, name: str) -> list[str]:
         known = ", ".join(sorted(sets)) or "none configured"
         raise ConfigError(f"unknown source set '{name}' (known: {known}); define index.source_sets.{name} in the "
                           "config, e.g. --config configs/full.yaml")
-    data = resolve_path(os.environ.get("CDS_DATA_DIR") or config.index.data_dir)
+    data = data_dir(config)
     if not data.is_dir():
         raise SourceError(f"data folder {data} not found; set index.data_dir (or CDS_DATA_DIR) to where the "
                           "datasets are")
