@@ -120,6 +120,19 @@ def _parser() -> argparse.ArgumentParser:
     er.add_argument("--json", action="store_true")
     with_index(er)
 
+    tr = sub.add_parser("train", parents=[common], help="fine-tune the generator (LoRA/QLoRA) or build its data",
+                        description="`train data` builds the SFT dataset; `train` (or `train run`) trains an adapter "
+                                    "with the config's train: section, e.g. --config configs/train-qwen0.5b-cpu.yaml")
+    tr.add_argument("action", nargs="?", choices=["run", "data"], default="run")
+    tr.add_argument("--max-steps", type=int, help="stop after N optimizer steps (overrides train.epochs)")
+    tr.add_argument("--resume", action="store_true", help="continue from the last checkpoint in train.run_dir")
+    tr.add_argument("--overwrite", action="store_true", help="discard existing checkpoints and start again")
+    tr.add_argument("--out", help="`train data`: output folder (default: train.data_dir)")
+    tr.add_argument("--source-set", default="full", help="`train data`: source set with the MedQuAD, WikiDoc and "
+                                                          "heart-failure inputs (default: full)")
+    tr.add_argument("--no-index", action="store_true", help="`train data`: skip the grounded part (needs the "
+                                                            "full index)")
+    tr.add_argument("--json", action="store_true")
     m = sub.add_parser("models", parents=[common], help="list or fetch offline models")
     msub = m.add_subparsers(dest="models_command", required=True)
     ml = msub.add_parser("list", parents=[common], help="models available locally")
@@ -421,6 +434,53 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    cfg = _load_config(args)
+    if args.action == "data":
+        return _cmd_train_data(args, cfg)
+    from finetune.train import train
+
+    card = train(cfg, max_steps=args.max_steps, resume=args.resume, overwrite=args.overwrite, quiet=args.quiet)
+    if args.json:
+        _print_json(card)
+        return 0
+    v = card["val_loss"]
+    print(f"adapter written to {cfg.train.output_dir}: {card['steps']} steps, {card['trainable_parameters']:,} "
+          f"trainable parameters ({', '.join(card['lora']['target_modules'])}); val loss {v['base']} -> {v['final']}; "
+          f"{card['train_samples_per_second']} samples/s")
+    return 0
+
+
+def _cmd_train_data(args: argparse.Namespace, cfg: Any) -> int:
+    from transformers import AutoTokenizer
+
+    from eval.splits import held_out_doc_ids
+    from finetune import data
+    from rag import Assistant
+    from rag.config import resolve_path, source_set
+    from rag.models import resolve
+
+    t = cfg.train
+    inputs = data.inputs_from_sources(source_set(cfg, args.source_set))
+    opts = data.DataOptions(seed=t.seed, grounded_questions=0 if args.no_index else t.grounded_questions,
+                            withheld_share=t.withheld_share, source_tokens=t.source_tokens)
+    tok = AutoTokenizer.from_pretrained(str(resolve(cfg.generator.model, resolve_path(cfg.models.cache_dir)).path))
+
+    def count(text: str) -> int:
+        return len(tok.encode(text, add_special_tokens=False))
+
+    assistant = None if args.no_index else Assistant(cfg, progress=not args.quiet)
+    examples, card = data.build(inputs, held_out_doc_ids(), opts, assistant, count, progress=not args.quiet)
+    out = Path(args.out) if args.out else resolve_path(t.data_dir)
+    data.write(examples, card, out)
+    if args.json:
+        _print_json(card)
+        return 0
+    print(data.card_markdown(card))
+    print(f"written to {out}")
+    return 0
+
+
 def _cmd_eval_mcq(args: argparse.Namespace) -> int:
     from eval.mcq import report
 
@@ -460,7 +520,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     from rag.errors import CDSError
 
-    handlers = {"query": cmd_query, "index": cmd_index, "models": cmd_models, "eval": cmd_eval}
+    handlers = {"query": cmd_query, "index": cmd_index, "models": cmd_models, "eval": cmd_eval, "train": cmd_train}
     try:
         return handlers[args.command](args)
     except CDSError as e:

@@ -133,6 +133,48 @@ class ModelsConfig(_Section):
     cache_dir: str = Field(".cds/models", description="converted models (relative paths are from the project root)")
 
 
+class TrainConfig(_Section):
+    """LoRA/QLoRA fine-tuning of ``generator.model`` (``python app.py train``); see finetune/train.py."""
+
+    data_dir: str = Field(".cds/finetune/data", description="training data from `python app.py train data`")
+    run_dir: str = Field(".cds/finetune/runs/default", description="checkpoints and logs (resumable)")
+    output_dir: str = Field("adapters/default", description="the adapter + training card written at the end")
+    quantization: Literal["nf4", "none"] = Field(
+        "nf4", description="nf4: QLoRA (4-bit NF4, double quantisation); none: plain LoRA on a dense model")
+    compute_dtype: Literal["bfloat16", "float16", "float32"] = Field(
+        "bfloat16", description="4-bit compute dtype, or the dense model's dtype with quantization: none")
+    lora_r: int = Field(16, ge=1)
+    lora_alpha: int = Field(32, ge=1)
+    lora_dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    target_modules: list[str] | Literal["auto"] = Field(
+        "auto", description="auto: every attention and MLP projection of the loaded architecture")
+    mix: dict[str, int] = Field(
+        default_factory=dict, description="training examples per part (closed_book, grounded, grounded_withheld, "
+                                          "hf_risk); a missing part uses all of it")
+    val_samples: int = Field(48, ge=0, description="validation examples (stratified by part) for the val loss")
+    max_length: int = Field(1024, ge=32, description="tokens per example (longer ones are truncated)")
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int = Field(-1, description="optimizer steps; overrides epochs when > 0")
+    batch_size: int = Field(1, ge=1)
+    grad_accum: int = Field(4, ge=1)
+    learning_rate: float = Field(2e-4, gt=0)
+    warmup_ratio: float = Field(0.05, ge=0.0, lt=1.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    logging_steps: int = Field(5, ge=1)
+    eval_steps: int = Field(50, ge=1)
+    save_steps: int = Field(25, ge=1)
+    seed: int = 13
+    gradient_checkpointing: bool = True
+    optimizer: str = Field("auto", description="auto: paged 8-bit AdamW on CUDA, AdamW on CPU; or a transformers "
+                                              "optim name")
+    threads: int | None = Field(None, description="CPU threads (default: torch's choice)")
+    grounded_questions: int = Field(3000, ge=0, description="`train data`: training questions given a grounded "
+                                                            "example")
+    withheld_share: float = Field(0.3, ge=0.0, le=1.0, description="`train data`: share of grounded examples "
+                                                                   "whose gold source is withheld")
+    source_tokens: int = Field(400, ge=64, description="`train data`: token budget of a grounded prompt's sources")
+
+
 class AppConfig(_Section):
     embedder: EmbedderConfig = Field(default_factory=EmbedderConfig)  # type: ignore[arg-type]
     generator: GeneratorConfig = Field(default_factory=GeneratorConfig)  # type: ignore[arg-type]
@@ -142,6 +184,7 @@ class AppConfig(_Section):
     index: IndexConfig = Field(default_factory=IndexConfig)  # type: ignore[arg-type]
     query: QueryConfig = Field(default_factory=QueryConfig)  # type: ignore[arg-type]
     models: ModelsConfig = Field(default_factory=ModelsConfig)  # type: ignore[arg-type]
+    train: TrainConfig = Field(default_factory=TrainConfig)  # type: ignore[arg-type]
 
 
 def resolve_path(path: str | Path) -> Path:
@@ -220,11 +263,19 @@ def _format_validation(err: ValidationError, origin: str) -> str:
     return f"invalid config ({origin}): " + "; ".join(msgs) + " (see configs/default.yaml for valid keys)"
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> AppConfig:
-    """Load a preset YAML (default: configs/default.yaml) and apply dotted overrides."""
-    cfg_path = Path(path) if path is not None else DEFAULT_CONFIG
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _read_yaml(cfg_path: Path, seen: set[Path]) -> dict[str, Any]:
+    """One preset file; ``extends: other.yaml`` (relative to it) is loaded first and overlaid section by section."""
     if not cfg_path.exists():
         raise ConfigError(f"config file not found: {cfg_path} (presets are in configs/)")
+    if cfg_path.resolve() in seen:
+        raise ConfigError(f"config {cfg_path}: 'extends' loops back to itself; fix the chain")
     try:
         data = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
@@ -233,6 +284,18 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         raise ConfigError(f"config {cfg_path}{where} is not valid YAML; fix the file") from e
     if not isinstance(data, dict):
         raise ConfigError(f"config {cfg_path} must be a mapping of sections (embedder:, generator:, ...)")
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    if not isinstance(parent, str):
+        raise ConfigError(f"config {cfg_path}: 'extends' must be a file name, e.g. extends: full.yaml")
+    return _merge(_read_yaml(cfg_path.parent / parent, seen | {cfg_path.resolve()}), data)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> AppConfig:
+    """Load a preset YAML (default: configs/default.yaml) and apply dotted overrides."""
+    cfg_path = Path(path) if path is not None else DEFAULT_CONFIG
+    data = _read_yaml(cfg_path, set())
     for item in overrides or []:
         parts, value = _parse_override(item)
         _apply(data, parts, value)
