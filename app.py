@@ -167,6 +167,27 @@ def _parser() -> argparse.ArgumentParser:
     mcq.add_argument("--overwrite", action="store_true", help="replace an existing run in --output")
     mcq.add_argument("--json", action="store_true", help="print the summaries as JSON")
     with_index(mcq)
+    eg = esub.add_parser("grounded", parents=[common], help="held-out MedQuAD through the assistant: cites the gold "
+                         "page? abstains when it is withheld?")
+    eg.add_argument("--output", required=True, help="run folder: summary.json, answers.jsonl")
+    eg.add_argument("--adapter", help="LoRA adapter folder for the generator (default: generator.adapter)")
+    eg.add_argument("--base", action="store_true", help="ignore generator.adapter: evaluate the base model")
+    eg.add_argument("--limit", type=int, default=200, help="held-out questions (seeded sample; default 200)")
+    eg.add_argument("--seed", type=int, default=7)
+    eg.add_argument("--split", help="split file (default eval/splits/medquad_retrieval.json)")
+    eg.add_argument("--medquad", help="MedQuAD folder (default: the config's source set)")
+    eg.add_argument("--batch-size", type=int, default=8, help="answers generated per forward pass")
+    eg.add_argument("--json", action="store_true")
+    with_index(eg)
+    eh = esub.add_parser("hf-risk", parents=[common], help="stated heart-failure risk categories vs outcome (AUROC) "
+                         "against logistic regression")
+    eh.add_argument("--output", required=True, help="run folder: summary.json, replies.jsonl")
+    eh.add_argument("--adapter", help="LoRA adapter folder for the generator (default: generator.adapter)")
+    eh.add_argument("--base", action="store_true", help="ignore generator.adapter: evaluate the base model")
+    eh.add_argument("--data", help="training-data folder with test.jsonl (default: train.data_dir)")
+    eh.add_argument("--csv", help="UCI heart-failure CSV (default: the config's source set)")
+    eh.add_argument("--batch-size", type=int, default=8)
+    eh.add_argument("--json", action="store_true")
     cmp = esub.add_parser("compare", parents=[common], help="paired comparison of two runs on the same questions")
     cmp.add_argument("run_a", help="run folder (or predictions.jsonl)")
     cmp.add_argument("run_b", help="run folder (or predictions.jsonl)")
@@ -345,6 +366,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from eval.splits import DEFAULT_SPLIT
 
     cfg = _load_config(args)
+    if args.eval_command in ("grounded", "hf-risk"):
+        return _cmd_eval_tuning(args)
     if args.eval_command == "split":
         from corpora import load_sources
         from eval.retrieval import medquad_path
@@ -478,6 +501,63 @@ def _cmd_train_data(args: argparse.Namespace, cfg: Any) -> int:
         return 0
     print(data.card_markdown(card))
     print(f"written to {out}")
+    return 0
+
+
+def _cmd_eval_tuning(args: argparse.Namespace) -> int:
+    """`eval grounded` and `eval hf-risk`: what fine-tuning changed, base vs adapter."""
+    from rag import Assistant
+    from rag.config import resolve_path, source_set
+
+    if args.base:
+        args.overrides = [*args.overrides, "generator.adapter=null"]
+    cfg = _load_config(args)
+    assistant = Assistant(cfg, progress=not args.quiet)
+    out = Path(args.output)
+    if args.eval_command == "hf-risk":
+        from eval.hf_risk import evaluate as hf_evaluate
+
+        csv_path = Path(args.csv) if args.csv else Path(next(
+            s.partition(":")[2] for s in source_set(cfg, "full") if s.startswith("uci-heart-failure:")))
+        data = Path(args.data) if args.data else resolve_path(cfg.train.data_dir)
+        summary = hf_evaluate(assistant.generator, data, csv_path, out, batch_size=args.batch_size)
+        if args.json:
+            _print_json(summary)
+        else:
+            a = summary["auroc"]
+            print(f"{summary['patients']} held-out patients ({summary['deaths']} died): AUROC stated category "
+                  f"{a['stated_category']}, logistic regression {a['logistic_regression']}, rule points "
+                  f"{a['rule_points']}; unparsed {summary['unparsed']}; written to {out}")
+        return 0
+    from eval import grounded
+    from eval.retrieval import medquad_path
+    from eval.splits import DEFAULT_SPLIT
+
+    if args.limit < 1:
+        from rag.errors import InputError
+
+        raise InputError("--limit must be at least 1")
+    qs = grounded.questions(medquad_path(cfg, args.medquad), Path(args.split) if args.split else DEFAULT_SPLIT,
+                            args.limit, args.seed)
+    bar = None
+    if not args.quiet:
+        from tqdm import tqdm
+
+        bar = tqdm(total=2 * len(qs), desc="answering", unit="answer", file=sys.stderr)
+
+    def progress(done: int, total: int) -> None:
+        if bar is not None:
+            bar.n = done
+            bar.refresh()
+
+    summary = grounded.evaluate(assistant, qs, out, batch_size=args.batch_size, progress=progress)
+    if bar is not None:
+        bar.close()
+    if args.json:
+        _print_json(summary)
+    else:
+        print(grounded.markdown({str(summary["model"].get("adapter") or "base"): summary}), end="")
+        print(f"written to {out}")
     return 0
 
 

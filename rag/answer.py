@@ -50,6 +50,8 @@ class Answer:
     confidence_signals: dict[str, float] = field(default_factory=dict)
     removed_citations: int = 0
     generated: bool = True
+    # The generator's unchecked reply, kept for audit and evaluation; never shown as the answer.
+    draft: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -201,3 +201,35 @@ class Generator:
         text = str(self.tokenizer.decode(seq, skip_special_tokens=True)).strip()
         return Generation(text=text, token_probs=probs, prompt_tokens=prompt_len, new_tokens=len(seq),
                           first_token_ms=((first[0] - t0) * 1000) if first else total, total_ms=total)
+
+    def generate_batch(self, batch: list[list[dict[str, str]]], max_new_tokens: int) -> list[Generation]:
+        """Greedy replies to several chats in one left-padded batch (same decoding as :meth:`generate`)."""
+        torch = self._torch
+        tok = self.tokenizer
+        texts = [str(tok.apply_chat_template(m, add_generation_prompt=True, tokenize=False)) for m in batch]
+        side, tok.padding_side = tok.padding_side, "left"
+        try:
+            enc: Any = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        finally:
+            tok.padding_side = side
+        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            out = self.model.generate(**enc, max_new_tokens=max_new_tokens, output_scores=True,
+                                      return_dict_in_generate=True, do_sample=False, temperature=None, top_p=None,
+                                      top_k=None, pad_token_id=pad)
+        total = (time.perf_counter() - t0) * 1000
+        width = int(enc["input_ids"].shape[1])
+        gen_eos = getattr(self.model.generation_config, "eos_token_id", None)
+        stops = {t for t in (tok.eos_token_id, pad, *(gen_eos if isinstance(gen_eos, list) else [gen_eos]))
+                 if t is not None}
+        results = []
+        for b in range(len(batch)):
+            seq = out.sequences[b][width:].tolist()
+            n = next((i for i, t in enumerate(seq) if t in stops), len(seq))
+            probs = [float(torch.softmax(out.scores[i][b].float(), -1)[seq[i]]) for i in range(n)]
+            text = str(tok.decode(seq[:n], skip_special_tokens=True)).strip()
+            results.append(Generation(text=text, token_probs=probs, prompt_tokens=int(enc["attention_mask"][b].sum()),
+                                      new_tokens=n, first_token_ms=total / max(1, len(out.scores)), total_ms=total))
+        return results
+

@@ -1,0 +1,156 @@
+"""Grounded answering on held-out MedQuAD questions, through the full assistant.
+
+For each held-out question (the retrieval split's ``test`` part, never trained on) the
+assistant answers twice:
+
+- **answerable**: the normal pipeline. Does the answer cite the gold page (the question's
+  own MedQuAD answer, or a verbatim duplicate of it)? Does it wrongly abstain?
+- **gold withheld**: the gold page, its siblings (same XML file), pages with the same topic
+  title, and verbatim duplicates are hidden from retrieval. The assistant should abstain.
+  Other collections (WikiDoc, guidelines) may still hold an answer, so 100% is not the
+  ceiling; the comparison between models is on identical prompts.
+
+Every answer and its numbers go to ``answers.jsonl``; ``summary.json`` has the shares with
+95% Wilson intervals.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from corpora import load_sources
+from eval.mcq.stats import wilson
+from eval.splits import load_split
+from rag.answer import Answer
+from rag.errors import InputError
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def _answer_text(text: str) -> str:
+    return text.split("\n\n", 1)[1] if text.startswith("## ") and "\n\n" in text else text
+
+
+def questions(medquad: Path, split_path: Path, limit: int, seed: int, part: str = "test") -> list[dict[str, Any]]:
+    """A seeded sample of held-out questions with their gold and withheld document sets."""
+    split = load_split(split_path)
+    ids = [q["doc_id"] for q in split.get(part, [])]
+    if not ids:
+        raise InputError(f"{split_path} has no '{part}' questions")
+    docs = load_sources([f"medquad:{medquad}"]).documents
+    by_id = {d.doc_id: d for d in docs}
+    by_answer: dict[str, set[str]] = defaultdict(set)
+    by_file: dict[str, set[str]] = defaultdict(set)
+    for d in docs:
+        by_answer[_norm(_answer_text(d.text))].add(d.doc_id)
+        by_file[d.source.rsplit("#", 1)[0]].add(d.doc_id)
+    picked = random.Random(seed).sample(ids, min(limit, len(ids)))
+    out = []
+    for doc_id in picked:
+        doc = by_id.get(doc_id)
+        if doc is None or not doc.meta.get("question"):
+            continue
+        gold = by_answer[_norm(_answer_text(doc.text))] | {doc_id}
+        out.append({"doc_id": doc_id, "question": str(doc.meta["question"]).strip(), "title": doc.title,
+                    "gold": sorted(gold), "siblings": sorted(by_file[doc.source.rsplit("#", 1)[0]])})
+    return out
+
+
+def withheld_docs(q: dict[str, Any], titles: dict[str, set[str]]) -> set[str]:
+    """Everything that could answer ``q`` from its own page: gold, duplicates, siblings, same-title pages."""
+    return set(q["gold"]) | set(q["siblings"]) | titles.get(q["title"].strip().lower(), set())
+
+
+def _cited_docs(a: Answer) -> set[str]:
+    used = {n for s in a.sentences for n in s.citations}
+    return {c.doc_id for c in a.citations if c.n in used}
+
+
+def evaluate(assistant: Any, qs: list[dict[str, Any]], out_dir: Path, batch_size: int = 8,
+             progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    index = assistant.index
+    titles: dict[str, set[str]] = defaultdict(set)
+    for c in index.children:
+        titles[c.title.strip().lower()].add(c.doc_id)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = [dict(q) for q in qs]
+    t0 = time.perf_counter()
+    done = [0]
+
+    def tick(_: int, __: Answer) -> None:
+        done[0] += 1
+        if progress is not None:
+            progress(done[0], 2 * len(qs))
+
+    normal = assistant.ask_many([q["question"] for q in qs], batch_size=batch_size, on_answer=tick)
+    held = assistant.ask_many([q["question"] for q in qs], withhold=[withheld_docs(q, titles) for q in qs],
+                              batch_size=batch_size, on_answer=tick)
+    seconds = time.perf_counter() - t0
+    for row, a, w in zip(rows, normal, held, strict=True):
+        gold = set(row["gold"])
+        row["answerable"] = {"abstained": a.abstained, "reason": a.abstain_reason, "answer": a.answer,
+                             "draft": a.draft, "confidence": a.confidence,
+                             "gold_in_sources": bool(gold & {c.doc_id for c in a.citations}),
+                             "cites_gold": (not a.abstained) and bool(gold & _cited_docs(a)),
+                             "cited_docs": sorted(_cited_docs(a))}
+        row["withheld"] = {"abstained": w.abstained, "reason": w.abstain_reason, "answer": w.answer,
+                           "draft": w.draft, "confidence": w.confidence,
+                           "model_abstained": w.abstain_reason == "the generator found no answer in the sources"}
+    with (out_dir / "answers.jsonl").open("w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    summary = summarize(rows)
+    summary.update({"model": normal[0].models if normal else {}, "questions": len(rows),
+                    "seconds": round(seconds, 1), "batch_size": batch_size, "index_version": index.version})
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+    return summary
+
+
+def _share(k: int, n: int) -> dict[str, Any]:
+    lo, hi = wilson(k, n) if n else (0.0, 0.0)
+    return {"k": k, "n": n, "share": round(k / n, 4) if n else None, "ci95": [round(lo, 4), round(hi, 4)]}
+
+
+def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    n = len(rows)
+    a = [r["answerable"] for r in rows]
+    w = [r["withheld"] for r in rows]
+    gold_shown = [x for x in a if x["gold_in_sources"]]
+    return {
+        "answerable": {
+            "cites_gold": _share(sum(x["cites_gold"] for x in a), n),
+            "cites_gold_when_gold_retrieved": _share(sum(x["cites_gold"] for x in gold_shown), len(gold_shown)),
+            "answered": _share(sum(not x["abstained"] for x in a), n),
+            "wrong_abstention_when_gold_retrieved": _share(sum(x["abstained"] for x in gold_shown), len(gold_shown)),
+            "gold_retrieved": _share(len(gold_shown), n),
+            "abstain_reasons": dict(Counter(x["reason"] for x in a if x["abstained"])),
+        },
+        "withheld": {
+            "abstained": _share(sum(x["abstained"] for x in w), n),
+            "generator_abstained": _share(sum(x["model_abstained"] for x in w), n),
+            "abstain_reasons": dict(Counter(x["reason"] for x in w if x["abstained"])),
+        },
+    }
+
+
+def markdown(summaries: dict[str, dict[str, Any]]) -> str:
+    """One row per run (base, tuned, ...)."""
+    def cell(s: dict[str, Any]) -> str:
+        return f"{100 * s['share']:.1f}% ({100 * s['ci95'][0]:.0f}-{100 * s['ci95'][1]:.0f})" if s["n"] else "-"
+
+    lines = ["| run | cites gold | cites gold (gold retrieved) | wrong abstention (gold retrieved) | "
+             "abstains, gold withheld | generator abstains, gold withheld |", "|---|---|---|---|---|---|"]
+    for name, s in summaries.items():
+        a, w = s["answerable"], s["withheld"]
+        lines.append(f"| {name} | {cell(a['cites_gold'])} | {cell(a['cites_gold_when_gold_retrieved'])} | "
+                     f"{cell(a['wrong_abstention_when_gold_retrieved'])} | {cell(w['abstained'])} | "
+                     f"{cell(w['generator_abstained'])} |")
+    return "\n".join(lines) + "\n"
