@@ -138,6 +138,8 @@ class HeldOut:
     doc_ids: set[str]
     answers: set[str]
     questions: set[str]
+    # Other pages that repeat a held-out answer or question: never trained on, never shown as distractors.
+    repeats: set[str] = field(default_factory=set)
 
     def excludes(self, doc_id: str, question: str, answer: str) -> str | None:
         if doc_id in self.doc_ids:
@@ -174,6 +176,7 @@ def closed_book(medquad: list[Document], wikidoc: list[Document], held: HeldOut,
         why = held.excludes(d.doc_id, q, a)
         if why:
             stats[f"closed_book.medquad.excluded.{why}"] += 1
+            held.repeats.add(d.doc_id)
             continue
         key = norm_question(q)
         if key in seen_q:
@@ -192,6 +195,7 @@ def closed_book(medquad: list[Document], wikidoc: list[Document], held: HeldOut,
         why = held.excludes(d.doc_id, q, a)
         if why or not q:
             stats[f"closed_book.wikidoc.excluded.{why or 'no_question'}"] += 1
+            held.repeats.add(d.doc_id)
             continue
         key = norm_question(q)
         if key in seen_q:
@@ -250,8 +254,9 @@ def grounded(medquad_train: list[Document], held: HeldOut, assistant: Any, count
     index = assistant.index
     retriever = assistant.retriever()
     allowed = index.allowed_mask(None).copy()
-    # Held-out documents are never shown, not even as distractors.
-    held_rows = [i for i, c in enumerate(index.children) if c.doc_id in held.doc_ids]
+    # Held-out documents (and pages repeating them) are never shown, not even as distractors.
+    hidden = held.doc_ids | held.repeats
+    held_rows = [i for i, c in enumerate(index.children) if c.doc_id in hidden]
     allowed[held_rows] = False
     out: list[Example] = []
     batch = 64
