@@ -177,6 +177,9 @@ def _parser() -> argparse.ArgumentParser:
     eg.add_argument("--split", help="split file (default eval/splits/medquad_retrieval.json)")
     eg.add_argument("--medquad", help="MedQuAD folder (default: the config's source set)")
     eg.add_argument("--batch-size", type=int, default=8, help="answers generated per forward pass")
+    eg.add_argument("--withheld-share", type=float, default=0.4,
+                    help="share of the questions asked with their gold page withheld (seeded)")
+    eg.add_argument("--both", action="store_true", help="ask every question in both conditions (twice the time)")
     eg.add_argument("--json", action="store_true")
     with_index(eg)
     eh = esub.add_parser("hf-risk", parents=[common], help="stated heart-failure risk categories vs outcome (AUROC) "
@@ -543,14 +546,15 @@ def _cmd_eval_tuning(args: argparse.Namespace) -> int:
     if not args.quiet:
         from tqdm import tqdm
 
-        bar = tqdm(total=2 * len(qs), desc="answering", unit="answer", file=sys.stderr)
+        bar = tqdm(total=len(qs) * (2 if args.both else 1), desc="answering", unit="answer", file=sys.stderr)
 
     def progress(done: int, total: int) -> None:
         if bar is not None:
             bar.n = done
             bar.refresh()
 
-    summary = grounded.evaluate(assistant, qs, out, batch_size=args.batch_size, progress=progress)
+    summary = grounded.evaluate(assistant, qs, out, batch_size=args.batch_size, progress=progress,
+                                withheld_share=args.withheld_share, both=args.both, seed=args.seed)
     if bar is not None:
         bar.close()
     if args.json:

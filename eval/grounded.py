@@ -1,7 +1,7 @@
 """Grounded answering on held-out MedQuAD questions, through the full assistant.
 
-For each held-out question (the retrieval split's ``test`` part, never trained on) the
-assistant answers twice:
+Each held-out question (the retrieval split's ``test`` part, never trained on) is asked in
+one of two conditions (a seeded share is withheld; ``--both`` asks every question in both):
 
 - **answerable**: the normal pipeline. Does the answer cite the gold page (the question's
   own MedQuAD answer, or a verbatim duplicate of it)? Does it wrongly abstain?
@@ -75,40 +75,51 @@ def _cited_docs(a: Answer) -> set[str]:
 
 
 def evaluate(assistant: Any, qs: list[dict[str, Any]], out_dir: Path, batch_size: int = 8,
-             progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+             progress: Callable[[int, int], None] | None = None, withheld_share: float = 0.4, both: bool = False,
+             seed: int = 7) -> dict[str, Any]:
     index = assistant.index
     titles: dict[str, set[str]] = defaultdict(set)
     for c in index.children:
         titles[c.title.strip().lower()].add(c.doc_id)
     out_dir.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = [dict(q) for q in qs]
+    n_held = len(qs) if both else round(len(qs) * withheld_share)
+    held_idx = set(range(len(qs))) if both else set(random.Random(seed).sample(range(len(qs)), n_held))
+    ans_idx = list(range(len(qs))) if both else [i for i in range(len(qs)) if i not in held_idx]
+    held_list = sorted(held_idx)
+    total = len(ans_idx) + len(held_list)
     t0 = time.perf_counter()
     done = [0]
 
     def tick(_: int, __: Answer) -> None:
         done[0] += 1
         if progress is not None:
-            progress(done[0], 2 * len(qs))
+            progress(done[0], total)
 
-    normal = assistant.ask_many([q["question"] for q in qs], batch_size=batch_size, on_answer=tick)
-    held = assistant.ask_many([q["question"] for q in qs], withhold=[withheld_docs(q, titles) for q in qs],
-                              batch_size=batch_size, on_answer=tick)
+    normal = assistant.ask_many([qs[i]["question"] for i in ans_idx], batch_size=batch_size, on_answer=tick)
+    held = assistant.ask_many([qs[i]["question"] for i in held_list],
+                              withhold=[withheld_docs(qs[i], titles) for i in held_list], batch_size=batch_size,
+                              on_answer=tick)
     seconds = time.perf_counter() - t0
-    for row, a, w in zip(rows, normal, held, strict=True):
+    for i, a in zip(ans_idx, normal, strict=True):
+        row = rows[i]
         gold = set(row["gold"])
         row["answerable"] = {"abstained": a.abstained, "reason": a.abstain_reason, "answer": a.answer,
                              "draft": a.draft, "confidence": a.confidence,
                              "gold_in_sources": bool(gold & {c.doc_id for c in a.citations}),
                              "cites_gold": (not a.abstained) and bool(gold & _cited_docs(a)),
                              "cited_docs": sorted(_cited_docs(a))}
-        row["withheld"] = {"abstained": w.abstained, "reason": w.abstain_reason, "answer": w.answer,
-                           "draft": w.draft, "confidence": w.confidence,
-                           "model_abstained": w.abstain_reason == "the generator found no answer in the sources"}
+    for i, w in zip(held_list, held, strict=True):
+        rows[i]["withheld"] = {"abstained": w.abstained, "reason": w.abstain_reason, "answer": w.answer,
+                               "draft": w.draft, "confidence": w.confidence,
+                               "model_abstained": w.abstain_reason == "the generator found no answer in the sources"}
     with (out_dir / "answers.jsonl").open("w", encoding="utf-8") as f:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
     summary = summarize(rows)
-    summary.update({"model": normal[0].models if normal else {}, "questions": len(rows),
+    models = (normal or held)[0].models if (normal or held) else {}
+    summary.update({"model": models, "questions": len(rows), "answerable_questions": len(ans_idx),
+                    "withheld_questions": len(held_list),
                     "seconds": round(seconds, 1), "batch_size": batch_size, "index_version": index.version})
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
     return summary
@@ -120,9 +131,9 @@ def _share(k: int, n: int) -> dict[str, Any]:
 
 
 def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    n = len(rows)
-    a = [r["answerable"] for r in rows]
-    w = [r["withheld"] for r in rows]
+    a = [r["answerable"] for r in rows if "answerable" in r]
+    w = [r["withheld"] for r in rows if "withheld" in r]
+    n = len(a)
     gold_shown = [x for x in a if x["gold_in_sources"]]
     return {
         "answerable": {
@@ -134,8 +145,8 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "abstain_reasons": dict(Counter(x["reason"] for x in a if x["abstained"])),
         },
         "withheld": {
-            "abstained": _share(sum(x["abstained"] for x in w), n),
-            "generator_abstained": _share(sum(x["model_abstained"] for x in w), n),
+            "abstained": _share(sum(x["abstained"] for x in w), len(w)),
+            "generator_abstained": _share(sum(x["model_abstained"] for x in w), len(w)),
             "abstain_reasons": dict(Counter(x["reason"] for x in w if x["abstained"])),
         },
     }

@@ -54,7 +54,7 @@ CHAT_TEMPLATE = (
 )
 
 
-def build_tiny_qwen2(folder: Path, words: Sequence[str]) -> Path:
+def build_tiny_qwen2(folder: Path, words: Sequence[str], hidden: int = 32, intermediate: int = 64) -> Path:
     """A 2-layer random Qwen2 with a word-level tokenizer: the real architecture, tiny and offline."""
     import torch
     from tokenizers import Tokenizer, models, pre_tokenizers
@@ -68,7 +68,7 @@ def build_tiny_qwen2(folder: Path, words: Sequence[str]) -> Path:
                                    eos_token="<|im_end|>", additional_special_tokens=specials[2:])
     fast.chat_template = CHAT_TEMPLATE
     torch.manual_seed(0)
-    cfg = Qwen2Config(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+    cfg = Qwen2Config(vocab_size=len(vocab), hidden_size=hidden, intermediate_size=intermediate, num_hidden_layers=2,
                       num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=4096,
                       eos_token_id=vocab["<|im_end|>"], pad_token_id=vocab["<pad>"], tie_word_embeddings=True)
     Qwen2ForCausalLM(cfg).save_pretrained(str(folder))

@@ -178,3 +178,24 @@ def test_long_lived_assistant_picks_up_a_new_version(tmp_path, demo_sources):
     v2, _ = build_index(load_sources(demo_sources).documents, HashEmbedder(), root, chunking)
     a.retrieve("latest ejection fraction", "P002")
     assert a.index.version == v2 != v1
+
+
+def test_ask_many_matches_ask(assistant):
+    """Batched answering is the same pipeline: same drafts (greedy), same citations, same decisions."""
+    questions = ["What drug classes reduce mortality in HFrEF?", "How is hypertension diagnosed?",
+                 "What is the LDL target after a heart attack?"]
+    one_by_one = [assistant.ask(q) for q in questions]
+    batched = assistant.ask_many(questions, batch_size=3)
+    for a, b in zip(one_by_one, batched, strict=True):
+        assert a.draft == b.draft
+        assert a.abstained == b.abstained and a.answer == b.answer
+        assert [c.chunk_id for c in a.citations] == [c.chunk_id for c in b.citations]
+
+
+def test_withheld_documents_are_never_retrieved(assistant):
+    first = assistant.ask("What drug classes reduce mortality in HFrEF?", generate=False)
+    top = first.citations[0].doc_id
+    again = assistant.ask("What drug classes reduce mortality in HFrEF?", generate=False, withhold={top})
+    assert top not in {c.doc_id for c in again.citations}
+    with pytest.raises(InputError, match="one set"):
+        assistant.ask_many(["a question"], withhold=[])
