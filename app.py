@@ -446,12 +446,16 @@ def cmd_models(args: argparse.Namespace) -> int:
     cfg = _load_config(args)
     cache = resolve_path(cfg.models.cache_dir)
     if args.models_command == "list":
-        rows = list_models(cache)
+        from rag.config import PROJECT_ROOT
+
+        rows = list_models(cache, [PROJECT_ROOT / "adapters", resolve_path(cfg.train.output_dir).parent])
         if args.json:
             _print_json([r.__dict__ for r in rows])
         else:
             for r in rows:
                 print(f"{r.name:40s} {r.role:10s} {r.status:12s} {r.model_id}")
+            if cfg.generator.adapter:
+                print(f"configured adapter: {cfg.generator.adapter}")
         return 0
     names = args.names or [m.split(":", 1)[1] for m in (cfg.embedder.model, cfg.generator.model)
                            if m.startswith("bundle:")]

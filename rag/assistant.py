@@ -74,7 +74,7 @@ class Assistant:
             adapter = resolve_path(cfg.adapter) if cfg.adapter else None
             if adapter is not None and not (adapter / "adapter_config.json").exists():
                 raise InputError(f"adapter folder {adapter} has no adapter_config.json; pass a peft adapter folder")
-            self._generator = Generator(resolved.path, resolved.model_id, adapter, cfg.dtype)
+            self._generator = Generator(resolved.path, resolved.model_id, adapter, cfg.dtype, cfg.merge_adapter)
         return self._generator
 
     @property

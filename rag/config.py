@@ -32,6 +32,8 @@ class EmbedderConfig(_Section):
 class GeneratorConfig(_Section):
     model: str = Field("bundle:qwen2.5-coder-0.5b-instruct", description="model reference")
     adapter: str | None = Field(None, description="LoRA adapter folder (peft), applied on load")
+    merge_adapter: bool = Field(True, description="fold the adapter into the weights on load (faster decoding); "
+                                                  "false keeps it separate")
     max_new_tokens: int = Field(256, ge=1, le=4096)
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="0 = greedy decoding")
     max_context_tokens: int = Field(3072, ge=256, description="budget for numbered sources in the prompt")

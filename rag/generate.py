@@ -139,7 +139,8 @@ class Generation:
 class Generator:
     """A local causal LM (+ optional LoRA adapter) that answers from a chat prompt."""
 
-    def __init__(self, path: Path, model_id: str, adapter: Path | None = None, dtype: str = "float32"):
+    def __init__(self, path: Path, model_id: str, adapter: Path | None = None, dtype: str = "float32",
+                 merge_adapter: bool = True):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -147,7 +148,7 @@ class Generator:
         self.adapter = str(adapter) if adapter else None
         self._torch = torch
         self.tokenizer = AutoTokenizer.from_pretrained(str(path))
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=getattr(torch, dtype))
+        model: Any = AutoModelForCausalLM.from_pretrained(str(path), dtype=getattr(torch, dtype))
         if adapter is not None:
             try:
                 from peft import PeftModel
@@ -155,7 +156,9 @@ class Generator:
                 from rag.errors import ModelNotAvailableError
 
                 raise ModelNotAvailableError("loading a LoRA adapter needs peft: pip install peft") from None
-            model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+            model = PeftModel.from_pretrained(model, str(adapter))
+            if merge_adapter:
+                model = model.merge_and_unload()  # one matmul per layer again: decoding as fast as the base
         self.model = model.eval()
         if self.tokenizer.chat_template is None:
             raise ValueError(f"{model_id} has no chat template; use an instruction-tuned model")

@@ -325,8 +325,8 @@ class LocalModel:
     path: str
 
 
-def list_models(cache_dir: Path) -> list[LocalModel]:
-    """Bundles with their local status, plus converted GGUF folders in the cache."""
+def list_models(cache_dir: Path, adapter_dirs: list[Path] | None = None) -> list[LocalModel]:
+    """Bundles with their local status, converted GGUF folders in the cache, and LoRA adapters."""
     rows = []
     for b in BUNDLES.values():
         try:
@@ -338,4 +338,30 @@ def list_models(cache_dir: Path) -> list[LocalModel]:
         for d in sorted(cache_dir.glob("gguf-*")):
             if _is_complete(d):
                 rows.append(LocalModel(str(d), "generator", _model_id_from_folder(d, d.name), "ready", str(d)))
+    for folder in dict.fromkeys(p.resolve() for p in adapter_dirs or []):
+        rows += list_adapters(folder)
+    return rows
+
+
+def list_adapters(folder: Path) -> list[LocalModel]:
+    """LoRA adapters (peft folders) under ``folder``, each with the base model it was trained on."""
+    import json
+
+    rows: list[LocalModel] = []
+    if not folder.is_dir():
+        return rows
+    for cfg_path in sorted(folder.glob("*/adapter_config.json")):
+        d = cfg_path.parent
+        try:
+            base = str(json.loads(cfg_path.read_text(encoding="utf-8")).get("base_model_name_or_path") or "?")
+        except ValueError:
+            rows.append(LocalModel(str(d), "adapter", "?", "broken", str(d)))
+            continue
+        try:
+            card = json.loads((d / "training_card.json").read_text(encoding="utf-8"))
+            base = str(card.get("base_model", {}).get("id") or base)
+        except (OSError, ValueError):
+            pass
+        ok = (d / "adapter_model.safetensors").exists()
+        rows.append(LocalModel(str(d), "adapter", f"LoRA on {base}", "ready" if ok else "incomplete", str(d)))
     return rows
