@@ -139,3 +139,27 @@ def evaluate(generator: Any, data_dir: Path, csv_path: Path, out_dir: Path, batc
             f.write(json.dumps({"patient_id": p, "reply": t, "category": c, "rule_category": tc}) + "\n")
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
     return summary
+
+
+def markdown(summaries: dict[str, dict[str, Any]]) -> str:
+    """One row per run, with the references (same patients) once at the end."""
+    lines = ["| run | AUROC of stated category (95% CI) | unparsed | agrees with rule category | "
+             "stated low/intermediate/high |", "|---|---|---|---|---|"]
+    last: dict[str, Any] = {}
+    for name, s in summaries.items():
+        a, ci = s["auroc"], s["auroc_ci95"]
+        c = s["stated_category_counts"]
+        agree = 100 * s["agreement_with_rule_category"]
+        lines.append(f"| {name} | {a['stated_category']:.3f} ({ci['stated_category'][0]:.2f}-"
+                     f"{ci['stated_category'][1]:.2f}) | {s['unparsed']} | {agree:.0f}% | "
+                     f"{c.get('low', 0)}/{c.get('intermediate', 0)}/{c.get('high', 0)} |")
+        last = s
+    if last:
+        a, ci = last["auroc"], last["auroc_ci95"]
+        lines.append(f"| logistic regression, same 11 features ({last['lr_train_patients']} training patients) | "
+                     f"{a['logistic_regression']:.3f} ({ci['logistic_regression'][0]:.2f}-"
+                     f"{ci['logistic_regression'][1]:.2f}) | - | - | - |")
+        lines.append(f"| the labelling rule's points (reference) | {a['rule_points']:.3f} ({ci['rule_points'][0]:.2f}-"
+                     f"{ci['rule_points'][1]:.2f}) | - | - | - |")
+    return "\n".join(lines) + "\n"
+
