@@ -1,0 +1,56 @@
+"""The base-vs-tuned measurements: category parsing, AUROC, the regression baseline, grounded shares."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from eval import grounded
+from eval.hf_risk import auroc, logistic_regression, parse_category
+
+
+@pytest.mark.parametrize("text,cat", [
+    ("Risk category: high.\nMain factors: ...", "high"),
+    ("Provisional risk category: intermediate (incomplete data).", "intermediate"),
+    ("The risk is **moderate** given the LVEF.", "intermediate"),
+    ("This patient looks low risk overall.", "low"),
+    ("I cannot say.", None),
+])
+def test_parse_category(text: str, cat: str | None) -> None:
+    assert parse_category(text) == cat
+
+
+def test_auroc_counts_ties_half() -> None:
+    y = np.array([1, 1, 0, 0])
+    assert auroc(np.array([2.0, 2.0, 1.0, 0.0]), y) == 1.0
+    assert auroc(np.array([0.0, 0.0, 1.0, 2.0]), y) == 0.0
+    assert auroc(np.array([1.0, 1.0, 1.0, 1.0]), y) == 0.5
+
+
+def test_logistic_regression_separates_a_learnable_signal() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 3))
+    y = (x[:, 0] + 0.3 * rng.normal(size=300) > 0).astype(float)
+    _, predict = logistic_regression(x[:200], y[:200])
+    assert auroc(predict(x[200:]), y[200:]) > 0.9
+
+
+def test_grounded_summary_shares() -> None:
+    rows = [
+        {"answerable": {"abstained": False, "reason": None, "gold_in_sources": True, "cites_gold": True}},
+        {"answerable": {"abstained": True, "reason": "x", "gold_in_sources": True, "cites_gold": False}},
+        {"answerable": {"abstained": False, "reason": None, "gold_in_sources": False, "cites_gold": False}},
+        {"withheld": {"abstained": True, "reason": "the generator found no answer in the sources",
+                      "model_abstained": True}},
+        {"withheld": {"abstained": False, "reason": None, "model_abstained": False}},
+    ]
+    s = grounded.summarize(rows)
+    assert s["answerable"]["cites_gold"]["k"] == 1 and s["answerable"]["cites_gold"]["n"] == 3
+    assert s["answerable"]["wrong_abstention_when_gold_retrieved"]["share"] == 0.5
+    assert s["withheld"]["abstained"]["share"] == 0.5
+    assert "| base |" in grounded.markdown({"base": s})
+
+
+def test_withheld_set_covers_duplicates_siblings_and_topic() -> None:
+    q = {"gold": ["a", "a-dup"], "siblings": ["a", "b"], "title": "Gout"}
+    assert grounded.withheld_docs(q, {"gout": {"wiki-gout"}}) == {"a", "a-dup", "b", "wiki-gout"}
