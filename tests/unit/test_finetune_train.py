@@ -111,6 +111,12 @@ def test_two_step_training_writes_adapter_and_card_and_resumes(setup) -> None:
     assert card["val_loss"]["base"] is not None and card["val_loss"]["final"] < card["val_loss"]["base"]
     assert json.loads((out / "adapter_config.json").read_text())["r"] == 16
 
+    from rag.models import list_models
+
+    listed = [r for r in list_models(tmp / "no-cache", [tmp]) if r.role == "adapter"]
+    assert [(r.name, r.status) for r in listed] == [(str(out), "ready")]
+    assert "tiny" in listed[0].model_id or "LoRA on" in listed[0].model_id
+
     with pytest.raises(InputError, match="--resume"):
         train(cfg, max_steps=2, quiet=True)  # checkpoints exist: refuse to clobber them silently
     card3 = train(cfg, max_steps=3, resume=True, quiet=True)
