@@ -279,7 +279,7 @@ def train(app: AppConfig, max_steps: int | None = None, resume: bool = False, ov
         else:
             final_val = float(trainer.evaluate()["eval_loss"])
 
-    save_adapter(model, out_dir)
+    save_adapter(model, out_dir, resolved.model_id)
     history = trainer.state.log_history
     if base_val is not None:
         history = [{"step": 0, "eval_loss": base_val}, *history]
@@ -289,7 +289,7 @@ def train(app: AppConfig, max_steps: int | None = None, resume: bool = False, ov
     return card
 
 
-def save_adapter(model: Any, out_dir: Path) -> None:
+def save_adapter(model: Any, out_dir: Path, model_id: str | None = None) -> None:
     """``adapter_model.safetensors`` (bf16: half the size, what a committed adapter can afford) + config.
 
     peft upcasts bf16 adapter weights to the base model's dtype on load (``autocast_adapter_dtype``).
@@ -305,6 +305,11 @@ def save_adapter(model: Any, out_dir: Path) -> None:
     save_file({k: v.to(torch.bfloat16).contiguous() for k, v in tensors.items()}, str(tmp),
               metadata={"format": "pt"})
     tmp.replace(path)
+    cfg_path = out_dir / "adapter_config.json"
+    acfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    if model_id:  # the hub id, not this machine's cache path
+        acfg["base_model_name_or_path"] = model_id
+    cfg_path.write_text(json.dumps(acfg, indent=2) + "\n", encoding="utf-8")
     (out_dir / "README.md").unlink(missing_ok=True)  # peft's empty model-card template; TRAINING_CARD.md is ours
 
 
@@ -329,7 +334,7 @@ def _card(app: AppConfig, cfg: TrainConfig, resolved: Any, targets: list[str], t
                  "train_mix": dict(Counter(_part(r) for r in train_rows)),
                  "val_mix": dict(Counter(_part(r) for r in val_rows))},
         "steps": metrics.get("global_step") or max((h.get("step", 0) for h in history), default=0),
-        "samples_seen": int(metrics.get("train_samples_seen", 0)) or None,
+        "samples_seen": int(metrics.get("global_step") or trainer_steps(history)) * cfg.batch_size * cfg.grad_accum,
         "train_seconds": round(train_s, 1), "resumed": resumed,
         "train_samples_per_second": metrics.get("train_samples_per_second"),
         "tokens_seen": int(tokens), "tokens_per_second": round(tokens / train_s, 1) if tokens and not resumed
@@ -342,6 +347,10 @@ def _card(app: AppConfig, cfg: TrainConfig, resolved: Any, targets: list[str], t
         "seed": cfg.seed,
         "config": cfg.model_dump(),
     }
+
+
+def trainer_steps(history: list[dict[str, Any]]) -> int:
+    return int(max((h.get("step", 0) for h in history), default=0))
 
 
 def _part(r: dict[str, Any]) -> str:

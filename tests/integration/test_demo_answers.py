@@ -45,3 +45,21 @@ def test_real_retrieval_scoping(real_assistant, patient):
     ret = real_assistant.retrieve("medications ejection fraction potassium plan", patient, top_k=20)
     idx = real_assistant.index
     assert all(idx.children[idx.child_pos[f.chunk_id]].patient_id in (None, patient) for f in ret.fused)
+
+
+@pytest.fixture(scope="module")
+def tuned_assistant(real_index):
+    from rag import Assistant
+    from rag.config import PROJECT_ROOT, load_config
+
+    cfg = load_config(PROJECT_ROOT / "configs" / "tuned.yaml",
+                      [f"index.dir={real_index}", "index.auto_build_demo=false"])
+    return Assistant(cfg)
+
+
+def test_tuned_preset_answers_with_the_committed_adapter(tuned_assistant):
+    ans = tuned_assistant.ask("What drug classes reduce mortality in heart failure with reduced ejection fraction?")
+    assert ans.models["adapter"].endswith("adapters/qwen2.5-coder-0.5b-cds")
+    assert not ans.abstained, ans.abstain_reason
+    assert "demo-hfref-gdmt" in _cited_docs(ans)
+
