@@ -606,6 +606,11 @@ def main(argv: list[str] | None = None) -> int:
         warnings.filterwarnings("ignore")
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        if "transformers" in sys.modules:  # imported before main() (Python callers, tests): env vars came too late
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
+            hf_logging.set_verbosity_error()
     from rag.errors import CDSError
 
     handlers = {"query": cmd_query, "index": cmd_index, "models": cmd_models, "eval": cmd_eval, "train": cmd_train}
