@@ -180,6 +180,7 @@ def _parser() -> argparse.ArgumentParser:
     eg.add_argument("--withheld-share", type=float, default=0.4,
                     help="share of the questions asked with their gold page withheld (seeded)")
     eg.add_argument("--both", action="store_true", help="ask every question in both conditions (twice the time)")
+    eg.add_argument("--reuse", help="earlier run folder: ask its first --limit questions in the same conditions")
     eg.add_argument("--json", action="store_true")
     with_index(eg)
     eh = esub.add_parser("hf-risk", parents=[common], help="stated heart-failure risk categories vs outcome (AUROC) "
@@ -544,8 +545,12 @@ def _cmd_eval_tuning(args: argparse.Namespace) -> int:
         from rag.errors import InputError
 
         raise InputError("--limit must be at least 1")
-    qs = grounded.questions(medquad_path(cfg, args.medquad), Path(args.split) if args.split else DEFAULT_SPLIT,
-                            args.limit, args.seed)
+    withheld = None
+    if args.reuse:
+        qs, withheld = grounded.reuse(Path(args.reuse), args.limit)
+    else:
+        qs = grounded.questions(medquad_path(cfg, args.medquad), Path(args.split) if args.split else DEFAULT_SPLIT,
+                                args.limit, args.seed)
     bar = None
     if not args.quiet:
         from tqdm import tqdm
@@ -558,7 +563,7 @@ def _cmd_eval_tuning(args: argparse.Namespace) -> int:
             bar.refresh()
 
     summary = grounded.evaluate(assistant, qs, out, batch_size=args.batch_size, progress=progress,
-                                withheld_share=args.withheld_share, both=args.both, seed=args.seed)
+                                withheld_share=args.withheld_share, both=args.both, seed=args.seed, withheld=withheld)
     if bar is not None:
         bar.close()
     if args.json:

@@ -74,9 +74,19 @@ def _cited_docs(a: Answer) -> set[str]:
     return {c.doc_id for c in a.citations if c.n in used}
 
 
+def reuse(run_dir: Path, limit: int) -> tuple[list[dict[str, Any]], set[int]]:
+    """The first ``limit`` questions of an earlier run, each in the same condition (a paired comparison)."""
+    path = run_dir / "answers.jsonl"
+    if not path.exists():
+        raise InputError(f"{path} not found; --reuse takes the folder of an earlier `eval grounded` run")
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()][:limit]
+    keys = ("doc_id", "question", "title", "gold", "siblings")
+    return [{k: r[k] for k in keys} for r in rows], {i for i, r in enumerate(rows) if "withheld" in r}
+
+
 def evaluate(assistant: Any, qs: list[dict[str, Any]], out_dir: Path, batch_size: int = 8,
              progress: Callable[[int, int], None] | None = None, withheld_share: float = 0.4, both: bool = False,
-             seed: int = 7) -> dict[str, Any]:
+             seed: int = 7, withheld: set[int] | None = None) -> dict[str, Any]:
     index = assistant.index
     titles: dict[str, set[str]] = defaultdict(set)
     for c in index.children:
@@ -85,6 +95,8 @@ def evaluate(assistant: Any, qs: list[dict[str, Any]], out_dir: Path, batch_size
     rows: list[dict[str, Any]] = [dict(q) for q in qs]
     n_held = len(qs) if both else round(len(qs) * withheld_share)
     held_idx = set(range(len(qs))) if both else set(random.Random(seed).sample(range(len(qs)), n_held))
+    if withheld is not None:
+        held_idx = set(withheld)
     ans_idx = list(range(len(qs))) if both else [i for i in range(len(qs)) if i not in held_idx]
     held_list = sorted(held_idx)
     total = len(ans_idx) + len(held_list)
