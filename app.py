@@ -46,6 +46,12 @@ def _parser() -> argparse.ArgumentParser:
     def with_index(p: argparse.ArgumentParser) -> None:
         p.add_argument("--index", help="index directory (default: index.dir from config)")
 
+    def model_run(p: argparse.ArgumentParser, files: str) -> None:
+        """Options of a base-vs-tuned measurement."""
+        p.add_argument("--output", required=True, help=f"run folder: {files}")
+        p.add_argument("--adapter", help="LoRA adapter folder for the generator (default: generator.adapter)")
+        p.add_argument("--base", action="store_true", help="ignore generator.adapter: evaluate the base model")
+
     p = argparse.ArgumentParser(prog="app.py", description="CDS Assistant: cited answers from guidelines and "
                                 "patient records. Not a medical device.", parents=[_common(defaults=True)])
     sub = p.add_subparsers(dest="command", required=True)
@@ -169,9 +175,7 @@ def _parser() -> argparse.ArgumentParser:
     with_index(mcq)
     eg = esub.add_parser("grounded", parents=[common], help="held-out MedQuAD through the assistant: cites the gold "
                          "page? abstains when it is withheld?")
-    eg.add_argument("--output", required=True, help="run folder: summary.json, answers.jsonl")
-    eg.add_argument("--adapter", help="LoRA adapter folder for the generator (default: generator.adapter)")
-    eg.add_argument("--base", action="store_true", help="ignore generator.adapter: evaluate the base model")
+    model_run(eg, "summary.json, answers.jsonl")
     eg.add_argument("--limit", type=int, default=200, help="held-out questions (seeded sample; default 200)")
     eg.add_argument("--seed", type=int, default=7)
     eg.add_argument("--split", help="split file (default eval/splits/medquad_retrieval.json)")
@@ -185,9 +189,7 @@ def _parser() -> argparse.ArgumentParser:
     with_index(eg)
     eh = esub.add_parser("hf-risk", parents=[common], help="stated heart-failure risk categories vs outcome (AUROC) "
                          "against logistic regression")
-    eh.add_argument("--output", required=True, help="run folder: summary.json, replies.jsonl")
-    eh.add_argument("--adapter", help="LoRA adapter folder for the generator (default: generator.adapter)")
-    eh.add_argument("--base", action="store_true", help="ignore generator.adapter: evaluate the base model")
+    model_run(eh, "summary.json, replies.jsonl")
     eh.add_argument("--data", help="training-data folder with test.jsonl (default: train.data_dir)")
     eh.add_argument("--csv", help="UCI heart-failure CSV (default: the config's source set)")
     eh.add_argument("--batch-size", type=int, default=8)

@@ -166,48 +166,42 @@ def _answer(doc: Document) -> str:
 # -- part 1: closed-book QA -----------------------------------------------------------------------
 def closed_book(medquad: list[Document], wikidoc: list[Document], held: HeldOut, opts: DataOptions,
                 stats: Counter[str]) -> list[Example]:
+    seen_q: set[str] = set()  # shared: a WikiDoc question already asked in MedQuAD is a near-duplicate
     out: list[Example] = []
-    seen_q: set[str] = set()
     for d in sorted(medquad, key=lambda d: d.doc_id):
-        q, a = str(d.meta.get("question", "")).strip(), _answer(d)
-        if not q or not a:
-            stats["closed_book.medquad.no_question"] += 1
-            continue
-        why = held.excludes(d.doc_id, q, a)
-        if why:
-            stats[f"closed_book.medquad.excluded.{why}"] += 1
-            held.repeats.add(d.doc_id)
-            continue
-        key = norm_question(q)
-        if key in seen_q:
-            stats["closed_book.medquad.near_duplicate_question"] += 1
-            continue
-        seen_q.add(key)
-        capped = cap_answer(a, opts.answer_max_chars)
-        stats["closed_book.medquad.answer_capped"] += capped != a
-        out.append(Example(id=f"cb-{d.doc_id}", part="closed_book", source="medquad",
-                           group=f"medquad:{d.source.rsplit('#', 1)[0]}",
-                           prompt=[{"role": "system", "content": CLOSED_BOOK_SYSTEM}, {"role": "user", "content": q}],
-                           completion=[{"role": "assistant", "content": capped}],
-                           meta={"doc_id": d.doc_id, "qtype": d.meta.get("qtype")}))
+        ex = _closed_book_one(d, "medquad", _answer(d), f"medquad:{d.source.rsplit('#', 1)[0]}",
+                              {"qtype": d.meta.get("qtype")}, held, opts, stats, seen_q)
+        if ex is not None:
+            out.append(ex)
     for d in wikidoc:
-        q, a = str(d.meta.get("question", "")).strip(), d.text.strip()
-        why = held.excludes(d.doc_id, q, a)
-        if why or not q:
-            stats[f"closed_book.wikidoc.excluded.{why or 'no_question'}"] += 1
-            held.repeats.add(d.doc_id)
-            continue
-        key = norm_question(q)
-        if key in seen_q:
-            stats["closed_book.wikidoc.near_duplicate_question"] += 1
-            continue
-        seen_q.add(key)
-        capped = cap_answer(a, opts.answer_max_chars)
-        stats["closed_book.wikidoc.answer_capped"] += capped != a
-        out.append(Example(id=f"cb-{d.doc_id}", part="closed_book", source="wikidoc", group=f"wikidoc:{d.doc_id}",
-                           prompt=[{"role": "system", "content": CLOSED_BOOK_SYSTEM}, {"role": "user", "content": q}],
-                           completion=[{"role": "assistant", "content": capped}], meta={"doc_id": d.doc_id}))
+        ex = _closed_book_one(d, "wikidoc", d.text.strip(), f"wikidoc:{d.doc_id}", {}, held, opts, stats, seen_q)
+        if ex is not None:
+            out.append(ex)
     return out
+
+
+def _closed_book_one(d: Document, source: str, answer: str, group: str, meta: dict[str, Any], held: HeldOut,
+                     opts: DataOptions, stats: Counter[str], seen_q: set[str]) -> Example | None:
+    q = str(d.meta.get("question", "")).strip()
+    if not q or not answer:
+        stats[f"closed_book.{source}.no_question"] += 1
+        held.repeats.add(d.doc_id)
+        return None
+    why = held.excludes(d.doc_id, q, answer)
+    if why:
+        stats[f"closed_book.{source}.excluded.{why}"] += 1
+        held.repeats.add(d.doc_id)
+        return None
+    key = norm_question(q)
+    if key in seen_q:
+        stats[f"closed_book.{source}.near_duplicate_question"] += 1
+        return None
+    seen_q.add(key)
+    capped = cap_answer(answer, opts.answer_max_chars)
+    stats[f"closed_book.{source}.answer_capped"] += capped != answer
+    return Example(id=f"cb-{d.doc_id}", part="closed_book", source=source, group=group,
+                   prompt=[{"role": "system", "content": CLOSED_BOOK_SYSTEM}, {"role": "user", "content": q}],
+                   completion=[{"role": "assistant", "content": capped}], meta={"doc_id": d.doc_id, **meta})
 
 
 # -- part 2: grounded answering -------------------------------------------------------------------
