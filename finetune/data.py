@@ -11,7 +11,11 @@ assistant turn; ``completion``: the assistant's reply), so the loss falls on the
    passage's own sentences, each cited ``[n]`` (so every cited sentence is supported by its
    source). In ``withheld`` examples the gold document (and anything on the same topic) is
    removed and the target is the runtime abstention reply.
-3. ``hf_risk``: UCI heart-failure records as varied case narratives (no follow-up time, no
+3. ``grounded_ehr``: a question about one heart-failure patient in the runtime ``--patient``
+   prompt, sources from the product's patient-scoped retrieval, and a target stating the asked
+   value from the record with ``[n]`` (or the abstention reply when the record cannot answer);
+   see :mod:`finetune.ehr_grounded`.
+4. ``hf_risk``: UCI heart-failure records as varied case narratives (no follow-up time, no
    outcome) with a rule-based risk assessment (:mod:`finetune.hf_cases`); some variants lack
    key measurements and the target says what is missing and why it matters.
 
@@ -43,6 +47,7 @@ from corpora.medquad import read_medquad
 from corpora.report import LoadReport
 from corpora.wikidoc import read_wikidoc
 from finetune import hf_cases
+from finetune.ehr_grounded import ehr_examples
 from rag.errors import InputError, SourceError
 from rag.generate import ABSTAIN_TOKEN, PromptSource, build_messages, fit_sources
 from rag.text import split_sentences
@@ -54,7 +59,7 @@ CLOSED_BOOK_SYSTEM = ("You are a careful medical assistant. Answer the health qu
 HF_SYSTEM = ("You are a careful clinical decision-support assistant. From the case description, give a risk "
              "category (low, intermediate or high) and the clinical factors driving it. Name missing "
              "measurements. Never predict or state an outcome.")
-PARTS = ("closed_book", "grounded", "hf_risk")
+PARTS = ("closed_book", "grounded", "grounded_ehr", "hf_risk")
 SPLITS = ("train", "val", "test")
 
 
@@ -86,6 +91,8 @@ class DataOptions:
     target_max_words: int = 70
     hf_complete: int = 2  # complete narratives per patient
     hf_missing: int = 1  # narratives with missing key measurements per patient
+    ehr_per_patient: int = 2  # record questions per heart-failure patient (grounded_ehr; 0: skip the part)
+    ehr_abstain_share: float = 0.4  # chance a patient also gets a question the record cannot answer
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -394,6 +401,12 @@ def build(inputs: Inputs, held_ids: set[str], opts: DataOptions, assistant: Any 
     for e in hf:
         e.split = pat[e.group]
     examples += hf
+    if assistant is not None and opts.ehr_per_patient > 0:
+        ehr = ehr_examples(records, pat, assistant, count_tokens, held.doc_ids | held.repeats, opts.source_tokens,
+                           opts.seed, opts.ehr_per_patient, opts.ehr_abstain_share, stats)
+        examples += [Example(**e) for e in ehr]
+    else:
+        stats["grounded_ehr.skipped.no_index"] += 1
     card = dataset_card(examples, opts, stats, count_tokens, inputs,
                         {"medquad": mq.stats, "wikidoc": wd.stats, "heart_failure": hf_report.stats},
                         len(held_ids))

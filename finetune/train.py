@@ -43,11 +43,10 @@ log = logging.getLogger(__name__)
 
 
 def select(rows: list[dict[str, Any]], mix: dict[str, int], seed: int) -> list[dict[str, Any]]:
-    """A seeded sample with ``mix[part]`` examples per part (grounded_withheld counted apart)."""
+    """A seeded sample with ``mix[part]`` examples per part (``<part>_withheld`` counted apart)."""
     by_part: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
-        key = "grounded_withheld" if r["part"] == "grounded" and r.get("meta", {}).get("withheld") else r["part"]
-        by_part[key].append(r)
+        by_part[_part(r)].append(r)
     rng = random.Random(seed)
     out: list[dict[str, Any]] = []
     for part in sorted(by_part):
@@ -63,7 +62,8 @@ def stratified(rows: list[dict[str, Any]], n: int, seed: int) -> list[dict[str, 
     if not parts or n <= 0:
         return []
     per = max(1, n // len(parts))
-    return select(rows, {p: per for p in parts} | {"grounded_withheld": per // 3}, seed)
+    withheld = {f"{p}_withheld": per // 3 for p in parts if p.startswith("grounded")}
+    return select(rows, {p: per for p in parts} | withheld, seed)
 
 
 def _device() -> str:
@@ -141,6 +141,34 @@ def add_lora(model: Any, cfg: TrainConfig) -> tuple[Any, list[str]]:
     return get_peft_model(model, lora), targets
 
 
+def sft_args(cfg: TrainConfig, run_dir: Path, device: str, n_train: int, with_eval: bool) -> Any:
+    """The ``SFTConfig`` every run uses (also the GPU benchmark, so its numbers are this recipe's).
+
+    Paged 8-bit AdamW on CUDA (optimizer state pages to host memory instead of failing on spikes),
+    plain AdamW on CPU where bitsandbytes' paged optimizers do not run.
+    """
+    from trl import SFTConfig
+
+    optim = cfg.optimizer
+    if optim == "auto":
+        optim = "paged_adamw_8bit" if device == "cuda" else "adamw_torch"
+    samples_per_step = cfg.batch_size * cfg.grad_accum
+    steps = cfg.max_steps if cfg.max_steps > 0 else max(1, int(n_train * cfg.epochs / samples_per_step))
+    return SFTConfig(
+        output_dir=str(run_dir), per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum, learning_rate=cfg.learning_rate, lr_scheduler_type="cosine",
+        warmup_steps=max(1, round(steps * cfg.warmup_ratio)), weight_decay=cfg.weight_decay,
+        num_train_epochs=cfg.epochs, max_steps=cfg.max_steps, logging_steps=cfg.logging_steps,
+        eval_strategy="steps" if with_eval else "no", eval_steps=cfg.eval_steps, save_strategy="steps",
+        save_steps=cfg.save_steps, save_total_limit=2, seed=cfg.seed, data_seed=cfg.seed,
+        bf16=(device == "cuda" and cfg.compute_dtype == "bfloat16") or cfg.autocast_bf16, use_cpu=device == "cpu",
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False}, optim=optim, max_length=cfg.max_length,
+        completion_only_loss=True, packing=False, report_to="none", disable_tqdm=True,
+        dataloader_num_workers=0, remove_unused_columns=True,
+    )
+
+
 class _Progress:
     """A tqdm bar per optimizer step with loss, samples/s and ETA; one log line per logging step."""
 
@@ -200,7 +228,7 @@ def train(app: AppConfig, max_steps: int | None = None, resume: bool = False, ov
     """Run (or resume) one training job; returns the training card."""
     import torch
     from transformers import set_seed
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTTrainer
 
     from rag.models import resolve
 
@@ -238,24 +266,8 @@ def train(app: AppConfig, max_steps: int | None = None, resume: bool = False, ov
     log.info("LoRA on %s: %s trainable of %s parameters (%.2f%%)", targets, f"{trainable:,}", f"{total:,}",
              100 * trainable / total)
 
-    optim = cfg.optimizer
-    if optim == "auto":
-        optim = "paged_adamw_8bit" if device == "cuda" else "adamw_torch"
     samples_per_step = cfg.batch_size * cfg.grad_accum
-    steps = cfg.max_steps if cfg.max_steps > 0 else max(1, int(len(train_rows) * cfg.epochs / samples_per_step))
-    args = SFTConfig(
-        output_dir=str(run_dir), per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.grad_accum, learning_rate=cfg.learning_rate, lr_scheduler_type="cosine",
-        warmup_steps=max(1, round(steps * cfg.warmup_ratio)), weight_decay=cfg.weight_decay,
-        num_train_epochs=cfg.epochs, max_steps=cfg.max_steps, logging_steps=cfg.logging_steps,
-        eval_strategy="steps" if val_rows else "no", eval_steps=cfg.eval_steps, save_strategy="steps",
-        save_steps=cfg.save_steps, save_total_limit=2, seed=cfg.seed, data_seed=cfg.seed,
-        bf16=device == "cuda" and cfg.compute_dtype == "bfloat16", use_cpu=device == "cpu",
-        gradient_checkpointing=cfg.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False}, optim=optim, max_length=cfg.max_length,
-        completion_only_loss=True, packing=False, report_to="none", disable_tqdm=True,
-        dataloader_num_workers=0, remove_unused_columns=True,
-    )
+    args = sft_args(cfg, run_dir, device, n_train=len(train_rows), with_eval=bool(val_rows))
     progress = _Progress(samples_per_step, quiet)
     trainer = SFTTrainer(model=model, args=args, train_dataset=_to_dataset(train_rows),
                          eval_dataset=_to_dataset(val_rows) if val_rows else None, processing_class=tok,
@@ -327,6 +339,7 @@ def _card(app: AppConfig, cfg: TrainConfig, resolved: Any, targets: list[str], t
                        "weights_hash": {w.name: _quick_hash(w) for w in weights}},
         "method": "QLoRA (NF4, double quantisation)" if cfg.quantization == "nf4" else "LoRA (dense base)",
         "compute_dtype": cfg.compute_dtype,
+        "autocast_bf16": cfg.autocast_bf16,
         "lora": {"r": cfg.lora_r, "alpha": cfg.lora_alpha, "dropout": cfg.lora_dropout, "target_modules": targets},
         "trainable_parameters": trainable, "total_parameters": total,
         "data": {"dir": str(data_dir), "train_fingerprint": fingerprint(data_dir / "train.jsonl"),
@@ -354,7 +367,9 @@ def trainer_steps(history: list[dict[str, Any]]) -> int:
 
 
 def _part(r: dict[str, Any]) -> str:
-    return "grounded_withheld" if r["part"] == "grounded" and r.get("meta", {}).get("withheld") else r["part"]
+    """The mix key: the part, with grounded examples whose answer is withheld counted apart."""
+    withheld = r["part"].startswith("grounded") and r.get("meta", {}).get("withheld")
+    return f"{r['part']}_withheld" if withheld else r["part"]
 
 
 def _write_outputs(out_dir: Path, app: AppConfig, card: dict[str, Any], history: list[dict[str, Any]],

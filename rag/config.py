@@ -152,7 +152,7 @@ class TrainConfig(_Section):
         "auto", description="auto: every attention and MLP projection of the loaded architecture")
     mix: dict[str, int] = Field(
         default_factory=dict, description="training examples per part (closed_book, grounded, grounded_withheld, "
-                                          "hf_risk); a missing part uses all of it")
+                                          "grounded_ehr, grounded_ehr_withheld, hf_risk); a missing part uses all")
     val_samples: int = Field(48, ge=0, description="validation examples (stratified by part) for the val loss")
     max_length: int = Field(1024, ge=32, description="tokens per example (longer ones are truncated)")
     epochs: float = Field(1.0, gt=0)
@@ -167,6 +167,9 @@ class TrainConfig(_Section):
     save_steps: int = Field(25, ge=1)
     seed: int = 13
     gradient_checkpointing: bool = True
+    autocast_bf16: bool = Field(
+        False, description="bf16 autocast over fp32 weights (plain LoRA); on AVX512-BF16 CPUs forward+backward "
+                           "runs 2.2x faster than fp32 (eval/bench notes in BENCHMARKS.md)")
     optimizer: str = Field("auto", description="auto: paged 8-bit AdamW on CUDA, AdamW on CPU; or a transformers "
                                               "optim name")
     threads: int | None = Field(None, description="CPU threads (default: torch's choice)")

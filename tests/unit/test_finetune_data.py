@@ -92,7 +92,8 @@ def built(inputs: data.Inputs, tmp_path_factory: pytest.TempPathFactory):
 
     root = tmp_path_factory.mktemp("ft-index")
     cfg = load_config(overrides=[f"index.dir={root}", "index.auto_build_demo=false"])
-    docs = load_sources([f"medquad:{inputs.medquad}", f"wikidoc:{inputs.wikidoc}"]).documents
+    docs = load_sources([f"medquad:{inputs.medquad}", f"wikidoc:{inputs.wikidoc}",
+                         f"uci-heart-failure:{inputs.heart_failure}"]).documents
     build_index(docs, HashEmbedder(), root, cfg.chunking.model_dump())
     assistant = Assistant(cfg, embedder=HashEmbedder())
     opts = data.DataOptions(seed=3, val_fraction=0.2, grounded_questions=100, withheld_share=0.4)
@@ -148,6 +149,33 @@ def test_grounded_examples_use_the_runtime_prompt(built) -> None:
         assert e.meta["doc_id"] not in e.meta["source_doc_ids"]
 
 
+def test_patient_record_examples_state_the_asked_value_cited(built) -> None:
+    examples, _card = built
+    ehr = [e for e in examples if e.part == "grounded_ehr"]
+    answers = [e for e in ehr if not e.meta["withheld"]]
+    withheld = [e for e in ehr if e.meta["withheld"]]
+    assert len(answers) >= 20 and withheld
+    hf_split = {e.group: e.split for e in examples if e.part == "hf_risk"}
+    for e in ehr:
+        pid = e.meta["patient_id"]
+        user = e.prompt[-1]["content"]
+        assert e.prompt[0] == {"role": "system", "content": SYSTEM_PROMPT}
+        assert f"The question is about patient {pid}." in user, "the runtime --patient prompt"
+        assert set(re.findall(r"\(patient (HF\d+)\)", user)) <= {pid}, "no other patient's record"
+        assert e.split == hf_split[e.group], "a patient's record questions share the patient's split"
+    for e in answers:
+        n, pid = e.meta["gold_n"], e.meta["patient_id"]
+        target = e.completion[0]["content"]
+        assert set(re.findall(r"\[(\d+)\]", target)) == {str(n)}, target
+        block = e.prompt[-1]["content"].split(f'<source id="{n}">', 1)[1].split("</source>", 1)[0]
+        assert f"(patient {pid})" in block
+        numbers = set(re.findall(r"\d[\d,.]*\d|\d", re.sub(r"\[\d+\]|HF\d+", "", target)))
+        assert numbers <= set(re.findall(r"\d[\d,.]*\d|\d", block)), f"every number is the record's: {target}"
+    for e in withheld:
+        assert e.completion[0]["content"] == ABSTAIN_TOKEN
+    assert {e.meta["fact"] for e in answers} >= {"ejection_fraction", "serum_creatinine"}
+
+
 def test_heart_failure_inputs_hold_no_outcome_or_follow_up(built) -> None:
     examples, _ = built
     hf = [e for e in examples if e.part == "hf_risk"]
@@ -200,7 +228,7 @@ def test_written_files_and_card(built, tmp_path: Path) -> None:
     paths = data.write(examples, card, tmp_path)
     rows = data.read_examples(paths["train"])
     assert rows and all({"prompt", "completion", "part", "split"} <= r.keys() for r in rows)
-    assert set(card["token_length_percentiles"]) == {"closed_book", "grounded", "hf_risk"}
+    assert set(card["token_length_percentiles"]) == {"closed_book", "grounded", "grounded_ehr", "hf_risk"}
     assert "Heart-failure risk labels" in (tmp_path / "CARD.md").read_text()
     assert not list(tmp_path.glob("*.tmp"))
     (tmp_path / "bad.jsonl").write_text('{"prompt": []}\nnot json\n')

@@ -168,3 +168,27 @@ def test_qlora_nf4_trains_on_cpu(setup) -> None:
     assert card["method"].startswith("QLoRA")
     assert card["val_loss"]["base"] is None, "no inference pass on the 4-bit model before training on CPU"
     assert (tmp / "adapter" / "adapter_model.safetensors").exists()
+
+
+def test_bf16_autocast_trains_fp32_lora_on_cpu(setup) -> None:
+    """The committed recipe: fp32 weights, bf16 autocast (the Trainer's CPU autocast), loss going down."""
+    from finetune.train import train
+    from rag.config import load_config
+
+    _, _tmp, overrides = setup
+    card = train(load_config(overrides=[*overrides, "train.autocast_bf16=true"]), max_steps=2, quiet=True)
+    assert card["autocast_bf16"] is True
+    assert card["val_loss"]["final"] < card["val_loss"]["base"]
+
+
+def test_select_counts_withheld_grounded_parts_apart() -> None:
+    from finetune.train import select, stratified
+
+    rows = [{"part": p, "meta": {"withheld": w}} for p in ("grounded", "grounded_ehr") for w in (False, True)
+            for _ in range(10)] + [{"part": "hf_risk", "meta": {}} for _ in range(10)]
+    got = select(rows, {"grounded_ehr": 3, "grounded_ehr_withheld": 1, "grounded": 0, "grounded_withheld": 2}, 1)
+    key = [(r["part"], r["meta"].get("withheld", False)) for r in got]
+    assert key.count(("grounded_ehr", False)) == 3 and key.count(("grounded_ehr", True)) == 1
+    assert key.count(("grounded", False)) == 0 and key.count(("grounded", True)) == 2
+    assert key.count(("hf_risk", False)) == 10  # a part missing from the mix keeps all of it
+    assert len(stratified(rows, 9, 1)) == 3 * 3 + 2 * 1
