@@ -194,6 +194,15 @@ def _parser() -> argparse.ArgumentParser:
     eh.add_argument("--csv", help="UCI heart-failure CSV (default: the config's source set)")
     eh.add_argument("--batch-size", type=int, default=8)
     eh.add_argument("--json", action="store_true")
+    ep = esub.add_parser("patient-records", parents=[common], help="held-out patients' record questions through "
+                         "the assistant: states the value and cites the record? abstains when it is not there?")
+    model_run(ep, "summary.json, answers.jsonl")
+    ep.add_argument("--data", help="training-data folder with test.jsonl (default: train.data_dir)")
+    ep.add_argument("--csv", help="UCI heart-failure CSV (default: the config's source set)")
+    ep.add_argument("--limit", type=int, help="first N questions (default: all)")
+    ep.add_argument("--batch-size", type=int, default=8)
+    ep.add_argument("--json", action="store_true")
+    with_index(ep)
     cmp = esub.add_parser("compare", parents=[common], help="paired comparison of two runs on the same questions")
     cmp.add_argument("run_a", help="run folder (or predictions.jsonl)")
     cmp.add_argument("run_b", help="run folder (or predictions.jsonl)")
@@ -372,7 +381,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from eval.splits import DEFAULT_SPLIT
 
     cfg = _load_config(args)
-    if args.eval_command in ("grounded", "hf-risk"):
+    if args.eval_command in ("grounded", "hf-risk", "patient-records"):
         return _cmd_eval_tuning(args)
     if args.eval_command == "split":
         from corpora import load_sources
@@ -514,6 +523,24 @@ def _cmd_train_data(args: argparse.Namespace, cfg: Any) -> int:
     return 0
 
 
+def _bar(total: int) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="answering", unit="answer", file=sys.stderr)
+
+
+def _advance(bar: Any) -> Any:
+    """A ``progress(done, total)`` callback that moves ``bar`` (None: no callback)."""
+    if bar is None:
+        return None
+
+    def progress(done: int, _total: int) -> None:
+        bar.n = done
+        bar.refresh()
+
+    return progress
+
+
 def _cmd_eval_tuning(args: argparse.Namespace) -> int:
     """`eval grounded` and `eval hf-risk`: what fine-tuning changed, base vs adapter."""
     from rag import Assistant
@@ -524,12 +551,27 @@ def _cmd_eval_tuning(args: argparse.Namespace) -> int:
     cfg = _load_config(args)
     assistant = Assistant(cfg, progress=not args.quiet)
     out = Path(args.output)
-    if args.eval_command == "hf-risk":
-        from eval.hf_risk import evaluate as hf_evaluate
-
+    if args.eval_command in ("hf-risk", "patient-records"):
         csv_path = Path(args.csv) if args.csv else Path(next(
             s.partition(":")[2] for s in source_set(cfg, "full") if s.startswith("uci-heart-failure:")))
         data = Path(args.data) if args.data else resolve_path(cfg.train.data_dir)
+    if args.eval_command == "patient-records":
+        from eval import patient_records as pr
+
+        qs = pr.questions(data, args.limit)
+        bar = None if args.quiet else _bar(len(qs))
+        summary = pr.evaluate(assistant, qs, csv_path, out, batch_size=args.batch_size, progress=_advance(bar))
+        if bar is not None:
+            bar.close()
+        if args.json:
+            _print_json(summary)
+        else:
+            print(pr.markdown({str(summary["model"].get("adapter") or "base"): summary}), end="")
+            print(f"written to {out}")
+        return 0
+    if args.eval_command == "hf-risk":
+        from eval.hf_risk import evaluate as hf_evaluate
+
         summary = hf_evaluate(assistant.generator, data, csv_path, out, batch_size=args.batch_size)
         if args.json:
             _print_json(summary)
@@ -553,18 +595,9 @@ def _cmd_eval_tuning(args: argparse.Namespace) -> int:
     else:
         qs = grounded.questions(medquad_path(cfg, args.medquad), Path(args.split) if args.split else DEFAULT_SPLIT,
                                 args.limit, args.seed)
-    bar = None
-    if not args.quiet:
-        from tqdm import tqdm
+    bar = None if args.quiet else _bar(len(qs) * (2 if args.both else 1))
 
-        bar = tqdm(total=len(qs) * (2 if args.both else 1), desc="answering", unit="answer", file=sys.stderr)
-
-    def progress(done: int, total: int) -> None:
-        if bar is not None:
-            bar.n = done
-            bar.refresh()
-
-    summary = grounded.evaluate(assistant, qs, out, batch_size=args.batch_size, progress=progress,
+    summary = grounded.evaluate(assistant, qs, out, batch_size=args.batch_size, progress=_advance(bar),
                                 withheld_share=args.withheld_share, both=args.both, seed=args.seed, withheld=withheld)
     if bar is not None:
         bar.close()

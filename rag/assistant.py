@@ -218,23 +218,27 @@ class Assistant:
 
     def ask_many(self, questions: list[str], patient_id: str | None = None, top_k: int | None = None,
                  withhold: list[set[str]] | None = None, batch_size: int = 8,
-                 on_answer: Callable[[int, Answer], None] | None = None) -> list[Answer]:
+                 on_answer: Callable[[int, Answer], None] | None = None,
+                 patient_ids: list[str | None] | None = None) -> list[Answer]:
         """Answer several questions, generating ``batch_size`` replies per forward pass (greedy).
 
         Same pipeline as :meth:`ask`; batching only changes throughput (several times faster on
         a CPU, where decoding one sequence leaves the cores waiting on memory). Per-answer
-        ``generation`` timings are the batch's time.
+        ``generation`` timings are the batch's time. ``patient_ids`` gives each question its own
+        patient (instead of ``patient_id`` for all).
         """
         if withhold is not None and len(withhold) != len(questions):
             raise InputError("withhold needs one set of document ids per question")
+        if patient_ids is not None and len(patient_ids) != len(questions):
+            raise InputError("patient_ids needs one patient id (or None) per question")
         answers: list[Answer | None] = [None] * len(questions)
         with self._pin():
             for start in range(0, len(questions), batch_size):
                 pending: list[tuple[int, _Pending]] = []
                 for i in range(start, min(start + batch_size, len(questions))):
                     self._validate_question(questions[i])
-                    step = self._prepare(questions[i], patient_id, top_k, True, time.perf_counter(),
-                                         withhold[i] if withhold else None)
+                    step = self._prepare(questions[i], patient_ids[i] if patient_ids else patient_id, top_k, True,
+                                         time.perf_counter(), withhold[i] if withhold else None)
                     if isinstance(step, Answer):
                         answers[i] = step
                     else:

@@ -192,6 +192,17 @@ def test_ask_many_matches_ask(assistant):
         assert [c.chunk_id for c in a.citations] == [c.chunk_id for c in b.citations]
 
 
+def test_ask_many_gives_each_question_its_patient(assistant):
+    qs = ["What is the latest ejection fraction of this patient?"] * 2
+    one = [assistant.ask(qs[0], patient_id="P001"), assistant.ask(qs[1], patient_id="P002")]
+    many = assistant.ask_many(qs, batch_size=2, patient_ids=["P001", "P002"])
+    for a, b, pid in zip(one, many, ["P001", "P002"], strict=True):
+        assert b.patient_id == pid and a.draft == b.draft
+        assert all(c.patient_id in (None, pid) for c in b.citations)
+    with pytest.raises(InputError, match="one patient id"):
+        assistant.ask_many(qs, patient_ids=["P001"])
+
+
 def test_withheld_documents_are_never_retrieved(assistant):
     first = assistant.ask("What drug classes reduce mortality in HFrEF?", generate=False)
     top = first.citations[0].doc_id

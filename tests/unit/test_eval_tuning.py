@@ -54,3 +54,31 @@ def test_grounded_summary_shares() -> None:
 def test_withheld_set_covers_duplicates_siblings_and_topic() -> None:
     q = {"gold": ["a", "a-dup"], "siblings": ["a", "b"], "title": "Gout"}
     assert grounded.withheld_docs(q, {"gout": {"wiki-gout"}}) == {"a", "a-dup", "b", "wiki-gout"}
+
+
+def test_patient_record_value_checks() -> None:
+    from corpora.heart_failure import HFRecord
+    from eval.patient_records import expected, states_value
+
+    r = HFRecord(patient_id="HF001", age=65.0, anaemia=False, creatinine_phosphokinase=582.0, diabetes=True,
+                 ejection_fraction=20.0, high_blood_pressure=True, platelets=265000.0, serum_creatinine=1.9,
+                 serum_sodium=130.0, male=True, smoking=False)
+    assert expected(r, "ejection_fraction") == "20" and expected(r, "serum_creatinine") == "1.9"
+    assert expected(r, "platelets") == "265,000" and expected(r, "diabetes") is True
+    assert states_value("The LVEF of this patient is 20% [1].", "20")
+    assert not states_value("The LVEF of this patient is 25% [20].", "20")
+    assert not states_value("HFimpEF [4].", "45"), "a citation number is not a value"
+    assert states_value("Platelets are 265000 per microlitre [1].", "265,000")
+    assert states_value("Serum creatinine is 1.9 mg/dL.", "1.9") and not states_value("It is 1.95 mg/dL.", "1.9")
+    assert states_value("Yes, the record lists diabetes [1].", True)
+    assert states_value("No, the record states no diabetes [1].", False)
+    assert not states_value("The record does not list diabetes [1].", True)
+
+
+def test_patient_record_questions_need_the_rebuilt_data(tmp_path) -> None:
+    from eval.patient_records import questions
+    from rag.errors import InputError
+
+    (tmp_path / "test.jsonl").write_text('{"part": "hf_risk", "prompt": [], "completion": [], "meta": {}}\n')
+    with pytest.raises(InputError, match="train data"):
+        questions(tmp_path)
