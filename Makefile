@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 QUESTION ?= What drug classes reduce mortality in heart failure with reduced ejection fraction?
 
-.PHONY: demo demo-tuned test setup models lint typecheck unit clean-index
+.PHONY: demo demo-base test setup models lint typecheck unit clean-index
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -21,9 +21,9 @@ models: setup
 demo: models
 	$(BIN)/python app.py query "$(QUESTION)"
 
-# The same question answered with our LoRA adapter (adapters/qwen2.5-coder-0.5b-cds).
-demo-tuned: models
-	$(BIN)/python app.py --config configs/tuned.yaml query "$(QUESTION)"
+# The same question answered by the base model, without our LoRA adapter (for comparison).
+demo-base: models
+	$(BIN)/python app.py --config configs/base.yaml query "$(QUESTION)"
 
 lint: setup
 	$(BIN)/ruff check .

@@ -19,6 +19,7 @@ def test_hfref_question_cites_the_hfref_summary(real_assistant):
     assert "demo-hfref-gdmt" in _cited_docs(ans)
     assert ans.models["embedder"] == "sentence-transformers/all-MiniLM-L6-v2"
     assert ans.models["generator"] == "Qwen/Qwen2.5-Coder-0.5B-Instruct"
+    assert (ans.models["adapter"] or "").endswith("adapters/qwen2.5-coder-0.5b-cds"), "the default uses our LoRA"
 
 
 def test_patient_question_cites_only_that_patient(real_assistant):
@@ -48,18 +49,17 @@ def test_real_retrieval_scoping(real_assistant, patient):
 
 
 @pytest.fixture(scope="module")
-def tuned_assistant(real_index):
+def base_assistant(real_index):
     from rag import Assistant
     from rag.config import PROJECT_ROOT, load_config
 
-    cfg = load_config(PROJECT_ROOT / "configs" / "tuned.yaml",
+    cfg = load_config(PROJECT_ROOT / "configs" / "base.yaml",
                       [f"index.dir={real_index}", "index.auto_build_demo=false"])
     return Assistant(cfg)
 
 
-def test_tuned_preset_answers_with_the_committed_adapter(tuned_assistant):
-    ans = tuned_assistant.ask("What drug classes reduce mortality in heart failure with reduced ejection fraction?")
-    assert ans.models["adapter"].endswith("adapters/qwen2.5-coder-0.5b-cds")
+def test_base_preset_answers_without_the_adapter(base_assistant):
+    ans = base_assistant.ask("What drug classes reduce mortality in heart failure with reduced ejection fraction?")
+    assert ans.models["adapter"] is None
     assert not ans.abstained, ans.abstain_reason
     assert "demo-hfref-gdmt" in _cited_docs(ans)
-
