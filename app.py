@@ -272,8 +272,10 @@ def cmd_query(args: argparse.Namespace) -> int:
         excerpt = c.text if len(c.text) <= 300 else c.text[:300].rsplit(" ", 1)[0] + " …"
         print(_wrap(excerpt.replace("\n", " "), "     > "))
     t = answer.timings_ms
+    adapter = answer.models.get("adapter")
+    lora = f" + LoRA {Path(adapter).name}" if adapter else ""
     print(f"\nindex {answer.index_version}; embedder {answer.models['embedder']}; generator "
-          f"{answer.models['generator'] or '-'}; retrieval {t.get('retrieval_search', 0):.0f} ms, generation "
+          f"{answer.models['generator'] or '-'}{lora}; retrieval {t.get('retrieval_search', 0):.0f} ms, generation "
           f"{t.get('generation', 0):.0f} ms")
     print("Demo/decision support only: not a medical device; verify against the cited guideline.")
     return 0
