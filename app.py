@@ -603,10 +603,17 @@ def _cmd_eval_tuning(args: argparse.Namespace) -> int:
                                 withheld_share=args.withheld_share, both=args.both, seed=args.seed, withheld=withheld)
     if bar is not None:
         bar.close()
+    if args.reuse:
+        summary["paired"] = grounded.paired(Path(args.reuse), out)
+        (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
     if args.json:
         _print_json(summary)
     else:
         print(grounded.markdown({str(summary["model"].get("adapter") or "base"): summary}), end="")
+        for k, v in summary.get("paired", {}).items():
+            if isinstance(v, dict):
+                print(f"paired with {args.reuse}, {k}: {v['only_a']} only there, {v['only_b']} only here "
+                      f"(of {v['n']}; McNemar p={v['mcnemar_p']})")
         print(f"written to {out}")
     return 0
 

@@ -177,3 +177,31 @@ def markdown(summaries: dict[str, dict[str, Any]]) -> str:
                      f"{cell(a['wrong_abstention_when_gold_retrieved'])} | {cell(w['abstained'])} | "
                      f"{cell(w['generator_abstained'])} |")
     return "\n".join(lines) + "\n"
+
+
+def _mcnemar_p(b: int, c: int) -> float:
+    """Exact two-sided McNemar p-value for ``b`` and ``c`` discordant pairs."""
+    from math import comb
+
+    n = b + c
+    if n == 0:
+        return 1.0
+    tail = sum(comb(n, i) for i in range(min(b, c) + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+def paired(run_a: Path, run_b: Path) -> dict[str, Any]:
+    """Per-question comparison of two runs on the same questions (``--reuse``): discordant pairs + McNemar."""
+    def rows(d: Path) -> dict[str, dict[str, Any]]:
+        with (d / "answers.jsonl").open(encoding="utf-8") as f:
+            return {r["doc_id"]: r for r in map(json.loads, f)}
+
+    a, b = rows(run_a), rows(run_b)
+    out: dict[str, Any] = {"run_a": str(run_a), "run_b": str(run_b)}
+    for cond, key in (("answerable", "cites_gold"), ("answerable", "abstained"), ("withheld", "abstained")):
+        common = [d for d in a if d in b and cond in a[d] and cond in b[d]]
+        only_a = sum(bool(a[d][cond][key]) and not b[d][cond][key] for d in common)
+        only_b = sum(bool(b[d][cond][key]) and not a[d][cond][key] for d in common)
+        out[f"{cond}.{key}"] = {"n": len(common), "only_a": only_a, "only_b": only_b,
+                                "mcnemar_p": round(_mcnemar_p(only_a, only_b), 4)}
+    return out

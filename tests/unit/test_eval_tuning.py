@@ -82,3 +82,23 @@ def test_patient_record_questions_need_the_rebuilt_data(tmp_path) -> None:
     (tmp_path / "test.jsonl").write_text('{"part": "hf_risk", "prompt": [], "completion": [], "meta": {}}\n')
     with pytest.raises(InputError, match="train data"):
         questions(tmp_path)
+
+
+def test_paired_comparison_counts_discordant_questions(tmp_path) -> None:
+    import json
+    from pathlib import Path
+
+    def run(name: str, cites: list[bool], abstains: list[bool]) -> Path:
+        d = tmp_path / name
+        d.mkdir()
+        rows = [{"doc_id": f"a{i}", "answerable": {"cites_gold": c, "abstained": False}} for i, c in enumerate(cites)]
+        rows += [{"doc_id": f"w{i}", "withheld": {"abstained": w}} for i, w in enumerate(abstains)]
+        (d / "answers.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return d
+
+    a = run("a", [True, True, False, False], [False, False, False])
+    b = run("b", [True, False, True, True], [True, True, True])
+    p = grounded.paired(a, b)
+    assert p["answerable.cites_gold"] == {"n": 4, "only_a": 1, "only_b": 2, "mcnemar_p": 1.0}
+    assert p["withheld.abstained"]["only_b"] == 3 and p["withheld.abstained"]["mcnemar_p"] == 0.25
+    assert grounded._mcnemar_p(0, 10) < 0.01
