@@ -16,7 +16,7 @@ import numpy as np
 from corpora import Kind
 from rag import confidence as conf
 from rag.answer import Answer, Citation, SentenceRecord
-from rag.cite import check_support, clean_markers, numbers_in, strip_markers
+from rag.cite import about_patient, check_support, clean_markers, numbers_in, strip_markers
 from rag.config import AppConfig, load_config, resolve_path
 from rag.embed import Embedder, TransformersEmbedder
 from rag.errors import InputError, UnknownPatientError
@@ -329,7 +329,7 @@ class Assistant:
         t = time.perf_counter()
         text, removed = clean_markers(out.text, set(range(1, len(units) + 1)))
         model_abstained = is_abstention(text) or not text
-        support = self._support(text, units, q) if not model_abstained else []
+        support = self._support(text, units, q, p.base.get("patient_id")) if not model_abstained else []
         timings["citation_check"] = (time.perf_counter() - t) * 1000
         signals["support"] = (sum(s.supported for s in support) / len(support)) if support else 0.0
         c = conf.combine(signals, cfg)
@@ -379,7 +379,7 @@ class Assistant:
             return [idx.child_pos[c] for c in unit.chunk.child_ids if c in idx.child_pos]
         return [idx.child_pos[unit.chunk.chunk_id]]
 
-    def _support(self, text: str, units: list[Unit], question: str) -> list[Any]:
+    def _support(self, text: str, units: list[Unit], question: str, patient_id: str | None = None) -> list[Any]:
         sentences = split_sentences(text)
         if not sentences:
             return []
@@ -391,9 +391,12 @@ class Assistant:
             threshold = self.embedder.spec.support_threshold
         source_texts = {n: [self.index.children[r].context_text() for r in self._passages(u)]
                         for n, u in enumerate(units, start=1)}
+        records = {n for n, u in enumerate(units, start=1) if u.chunk.patient_id is not None}
         return check_support(text, svec, source_vectors, threshold,
                              attribute_uncited=self.config.confidence.attribute_uncited,
-                             source_texts=source_texts, exempt_numbers=numbers_in(question))
+                             source_texts=source_texts, exempt_numbers=numbers_in(question),
+                             record_sources=records if patient_id else None,
+                             about_patient=about_patient(patient_id) if patient_id else None)
 
     def _citation(self, n: int, unit: Unit, best_passage: int | None) -> Citation:
         """Cite the child span: the passage that best supports the answer, else the top retrieved child."""

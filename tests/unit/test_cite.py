@@ -152,3 +152,27 @@ def test_strip_markers_leaves_clean_punctuation():
     from rag.cite import strip_markers
 
     assert strip_markers("Norepinephrine is first line [2].") == "Norepinephrine is first line."
+
+
+def test_sentence_about_the_patient_needs_the_patients_record():
+    from rag.cite import about_patient
+
+    # [1] is a guideline passage that matches perfectly; [2] is the patient's record.
+    sources = {1: np.stack([E1]), 2: np.stack([E2])}
+    is_about = about_patient("HF192")
+    assert is_about("The HbA1c of this patient is 5.7 to 6.4 percent [1].") and is_about("HF192 smokes.")
+    assert not is_about("GDMT should be continued in HFimpEF [1].")
+    kw = {"record_sources": {2}, "about_patient": is_about}
+    guideline_only = check_support("The HbA1c of this patient is 6 percent [1].", np.stack([E1]), sources, 0.9, **kw)
+    assert not guideline_only[0].supported, "a guideline's value is not the patient's"
+    general = check_support("HbA1c of 6.5 percent or more is diabetes [1].", np.stack([E1]), sources, 0.9, **kw)
+    assert general[0].supported, "guideline statements keep their normal check"
+    both = check_support("This patient has an LVEF of 45% [2][1].", np.stack([E1]), sources, 0.9, **kw)
+    assert both[0].supported, "citing the record beside the guideline is enough"
+    # Attribution may only re-cite a patient sentence to the patient's own record.
+    out = check_support("The HbA1c of this patient is high.", np.stack([E1]), sources, 0.9,
+                        attribute_uncited=True, **kw)
+    assert not out[0].supported
+    without_rule = check_support("The HbA1c of this patient is high.", np.stack([E1]), sources, 0.9,
+                                 attribute_uncited=True)
+    assert without_rule[0].supported and without_rule[0].citations == [1]
