@@ -137,7 +137,8 @@ def evaluate(assistant: Any, qs: list[dict[str, Any]], out_dir: Path, batch_size
     return summary
 
 
-def _share(k: int, n: int) -> dict[str, Any]:
+def share(k: int, n: int) -> dict[str, Any]:
+    """``k`` of ``n`` as a share with its 95% Wilson interval."""
     lo, hi = wilson(k, n) if n else (0.0, 0.0)
     return {"k": k, "n": n, "share": round(k / n, 4) if n else None, "ci95": [round(lo, 4), round(hi, 4)]}
 
@@ -149,26 +150,28 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     gold_shown = [x for x in a if x["gold_in_sources"]]
     return {
         "answerable": {
-            "cites_gold": _share(sum(x["cites_gold"] for x in a), n),
-            "cites_gold_when_gold_retrieved": _share(sum(x["cites_gold"] for x in gold_shown), len(gold_shown)),
-            "answered": _share(sum(not x["abstained"] for x in a), n),
-            "wrong_abstention_when_gold_retrieved": _share(sum(x["abstained"] for x in gold_shown), len(gold_shown)),
-            "gold_retrieved": _share(len(gold_shown), n),
+            "cites_gold": share(sum(x["cites_gold"] for x in a), n),
+            "cites_gold_when_gold_retrieved": share(sum(x["cites_gold"] for x in gold_shown), len(gold_shown)),
+            "answered": share(sum(not x["abstained"] for x in a), n),
+            "wrong_abstention_when_gold_retrieved": share(sum(x["abstained"] for x in gold_shown), len(gold_shown)),
+            "gold_retrieved": share(len(gold_shown), n),
             "abstain_reasons": dict(Counter(x["reason"] for x in a if x["abstained"])),
         },
         "withheld": {
-            "abstained": _share(sum(x["abstained"] for x in w), len(w)),
-            "generator_abstained": _share(sum(x["model_abstained"] for x in w), len(w)),
+            "abstained": share(sum(x["abstained"] for x in w), len(w)),
+            "generator_abstained": share(sum(x["model_abstained"] for x in w), len(w)),
             "abstain_reasons": dict(Counter(x["reason"] for x in w if x["abstained"])),
         },
     }
 
 
+def cell(s: dict[str, Any]) -> str:
+    """A share for a table: ``62.5% (54-71)``."""
+    return f"{100 * s['share']:.1f}% ({100 * s['ci95'][0]:.0f}-{100 * s['ci95'][1]:.0f})" if s["n"] else "-"
+
+
 def markdown(summaries: dict[str, dict[str, Any]]) -> str:
     """One row per run (base, tuned, ...)."""
-    def cell(s: dict[str, Any]) -> str:
-        return f"{100 * s['share']:.1f}% ({100 * s['ci95'][0]:.0f}-{100 * s['ci95'][1]:.0f})" if s["n"] else "-"
-
     lines = ["| run | cites gold | cites gold (gold retrieved) | wrong abstention (gold retrieved) | "
              "abstains, gold withheld | generator abstains, gold withheld |", "|---|---|---|---|---|---|"]
     for name, s in summaries.items():

@@ -23,7 +23,7 @@ from typing import Any
 
 from corpora.heart_failure import HFRecord, _num, read_records
 from corpora.report import LoadReport
-from eval.mcq.stats import wilson
+from eval.grounded import cell, share
 from finetune.data import read_examples
 from rag.answer import Answer
 from rag.errors import InputError
@@ -92,17 +92,14 @@ def evaluate(assistant: Any, qs: list[dict[str, Any]], csv_path: Path, out_dir: 
     ans = [r for r in rows if r["fact"] is not None]
     unans = [r for r in rows if r["fact"] is None]
 
-    def share(xs: list[dict[str, Any]], key: str) -> dict[str, Any]:
-        k = sum(bool(x[key]) for x in xs)
-        lo, hi = wilson(k, len(xs)) if xs else (0.0, 0.0)
-        return {"k": k, "n": len(xs), "share": round(k / len(xs), 4) if xs else None,
-                "ci95": [round(lo, 4), round(hi, 4)]}
+    def of(xs: list[dict[str, Any]], key: str) -> dict[str, Any]:
+        return share(sum(bool(x[key]) for x in xs), len(xs))
 
     summary = {
         "questions": len(rows), "patients": len({r["patient_id"] for r in rows}),
-        "answerable": {"correct": share(ans, "correct"), "states_value": share(ans, "states_value"),
-                       "cites_record": share(ans, "cites_record"), "abstained": share(ans, "abstained")},
-        "not_in_record": {"abstained": share(unans, "abstained")},
+        "answerable": {"correct": of(ans, "correct"), "states_value": of(ans, "states_value"),
+                       "cites_record": of(ans, "cites_record"), "abstained": of(ans, "abstained")},
+        "not_in_record": {"abstained": of(unans, "abstained")},
         "model": {"generator": answers[0].models.get("generator") if answers else None,
                   "adapter": answers[0].models.get("adapter") if answers else None},
     }
@@ -115,13 +112,11 @@ def evaluate(assistant: Any, qs: list[dict[str, Any]], csv_path: Path, out_dir: 
 
 
 def markdown(summaries: dict[str, dict[str, Any]]) -> str:
-    def pct(s: dict[str, Any]) -> str:
-        return f"{100 * s['share']:.1f}% ({100 * s['ci95'][0]:.0f}-{100 * s['ci95'][1]:.0f})" if s["n"] else "-"
-
+    """One row per run (base, tuned, ...)."""
     lines = ["| run | correct (value + cites the record) | states the value | cites the record | abstains, "
              "answerable | abstains, not in record |", "|---|---|---|---|---|---|"]
     for name, s in summaries.items():
         a = s["answerable"]
-        lines.append(f"| {name} | {pct(a['correct'])} | {pct(a['states_value'])} | {pct(a['cites_record'])} | "
-                     f"{pct(a['abstained'])} | {pct(s['not_in_record']['abstained'])} |")
+        lines.append(f"| {name} | {cell(a['correct'])} | {cell(a['states_value'])} | {cell(a['cites_record'])} | "
+                     f"{cell(a['abstained'])} | {cell(s['not_in_record']['abstained'])} |")
     return "\n".join(lines) + "\n"
