@@ -655,6 +655,9 @@ def main(argv: list[str] | None = None) -> int:
         warnings.filterwarnings("ignore")
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        # bitsandbytes (imported by peft with an adapter) warns on every run that an optional CPU
+        # kernel package is missing; we do not use 4-bit inference, so it is noise in the answer.
+        logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
         if "transformers" in sys.modules:  # imported before main() (Python callers, tests): env vars came too late
             from transformers.utils import logging as hf_logging
 
