@@ -67,11 +67,13 @@ def parse_row(row: dict[str, str], patient_id: str) -> HFRecord:
                     serum_sodium=vals["serum_sodium"], male=vals["sex"] == 1, smoking=vals["smoking"] == 1)
 
 
-def _flag(v: float, lo: float, hi: float) -> str:
+def range_flag(v: float, lo: float, hi: float) -> str:
+    """The value against the reference range [lo, hi]: "low", "high" or "within range"."""
     return "low" if v < lo else "high" if v > hi else "within range"
 
 
-def _num(v: float) -> str:
+def format_number(v: float) -> str:
+    """A value as the record writes it: thousands separators, no trailing zeros (1.9, 265,000)."""
     return f"{v:,.2f}".rstrip("0").rstrip(".")
 
 
@@ -90,7 +92,7 @@ def render_record(r: HFRecord) -> str:
     lines = [
         "## Demographics",
         "",
-        f"- Age: {_num(r.age)} years",
+        f"- Age: {format_number(r.age)} years",
         f"- Sex: {'male' if r.male else 'female'}",
         "",
         "## Comorbidities and risk factors",
@@ -102,18 +104,18 @@ def render_record(r: HFRecord) -> str:
         "",
         "## Laboratory results",
         "",
-        f"- Serum creatinine: {_num(r.serum_creatinine)} mg/dL (reference {cr_lo}-{cr_hi} mg/dL; "
-        f"{_flag(r.serum_creatinine, cr_lo, cr_hi)})",
-        f"- Serum sodium: {_num(r.serum_sodium)} mEq/L (reference 135-145 mEq/L; "
-        f"{_flag(r.serum_sodium, 135, 145)})",
-        f"- Creatine phosphokinase (CPK): {_num(r.creatinine_phosphokinase)} mcg/L (reference 10-120 mcg/L; "
-        f"{_flag(r.creatinine_phosphokinase, 10, 120)})",
+        f"- Serum creatinine: {format_number(r.serum_creatinine)} mg/dL (reference {cr_lo}-{cr_hi} mg/dL; "
+        f"{range_flag(r.serum_creatinine, cr_lo, cr_hi)})",
+        f"- Serum sodium: {format_number(r.serum_sodium)} mEq/L (reference 135-145 mEq/L; "
+        f"{range_flag(r.serum_sodium, 135, 145)})",
+        f"- Creatine phosphokinase (CPK): {format_number(r.creatinine_phosphokinase)} mcg/L (reference 10-120 mcg/L; "
+        f"{range_flag(r.creatinine_phosphokinase, 10, 120)})",
         f"- Platelets: {round(r.platelets):,} per microlitre (reference 150,000-450,000; "
-        f"{_flag(r.platelets, 150_000, 450_000)})",
+        f"{range_flag(r.platelets, 150_000, 450_000)})",
         "",
         "## Echocardiography",
         "",
-        f"- Left ventricular ejection fraction: {_num(r.ejection_fraction)}% (normal 50-70%); "
+        f"- Left ventricular ejection fraction: {format_number(r.ejection_fraction)}% (normal 50-70%); "
         f"{ef_category(r.ejection_fraction)}",
     ]
     return "\n".join(lines)

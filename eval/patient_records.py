@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from corpora.heart_failure import HFRecord, _num, read_records
+from corpora.heart_failure import HFRecord, format_number, read_records
 from corpora.report import LoadReport
 from eval.grounded import cell, share
 from finetune.data import read_examples
@@ -38,7 +38,7 @@ def expected(r: HFRecord, fact: str) -> str | bool:
         return bool(getattr(r, fact))
     if fact == "platelets":
         return f"{round(r.platelets):,}"
-    return _num(float(getattr(r, fact)))
+    return format_number(float(getattr(r, fact)))
 
 
 def states_value(text: str, value: str | bool) -> bool:

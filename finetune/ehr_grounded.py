@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from corpora.heart_failure import HFRecord, _flag, _num, ef_category
+from corpora.heart_failure import HFRecord, ef_category, format_number, range_flag
 from rag.generate import ABSTAIN_TOKEN, PromptSource, build_messages, fit_sources
 
 
@@ -33,7 +33,7 @@ class Fact:
 
 
 def _range(v: float, lo: float, hi: float) -> str:
-    return {"low": "below", "high": "above"}.get(_flag(v, lo, hi), "within") + " the reference range"
+    return {"low": "below", "high": "above"}.get(range_flag(v, lo, hi), "within") + " the reference range"
 
 
 def _creat_ref(r: HFRecord) -> tuple[float, float]:
@@ -55,19 +55,19 @@ FACTS: tuple[Fact, ...] = (
     Fact("ejection_fraction",
          ("What is the latest ejection fraction of {who}?", "What is the LVEF of {who}?",
           "What did the echocardiogram show for {who}'s ejection fraction?"),
-         lambda r: f"Left ventricular ejection fraction: {_num(r.ejection_fraction)}%",
-         lambda r, who, n: (f"The left ventricular ejection fraction of {who} is {_num(r.ejection_fraction)}% "
+         lambda r: f"Left ventricular ejection fraction: {format_number(r.ejection_fraction)}%",
+         lambda r, who, n: (f"The left ventricular ejection fraction of {who} is {format_number(r.ejection_fraction)}% "
                             f"(normal 50-70%) [{n}]. This is in the {ef_category(r.ejection_fraction)} [{n}].")),
     Fact("serum_creatinine",
          ("What is the serum creatinine of {who}?", "How is {who}'s kidney function (creatinine)?"),
-         lambda r: f"Serum creatinine: {_num(r.serum_creatinine)} mg/dL",
-         lambda r, who, n: (f"The serum creatinine of {who} is {_num(r.serum_creatinine)} mg/dL, "
+         lambda r: f"Serum creatinine: {format_number(r.serum_creatinine)} mg/dL",
+         lambda r, who, n: (f"The serum creatinine of {who} is {format_number(r.serum_creatinine)} mg/dL, "
                             f"{_range(r.serum_creatinine, *_creat_ref(r))} of {_creat_ref(r)[0]}-"
                             f"{_creat_ref(r)[1]} mg/dL [{n}].")),
     Fact("serum_sodium",
          ("What is the serum sodium of {who}?", "Is {who} hyponatraemic?"),
-         lambda r: f"Serum sodium: {_num(r.serum_sodium)} mEq/L",
-         lambda r, who, n: (f"The serum sodium of {who} is {_num(r.serum_sodium)} mEq/L, "
+         lambda r: f"Serum sodium: {format_number(r.serum_sodium)} mEq/L",
+         lambda r, who, n: (f"The serum sodium of {who} is {format_number(r.serum_sodium)} mEq/L, "
                             f"{_range(r.serum_sodium, 135, 145)} of 135-145 mEq/L [{n}].")),
     Fact("platelets",
          ("What is the platelet count of {who}?",),
@@ -76,13 +76,13 @@ FACTS: tuple[Fact, ...] = (
                             f"{_range(r.platelets, 150_000, 450_000)} of 150,000-450,000 [{n}].")),
     Fact("creatinine_phosphokinase",
          ("What is the CPK level of {who}?",),
-         lambda r: f"Creatine phosphokinase (CPK): {_num(r.creatinine_phosphokinase)} mcg/L",
-         lambda r, who, n: (f"The creatine phosphokinase (CPK) of {who} is {_num(r.creatinine_phosphokinase)} "
+         lambda r: f"Creatine phosphokinase (CPK): {format_number(r.creatinine_phosphokinase)} mcg/L",
+         lambda r, who, n: (f"The creatine phosphokinase (CPK) of {who} is {format_number(r.creatinine_phosphokinase)} "
                             f"mcg/L, {_range(r.creatinine_phosphokinase, 10, 120)} of 10-120 mcg/L [{n}].")),
     Fact("age",
          ("How old is {who}?", "What are the age and sex of {who}?"),
-         lambda r: f"Age: {_num(r.age)} years",
-         lambda r, who, n: f"{who[0].upper()}{who[1:]} is a {_num(r.age)}-year-old "
+         lambda r: f"Age: {format_number(r.age)} years",
+         lambda r, who, n: f"{who[0].upper()}{who[1:]} is a {format_number(r.age)}-year-old "
                            f"{'man' if r.male else 'woman'} [{n}]."),
     _yes_no("diabetes", "diabetes", "Diabetes"),
     _yes_no("high blood pressure", "high_blood_pressure", "High blood pressure"),
@@ -134,7 +134,7 @@ def ehr_examples(records: list[HFRecord], split_of: dict[str, str], assistant: A
         chunk = plans[start: start + 64]
         qvs = assistant.embedder.encode_queries([q for _, q, _, _ in chunk]).astype(np.float32)
         for (r, q, fact, rng), qv in zip(chunk, qvs, strict=True):
-            allowed = index.allowed_mask(r.patient_id).copy()
+            allowed = index.allowed_mask(r.patient_id)  # a fresh array per call
             allowed[hidden_rows] = False
             units = retriever.search(q, qv, r.patient_id, top_k, allowed=allowed).units
             sources = fit_sources([PromptSource(n, u.chunk.title, u.chunk.section, u.chunk.kind, u.chunk.patient_id,
