@@ -31,8 +31,12 @@ _CAT = re.compile(r"risk(?: category)?\s*(?:is|:)?\s*\**\s*(low|intermediate|mod
 _ANY = re.compile(r"\b(low|intermediate|moderate|high)\b", re.I)
 
 
+_LEGEND = re.compile(r"\(low below [^)]*\)", re.I)  # the rule's thresholds, written after the total
+
+
 def parse_category(text: str) -> str | None:
-    m = _CAT.search(text) or _ANY.search(text)
+    """The stated category: a "risk category: X" phrase first, else the first category word outside the legend."""
+    m = _CAT.search(text) or _ANY.search(_LEGEND.sub("", text))
     if not m:
         return None
     word = m.group(1).lower()
@@ -94,7 +98,7 @@ def logistic_regression(x: np.ndarray, y: np.ndarray, l2: float = 1.0, iters: in
 
 
 def evaluate(generator: Any, data_dir: Path, csv_path: Path, out_dir: Path, batch_size: int = 8,
-             max_new_tokens: int = 120) -> dict[str, Any]:
+             max_new_tokens: int = 200) -> dict[str, Any]:
     rows = read_examples(data_dir / "test.jsonl")
     train_ids = {r["meta"]["patient_id"] for r in read_examples(data_dir / "train.jsonl") + read_examples(
         data_dir / "val.jsonl") if r["part"] == "hf_risk"}

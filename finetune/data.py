@@ -57,8 +57,9 @@ log = logging.getLogger(__name__)
 CLOSED_BOOK_SYSTEM = ("You are a careful medical assistant. Answer the health question accurately and "
                       "concisely, in plain language.")
 HF_SYSTEM = ("You are a careful clinical decision-support assistant. From the case description, give a risk "
-             "category (low, intermediate or high) and the clinical factors driving it. Name missing "
-             "measurements. Never predict or state an outcome.")
+             "category (low, intermediate or high) and the clinical factors driving it: list each factor's "
+             "points, then the total, then the category. Name missing measurements. Never predict or state "
+             "an outcome.\n" + hf_cases.rule_text())
 PARTS = ("closed_book", "grounded", "grounded_ehr", "hf_risk")
 SPLITS = ("train", "val", "test")
 

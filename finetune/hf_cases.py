@@ -31,6 +31,19 @@ KEY_MEASUREMENTS: dict[str, str] = {
 }
 HIGH_AT, INTERMEDIATE_AT = 12, 6  # points; fixed thresholds (see module docstring)
 
+# The rule's tables. The prompt states them (rule_text), so the model applies a written rule
+# instead of having to infer it from a few hundred examples.
+EF_BANDS = ((20, 7, "severely reduced"), (25, 6, "severely reduced"), (30, 5, "markedly reduced"),
+            (35, 3, "reduced"), (40, 2, "reduced"))  # (LVEF below %, points, word)
+AGE_BANDS = ((80, 6), (75, 5), (70, 4), (65, 3), (60, 2), (55, 1))  # (age at least, points)
+# (creatinine at least mg/dL, the same in µmol/L as narratives print it, points, word). The µmol/L
+# column is the mg/dL threshold x 88.4 rounded as the narrative rounds, so both units give the
+# same points for every record (tested on the UCI data).
+CREATININE_BANDS = ((2.8, 248, 6, "severely raised"), (2.4, 212, 5, "markedly raised"), (1.9, 168, 4, "raised"),
+                    (1.7, 150, 3, "raised"), (1.5, 133, 2, "mildly raised"), (1.3, 115, 1, "mildly raised"))
+HYPONATRAEMIA_BELOW = 135
+FLAT_POINTS = {"hyponatraemia": 2, "diabetes": 2, "anaemia": 1, "current smoking": 1, "male sex": 1}
+
 
 @dataclass(frozen=True)
 class Factor:
@@ -39,49 +52,59 @@ class Factor:
 
 
 def _ef_points(ef: float) -> Factor | None:
-    if ef < 20:
-        return Factor(7, f"severely reduced LVEF ({ef:g}%)")
-    if ef < 25:
-        return Factor(6, f"severely reduced LVEF ({ef:g}%)")
-    if ef < 30:
-        return Factor(5, f"markedly reduced LVEF ({ef:g}%)")
-    if ef < 35:
-        return Factor(3, f"reduced LVEF ({ef:g}%)")
-    if ef < 40:
-        return Factor(2, f"reduced LVEF ({ef:g}%)")
+    for below, pts, word in EF_BANDS:
+        if ef < below:
+            return Factor(pts, f"{word} LVEF ({ef:g}%)")
     return None
 
 
 def _age_points(age: float) -> Factor | None:
-    for lo, pts in ((80, 6), (75, 5), (70, 4), (65, 3), (60, 2), (55, 1)):
+    for lo, pts in AGE_BANDS:
         if age >= lo:
             return Factor(pts, f"age {age:g} years")
     return None
 
 
 def _creatinine_points(cr: float) -> Factor | None:
-    umol = cr * 88.4
-    for lo, pts, word in ((250, 6, "severely raised"), (210, 5, "markedly raised"), (170, 4, "raised"),
-                          (150, 3, "raised"), (130, 2, "mildly raised"), (110, 1, "mildly raised")):
-        if umol >= lo:
+    for lo, _umol, pts, word in CREATININE_BANDS:
+        if cr >= lo:
             return Factor(pts, f"{word} serum creatinine ({cr:g} mg/dL), indicating renal dysfunction")
     return None
 
 
 def risk_factors(r: HFRecord, missing: frozenset[str] = frozenset()) -> list[Factor]:
     """The factors (with points) the rule finds, skipping measurements that are missing."""
+    flat = FLAT_POINTS
     out: list[Factor | None] = [
         None if "ejection_fraction" in missing else _ef_points(r.ejection_fraction),
         None if "age" in missing else _age_points(r.age),
         None if "serum_creatinine" in missing else _creatinine_points(r.serum_creatinine),
-        Factor(2, f"hyponatraemia (sodium {r.serum_sodium:g} mEq/L)")
-        if "serum_sodium" not in missing and r.serum_sodium < 135 else None,
-        Factor(1, "anaemia") if r.anaemia else None,
-        Factor(2, "diabetes") if r.diabetes else None,
-        Factor(1, "current smoking") if r.smoking else None,
-        Factor(1, "male sex") if r.male else None,
+        Factor(flat["hyponatraemia"], f"hyponatraemia (sodium {r.serum_sodium:g} mEq/L)")
+        if "serum_sodium" not in missing and r.serum_sodium < HYPONATRAEMIA_BELOW else None,
+        Factor(flat["anaemia"], "anaemia") if r.anaemia else None,
+        Factor(flat["diabetes"], "diabetes") if r.diabetes else None,
+        Factor(flat["current smoking"], "current smoking") if r.smoking else None,
+        Factor(flat["male sex"], "male sex") if r.male else None,
     ]
     return sorted((f for f in out if f is not None), key=lambda f: -f.points)
+
+
+def rule_text() -> str:
+    """The points rule in words, generated from the tables above (the system prompt states it)."""
+    ef, lo = [], 0
+    for below, pts, _ in EF_BANDS:
+        ef.append(f"below {below}% +{pts}" if lo == 0 else f"{lo}-{below - 1}% +{pts}")
+        lo = below
+    age, hi = [], 0
+    for lo, pts in AGE_BANDS:
+        age.append(f"{lo}+ +{pts}" if hi == 0 else f"{lo}-{hi - 1} +{pts}")
+        hi = lo
+    cr = ", ".join(f"{mg:g}+ mg/dL ({um}+ µmol/L) +{pts}" for mg, um, pts, _ in CREATININE_BANDS)
+    flat = "; ".join(f"{k} +{v}" for k, v in FLAT_POINTS.items()).replace(
+        "hyponatraemia", f"sodium below {HYPONATRAEMIA_BELOW} mEq/L")
+    return (f"Risk rule (add the points): LVEF {', '.join(ef)}; age {', '.join(age)}; serum creatinine {cr}; "
+            f"{flat}. Total below {INTERMEDIATE_AT} low, {INTERMEDIATE_AT}-{HIGH_AT - 1} intermediate, "
+            f"{HIGH_AT} or more high.")
 
 
 def risk_points(r: HFRecord, missing: frozenset[str] = frozenset()) -> int:
@@ -98,9 +121,14 @@ def _sex(r: HFRecord, rng: random.Random) -> str:
     return rng.choice(["man", "male patient"]) if r.male else rng.choice(["woman", "female patient"])
 
 
+def creatinine_umol(mg_dl: float) -> str:
+    """Serum creatinine in µmol/L as narratives print it (the rule's µmol/L column assumes this rounding)."""
+    return f"{mg_dl * 88.4:.0f}"
+
+
 def _creatinine(v: float, rng: random.Random) -> str:
     if rng.random() < 0.3:
-        return f"serum creatinine {v * 88.4:.0f} µmol/L"
+        return f"serum creatinine {creatinine_umol(v)} µmol/L"
     return f"serum creatinine {v:g} mg/dL"
 
 
@@ -161,22 +189,28 @@ QUESTIONS = (
 
 
 def assessment(r: HFRecord, missing: frozenset[str] = frozenset()) -> str:
-    """The target: a category and its drivers in clinical terms; names missing data. Never an outcome."""
+    """The target: the rule's points, their total, then the category; names missing data. Never an outcome.
+
+    The points come *before* the category on purpose. The first adapter was trained on
+    "category first, then factors" and collapsed to one category: a 0.5B model cannot add up
+    nine weighted measurements silently before its first token. Writing each factor's points
+    and the total first turns the category into a threshold on a number it has just written,
+    and shows the clinician the working, as a published risk calculator does.
+    """
     cat = risk_category(r, missing)
     factors = risk_factors(r, missing)
-    lines = []
+    lines = [f"Missing: {KEY_MEASUREMENTS[m]}." for m in sorted(missing)]
+    if factors:
+        lines.append("Risk points: " + "; ".join(f"{f.text} +{f.points}" for f in factors) + ".")
+    else:
+        lines.append("Risk points: no adverse risk marker among the recorded measurements.")
+    legend = f"low below {INTERMEDIATE_AT}, intermediate {INTERMEDIATE_AT}-{HIGH_AT - 1}, high {HIGH_AT} or more"
+    lines.append(f"Total: {sum(f.points for f in factors)} points ({legend}).")
     if missing:
-        lines.append(f"Provisional risk category: {cat} (incomplete data).")
-        for m in sorted(missing):
-            lines.append(f"Missing: {KEY_MEASUREMENTS[m]}.")
-        lines.append("Obtain the missing measurements before relying on this category; it may be "
-                     "underestimated.")
+        lines.append(f"Provisional risk category: {cat} (incomplete data). Obtain the missing measurements "
+                     "before relying on this category; it may be underestimated.")
     else:
         lines.append(f"Risk category: {cat}.")
-    if factors:
-        lines.append("Main factors: " + "; ".join(f.text for f in factors[:4]) + ".")
-    else:
-        lines.append("Main factors: no major adverse risk marker among the recorded measurements.")
     if "ejection_fraction" not in missing and r.ejection_fraction >= 50:
         lines.append("Preserved ejection fraction (HFpEF range).")
     return "\n".join(lines)

@@ -141,6 +141,17 @@ def add_lora(model: Any, cfg: TrainConfig) -> tuple[Any, list[str]]:
     return get_peft_model(model, lora), targets
 
 
+def continue_lora(model: Any, adapter_dir: Path) -> tuple[Any, list[str]]:
+    """Load a trained adapter as trainable, for a second training stage on top of the first."""
+    from peft import PeftModel
+
+    if not (adapter_dir / "adapter_config.json").is_file():
+        raise InputError(f"train.init_adapter: {adapter_dir} has no adapter_config.json; point it at a trained "
+                         "adapter directory")
+    model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=True)
+    return model, sorted(model.peft_config["default"].target_modules)
+
+
 def sft_args(cfg: TrainConfig, run_dir: Path, device: str, n_train: int, with_eval: bool) -> Any:
     """The ``SFTConfig`` every run uses (also the GPU benchmark, so its numbers are this recipe's).
 
@@ -261,7 +272,12 @@ def train(app: AppConfig, max_steps: int | None = None, resume: bool = False, ov
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     model = load_base(resolved.path, cfg, device)
-    model, targets = add_lora(model, cfg)
+    if cfg.init_adapter:
+        model, targets = continue_lora(model, resolve_path(cfg.init_adapter))
+        pc = model.peft_config["default"]  # the card reports the adapter's own shape, not the config's
+        cfg = cfg.model_copy(update={"lora_r": pc.r, "lora_alpha": pc.lora_alpha, "lora_dropout": pc.lora_dropout})
+    else:
+        model, targets = add_lora(model, cfg)
     trainable, total = trainable_parameters(model)
     log.info("LoRA on %s: %s trainable of %s parameters (%.2f%%)", targets, f"{trainable:,}", f"{total:,}",
              100 * trainable / total)
@@ -340,6 +356,7 @@ def _card(app: AppConfig, cfg: TrainConfig, resolved: Any, targets: list[str], t
         "method": "QLoRA (NF4, double quantisation)" if cfg.quantization == "nf4" else "LoRA (dense base)",
         "compute_dtype": cfg.compute_dtype,
         "autocast_bf16": cfg.autocast_bf16,
+        "init_adapter": _adapter_origin(cfg.init_adapter),
         "lora": {"r": cfg.lora_r, "alpha": cfg.lora_alpha, "dropout": cfg.lora_dropout, "target_modules": targets},
         "trainable_parameters": trainable, "total_parameters": total,
         "data": {"dir": str(data_dir), "train_fingerprint": fingerprint(data_dir / "train.jsonl"),
@@ -360,6 +377,20 @@ def _card(app: AppConfig, cfg: TrainConfig, resolved: Any, targets: list[str], t
         "seed": cfg.seed,
         "config": cfg.model_dump(),
     }
+
+
+def _adapter_origin(init_adapter: str | None) -> dict[str, Any] | None:
+    """Where a second stage started from: the first adapter's path, weights hash and own card's summary."""
+    if not init_adapter:
+        return None
+    from rag.models import _quick_hash
+
+    d = resolve_path(init_adapter)
+    card_path = d / "training_card.json"
+    first = json.loads(card_path.read_text(encoding="utf-8")) if card_path.is_file() else {}
+    return {"path": init_adapter, "weights_hash": _quick_hash(d / "adapter_model.safetensors"),
+            "steps": first.get("steps"), "train_mix": first.get("data", {}).get("train_mix"),
+            "seed": first.get("seed")}
 
 
 def trainer_steps(history: list[dict[str, Any]]) -> int:
@@ -418,6 +449,9 @@ def card_markdown(card: dict[str, Any]) -> str:
         f"- LoRA r={card['lora']['r']}, alpha={card['lora']['alpha']}, dropout={card['lora']['dropout']} on "
         f"{', '.join(card['lora']['target_modules'])}: {card['trainable_parameters']:,} trainable of "
         f"{card['total_parameters']:,} parameters ({share:.2f}%)",
+        *([f"- Second stage: continues `{o['path']}` (weights {o['weights_hash']}, {o['steps']} steps on "
+           f"{o['train_mix']}, seed {o['seed']}); the val loss 'base' below is that adapter's"]
+          if (o := card.get("init_adapter")) else []),
         f"- Data: {card['data']['train_examples']} training examples {card['data']['train_mix']}, "
         f"{card['data']['val_examples']} validation {card['data']['val_mix']} (see DATA_CARD.md)",
         f"- Steps: {card['steps']}, samples seen: {card['samples_seen']}, tokens seen: {card['tokens_seen']:,}",

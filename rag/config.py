@@ -141,6 +141,9 @@ class TrainConfig(_Section):
     data_dir: str = Field(".cds/finetune/data", description="training data from `python app.py train data`")
     run_dir: str = Field(".cds/finetune/runs/default", description="checkpoints and logs (resumable)")
     output_dir: str = Field("adapters/default", description="the adapter + training card written at the end")
+    init_adapter: str | None = Field(
+        None, description="continue training this LoRA adapter (a second stage) instead of starting a new one; "
+                          "its rank and target modules are kept")
     quantization: Literal["nf4", "none"] = Field(
         "nf4", description="nf4: QLoRA (4-bit NF4, double quantisation); none: plain LoRA on a dense model")
     compute_dtype: Literal["bfloat16", "float16", "float32"] = Field(

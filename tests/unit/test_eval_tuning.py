@@ -15,6 +15,10 @@ from eval.hf_risk import auroc, logistic_regression, parse_category
     ("The risk is **moderate** given the LVEF.", "intermediate"),
     ("This patient looks low risk overall.", "low"),
     ("I cannot say.", None),
+    ("Risk points: age 70 years +4.\nTotal: 4 points (low below 6, intermediate 6-11, high 12 or more).\n"
+     "Risk category: low.", "low"),
+    # A reply cut off after the total: the thresholds legend must not be read as the category.
+    ("Risk points: x +9.\nTotal: 9 points (low below 6, intermediate 6-11, high 12 or more).", None),
 ])
 def test_parse_category(text: str, cat: str | None) -> None:
     assert parse_category(text) == cat

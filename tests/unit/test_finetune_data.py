@@ -186,7 +186,15 @@ def test_heart_failure_inputs_hold_no_outcome_or_follow_up(built) -> None:
         assert not outcome.search(user), user
         assert "7777" not in user and "DEATH" not in user
         assert not outcome.search(e.completion[0]["content"]), "targets never state an outcome"
-        assert e.completion[0]["content"].split(":")[0] in ("Risk category", "Provisional risk category")
+        target = e.completion[0]["content"]
+        # The working comes first: each factor's points, their total, then the category the total gives.
+        written = [int(p) for p in re.findall(r" \+(\d+)", target.split("Total:")[0])]
+        total = int(re.search(r"Total: (\d+) points", target).group(1))
+        assert sum(written) == total == e.meta["points"]
+        category_line = next(x for x in target.splitlines() if "isk category:" in x)
+        assert category_line.split(":")[0] in ("Risk category", "Provisional risk category")
+        assert target.index("Total:") < target.index(category_line)
+        assert f": {e.meta['category']}" in category_line
 
 
 def test_missing_measurement_variants_name_what_is_missing(built) -> None:
@@ -244,3 +252,28 @@ def test_question_normalisation_and_answer_cap() -> None:
     capped = data.cap_answer(long, 200)
     assert len(capped) <= 200 and capped.endswith(".")
     assert data.cap_answer("short.", 200) == "short."
+
+
+def test_creatinine_bands_agree_in_both_units_as_narratives_print_them() -> None:
+    """A narrative may give creatinine in µmol/L; the rule's µmol/L column must score it as mg/dL does."""
+    def band_umol(shown: int) -> int:
+        return next((pts for _mg, um, pts, _ in hf_cases.CREATININE_BANDS if shown >= um), 0)
+
+    def band_mg(mg: float) -> int:
+        return next((pts for lo, _um, pts, _ in hf_cases.CREATININE_BANDS if mg >= lo), 0)
+
+    for hundredths in range(30, 1000):  # the UCI values have at most two decimals
+        mg = hundredths / 100
+        assert band_umol(int(hf_cases.creatinine_umol(mg))) == band_mg(mg), mg
+
+
+def test_the_system_prompt_states_the_rule_the_targets_follow() -> None:
+    text = hf_cases.rule_text()
+    assert text in data.HF_SYSTEM
+    first, *rest = hf_cases.EF_BANDS
+    assert f"LVEF below {first[0]}% +{first[1]}" in text
+    for below, pts, _ in rest:
+        assert f"-{below - 1}% +{pts}" in text
+    for mg, um, pts, _ in hf_cases.CREATININE_BANDS:
+        assert f"{mg:g}+ mg/dL ({um}+ µmol/L) +{pts}" in text
+    assert f"{hf_cases.HIGH_AT} or more high" in text

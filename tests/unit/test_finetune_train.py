@@ -123,6 +123,26 @@ def test_two_step_training_writes_adapter_and_card_and_resumes(setup) -> None:
     assert card3["steps"] == 3 and card3["resumed"]
 
 
+def test_second_stage_continues_the_first_adapter(setup) -> None:
+    """train.init_adapter: stage 2 starts from stage 1's weights (its start val loss is stage 1's final)."""
+    from finetune.train import train
+    from rag.config import load_config
+
+    _model, tmp, overrides = setup
+    first = train(load_config(overrides=overrides), max_steps=2, quiet=True)
+    stage2 = [*overrides, f"train.init_adapter={tmp / 'adapter'}", f"train.run_dir={tmp / 'run2'}",
+              f"train.output_dir={tmp / 'adapter2'}", "train.lora_r=4"]
+    second = train(load_config(overrides=stage2), max_steps=1, quiet=True)
+    assert second["val_loss"]["base"] == pytest.approx(first["val_loss"]["final"], rel=1e-4)
+    assert second["val_loss"]["base"] < first["val_loss"]["base"], "not a fresh LoRA"
+    assert second["init_adapter"]["path"] == str(tmp / "adapter") and second["init_adapter"]["steps"] == 2
+    assert second["lora"]["r"] == 16, "the card reports the continued adapter's rank, not the config's"
+    assert "Second stage" in (tmp / "adapter2" / "TRAINING_CARD.md").read_text()
+    with pytest.raises(InputError, match=r"adapter_config\.json"):
+        train(load_config(overrides=[*stage2, f"train.init_adapter={tmp}", "train.run_dir=" + str(tmp / "run3")]),
+              max_steps=1, quiet=True)
+
+
 def test_resume_without_checkpoint_is_an_input_error(setup) -> None:
     from finetune.train import train
     from rag.config import load_config
