@@ -65,6 +65,13 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--json", action="store_true", help="print the Answer as JSON")
     with_index(q)
 
+    rk = sub.add_parser("risk", parents=[common], help="heart-failure risk category of a case description, "
+                        "with the generator's points working checked against the rule")
+    rk.add_argument("case", nargs="?", help="the case description (or --file)")
+    rk.add_argument("--file", help="read the case description from this text file")
+    rk.add_argument("--adapter", help="LoRA adapter folder for the generator")
+    rk.add_argument("--json", action="store_true", help="print the assessment as JSON")
+
     ix = sub.add_parser("index", parents=[common], help="build, update and inspect the index")
     isub = ix.add_subparsers(dest="index_command", required=True)
 
@@ -279,6 +286,46 @@ def cmd_query(args: argparse.Namespace) -> int:
           f"{t.get('generation', 0):.0f} ms")
     print("Demo/decision support only: not a medical device; verify against the cited guideline.")
     return 0
+
+
+def cmd_risk(args: argparse.Namespace) -> int:
+    """Exit codes: 0 the working checks out, 4 it does not (the assessment is printed, flagged), 2 bad input."""
+    from rag import Assistant
+    from rag.errors import InputError
+    from rag.risk import assess, validate_case
+
+    if (args.case is None) == (args.file is None):
+        raise InputError("give the case description as text or with --file PATH (one of them)")
+    if args.file:
+        path = Path(args.file)
+        if not path.is_file():
+            raise InputError(f"--file {path}: no such file")
+        try:
+            case = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise InputError(f"--file {path}: not UTF-8 text; save the case description as plain text") from None
+    else:
+        case = args.case
+    case = validate_case(case)  # before loading the model: bad input fails in a second
+    cfg = _load_config(args)
+    a = assess(Assistant(cfg, progress=not args.quiet).generator, case)
+    if args.json:
+        _print_json(a.to_dict())
+        return 0 if a.checked else 4
+    if a.checked:
+        print(f"RISK ASSESSMENT [working checked against the rule]: {a.category}")
+    else:
+        print(f"RISK ASSESSMENT [LOW CONFIDENCE: {len(a.problems)} check(s) failed]: {a.category or '-'}")
+        for p in a.problems:
+            print(_wrap(p, "  ! "))
+        print(f"  ! the rule over the factors named: {a.rule_total} points "
+              f"({a.to_dict()['rule_category']}); factors the reply left out are not counted")
+    print(_wrap(a.reply, "  "))
+    lora = f" + LoRA {Path(a.adapter).name}" if a.adapter else ""
+    print(f"\ngenerator {a.generator}{lora}; rule: finetune/hf_cases.py (points in the direction of MAGGIC and "
+          "the Seattle HF model, not a validated score)")
+    print("Decision support only: not a medical device; no outcome is predicted.")
+    return 0 if a.checked else 4
 
 
 def _print_update(res: Any, root: Path) -> None:
@@ -665,7 +712,8 @@ def main(argv: list[str] | None = None) -> int:
             hf_logging.set_verbosity_error()
     from rag.errors import CDSError
 
-    handlers = {"query": cmd_query, "index": cmd_index, "models": cmd_models, "eval": cmd_eval, "train": cmd_train}
+    handlers = {"query": cmd_query, "index": cmd_index, "models": cmd_models, "eval": cmd_eval, "train": cmd_train,
+                "risk": cmd_risk}
     try:
         return handlers[args.command](args)
     except CDSError as e:

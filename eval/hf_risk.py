@@ -24,8 +24,9 @@ import numpy as np
 from corpora.heart_failure import HFRecord, read_records
 from corpora.report import LoadReport
 from finetune.data import read_examples
-from finetune.hf_cases import CATEGORIES, risk_points
+from finetune.hf_cases import CATEGORIES, read_working, risk_points
 from rag.errors import InputError
+from rag.risk import check_reply
 
 _CAT = re.compile(r"risk(?: category)?\s*(?:is|:)?\s*\**\s*(low|intermediate|moderate|high)", re.I)
 _ANY = re.compile(r"\b(low|intermediate|moderate|high)\b", re.I)
@@ -66,6 +67,8 @@ def auroc_ci(scores: np.ndarray, labels: np.ndarray, n_boot: int = 2000, seed: i
         i = rng.integers(0, len(scores), len(scores))
         if labels[i].min() != labels[i].max():
             vals.append(auroc(scores[i], labels[i]))
+    if not vals:  # every resample has one outcome only (a handful of patients): no interval
+        return [float("nan"), float("nan")]
     return [round(float(np.percentile(vals, 2.5)), 4), round(float(np.percentile(vals, 97.5)), 4)]
 
 
@@ -123,11 +126,20 @@ def evaluate(generator: Any, data_dir: Path, csv_path: Path, out_dir: Path, batc
     _, predict = logistic_regression(np.array([features(records[p]) for p in tr]), np.array([died[p] for p in tr]))
     lr = predict(np.array([features(records[p]) for p in pids]))
     target_cats = [first[p]["meta"]["category"] for p in pids]
+    # The replies' own working (points, total, category): does it add up, and is the total the rule's?
+    working = [read_working(t) for t in replies]
+    # The risk command's checks (rag/risk.py): factor points are the rule's, values are in the case.
+    checked = [check_reply(t, first[p]["prompt"][-1]["content"]).checked for p, t in zip(pids, replies, strict=True)]
+    adds_up = [w.adds_up for w in working]
+    total_is_rule = [w.total == int(pts) for w, pts in zip(working, rule, strict=True)]
     summary = {
         "patients": len(pids), "deaths": int(y.sum()), "lr_train_patients": len(tr),
         "unparsed": sum(c is None for c in cats),
         "agreement_with_rule_category": round(float(np.mean([c == t for c, t in zip(cats, target_cats,
                                                                                     strict=True)])), 4),
+        "working_adds_up": round(float(np.mean(adds_up)), 4),
+        "total_equals_rule_points": round(float(np.mean(total_is_rule)), 4),
+        "passes_risk_checks": round(float(np.mean(checked)), 4),
         "stated_category_counts": {c: cats.count(c) for c in (*CATEGORIES, None)},
         "auroc": {"stated_category": round(auroc(stated, y), 4), "logistic_regression": round(auroc(lr, y), 4),
                   "rule_points": round(auroc(rule, y), 4)},
@@ -139,16 +151,24 @@ def evaluate(generator: Any, data_dir: Path, csv_path: Path, out_dir: Path, batc
         c: (round(float(y[[x == c for x in cats]].mean()), 3) if c in cats else None) for c in CATEGORIES}
     out_dir.mkdir(parents=True, exist_ok=True)
     with (out_dir / "replies.jsonl").open("w", encoding="utf-8") as f:
-        for p, t, c, tc in zip(pids, replies, cats, target_cats, strict=True):
-            f.write(json.dumps({"patient_id": p, "reply": t, "category": c, "rule_category": tc}) + "\n")
+        for p, t, c, tc, w, pts, ok in zip(pids, replies, cats, target_cats, working, rule, checked, strict=True):
+            f.write(json.dumps({"patient_id": p, "reply": t, "category": c, "rule_category": tc,
+                                "stated_total": w.total, "rule_points": int(pts), "working_adds_up": w.adds_up,
+                                "passes_risk_checks": ok})
+                    + "\n")
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
     return summary
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.0f}%"
 
 
 def markdown(summaries: dict[str, dict[str, Any]]) -> str:
     """One row per run, with the references (same patients) once at the end."""
     lines = ["| run | AUROC of stated category (95% CI) | unparsed | agrees with rule category | "
-             "stated low/intermediate/high |", "|---|---|---|---|---|"]
+             "stated low/intermediate/high | working adds up | total = rule's | passes `risk` checks |",
+             "|---|---|---|---|---|---|---|---|"]
     last: dict[str, Any] = {}
     for name, s in summaries.items():
         a, ci = s["auroc"], s["auroc_ci95"]
@@ -156,14 +176,16 @@ def markdown(summaries: dict[str, dict[str, Any]]) -> str:
         agree = 100 * s["agreement_with_rule_category"]
         lines.append(f"| {name} | {a['stated_category']:.3f} ({ci['stated_category'][0]:.2f}-"
                      f"{ci['stated_category'][1]:.2f}) | {s['unparsed']} | {agree:.0f}% | "
-                     f"{c.get('low', 0)}/{c.get('intermediate', 0)}/{c.get('high', 0)} |")
+                     f"{c.get('low', 0)}/{c.get('intermediate', 0)}/{c.get('high', 0)} | "
+                     f"{_pct(s.get('working_adds_up'))} | {_pct(s.get('total_equals_rule_points'))} | "
+                     f"{_pct(s.get('passes_risk_checks'))} |")
         last = s
     if last:
         a, ci = last["auroc"], last["auroc_ci95"]
         lines.append(f"| logistic regression, same 11 features ({last['lr_train_patients']} training patients) | "
                      f"{a['logistic_regression']:.3f} ({ci['logistic_regression'][0]:.2f}-"
-                     f"{ci['logistic_regression'][1]:.2f}) | - | - | - |")
+                     f"{ci['logistic_regression'][1]:.2f}) | - | - | - | - | - | - |")
         lines.append(f"| the labelling rule's points (reference) | {a['rule_points']:.3f} ({ci['rule_points'][0]:.2f}-"
-                     f"{ci['rule_points'][1]:.2f}) | - | - | - |")
+                     f"{ci['rule_points'][1]:.2f}) | - | - | - | - | - | - |")
     return "\n".join(lines) + "\n"
 

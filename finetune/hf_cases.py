@@ -15,6 +15,7 @@ Follow-up ``time`` is never used: it is tied to the outcome. Targets never state
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 
 from corpora.heart_failure import HFRecord
@@ -51,21 +52,21 @@ class Factor:
     text: str
 
 
-def _ef_points(ef: float) -> Factor | None:
+def ef_points(ef: float) -> Factor | None:
     for below, pts, word in EF_BANDS:
         if ef < below:
             return Factor(pts, f"{word} LVEF ({ef:g}%)")
     return None
 
 
-def _age_points(age: float) -> Factor | None:
+def age_points(age: float) -> Factor | None:
     for lo, pts in AGE_BANDS:
         if age >= lo:
             return Factor(pts, f"age {age:g} years")
     return None
 
 
-def _creatinine_points(cr: float) -> Factor | None:
+def creatinine_points(cr: float) -> Factor | None:
     for lo, _umol, pts, word in CREATININE_BANDS:
         if cr >= lo:
             return Factor(pts, f"{word} serum creatinine ({cr:g} mg/dL), indicating renal dysfunction")
@@ -76,9 +77,9 @@ def risk_factors(r: HFRecord, missing: frozenset[str] = frozenset()) -> list[Fac
     """The factors (with points) the rule finds, skipping measurements that are missing."""
     flat = FLAT_POINTS
     out: list[Factor | None] = [
-        None if "ejection_fraction" in missing else _ef_points(r.ejection_fraction),
-        None if "age" in missing else _age_points(r.age),
-        None if "serum_creatinine" in missing else _creatinine_points(r.serum_creatinine),
+        None if "ejection_fraction" in missing else ef_points(r.ejection_fraction),
+        None if "age" in missing else age_points(r.age),
+        None if "serum_creatinine" in missing else creatinine_points(r.serum_creatinine),
         Factor(flat["hyponatraemia"], f"hyponatraemia (sodium {r.serum_sodium:g} mEq/L)")
         if "serum_sodium" not in missing and r.serum_sodium < HYPONATRAEMIA_BELOW else None,
         Factor(flat["anaemia"], "anaemia") if r.anaemia else None,
@@ -111,9 +112,43 @@ def risk_points(r: HFRecord, missing: frozenset[str] = frozenset()) -> int:
     return sum(f.points for f in risk_factors(r, missing))
 
 
+def category_of(points: int) -> str:
+    return "high" if points >= HIGH_AT else "intermediate" if points >= INTERMEDIATE_AT else "low"
+
+
 def risk_category(r: HFRecord, missing: frozenset[str] = frozenset()) -> str:
-    pts = risk_points(r, missing)
-    return "high" if pts >= HIGH_AT else "intermediate" if pts >= INTERMEDIATE_AT else "low"
+    return category_of(risk_points(r, missing))
+
+
+@dataclass(frozen=True)
+class Working:
+    """What a reply in the target format wrote: each factor's points, the total, the category."""
+
+    points: tuple[int, ...]
+    total: int | None
+    category: str | None
+
+    @property
+    def adds_up(self) -> bool:
+        """The written points sum to the written total, and the total gives the written category."""
+        return (self.total is not None and self.category is not None and sum(self.points) == self.total
+                and category_of(self.total) == self.category)
+
+
+_POINTS_LINE = re.compile(r"risk points:(.*)", re.I)
+_TOTAL = re.compile(r"total:\s*(\d+)\s*points?", re.I)
+_CATEGORY = re.compile(r"risk category:\s*\**\s*(low|intermediate|moderate|high)", re.I)
+
+
+def read_working(reply: str) -> Working:
+    """Parse a reply's working (missing parts are None/empty); see :func:`assessment` for the format."""
+    line = _POINTS_LINE.search(reply)
+    points = tuple(int(x) for x in re.findall(r"\+\s*(\d+)", line.group(1))) if line else ()
+    total = _TOTAL.search(reply)
+    cat = _CATEGORY.search(reply)
+    word = cat.group(1).lower() if cat else None
+    return Working(points, int(total.group(1)) if total else None,
+                   "intermediate" if word == "moderate" else word)
 
 
 # -- narratives ----------------------------------------------------------------------------------

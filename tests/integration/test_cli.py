@@ -51,6 +51,10 @@ def test_no_generate_json(capsys, real_index):
         (["query", "q", "--set", "retrieval.top_k=0"], 2, "retrieval.top_k"),
         (["query", "q", "--config", "/nonexistent.yaml"], 2, "config file not found"),
         (["index", "build", "/nonexistent/dir"], 2, "source not found"),
+        (["risk", " "], 2, "empty"),
+        (["risk", "x" * 9000], 2, "limit"),
+        (["risk"], 2, "one of them"),
+        (["risk", "--file", "/nonexistent/case.txt"], 2, "no such file"),
     ],
 )
 def test_input_errors(capsys, argv, code, needle):

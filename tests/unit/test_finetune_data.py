@@ -277,3 +277,51 @@ def test_the_system_prompt_states_the_rule_the_targets_follow() -> None:
     for mg, um, pts, _ in hf_cases.CREATININE_BANDS:
         assert f"{mg:g}+ mg/dL ({um}+ µmol/L) +{pts}" in text
     assert f"{hf_cases.HIGH_AT} or more high" in text
+
+
+def test_working_parser_reads_every_target_and_catches_bad_arithmetic(built) -> None:
+    examples, _ = built
+    for e in (e for e in examples if e.part == "hf_risk"):
+        w = hf_cases.read_working(e.completion[0]["content"])
+        assert w.adds_up and w.total == e.meta["points"] and w.category == e.meta["category"]
+    wrong_sum = "Risk points: age 70 years +4; diabetes +2.\nTotal: 7 points.\nRisk category: intermediate."
+    wrong_category = "Risk points: age 70 years +4; diabetes +2.\nTotal: 6 points.\nRisk category: low."
+    assert not hf_cases.read_working(wrong_sum).adds_up
+    assert not hf_cases.read_working(wrong_category).adds_up
+    assert not hf_cases.read_working("Risk category: low.").adds_up, "no working written"
+
+
+class _Reply:
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+class _EchoGenerator:
+    """Replies with the training target of the prompt it is given (optionally spoiling the total)."""
+
+    model_id, adapter = "echo", None
+
+    def __init__(self, targets: dict[str, str], spoil: bool = False) -> None:
+        self.targets, self.spoil = targets, spoil
+
+    def generate_batch(self, prompts: list, max_new_tokens: int) -> list[_Reply]:
+        out = [self.targets[p[-1]["content"]] for p in prompts]
+        if self.spoil:
+            out = [re.sub(r"Total: (\d+)", lambda m: f"Total: {int(m.group(1)) + 1}", t) for t in out]
+        return [_Reply(t) for t in out]
+
+
+def test_hf_risk_eval_scores_the_working(built, inputs: data.Inputs, tmp_path: Path) -> None:
+    from eval.hf_risk import evaluate, markdown
+
+    examples, card = built
+    data.write(examples, card, tmp_path / "data")
+    targets = {e.prompt[-1]["content"]: e.completion[0]["content"] for e in examples if e.part == "hf_risk"}
+    s = evaluate(_EchoGenerator(targets), tmp_path / "data", inputs.heart_failure, tmp_path / "out")
+    assert s["patients"] > 0 and s["unparsed"] == 0
+    assert s["agreement_with_rule_category"] == 1.0
+    assert s["working_adds_up"] == 1.0 and s["total_equals_rule_points"] == 1.0 and s["passes_risk_checks"] == 1.0
+    spoiled = evaluate(_EchoGenerator(targets, spoil=True), tmp_path / "data", inputs.heart_failure, tmp_path / "o2")
+    assert spoiled["total_equals_rule_points"] == 0.0 and spoiled["working_adds_up"] < 1.0
+    assert spoiled["passes_risk_checks"] < 1.0
+    assert "| echo |" in markdown({"echo": s})
