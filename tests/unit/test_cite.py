@@ -176,3 +176,29 @@ def test_sentence_about_the_patient_needs_the_patients_record():
     without_rule = check_support("The HbA1c of this patient is high.", np.stack([E1]), sources, 0.9,
                                  attribute_uncited=True)
     assert without_rule[0].supported and without_rule[0].citations == [1]
+
+
+RECORD = ("Heart failure clinical record HF012\n- Age: 65 years\n- Serum sodium: 135 mEq/L (reference 135-145 mEq/L; "
+          "normal)\n- Serum creatinine: 1.1 mg/dL (reference 0.6-1.2 mg/dL; normal)\n- Creatine phosphokinase (CPK): "
+          "582 mcg/L\n- Left ventricular ejection fraction: 38% (normal 50-70%)\nRecorded 2015-03-04")
+
+
+@pytest.mark.parametrize("sentence,ok", [
+    ("The serum potassium of this patient is 135 mEq/L [1].", False),  # the sodium line quoted as potassium
+    ("The serum sodium of this patient is 135 mEq/L [1].", True),
+    ("HF012's LVEF is 38% [1].", True),
+    ("HF012's creatinine is 582 mcg/L [1].", False),  # the CPK value
+    ("HF012's CPK is 582 mcg/L [1].", True),
+    ("On 2015-03-04 the ejection fraction was 38% [1].", True),  # a date on a line naming no measurement
+    ("This patient is 65 years old [1].", True),
+    ("HF012 has a creatinine of 1.1 mg/dL and sodium of 135 mEq/L [1].", True),
+])
+def test_a_record_value_must_be_stated_for_its_own_measurement(sentence: str, ok: bool) -> None:
+    from rag.cite import about_patient
+
+    out = check_support(sentence, np.stack([E1]), {1: np.stack([E1])}, 0.9, source_texts={1: [RECORD]},
+                        record_sources={1}, about_patient=about_patient("HF012"))
+    assert out[0].supported is ok
+    # Guideline sources keep the plain number check: the field rule reads patient records only.
+    plain = check_support(sentence, np.stack([E1]), {1: np.stack([E1])}, 0.9, source_texts={1: [RECORD]})
+    assert plain[0].supported
