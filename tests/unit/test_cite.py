@@ -202,3 +202,37 @@ def test_a_record_value_must_be_stated_for_its_own_measurement(sentence: str, ok
     # Guideline sources keep the plain number check: the field rule reads patient records only.
     plain = check_support(sentence, np.stack([E1]), {1: np.stack([E1])}, 0.9, source_texts={1: [RECORD]})
     assert plain[0].supported
+
+
+YES_NO = "Record HF003\n- Anaemia (reduced red cells or haemoglobin): no\n- Diabetes: yes\n- Current smoker: no\n"
+FAR = np.array([0.0, 0.0, 1.0])  # a sentence vector far from every passage: similarity alone fails
+
+
+@pytest.mark.parametrize("sentence,supported", [
+    ("Yes, the patient has diabetes [1].", True),
+    ("No, the record of this patient states they are not a current smoker [1].", True),
+    ("HF003 has no anaemia [1].", True),
+    ("HF003 does not have diabetes [1].", False),  # contradicts "Diabetes: yes" however similar it is
+    ("The patient is a smoker [1].", False),
+    ("The patient has diabetes and no anaemia [1].", True),
+    ("The patient has high blood pressure [1].", False),  # the record has no such line: similarity decides
+])
+def test_yes_no_facts_are_read_from_the_record_line(sentence: str, supported: bool) -> None:
+    from rag.cite import about_patient
+
+    kw = {"source_texts": {1: [YES_NO]}, "record_sources": {1}, "about_patient": about_patient("HF003")}
+    out = check_support(sentence, np.stack([FAR]), {1: np.stack([E1])}, 0.9, **kw)
+    assert out[0].supported is supported
+    if not supported and "diabetes" in sentence:
+        high = check_support(sentence, np.stack([E1]), {1: np.stack([E1])}, 0.9, **kw)
+        assert not high[0].supported, "a contradiction is unsupported even at full similarity"
+
+
+def test_uncited_yes_no_fact_is_attributed_to_the_record_not_the_guideline() -> None:
+    from rag.cite import about_patient
+
+    sources = {1: np.stack([E1]), 2: np.stack([E2])}  # [1] a guideline that matches, [2] the record
+    out = check_support("The patient has no anaemia.", np.stack([FAR]), sources, 0.9, attribute_uncited=True,
+                        source_texts={1: ["Anaemia is common in heart failure."], 2: [YES_NO]},
+                        record_sources={2}, about_patient=about_patient("HF003"))
+    assert out[0].supported and out[0].attributed and out[0].citations == [2]
