@@ -144,9 +144,40 @@ def record_fact(sentence: str, record_lines: list[str]) -> bool | None:
         clause = re.split(r"[,;:]", text[:m.start()])[-1]
         says_yes = not _NEGATED.search(clause)
         verdicts.append(says_yes == (_YES_NO_LINE.match(line).group(2).lower() == "yes"))  # type: ignore[union-attr]
+    sex = _SEX_WORD.findall(text)
+    if sex:
+        line = next((x for x in record_lines if (y := _YES_NO_LINE.match(x) or _SEX_LINE.match(x))
+                     and y.group(1).strip().lower() == "sex"), None)
+        if line is None:
+            return None
+        recorded = _SEX_LINE.match(line).group(2).lower()  # type: ignore[union-attr]
+        verdicts.append(all(("female" if w.lower() in ("female", "woman") else "male") == recorded for w in sex))
     if not verdicts:
         return None
     return all(verdicts)
+
+
+_SEX_WORD = re.compile(r"\b(male|man|female|woman)\b", re.I)
+_SEX_LINE = re.compile(r"^[\s\-*]*(sex):\s*(male|female)\b", re.I)
+# A sentence may be verified by the record line alone (at any embedding similarity) only when it
+# states one fact and nothing else: short, and no reasoning or advice riding on it.
+_MORE_THAN_A_FACT = re.compile(r"\b(?:because|which|so|should|recommend\w*|therefore|indicat\w*|suggest\w*|"
+                               r"means?|requires?|needs?|treat\w*|start|stop|increase|decrease)\b", re.I)
+
+
+def single_fact(sentence: str, max_words: int = 18) -> bool:
+    text = strip_markers(sentence)
+    return len(text.split()) <= max_words and not _MORE_THAN_A_FACT.search(text)
+
+
+def record_value(sentence: str, record_lines: list[str], exempt: Collection[str] = ()) -> bool:
+    """The sentence names a measurement and every number it states is on a record line naming it
+    ("The patient is 60 years old" against "- Age: 60 years")."""
+    named = measures_in(strip_markers(sentence))
+    nums = numbers_in(sentence) - set(exempt)
+    if not named or not nums:
+        return False
+    return all(any(num in numbers_in(line) and measures_in(line) & named for line in record_lines) for num in nums)
 
 
 def about_patient(patient_id: str) -> Callable[[str], bool]:
@@ -180,8 +211,9 @@ def check_support(text: str, sentence_vectors: np.ndarray, source_vectors: Mappi
     Two more checks read the patient's record lines directly: a number stated for a named
     measurement must not be one the record gives only for other measurements
     (:func:`value_of_other_measure`), and a yes/no condition ("has diabetes") must agree with
-    the record's "Diabetes: yes/no" line, which then supports it at any similarity
-    (:func:`record_fact`).
+    the record's "Diabetes: yes/no" line (:func:`record_fact`; sex likewise). A one-fact sentence
+    (:func:`single_fact`) whose every claim those lines verify is supported at any similarity:
+    "The patient is 60 years old and male" scores 0.41 against "- Age: 60 years / - Sex: male".
     """
     sentences = split_sentences(text)
     if len(sentences) != len(sentence_vectors):
@@ -195,6 +227,16 @@ def check_support(text: str, sentence_vectors: np.ndarray, source_vectors: Mappi
         if not numbers_in(sent) - exempt <= found:
             return False
         return value_of_other_measure(sent, lines_of(ns), exempt) is None
+
+    def by_record(sent: str, ns: list[int], fact: bool | None) -> bool:
+        """A one-fact sentence the cited record's own lines verify, whatever its embedding similarity."""
+        if not records & set(ns) or not single_fact(sent) or fact is False:
+            return False
+        has_numbers = bool(numbers_in(sent) - exempt)
+        value = record_value(sent, lines_of(ns), exempt)
+        # Every kind of claim it makes is verified: its numbers on their measurement's lines, its
+        # yes/no conditions and sex on theirs; and it makes at least one.
+        return (value or not has_numbers) and (fact is True or (fact is None and value))
 
     def lines_of(ns: list[int]) -> list[str]:
         """The lines of the cited sources that are the patient's records."""
@@ -212,7 +254,7 @@ def check_support(text: str, sentence_vectors: np.ndarray, source_vectors: Mappi
         best_score = max((float(sims[n][best[n]]) for n in cited), default=0.0)
         needs_record = check_records and about_patient is not None and about_patient(strip_markers(sent))
         fact = record_fact(sent, lines_of(cited)) if records else None
-        supported = (bool(cited) and (best_score >= threshold or fact is True) and fact is not False
+        supported = (bool(cited) and (best_score >= threshold or by_record(sent, cited, fact)) and fact is not False
                      and numbers_ok(sent, cited) and (not needs_record or bool(records & set(cited))))
         attributed = False
         if not supported and attribute_uncited:
@@ -221,7 +263,7 @@ def check_support(text: str, sentence_vectors: np.ndarray, source_vectors: Mappi
             # A patient record whose yes/no line agrees with the sentence supports it at any similarity.
             for n in sorted(sims, key=lambda n: -float(np.max(sims[n]))):
                 fact_n = record_fact(sent, lines_of([n])) if n in records else None
-                if fact_n is False or (float(np.max(sims[n])) < threshold and fact_n is not True):
+                if fact_n is False or (float(np.max(sims[n])) < threshold and not by_record(sent, [n], fact_n)):
                     continue
                 if needs_record and n not in records:
                     continue

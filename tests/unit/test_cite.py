@@ -236,3 +236,23 @@ def test_uncited_yes_no_fact_is_attributed_to_the_record_not_the_guideline() -> 
                         source_texts={1: ["Anaemia is common in heart failure."], 2: [YES_NO]},
                         record_sources={2}, about_patient=about_patient("HF003"))
     assert out[0].supported and out[0].attributed and out[0].citations == [2]
+
+
+DEMOGRAPHICS = "Heart failure clinical record HF066 — Demographics\n## Demographics\n\n- Age: 60 years\n- Sex: male"
+
+
+@pytest.mark.parametrize("sentence,supported", [
+    ("The patient is 60 years old and male [1].", True),  # both claims on the record's own lines
+    ("The patient is 60 years old [1].", True),
+    ("The patient is 60 years old and female [1].", False),  # the sex contradicts its line
+    ("The patient is 61 years old and male [1].", False),  # 61 is nowhere in the record
+    ("The patient is 60 years old, so the patient should start an ACE inhibitor [1].", False),  # advice rides on it
+])
+def test_one_fact_sentences_are_verified_by_the_record_line(sentence: str, supported: bool) -> None:
+    from rag.cite import about_patient
+
+    kw = {"source_texts": {1: [DEMOGRAPHICS]}, "record_sources": {1}, "about_patient": about_patient("HF066")}
+    out = check_support(sentence, np.stack([FAR]), {1: np.stack([E1])}, 0.9, **kw)
+    assert out[0].supported is supported
+    guideline = check_support(sentence, np.stack([FAR]), {1: np.stack([E1])}, 0.9, source_texts={1: [DEMOGRAPHICS]})
+    assert not guideline[0].supported, "without the record rule, similarity alone decides"
