@@ -73,11 +73,15 @@ def _device() -> str:
 
 
 def _git_commit() -> str:
+    """HEAD, with "+dirty" when tracked files differ from it (the card must not claim a commit it was not)."""
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True,
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True,
                               timeout=10).stdout.strip()
-    except OSError:
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--"], cwd=PROJECT_ROOT, capture_output=True,
+                               timeout=10).returncode == 1
+    except (OSError, subprocess.TimeoutExpired):
         return ""
+    return f"{head}+dirty" if head and dirty else head
 
 
 def _hardware(device: str) -> dict[str, Any]:
@@ -259,6 +263,7 @@ def train(app: AppConfig, max_steps: int | None = None, resume: bool = False, ov
         torch.set_num_threads(cfg.threads)
     device = _device()
     set_seed(cfg.seed)
+    commit = _git_commit()  # the code that trains, not what was committed while it ran (an hour on CPU)
 
     train_rows = select(read_examples(data_dir / "train.jsonl"), cfg.mix, cfg.seed)
     val_rows = stratified(read_examples(data_dir / "val.jsonl"), cfg.val_samples, cfg.seed)
@@ -313,6 +318,7 @@ def train(app: AppConfig, max_steps: int | None = None, resume: bool = False, ov
         history = [{"step": 0, "eval_loss": base_val}, *history]
     card = _card(app, cfg, resolved, targets, trainable, total, train_rows, val_rows, history, result, train_s,
                  base_val, final_val, device, data_dir, resume)
+    card["git_commit"] = commit
     _write_outputs(out_dir, app, card, history, data_dir)
     return card
 
