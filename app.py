@@ -318,8 +318,7 @@ def cmd_risk(args: argparse.Namespace) -> int:
         print(f"RISK ASSESSMENT [LOW CONFIDENCE: {len(a.problems)} check(s) failed]: {a.category or '-'}")
         for p in a.problems:
             print(_wrap(p, "  ! "))
-        print(f"  ! the rule over the factors named: {a.rule_total} points "
-              f"({a.to_dict()['rule_category']}); factors the reply left out are not counted")
+        print(f"  ! the rule applied to the case text: {a.rule_total} points ({a.to_dict()['rule_category']})")
     print(_wrap(a.reply, "  "))
     lora = f" + LoRA {Path(a.adapter).name}" if a.adapter else ""
     print(f"\ngenerator {a.generator}{lora}; rule: finetune/hf_cases.py (points in the direction of MAGGIC and "

@@ -12,8 +12,10 @@ shown as an assessment:
 
 A failed check makes the assessment low confidence, shown first; the category stays the
 model's, and the rule's total over the factors the model named is shown beside it, so a
-disagreement is visible rather than silently corrected. A factor the model left out is not
-detected (that would need a parser of free-text case descriptions).
+disagreement is visible rather than silently corrected. The rule's measurements are also
+read from the case text (:func:`case_factors`, patterns for the usual ways of writing them), so a
+factor the reply leaves out is flagged and the rule's own total for the case is shown beside the
+model's; a measurement written in a form the patterns do not read goes unchecked.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ _FLAT_TERMS = {"anaemia": ("anaemia", "anemia"), "diabetes": ("diabetes", "diabe
 @dataclass
 class FactorCheck:
     text: str
+    kind: str | None  # the rule's factor it is (ejection_fraction, age, ..., "diabetes"), None if none
     points: int
     rule_points: int | None  # None: not a factor of the rule
     value_in_case: bool
@@ -60,10 +63,12 @@ class RiskAssessment:
     def checked(self) -> bool:
         return not self.problems
 
+    case_points: dict[str, int] = field(default_factory=dict)  # the rule's factors read from the case text
+
     @property
     def rule_total(self) -> int:
-        """The rule's points for the factors the reply names (not a full re-assessment of the case)."""
-        return sum(f.rule_points or 0 for f in self.factors if f.value_in_case)
+        """The rule applied to what the case text states (as far as :func:`case_factors` reads it)."""
+        return sum(self.case_points.values())
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -96,22 +101,59 @@ def check_factor(text: str, points: int, case: str) -> FactorCheck:
     if m := re.search(rf"lvef \({_NUM}%\)|ejection fraction \({_NUM}%\)", t):
         v = m.group(1) or m.group(2)
         f = hf_cases.ef_points(float(v))
-        return FactorCheck(text, points, f.points if f else 0, _has_number(v, case))
+        return FactorCheck(text, "ejection_fraction", points, f.points if f else 0, _has_number(v, case))
     if m := re.search(rf"age {_NUM}", t):
         f = hf_cases.age_points(float(m.group(1)))
-        return FactorCheck(text, points, f.points if f else 0, _has_number(m.group(1), case))
+        return FactorCheck(text, "age", points, f.points if f else 0, _has_number(m.group(1), case))
     if m := re.search(rf"creatinine \({_NUM} mg/dl\)", t):
         f = hf_cases.creatinine_points(float(m.group(1)))
         seen = _has_number(m.group(1), case) or _has_number(hf_cases.creatinine_umol(float(m.group(1))), case)
-        return FactorCheck(text, points, f.points if f else 0, seen)
+        return FactorCheck(text, "serum_creatinine", points, f.points if f else 0, seen)
     if m := re.search(rf"sodium {_NUM}", t):
         low = float(m.group(1)) < hf_cases.HYPONATRAEMIA_BELOW
-        return FactorCheck(text, points, hf_cases.FLAT_POINTS["hyponatraemia"] if low else 0,
+        return FactorCheck(text, "serum_sodium", points, hf_cases.FLAT_POINTS["hyponatraemia"] if low else 0,
                            _has_number(m.group(1), case))
     for name, terms in _FLAT_TERMS.items():
         if any(x in t for x in (name, *terms)):
-            return FactorCheck(text, points, hf_cases.FLAT_POINTS[name], _mentioned(terms, case))
-    return FactorCheck(text, points, None, False)
+            return FactorCheck(text, name, points, hf_cases.FLAT_POINTS[name], _mentioned(terms, case))
+    return FactorCheck(text, None, points, None, False)
+
+
+_CASE_READERS = {
+    "ejection_fraction": re.compile(rf"(?:LVEF|ejection fraction)\D{{0,12}}?{_NUM}\s*%", re.I),
+    "age": re.compile(rf"{_NUM}[- ]years?[- ]old|\baged? {_NUM}", re.I),
+    "serum_creatinine": re.compile(rf"creatinine\D{{0,12}}?{_NUM}\s*(mg/dl|µmol/l|umol/l|micromol/l)", re.I),
+    "serum_sodium": re.compile(rf"sodium\D{{0,12}}?{_NUM}", re.I),
+}
+
+
+def case_factors(case: str) -> dict[str, int]:
+    """The rule's points for what the case text states, read with the patterns above (the first
+    value of each measurement; a measurement the text does not state in a form they read is absent)."""
+    out: dict[str, int] = {}
+    for kind, rx in _CASE_READERS.items():
+        m = rx.search(case)
+        if not m:
+            continue
+        v = float(next(g for g in m.groups()[:2] if g is not None))
+        if kind == "ejection_fraction":
+            f = hf_cases.ef_points(v)
+        elif kind == "age":
+            f = hf_cases.age_points(v)
+        elif kind == "serum_creatinine":
+            mg = v if m.group(2).lower() == "mg/dl" else v / 88.4
+            f = hf_cases.creatinine_points(round(mg, 2))
+        else:
+            low = v < hf_cases.HYPONATRAEMIA_BELOW
+            f = hf_cases.Factor(hf_cases.FLAT_POINTS["hyponatraemia"], "") if low else None
+        out[kind] = f.points if f else 0
+    for name, terms in _FLAT_TERMS.items():
+        if name == "male sex":
+            present = re.search(r"\b(?:man|male|gentleman|mr)\b", case, re.I) is not None
+        else:
+            present = _mentioned(terms, case)
+        out[name] = hf_cases.FLAT_POINTS[name] if present else 0
+    return out
 
 
 def check_reply(reply: str, case: str) -> RiskAssessment:
@@ -136,6 +178,15 @@ def check_reply(reply: str, case: str) -> RiskAssessment:
             out.problems.append(f"'{f.text}' is not in the case description")
         elif f.rule_points != f.points:
             out.problems.append(f"'{f.text}' scores {f.rule_points} under the rule, not {f.points}")
+    out.case_points = case_factors(case)
+    named = {f.kind for f in out.factors}
+    for kind, pts in out.case_points.items():
+        if pts and kind not in named:
+            out.problems.append(f"the case's {kind.replace('_', ' ')} scores {pts} under the rule but the reply "
+                                "leaves it out")
+    m = _CASE_READERS["ejection_fraction"].search(case)
+    if re.search(r"preserved ejection fraction", reply, re.I) and m and float(m.group(1)) < 50:
+        out.problems.append(f"the reply calls the ejection fraction preserved; the case gives {m.group(1)}%")
     return out
 
 

@@ -23,13 +23,22 @@ def _records(n: int, seed: int = 0) -> list[HFRecord]:
             for i in range(n)]
 
 
-def _cases() -> list[tuple[str, str]]:
+def _cases(with_points: bool = False) -> list:
     out = []
     for r in _records(60):
         rng = random.Random(r.patient_id)
-        for user, target, _missing in hf_cases.variants(r, rng, complete=2, with_missing=1):
-            out.append((user.rsplit("\n\n", 1)[0], target))
+        for user, target, missing in hf_cases.variants(r, rng, complete=2, with_missing=1):
+            case = user.rsplit("\n\n", 1)[0]
+            out.append((case, target, hf_cases.risk_points(r, frozenset(missing))) if with_points else (case, target))
     return out
+
+
+def test_the_case_reader_scores_every_narrative_phrasing_as_the_rule_does() -> None:
+    """Units (mg/dL, µmol/L), orders, negations, missing measurements: the text alone gives the rule's points."""
+    from rag.risk import case_factors
+
+    for case, _target, points in _cases(with_points=True):
+        assert sum(case_factors(case).values()) == points, case
 
 
 def test_every_training_target_passes_its_own_checks() -> None:
@@ -100,3 +109,18 @@ def test_assess_sends_the_trained_prompt_and_checks_the_reply() -> None:
     assert gen.seen[0][0]["content"].endswith(hf_cases.rule_text()), "the rule is in the system prompt"
     assert a.checked and a.adapter == "adapters/x"
     assert a.to_dict()["rule_category"] == a.category
+
+
+def test_left_out_factors_and_a_wrong_phenotype_are_flagged() -> None:
+    case = ("A 72-year-old man with chronic heart failure. History of diabetes; no hypertension or anaemia; current "
+            "smoker. LVEF 25% on echo. Labs: serum creatinine 1.9 mg/dL, sodium 133 mEq/L.")
+    # What the tuned 0.5B model replied to this case (its arithmetic and lookups fail too).
+    reply = ("Risk points: age 72 years +4; diabetes +2; current smoking +1; male sex +1.\nTotal: 8 points (low below "
+             "6, intermediate 6-11, high 12 or more).\nRisk category: intermediate.\nPreserved ejection fraction "
+             "(HFpEF range).")
+    a = check_reply(reply, case)
+    assert a.adds_up and all(f.ok for f in a.factors), "each written factor is right ..."
+    left_out = [p for p in a.problems if "leaves it out" in p]
+    assert len(left_out) == 3, a.problems  # ... but LVEF, creatinine and sodium are missing
+    assert any("preserved" in p for p in a.problems)
+    assert a.rule_total == 4 + 2 + 1 + 1 + 5 + 4 + 2 and a.to_dict()["rule_category"] == "high"
