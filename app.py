@@ -553,7 +553,7 @@ def _cmd_train_data(args: argparse.Namespace, cfg: Any) -> int:
     t = cfg.train
     inputs = data.inputs_from_sources(source_set(cfg, args.source_set))
     opts = data.DataOptions(seed=t.seed, grounded_questions=0 if args.no_index else t.grounded_questions,
-                            withheld_share=t.withheld_share, source_tokens=t.source_tokens)
+                            withheld_share=t.withheld_share, source_tokens=t.source_tokens, hf_format=t.hf_format)
     tok = AutoTokenizer.from_pretrained(str(resolve(cfg.generator.model, resolve_path(cfg.models.cache_dir)).path))
 
     def count(text: str) -> int:

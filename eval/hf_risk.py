@@ -24,7 +24,7 @@ import numpy as np
 from corpora.heart_failure import HFRecord, read_records
 from corpora.report import LoadReport
 from finetune.data import read_examples
-from finetune.hf_cases import CATEGORIES, read_working, risk_points
+from finetune.hf_cases import CATEGORIES, read_working
 from rag.errors import InputError
 from rag.risk import check_reply
 
@@ -121,7 +121,8 @@ def evaluate(generator: Any, data_dir: Path, csv_path: Path, out_dir: Path, batc
     cats = [parse_category(t) for t in replies]
     y = np.array([died[p] for p in pids])
     stated = np.array([CATEGORIES.index(c) if c else 1 for c in cats], dtype=float)  # unparsed -> middle
-    rule = np.array([risk_points(records[p]) for p in pids], dtype=float)
+    # The points of the rule the data was built with (format category_first or working), full record.
+    rule = np.array([first[p]["meta"]["points"] for p in pids], dtype=float)
     tr = sorted(train_ids - set(pids))
     _, predict = logistic_regression(np.array([features(records[p]) for p in tr]), np.array([died[p] for p in tr]))
     lr = predict(np.array([features(records[p]) for p in pids]))

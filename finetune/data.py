@@ -57,9 +57,14 @@ log = logging.getLogger(__name__)
 CLOSED_BOOK_SYSTEM = ("You are a careful medical assistant. Answer the health question accurately and "
                       "concisely, in plain language.")
 HF_SYSTEM = ("You are a careful clinical decision-support assistant. From the case description, give a risk "
-             "category (low, intermediate or high) and the clinical factors driving it: list each factor's "
-             "points, then the total, then the category. Name missing measurements. Never predict or state "
-             "an outcome.\n" + hf_cases.rule_text())
+             "category (low, intermediate or high) and the clinical factors driving it. Name missing "
+             "measurements. Never predict or state an outcome.")
+# Format "working" (train.hf_format): the rule is stated and the reply shows each factor's points.
+HF_SYSTEM_WORKING = ("You are a careful clinical decision-support assistant. From the case description, give a "
+                     "risk category (low, intermediate or high) and the clinical factors driving it: list each "
+                     "factor's points, then the total, then the category. Name missing measurements. Never "
+                     "predict or state an outcome.\n" + hf_cases.rule_text())
+HF_SYSTEMS = {"category_first": HF_SYSTEM, "working": HF_SYSTEM_WORKING}
 PARTS = ("closed_book", "grounded", "grounded_ehr", "hf_risk")
 SPLITS = ("train", "val", "test")
 
@@ -94,6 +99,7 @@ class DataOptions:
     hf_missing: int = 1  # narratives with missing key measurements per patient
     ehr_per_patient: int = 2  # record questions per heart-failure patient (grounded_ehr; 0: skip the part)
     ehr_abstain_share: float = 0.4  # chance a patient also gets a question the record cannot answer
+    hf_format: str = "category_first"  # heart-failure targets: see finetune.hf_cases.FORMATS
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -337,15 +343,17 @@ def hf_examples(records: list[HFRecord], opts: DataOptions, stats: Counter[str])
     out: list[Example] = []
     for r in records:
         rng = random.Random(f"{opts.seed}-{r.patient_id}")
-        for i, (user, target, missing) in enumerate(hf_cases.variants(r, rng, opts.hf_complete, opts.hf_missing)):
+        variants = hf_cases.variants(r, rng, opts.hf_complete, opts.hf_missing, opts.hf_format)
+        for i, (user, target, missing) in enumerate(variants):
             stats[f"hf_risk.{'missing' if missing else 'complete'}"] += 1
             out.append(Example(id=f"hf-{r.patient_id}-{i}", part="hf_risk", source="uci-heart-failure",
                                group=f"patient:{r.patient_id}",
-                               prompt=[{"role": "system", "content": HF_SYSTEM}, {"role": "user", "content": user}],
+                               prompt=[{"role": "system", "content": HF_SYSTEMS[opts.hf_format]},
+                                       {"role": "user", "content": user}],
                                completion=[{"role": "assistant", "content": target}],
                                meta={"patient_id": r.patient_id, "missing": missing,
-                                     "category": hf_cases.risk_category(r, frozenset(missing)),
-                                     "points": hf_cases.risk_points(r, frozenset(missing))}))
+                                     "category": hf_cases.risk_category(r, frozenset(missing), opts.hf_format),
+                                     "points": hf_cases.risk_points(r, frozenset(missing), opts.hf_format)}))
     return out
 
 

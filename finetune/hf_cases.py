@@ -66,20 +66,32 @@ def age_points(age: float) -> Factor | None:
     return None
 
 
-def creatinine_points(cr: float) -> Factor | None:
-    for lo, _umol, pts, word in CREATININE_BANDS:
-        if cr >= lo:
+# The first rule (format "category_first", the committed adapter's data) banded creatinine in
+# µmol/L; the stated rule of format "working" bands it in mg/dL so that both units of a narrative
+# score alike. They differ only just below each threshold (e.g. 1.25-1.29 mg/dL).
+CREATININE_BANDS_V1 = ((250, 6, "severely raised"), (210, 5, "markedly raised"), (170, 4, "raised"),
+                       (150, 3, "raised"), (130, 2, "mildly raised"), (110, 1, "mildly raised"))
+FORMATS = ("category_first", "working")
+
+
+def creatinine_points(cr: float, fmt: str = "working") -> Factor | None:
+    if fmt == "category_first":
+        bands = [(cr * 88.4 >= umol, pts, word) for umol, pts, word in CREATININE_BANDS_V1]
+    else:
+        bands = [(cr >= lo, pts, word) for lo, _umol, pts, word in CREATININE_BANDS]
+    for reached, pts, word in bands:
+        if reached:
             return Factor(pts, f"{word} serum creatinine ({cr:g} mg/dL), indicating renal dysfunction")
     return None
 
 
-def risk_factors(r: HFRecord, missing: frozenset[str] = frozenset()) -> list[Factor]:
+def risk_factors(r: HFRecord, missing: frozenset[str] = frozenset(), fmt: str = "working") -> list[Factor]:
     """The factors (with points) the rule finds, skipping measurements that are missing."""
     flat = FLAT_POINTS
     out: list[Factor | None] = [
         None if "ejection_fraction" in missing else ef_points(r.ejection_fraction),
         None if "age" in missing else age_points(r.age),
-        None if "serum_creatinine" in missing else creatinine_points(r.serum_creatinine),
+        None if "serum_creatinine" in missing else creatinine_points(r.serum_creatinine, fmt),
         Factor(flat["hyponatraemia"], f"hyponatraemia (sodium {r.serum_sodium:g} mEq/L)")
         if "serum_sodium" not in missing and r.serum_sodium < HYPONATRAEMIA_BELOW else None,
         Factor(flat["anaemia"], "anaemia") if r.anaemia else None,
@@ -108,16 +120,16 @@ def rule_text() -> str:
             f"{HIGH_AT} or more high.")
 
 
-def risk_points(r: HFRecord, missing: frozenset[str] = frozenset()) -> int:
-    return sum(f.points for f in risk_factors(r, missing))
+def risk_points(r: HFRecord, missing: frozenset[str] = frozenset(), fmt: str = "working") -> int:
+    return sum(f.points for f in risk_factors(r, missing, fmt))
 
 
 def category_of(points: int) -> str:
     return "high" if points >= HIGH_AT else "intermediate" if points >= INTERMEDIATE_AT else "low"
 
 
-def risk_category(r: HFRecord, missing: frozenset[str] = frozenset()) -> str:
-    return category_of(risk_points(r, missing))
+def risk_category(r: HFRecord, missing: frozenset[str] = frozenset(), fmt: str = "working") -> str:
+    return category_of(risk_points(r, missing, fmt))
 
 
 @dataclass(frozen=True)
@@ -223,14 +235,47 @@ QUESTIONS = (
 )
 
 
-def assessment(r: HFRecord, missing: frozenset[str] = frozenset()) -> str:
+def assessment(r: HFRecord, missing: frozenset[str] = frozenset(), fmt: str = "working") -> str:
+    """The target in format ``fmt`` (see :data:`FORMATS`)."""
+    return (category_first(r, missing) if fmt == "category_first" else working(r, missing))
+
+
+def category_first(r: HFRecord, missing: frozenset[str] = frozenset()) -> str:
+    """The committed adapter's target: the category, then up to four factors. Never an outcome.
+
+    An adapter trained on it (80 examples) stated "low" for every held-out patient (BENCHMARKS.md).
+    """
+    fmt = "category_first"
+    cat = risk_category(r, missing, fmt)
+    factors = risk_factors(r, missing, fmt)
+    lines = []
+    if missing:
+        lines.append(f"Provisional risk category: {cat} (incomplete data).")
+        for m in sorted(missing):
+            lines.append(f"Missing: {KEY_MEASUREMENTS[m]}.")
+        lines.append("Obtain the missing measurements before relying on this category; it may be "
+                     "underestimated.")
+    else:
+        lines.append(f"Risk category: {cat}.")
+    if factors:
+        lines.append("Main factors: " + "; ".join(f.text for f in factors[:4]) + ".")
+    else:
+        lines.append("Main factors: no major adverse risk marker among the recorded measurements.")
+    if "ejection_fraction" not in missing and r.ejection_fraction >= 50:
+        lines.append("Preserved ejection fraction (HFpEF range).")
+    return "\n".join(lines)
+
+
+def working(r: HFRecord, missing: frozenset[str] = frozenset()) -> str:
     """The target: the rule's points, their total, then the category; names missing data. Never an outcome.
 
-    The points come *before* the category on purpose. The first adapter was trained on
-    "category first, then factors" and collapsed to one category: a 0.5B model cannot add up
-    nine weighted measurements silently before its first token. Writing each factor's points
-    and the total first turns the category into a threshold on a number it has just written,
-    and shows the clinician the working, as a published risk calculator does.
+    The points come *before* the category on purpose: an adapter trained on "category first"
+    collapsed to one category, since a 0.5B model cannot add up nine weighted measurements
+    silently before its first token. Writing each factor's points and the total first makes the
+    category a threshold on a number just written, shows the clinician the working as a risk
+    calculator does, and lets ``rag/risk.py`` check it. The system prompt states the rule
+    (:func:`rule_text`). An adapter trained on 128 such examples still got the lookups wrong
+    (BENCHMARKS.md), so this is format ``working``, not the default.
     """
     cat = risk_category(r, missing)
     factors = risk_factors(r, missing)
@@ -251,13 +296,14 @@ def assessment(r: HFRecord, missing: frozenset[str] = frozenset()) -> str:
     return "\n".join(lines)
 
 
-def variants(r: HFRecord, rng: random.Random, complete: int, with_missing: int) -> list[tuple[str, str, list[str]]]:
+def variants(r: HFRecord, rng: random.Random, complete: int, with_missing: int,
+             fmt: str = "working") -> list[tuple[str, str, list[str]]]:
     """(user message, target, missing measurements) variants of one record."""
     out: list[tuple[str, str, list[str]]] = []
     keys = sorted(KEY_MEASUREMENTS)
     for i in range(complete + with_missing):
         missing = frozenset(rng.sample(keys, rng.choice([1, 1, 2]))) if i >= complete else frozenset()
         user = f"{narrative(r, rng, missing)}\n\n{rng.choice(QUESTIONS)}"
-        out.append((user, assessment(r, missing), sorted(missing)))
+        out.append((user, assessment(r, missing, fmt), sorted(missing)))
     return out
 

@@ -181,6 +181,10 @@ class TrainConfig(_Section):
     withheld_share: float = Field(0.3, ge=0.0, le=1.0, description="`train data`: share of grounded examples "
                                                                    "whose gold source is withheld")
     source_tokens: int = Field(400, ge=64, description="`train data`: token budget of a grounded prompt's sources")
+    hf_format: Literal["category_first", "working"] = Field(
+        "category_first", description="`train data`: heart-failure targets. category_first: category then "
+                                      "factors (the committed adapter); working: the rule in the prompt, each "
+                                      "factor's points, the total, then the category (what `risk` checks)")
 
 
 class AppConfig(_Section):

@@ -192,9 +192,9 @@ def check_reply(reply: str, case: str) -> RiskAssessment:
 
 def case_prompt(case: str) -> list[dict[str, str]]:
     """The trained prompt: the rule in the system message, the case and a question as the user's."""
-    from finetune.data import HF_SYSTEM
+    from finetune.data import HF_SYSTEM_WORKING
 
-    return [{"role": "system", "content": HF_SYSTEM},
+    return [{"role": "system", "content": HF_SYSTEM_WORKING},
             {"role": "user", "content": f"{case.strip()}\n\n{hf_cases.QUESTIONS[0]}"}]
 
 

@@ -186,13 +186,28 @@ def test_heart_failure_inputs_hold_no_outcome_or_follow_up(built) -> None:
         assert not outcome.search(user), user
         assert "7777" not in user and "DEATH" not in user
         assert not outcome.search(e.completion[0]["content"]), "targets never state an outcome"
+        assert e.completion[0]["content"].split(":")[0] in ("Risk category", "Provisional risk category")
+        assert e.prompt[0]["content"] == data.HF_SYSTEM, "the committed adapter's format is the default"
+
+
+@pytest.fixture(scope="module")
+def built_working(inputs: data.Inputs):
+    """Format "working" (the rule stated, the points written first); no grounded part, so no index."""
+    opts = data.DataOptions(seed=3, val_fraction=0.2, grounded_questions=0, ehr_per_patient=0, hf_format="working")
+    return data.build(inputs, HELD, opts, None, count)
+
+
+def test_working_targets_write_points_that_add_up_to_the_category(built_working) -> None:
+    examples, card = built_working
+    hf = [e for e in examples if e.part == "hf_risk"]
+    assert len(hf) == 40 * 3 and card["options"]["hf_format"] == "working"
+    for e in hf:
         target = e.completion[0]["content"]
-        # The working comes first: each factor's points, their total, then the category the total gives.
+        assert e.prompt[0]["content"] == data.HF_SYSTEM_WORKING
         written = [int(p) for p in re.findall(r" \+(\d+)", target.split("Total:")[0])]
         total = int(re.search(r"Total: (\d+) points", target).group(1))
         assert sum(written) == total == e.meta["points"]
         category_line = next(x for x in target.splitlines() if "isk category:" in x)
-        assert category_line.split(":")[0] in ("Risk category", "Provisional risk category")
         assert target.index("Total:") < target.index(category_line)
         assert f": {e.meta['category']}" in category_line
 
@@ -269,7 +284,7 @@ def test_creatinine_bands_agree_in_both_units_as_narratives_print_them() -> None
 
 def test_the_system_prompt_states_the_rule_the_targets_follow() -> None:
     text = hf_cases.rule_text()
-    assert text in data.HF_SYSTEM
+    assert text in data.HF_SYSTEM_WORKING and text not in data.HF_SYSTEM
     first, *rest = hf_cases.EF_BANDS
     assert f"LVEF below {first[0]}% +{first[1]}" in text
     for below, pts, _ in rest:
@@ -279,8 +294,8 @@ def test_the_system_prompt_states_the_rule_the_targets_follow() -> None:
     assert f"{hf_cases.HIGH_AT} or more high" in text
 
 
-def test_working_parser_reads_every_target_and_catches_bad_arithmetic(built) -> None:
-    examples, _ = built
+def test_working_parser_reads_every_target_and_catches_bad_arithmetic(built_working) -> None:
+    examples, _ = built_working
     for e in (e for e in examples if e.part == "hf_risk"):
         w = hf_cases.read_working(e.completion[0]["content"])
         assert w.adds_up and w.total == e.meta["points"] and w.category == e.meta["category"]
@@ -311,10 +326,10 @@ class _EchoGenerator:
         return [_Reply(t) for t in out]
 
 
-def test_hf_risk_eval_scores_the_working(built, inputs: data.Inputs, tmp_path: Path) -> None:
+def test_hf_risk_eval_scores_the_working(built_working, inputs: data.Inputs, tmp_path: Path) -> None:
     from eval.hf_risk import evaluate, markdown
 
-    examples, card = built
+    examples, card = built_working
     data.write(examples, card, tmp_path / "data")
     targets = {e.prompt[-1]["content"]: e.completion[0]["content"] for e in examples if e.part == "hf_risk"}
     s = evaluate(_EchoGenerator(targets), tmp_path / "data", inputs.heart_failure, tmp_path / "out")
@@ -325,3 +340,11 @@ def test_hf_risk_eval_scores_the_working(built, inputs: data.Inputs, tmp_path: P
     assert spoiled["total_equals_rule_points"] == 0.0 and spoiled["working_adds_up"] < 1.0
     assert spoiled["passes_risk_checks"] < 1.0
     assert "| echo |" in markdown({"echo": s})
+
+
+def test_the_first_rule_is_kept_for_the_committed_format() -> None:
+    """category_first data keeps its µmol/L creatinine bands, so `train data` rebuilds the committed adapter's data."""
+    r = _rec(serum_creatinine=1.25)  # 110.5 µmol/L: 1 point under the first rule, 0 under the stated mg/dL rule
+    assert hf_cases.risk_points(r, fmt="category_first") == 1 and hf_cases.risk_points(r, fmt="working") == 0
+    assert hf_cases.assessment(r, fmt="category_first").startswith("Risk category: low.")
+    assert hf_cases.assessment(r, fmt="working").startswith("Risk points:")
