@@ -16,7 +16,7 @@ import numpy as np
 from corpora import Kind
 from rag import confidence as conf
 from rag.answer import Answer, Citation, SentenceRecord
-from rag.cite import about_patient, check_support, clean_markers, numbers_in, strip_markers
+from rag.cite import about_patient, check_support, clean_markers, numbers_in, strip_markers, unanswered_measures
 from rag.config import AppConfig, load_config, resolve_path
 from rag.embed import Embedder, TransformersEmbedder
 from rag.errors import InputError, UnknownPatientError
@@ -339,6 +339,9 @@ class Assistant:
             reason = "the generator found no answer in the sources"
         elif not any(s.supported for s in support):
             reason = "no answer sentence is supported by a cited source"
+        elif p.base.get("patient_id") and (missed := unanswered_measures(q, [s.text for s in support if s.supported])):
+            # A record question answered with another field's (true, cited) value is not an answer.
+            reason = f"no supported sentence gives the {', '.join(sorted(missed))} the question asks about"
         elif c < cfg.abstain_below:
             reason = f"confidence {c:.2f} is below the abstention threshold {cfg.abstain_below:.2f}"
         best: dict[int, tuple[float, int]] = {}

@@ -96,6 +96,19 @@ def measures_in(text: str) -> set[str]:
     return {name for name, rx in MEASURES.items() if rx.search(text)}
 
 
+def unanswered_measures(question: str, supported_sentences: list[str]) -> set[str]:
+    """Measurements the question asks about that no supported answer sentence mentions.
+
+    The tuned generator answered "What is the CPK of patient HF085?" with the patient's sodium,
+    correctly cited: every sentence was supported, but none was about CPK (BENCHMARKS.md).
+    """
+    asked = measures_in(question)
+    if not asked:
+        return set()
+    said = set().union(*(measures_in(strip_markers(s)) for s in supported_sentences)) if supported_sentences else set()
+    return asked - said if not asked & said else set()
+
+
 def value_of_other_measure(sentence: str, record_lines: list[str], exempt: Collection[str] = ()) -> str | None:
     """A number the sentence states for a measurement it names, which the record gives only on
     lines naming other measurements (e.g. the sodium line quoted as potassium); None if none is.

@@ -256,3 +256,19 @@ def test_one_fact_sentences_are_verified_by_the_record_line(sentence: str, suppo
     assert out[0].supported is supported
     guideline = check_support(sentence, np.stack([FAR]), {1: np.stack([E1])}, 0.9, source_texts={1: [DEMOGRAPHICS]})
     assert not guideline[0].supported, "without the record rule, similarity alone decides"
+
+
+@pytest.mark.parametrize("question,answer,missed", [
+    ("What is the creatine phosphokinase of patient HF085?", "The serum sodium of patient HF085 is 141 mEq/L [2].",
+     {"creatine kinase"}),
+    ("What is the blood pressure reading of patient HF173?", "The serum sodium of patient HF173 is 145 mEq/L [2].",
+     {"blood pressure"}),
+    ("What is the CPK of patient HF085?", "The creatine phosphokinase of patient HF085 is 582 mcg/L [1].", set()),
+    ("What is the latest LVEF of patient P002?", "Her ejection fraction improved to 45% [3].", set()),
+    ("Does patient HF003 have diabetes?", "No, the record states no diabetes [1].", set()),  # no measurement asked
+    ("What are the sodium and potassium of P002?", "Sodium is 135 mmol/L [1].", set()),  # one of two answered
+])
+def test_a_record_question_needs_an_answer_about_what_it_asks(question: str, answer: str, missed: set) -> None:
+    from rag.cite import unanswered_measures
+
+    assert unanswered_measures(question, [answer]) == missed
