@@ -24,7 +24,7 @@ import numpy as np
 from corpora.heart_failure import HFRecord, read_records
 from corpora.report import LoadReport
 from finetune.data import read_examples
-from finetune.hf_cases import CATEGORIES, read_working
+from finetune.hf_cases import CATEGORIES
 from rag.errors import InputError
 from rag.risk import check_reply
 
@@ -128,9 +128,9 @@ def evaluate(generator: Any, data_dir: Path, csv_path: Path, out_dir: Path, batc
     lr = predict(np.array([features(records[p]) for p in pids]))
     target_cats = [first[p]["meta"]["category"] for p in pids]
     # The replies' own working (points, total, category): does it add up, and is the total the rule's?
-    working = [read_working(t) for t in replies]
-    # The risk command's checks (rag/risk.py): factor points are the rule's, values are in the case.
-    checked = [check_reply(t, first[p]["prompt"][-1]["content"]).checked for p, t in zip(pids, replies, strict=True)]
+    # and the risk command's checks (rag/risk.py), which parse the same working once.
+    working = [check_reply(t, first[p]["prompt"][-1]["content"]) for p, t in zip(pids, replies, strict=True)]
+    checked = [w.checked for w in working]
     adds_up = [w.adds_up for w in working]
     total_is_rule = [w.total == int(pts) for w, pts in zip(working, rule, strict=True)]
     summary = {

@@ -136,7 +136,7 @@ CONDITIONS: dict[str, re.Pattern[str]] = {name: re.compile(rx, re.I) for name, r
     "smoking": r"smok",
 }.items()}
 _YES_NO_LINE = re.compile(r"^[\s\-*]*([^:\n]{1,80}):\s*(yes|no)\b", re.I)
-_NEGATED = re.compile(r"\b(?:no|not|without|denies|never|non|neither|nor)\b|n't\b", re.I)
+NEGATION = re.compile(r"\b(?:no|not|without|denies|never|non|neither|nor)\b|n't\b", re.I)
 
 
 def record_fact(sentence: str, record_lines: list[str]) -> bool | None:
@@ -155,15 +155,14 @@ def record_fact(sentence: str, record_lines: list[str]) -> bool | None:
         if line is None:
             return None
         clause = re.split(r"[,;:]", text[:m.start()])[-1]
-        says_yes = not _NEGATED.search(clause)
+        says_yes = not NEGATION.search(clause)
         verdicts.append(says_yes == (_YES_NO_LINE.match(line).group(2).lower() == "yes"))  # type: ignore[union-attr]
     sex = _SEX_WORD.findall(text)
     if sex:
-        line = next((x for x in record_lines if (y := _YES_NO_LINE.match(x) or _SEX_LINE.match(x))
-                     and y.group(1).strip().lower() == "sex"), None)
-        if line is None:
+        sex_line = next((y for x in record_lines if (y := _SEX_LINE.match(x))), None)
+        if sex_line is None:
             return None
-        recorded = _SEX_LINE.match(line).group(2).lower()  # type: ignore[union-attr]
+        recorded = sex_line.group(2).lower()
         verdicts.append(all(("female" if w.lower() in ("female", "woman") else "male") == recorded for w in sex))
     if not verdicts:
         return None

@@ -25,12 +25,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from finetune import hf_cases
+from rag.cite import NEGATION
 from rag.errors import InputError
 
 MAX_CASE_CHARS = 8000  # a case description, not a record dump: the prompt must fit the model's window
 
 _NUM = r"(\d+(?:\.\d+)?)"
-_NEGATION = re.compile(r"\b(no|not|without|denies|non|never)\b", re.I)
 _FLAT_TERMS = {"anaemia": ("anaemia", "anemia"), "diabetes": ("diabetes", "diabetic"),
                "current smoking": ("smok",), "male sex": ("male", "man", "gentleman")}
 
@@ -86,7 +86,7 @@ def _mentioned(terms: tuple[str, ...], case: str) -> bool:
     for clause in _clauses(case):
         for t in terms:
             m = re.search(rf"\b{t}", clause, re.I)
-            if m and not _NEGATION.search(clause[:m.start()]):
+            if m and not NEGATION.search(clause[:m.start()]):
                 return True
     return False
 
@@ -119,6 +119,7 @@ def check_factor(text: str, points: int, case: str) -> FactorCheck:
     return FactorCheck(text, None, points, None, False)
 
 
+_MALE = re.compile(r"\b(?:man|male|gentleman|mr)\b", re.I)
 _CASE_READERS = {
     "ejection_fraction": re.compile(rf"(?:LVEF|ejection fraction)\D{{0,12}}?{_NUM}\s*%", re.I),
     "age": re.compile(rf"{_NUM}[- ]years?[- ]old|\baged? {_NUM}", re.I),
@@ -148,10 +149,8 @@ def case_factors(case: str) -> dict[str, int]:
             f = hf_cases.Factor(hf_cases.FLAT_POINTS["hyponatraemia"], "") if low else None
         out[kind] = f.points if f else 0
     for name, terms in _FLAT_TERMS.items():
-        if name == "male sex":
-            present = re.search(r"\b(?:man|male|gentleman|mr)\b", case, re.I) is not None
-        else:
-            present = _mentioned(terms, case)
+        # Sex is a whole word ("man", not "management"); the conditions may be negated ("no diabetes").
+        present = bool(_MALE.search(case)) if name == "male sex" else _mentioned(terms, case)
         out[name] = hf_cases.FLAT_POINTS[name] if present else 0
     return out
 
