@@ -4,7 +4,10 @@ Each held-out question (the retrieval split's ``test`` part, never trained on) i
 one of two conditions (a seeded share is withheld; ``--both`` asks every question in both):
 
 - **answerable**: the normal pipeline. Does the answer cite the gold page (the question's
-  own MedQuAD answer, or a verbatim duplicate of it)? Does it wrongly abstain?
+  own MedQuAD answer, or a verbatim duplicate of it)? Does it wrongly abstain? A gold citation
+  is counted two ways too: by a marker the generator wrote (``cites_gold_model``), or only by
+  the pipeline's post-hoc attribution (``cites_gold_attributed``: the generator gave no marker,
+  or one the support check re-cited); ``cites_gold`` is either.
 - **gold withheld**: the gold page, its siblings (same XML file), pages with the same topic
   title, and verbatim duplicates are hidden from retrieval. The assistant should abstain.
   Other collections (WikiDoc, guidelines) may still hold an answer, so 100% is not the
@@ -69,8 +72,10 @@ def withheld_docs(q: dict[str, Any], titles: dict[str, set[str]]) -> set[str]:
     return set(q["gold"]) | set(q["siblings"]) | titles.get(q["title"].strip().lower(), set())
 
 
-def _cited_docs(a: Answer) -> set[str]:
-    used = {n for s in a.sentences for n in s.citations}
+def _cited_docs(a: Answer, attributed: bool | None = None) -> set[str]:
+    """Documents the answer's sentences cite; with ``attributed``, only sentences whose citation
+    was (True) or was not (False, the generator's own marker) added by the pipeline's attribution."""
+    used = {n for s in a.sentences if attributed is None or s.attributed == attributed for n in s.citations}
     return {c.doc_id for c in a.citations if c.n in used}
 
 
@@ -116,10 +121,13 @@ def evaluate(assistant: Any, qs: list[dict[str, Any]], out_dir: Path, batch_size
     for i, a in zip(ans_idx, normal, strict=True):
         row = rows[i]
         gold = set(row["gold"])
+        by_model = (not a.abstained) and bool(gold & _cited_docs(a, attributed=False))
+        cites_gold = (not a.abstained) and bool(gold & _cited_docs(a))
         row["answerable"] = {"abstained": a.abstained, "reason": a.abstain_reason, "answer": a.answer,
                              "draft": a.draft, "confidence": a.confidence,
                              "gold_in_sources": bool(gold & {c.doc_id for c in a.citations}),
-                             "cites_gold": (not a.abstained) and bool(gold & _cited_docs(a)),
+                             "cites_gold": cites_gold, "cites_gold_model": by_model,
+                             "cites_gold_attributed": cites_gold and not by_model,
                              "cited_docs": sorted(_cited_docs(a))}
     for i, w in zip(held_list, held, strict=True):
         rows[i]["withheld"] = {"abstained": w.abstained, "reason": w.abstain_reason, "answer": w.answer,
@@ -144,13 +152,21 @@ def share(k: int, n: int) -> dict[str, Any]:
 
 
 def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The shares of a run's rows (``answers.jsonl``).
+
+    ``cites_gold_model`` / ``cites_gold_attributed`` are over the answerable rows that record the
+    split; rows written before it (an older run) have only ``cites_gold`` and are left out of them.
+    """
     a = [r["answerable"] for r in rows if "answerable" in r]
     w = [r["withheld"] for r in rows if "withheld" in r]
     n = len(a)
     gold_shown = [x for x in a if x["gold_in_sources"]]
+    split = [x for x in a if "cites_gold_model" in x]
     return {
         "answerable": {
             "cites_gold": share(sum(x["cites_gold"] for x in a), n),
+            "cites_gold_model": share(sum(x["cites_gold_model"] for x in split), len(split)),
+            "cites_gold_attributed": share(sum(x["cites_gold_attributed"] for x in split), len(split)),
             "cites_gold_when_gold_retrieved": share(sum(x["cites_gold"] for x in gold_shown), len(gold_shown)),
             "answered": share(sum(not x["abstained"] for x in a), n),
             "wrong_abstention_when_gold_retrieved": share(sum(x["abstained"] for x in gold_shown), len(gold_shown)),
@@ -172,11 +188,14 @@ def cell(s: dict[str, Any]) -> str:
 
 def markdown(summaries: dict[str, dict[str, Any]]) -> str:
     """One row per run (base, tuned, ...)."""
-    lines = ["| run | cites gold | cites gold (gold retrieved) | wrong abstention (gold retrieved) | "
-             "abstains, gold withheld | generator abstains, gold withheld |", "|---|---|---|---|---|---|"]
+    lines = ["| run | cites gold | by the generator's marker | only by attribution | cites gold (gold retrieved) | "
+             "wrong abstention (gold retrieved) | abstains, gold withheld | generator abstains, gold withheld |",
+             "|---|---|---|---|---|---|---|---|"]
     for name, s in summaries.items():
         a, w = s["answerable"], s["withheld"]
-        lines.append(f"| {name} | {cell(a['cites_gold'])} | {cell(a['cites_gold_when_gold_retrieved'])} | "
+        split = [cell(a[k]) if k in a else "-" for k in ("cites_gold_model", "cites_gold_attributed")]
+        lines.append(f"| {name} | {cell(a['cites_gold'])} | {split[0]} | {split[1]} | "
+                     f"{cell(a['cites_gold_when_gold_retrieved'])} | "
                      f"{cell(a['wrong_abstention_when_gold_retrieved'])} | {cell(w['abstained'])} | "
                      f"{cell(w['generator_abstained'])} |")
     return "\n".join(lines) + "\n"
@@ -201,8 +220,10 @@ def paired(run_a: Path, run_b: Path) -> dict[str, Any]:
 
     a, b = rows(run_a), rows(run_b)
     out: dict[str, Any] = {"run_a": str(run_a), "run_b": str(run_b)}
-    for cond, key in (("answerable", "cites_gold"), ("answerable", "abstained"), ("withheld", "abstained")):
-        common = [d for d in a if d in b and cond in a[d] and cond in b[d]]
+    for cond, key in (("answerable", "cites_gold"), ("answerable", "cites_gold_model"), ("answerable", "abstained"),
+                      ("withheld", "abstained")):
+        # A run written before the model/attribution split has no cites_gold_model: n is then 0.
+        common = [d for d in a if d in b and key in a[d].get(cond, {}) and key in b[d].get(cond, {})]
         only_a = sum(bool(a[d][cond][key]) and not b[d][cond][key] for d in common)
         only_b = sum(bool(b[d][cond][key]) and not a[d][cond][key] for d in common)
         out[f"{cond}.{key}"] = {"n": len(common), "only_a": only_a, "only_b": only_b,

@@ -8,6 +8,16 @@ compared with two references on the same patients:
 - a logistic regression on the same 11 features, fitted on the training patients;
 - the points rule the training targets were derived from (finetune/hf_cases.py).
 
+A category counts only where the reply states it as the risk category
+(:func:`finetune.hf_cases.stated_category`, the parser the ``risk`` command's checks use too);
+"high blood pressure" is not a category. A reply that states none is **unparsed**: counted on its
+own, and wrong in the agreement with the rule's category. AUROC cannot score a reply without a
+category, so it is reported twice: ``auroc.stated_category`` over the parsed replies only (their
+number in ``auroc_patients``), and ``auroc.stated_category_unparsed_as_intermediate`` over every
+patient with an unparsed reply ranked as the middle category, which is what the first version of
+this evaluation silently did. Neither alone is fair to a model that often fails to state one:
+read them with the unparsed count.
+
 ``DEATH_EVENT`` is read here and only here; no model input contains it or follow-up time.
 """
 
@@ -15,7 +25,6 @@ from __future__ import annotations
 
 import csv
 import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -24,24 +33,11 @@ import numpy as np
 from corpora.heart_failure import HFRecord, read_records
 from corpora.report import LoadReport
 from finetune.data import read_examples
-from finetune.hf_cases import CATEGORIES
+from finetune.hf_cases import CATEGORIES, stated_category
 from rag.errors import InputError
 from rag.risk import check_reply
 
-_CAT = re.compile(r"risk(?: category)?\s*(?:is|:)?\s*\**\s*(low|intermediate|moderate|high)", re.I)
-_ANY = re.compile(r"\b(low|intermediate|moderate|high)\b", re.I)
-
-
-_LEGEND = re.compile(r"\(low below [^)]*\)", re.I)  # the rule's thresholds, written after the total
-
-
-def parse_category(text: str) -> str | None:
-    """The stated category: a "risk category: X" phrase first, else the first category word outside the legend."""
-    m = _CAT.search(text) or _ANY.search(_LEGEND.sub("", text))
-    if not m:
-        return None
-    word = m.group(1).lower()
-    return "intermediate" if word == "moderate" else word
+parse_category = stated_category  # the reply's stated category, or None (unparsed)
 
 
 def outcomes(csv_path: Path) -> dict[str, int]:
@@ -100,6 +96,33 @@ def logistic_regression(x: np.ndarray, y: np.ndarray, l2: float = 1.0, iters: in
     return w, predict
 
 
+def score_categories(cats: list[str | None], rule_cats: list[str], died: np.ndarray) -> dict[str, Any]:
+    """The stated categories (None: unparsed) against the rule's categories and the outcomes.
+
+    An unparsed reply counts as wrong in the agreement and is never read as intermediate; the
+    AUROC is over the parsed replies, and once more with unparsed as the middle category (see
+    the module docstring for why both).
+    """
+    parsed = np.array([c is not None for c in cats], dtype=bool)
+    stated = np.array([CATEGORIES.index(c) if c else 1 for c in cats], dtype=float)  # unparsed -> middle
+    n_parsed = int(parsed.sum())
+    middle = _rounded(auroc(stated, died)) if len(cats) else None
+    return {
+        "unparsed": len(cats) - n_parsed,
+        "agreement_with_rule_category": round(float(np.mean([c is not None and c == t for c, t in zip(
+            cats, rule_cats, strict=True)])), 4) if cats else 0.0,
+        "stated_category_counts": {**{c: cats.count(c) for c in CATEGORIES}, "unparsed": cats.count(None)},
+        "death_rate_by_stated_category": {
+            str(c or "unparsed"): (round(float(died[[x == c for x in cats]].mean()), 3) if c in cats else None)
+            for c in (*CATEGORIES, None)},
+        "auroc": {"stated_category": _rounded(auroc(stated[parsed], died[parsed])) if n_parsed else None,
+                  "stated_category_unparsed_as_intermediate": middle},
+        "auroc_ci95": {"stated_category": auroc_ci(stated[parsed], died[parsed]) if n_parsed else None,
+                       "stated_category_unparsed_as_intermediate": auroc_ci(stated, died) if len(cats) else None},
+        "auroc_patients": {"stated_category": n_parsed, "stated_category_unparsed_as_intermediate": len(cats)},
+    }
+
+
 def evaluate(generator: Any, data_dir: Path, csv_path: Path, out_dir: Path, batch_size: int = 8,
              max_new_tokens: int = 200) -> dict[str, Any]:
     rows = read_examples(data_dir / "test.jsonl")
@@ -120,7 +143,6 @@ def evaluate(generator: Any, data_dir: Path, csv_path: Path, out_dir: Path, batc
         replies += [g.text for g in generator.generate_batch(batch, max_new_tokens)]
     cats = [parse_category(t) for t in replies]
     y = np.array([died[p] for p in pids])
-    stated = np.array([CATEGORIES.index(c) if c else 1 for c in cats], dtype=float)  # unparsed -> middle
     # The points of the rule the data was built with (format category_first or working), full record.
     rule = np.array([first[p]["meta"]["points"] for p in pids], dtype=float)
     tr = sorted(train_ids - set(pids))
@@ -133,23 +155,17 @@ def evaluate(generator: Any, data_dir: Path, csv_path: Path, out_dir: Path, batc
     checked = [w.checked for w in working]
     adds_up = [w.adds_up for w in working]
     total_is_rule = [w.total == int(pts) for w, pts in zip(working, rule, strict=True)]
-    summary = {
+    summary: dict[str, Any] = {
         "patients": len(pids), "deaths": int(y.sum()), "lr_train_patients": len(tr),
-        "unparsed": sum(c is None for c in cats),
-        "agreement_with_rule_category": round(float(np.mean([c == t for c, t in zip(cats, target_cats,
-                                                                                    strict=True)])), 4),
         "working_adds_up": round(float(np.mean(adds_up)), 4),
         "total_equals_rule_points": round(float(np.mean(total_is_rule)), 4),
         "passes_risk_checks": round(float(np.mean(checked)), 4),
-        "stated_category_counts": {c: cats.count(c) for c in (*CATEGORIES, None)},
-        "auroc": {"stated_category": round(auroc(stated, y), 4), "logistic_regression": round(auroc(lr, y), 4),
-                  "rule_points": round(auroc(rule, y), 4)},
-        "auroc_ci95": {"stated_category": auroc_ci(stated, y), "logistic_regression": auroc_ci(lr, y),
-                       "rule_points": auroc_ci(rule, y)},
         "model": {"generator": generator.model_id, "adapter": generator.adapter},
     }
-    summary["death_rate_by_stated_category"] = {
-        c: (round(float(y[[x == c for x in cats]].mean()), 3) if c in cats else None) for c in CATEGORIES}
+    summary |= score_categories(cats, target_cats, y)
+    summary["auroc"] |= {"logistic_regression": round(auroc(lr, y), 4), "rule_points": round(auroc(rule, y), 4)}
+    summary["auroc_ci95"] |= {"logistic_regression": auroc_ci(lr, y), "rule_points": auroc_ci(rule, y)}
+    summary["auroc_patients"] |= {"logistic_regression": len(pids), "rule_points": len(pids)}
     out_dir.mkdir(parents=True, exist_ok=True)
     with (out_dir / "replies.jsonl").open("w", encoding="utf-8") as f:
         for p, t, c, tc, w, pts, ok in zip(pids, replies, cats, target_cats, working, rule, checked, strict=True):
@@ -161,22 +177,36 @@ def evaluate(generator: Any, data_dir: Path, csv_path: Path, out_dir: Path, batc
     return summary
 
 
+def _rounded(x: float) -> float | None:
+    """AUROC for JSON: None where it is undefined (one outcome only among the patients scored)."""
+    return None if np.isnan(x) else round(x, 4)
+
+
 def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.0f}%"
 
 
+def _auroc_cell(a: dict[str, Any], ci: dict[str, Any], key: str) -> str:
+    v, c = a.get(key), ci.get(key)
+    if v is None:
+        return "-"
+    return f"{v:.3f} ({c[0]:.2f}-{c[1]:.2f})" if c else f"{v:.3f}"
+
+
 def markdown(summaries: dict[str, dict[str, Any]]) -> str:
     """One row per run, with the references (same patients) once at the end."""
-    lines = ["| run | AUROC of stated category (95% CI) | unparsed | agrees with rule category | "
-             "stated low/intermediate/high | working adds up | total = rule's | passes `risk` checks |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| run | AUROC of stated category, parsed replies (95% CI) | AUROC, unparsed as intermediate | "
+             "unparsed (of patients) | agrees with rule category (unparsed: wrong) | stated low/intermediate/high | "
+             "working adds up | total = rule's | passes `risk` checks |",
+             "|---|---|---|---|---|---|---|---|---|"]
     last: dict[str, Any] = {}
     for name, s in summaries.items():
         a, ci = s["auroc"], s["auroc_ci95"]
         c = s["stated_category_counts"]
         agree = 100 * s["agreement_with_rule_category"]
-        lines.append(f"| {name} | {a['stated_category']:.3f} ({ci['stated_category'][0]:.2f}-"
-                     f"{ci['stated_category'][1]:.2f}) | {s['unparsed']} | {agree:.0f}% | "
+        lines.append(f"| {name} | {_auroc_cell(a, ci, 'stated_category')} | "
+                     f"{_auroc_cell(a, ci, 'stated_category_unparsed_as_intermediate')} | "
+                     f"{s['unparsed']} (of {s['patients']}) | {agree:.0f}% | "
                      f"{c.get('low', 0)}/{c.get('intermediate', 0)}/{c.get('high', 0)} | "
                      f"{_pct(s.get('working_adds_up'))} | {_pct(s.get('total_equals_rule_points'))} | "
                      f"{_pct(s.get('passes_risk_checks'))} |")
@@ -184,9 +214,8 @@ def markdown(summaries: dict[str, dict[str, Any]]) -> str:
     if last:
         a, ci = last["auroc"], last["auroc_ci95"]
         lines.append(f"| logistic regression, same 11 features ({last['lr_train_patients']} training patients) | "
-                     f"{a['logistic_regression']:.3f} ({ci['logistic_regression'][0]:.2f}-"
-                     f"{ci['logistic_regression'][1]:.2f}) | - | - | - | - | - | - |")
-        lines.append(f"| the labelling rule's points (reference) | {a['rule_points']:.3f} ({ci['rule_points'][0]:.2f}-"
-                     f"{ci['rule_points'][1]:.2f}) | - | - | - | - | - | - |")
+                     f"{_auroc_cell(a, ci, 'logistic_regression')} | - | - | - | - | - | - | - |")
+        lines.append(f"| the labelling rule's points (reference) | {_auroc_cell(a, ci, 'rule_points')} | "
+                     "- | - | - | - | - | - | - |")
     return "\n".join(lines) + "\n"
 

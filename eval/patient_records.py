@@ -10,6 +10,13 @@ The expected value comes from the UCI record itself, not from the training targe
   *correct* answer is both, without abstaining;
 - **not in the record** (potassium, medications ...): does the assistant abstain?
 
+The value check is strict (:func:`states_value`): a number must appear as that number (135 is
+not 1350, 13.5 or HF135), and a yes/no answer must name the condition in a clause whose polarity
+is the record's; "The serum sodium is 134 mEq/L [1]" states nothing about diabetes. A citation
+of the record is counted two ways as well: by a marker the generator wrote (``cites_record_model``)
+or only by the pipeline's post-hoc attribution (``cites_record_attributed``, the generator gave
+no marker or a wrong one). ``correct`` accepts either; ``correct_model_cited`` only the first.
+
 Each answer goes to ``answers.jsonl``; ``summary.json`` has the shares with 95% Wilson intervals.
 """
 
@@ -26,10 +33,28 @@ from corpora.report import LoadReport
 from eval.grounded import cell, share
 from finetune.data import read_examples
 from rag.answer import Answer
+from rag.cite import strip_markers
 from rag.errors import InputError
+from rag.text import split_sentences
 
-_NEG = re.compile(r"\b(?:no|not|denies|without|negative)\b", re.I)
 BOOLEAN = {"diabetes", "high_blood_pressure", "anaemia", "smoking"}
+# How an answer names each yes/no condition. Kept apart from the support check's patterns
+# (rag.cite.CONDITIONS) on purpose: the scorer must not share the rule it is scoring.
+CONDITION_TERMS: dict[str, re.Pattern[str]] = {fact: re.compile(rx, re.I) for fact, rx in {
+    "diabetes": r"\bdiabet(?:es|ic)\b",
+    "high_blood_pressure": r"\bhigh blood pressure\b|\bhypertensi(?:on|ve)\b",
+    "anaemia": r"\bana?emi(?:a|c)\b",
+    "smoking": r"\b(?:non-?)?smok(?:e|ed|er|ers|es|ing)\b",
+}.items()}
+# A negation in the clause before the condition ("no diabetes", "does not smoke", "denies smoking").
+_NEGATED_BEFORE = re.compile(r"\b(?:no|not|never|denies|denied|without|neither|nor|lacks|negative for|free of|"
+                             r"absence of)\b|n't\b", re.I)
+# ... or right after it ("Diabetes: no", "hypertension is absent", "anaemia is not recorded").
+_NEGATED_AFTER = re.compile(r"^\W*(?:(?:is|was|are|were|has been)\s+)?(?:not|no|none|absent|negative)\b", re.I)
+# A clause ends at , ; or a conjunction: "does not smoke and has diabetes" states diabetes.
+_CLAUSE_END = re.compile(r"[,;]|\b(?:and|but|whereas|although|though|however|while)\b", re.I)
+# A number as a whole token: not part of an id (HF135), a longer number (1350) or a decimal (13.5).
+_NUMBER = re.compile(r"(?<![\w.,])(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?![\d]|[.,]\d)")
 
 
 def expected(r: HFRecord, fact: str) -> str | bool:
@@ -41,19 +66,58 @@ def expected(r: HFRecord, fact: str) -> str | bool:
     return format_number(float(getattr(r, fact)))
 
 
-def states_value(text: str, value: str | bool) -> bool:
-    """Whether ``text`` (citation markers removed) states ``value``."""
-    plain = re.sub(r"\[[\d,\s-]+\]", "", text)
+def condition_polarities(text: str, fact: str) -> list[bool]:
+    """What each clause of ``text`` that names the yes/no condition ``fact`` says: True (has it),
+    False (negated in that clause); questions ("whether the patient has diabetes") say nothing."""
+    rx = CONDITION_TERMS[fact]
+    out = []
+    for sentence in split_sentences(strip_markers(text)):
+        for m in rx.finditer(sentence):
+            start = max((e.end() for e in _CLAUSE_END.finditer(sentence, 0, m.start())), default=0)
+            nxt = _CLAUSE_END.search(sentence, m.end())
+            before, after = sentence[start:m.start()], sentence[m.end():nxt.start() if nxt else len(sentence)]
+            if re.search(r"\bwhether\b", before, re.I) or "?" in sentence:
+                continue
+            negated = (m.group(0).lower().startswith("non") or bool(_NEGATED_BEFORE.search(before))
+                       or bool(_NEGATED_AFTER.search(after)))
+            out.append(not negated)
+    return out
+
+
+def states_value(text: str, value: str | bool, fact: str | None = None) -> bool:
+    """Whether ``text`` states ``value`` (citation markers do not count as numbers).
+
+    A number: one of the answer's numbers equals it (commas as thousands separators only). A
+    yes/no value of condition ``fact``: the answer names the condition, and every clause that
+    names it has the record's polarity; an answer that does not name it states nothing.
+    """
+    plain = strip_markers(text)
     if isinstance(value, bool):
-        return bool(_NEG.search(plain)) != value
-    numbers = {n.rstrip(".,") for n in re.findall(r"\d[\d,.]*", plain)}
-    return value in numbers or value.replace(",", "") in {n.replace(",", "") for n in numbers}
+        if fact not in CONDITION_TERMS:
+            raise ValueError(f"a yes/no value needs its condition, one of {sorted(CONDITION_TERMS)}; got {fact!r}")
+        said = condition_polarities(plain, fact)
+        return bool(said) and all(x == value for x in said)
+    want = float(value.replace(",", ""))
+    return any(float(n.replace(",", "")) == want for n in _NUMBER.findall(plain))
+
+
+def record_citations(a: Answer, patient_id: str) -> tuple[bool, bool]:
+    """Whether a supported sentence cites the patient's record (by a marker the generator wrote,
+    by the pipeline's attribution)."""
+    by_n = {c.n: c for c in a.citations}
+    found = {s.attributed for s in a.sentences if s.supported
+             for n in s.citations if n in by_n and by_n[n].patient_id == patient_id}
+    return False in found, True in found
 
 
 def cites_record(a: Answer, patient_id: str) -> bool:
-    by_n = {c.n: c for c in a.citations}
-    return any(by_n[n].patient_id == patient_id for s in a.sentences if s.supported for n in s.citations
-               if n in by_n)
+    """A supported sentence cites the patient's record, by any citation."""
+    return any(record_citations(a, patient_id))
+
+
+def cites_record_model(a: Answer, patient_id: str) -> bool:
+    """A supported sentence cites the record with a marker the generator wrote (not attributed)."""
+    return record_citations(a, patient_id)[0]
 
 
 def questions(data_dir: Path, limit: int | None = None) -> list[dict[str, Any]]:
@@ -85,9 +149,14 @@ def evaluate(assistant: Any, qs: list[dict[str, Any]], csv_path: Path, out_dir: 
                                "confidence": a.confidence, "confidence_label": a.confidence_label}
         if q["fact"] is not None:
             value = expected(records[q["patient_id"]], q["fact"])
-            row |= {"expected": value, "states_value": not a.abstained and states_value(a.answer, value),
-                    "cites_record": not a.abstained and cites_record(a, q["patient_id"])}
+            by_model, by_attribution = record_citations(a, q["patient_id"]) if not a.abstained else (False, False)
+            row |= {"expected": value,
+                    "states_value": not a.abstained and states_value(a.answer, value, q["fact"]),
+                    "cites_record": by_model or by_attribution, "cites_record_model": by_model,
+                    # only through the pipeline's attribution: the generator's own markers missed the record
+                    "cites_record_attributed": by_attribution and not by_model}
             row["correct"] = row["states_value"] and row["cites_record"]
+            row["correct_model_cited"] = row["states_value"] and row["cites_record_model"]
         rows.append(row)
     ans = [r for r in rows if r["fact"] is not None]
     unans = [r for r in rows if r["fact"] is None]
@@ -97,8 +166,11 @@ def evaluate(assistant: Any, qs: list[dict[str, Any]], csv_path: Path, out_dir: 
 
     summary = {
         "questions": len(rows), "patients": len({r["patient_id"] for r in rows}),
-        "answerable": {"correct": of(ans, "correct"), "states_value": of(ans, "states_value"),
-                       "cites_record": of(ans, "cites_record"), "abstained": of(ans, "abstained")},
+        "answerable": {"correct": of(ans, "correct"), "correct_model_cited": of(ans, "correct_model_cited"),
+                       "states_value": of(ans, "states_value"), "cites_record": of(ans, "cites_record"),
+                       "cites_record_model": of(ans, "cites_record_model"),
+                       "cites_record_attributed": of(ans, "cites_record_attributed"),
+                       "abstained": of(ans, "abstained")},
         "not_in_record": {"abstained": of(unans, "abstained")},
         "model": {"generator": answers[0].models.get("generator") if answers else None,
                   "adapter": answers[0].models.get("adapter") if answers else None},
@@ -113,10 +185,13 @@ def evaluate(assistant: Any, qs: list[dict[str, Any]], csv_path: Path, out_dir: 
 
 def markdown(summaries: dict[str, dict[str, Any]]) -> str:
     """One row per run (base, tuned, ...)."""
-    lines = ["| run | correct (value + cites the record) | states the value | cites the record | abstains, "
-             "answerable | abstains, not in record |", "|---|---|---|---|---|---|"]
+    lines = ["| run | correct (value + cites the record) | correct, the generator's own marker | states the value | "
+             "cites the record | by the generator's marker | only by attribution | abstains, answerable | "
+             "abstains, not in record |", "|---|---|---|---|---|---|---|---|---|"]
+    keys = ("correct", "correct_model_cited", "states_value", "cites_record", "cites_record_model",
+            "cites_record_attributed", "abstained")
     for name, s in summaries.items():
         a = s["answerable"]
-        lines.append(f"| {name} | {cell(a['correct'])} | {cell(a['states_value'])} | {cell(a['cites_record'])} | "
-                     f"{cell(a['abstained'])} | {cell(s['not_in_record']['abstained'])} |")
+        cells = [cell(a[k]) if k in a else "-" for k in keys]  # summaries written before the split lack some
+        lines.append(f"| {name} | {' | '.join(cells)} | {cell(s['not_in_record']['abstained'])} |")
     return "\n".join(lines) + "\n"

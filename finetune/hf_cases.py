@@ -149,7 +149,50 @@ class Working:
 
 _POINTS_LINE = re.compile(r"risk points:(.*)", re.I)
 _TOTAL = re.compile(r"total:\s*(\d+)\s*points?", re.I)
-_CATEGORY = re.compile(r"risk category:\s*\**\s*(low|intermediate|moderate|high)", re.I)
+
+# The category is read only where the reply states it *as the risk category*. Reading the first
+# category word anywhere took "high blood pressure", "low ejection fraction" or the legend
+# "(low below 6, ...)" for a category, and flattered replies that never stated one (issue 12).
+_WORD = r"(low|intermediate|moderate|high)"
+# What may follow a stated category: the clause ends, or a word that cannot make it a measurement
+# ("risk: high blood pressure" and "risk: low ejection fraction" are not categories).
+_STATED_END = (r"(?=\**\s*(?:$|[.,;:!?()\n]|[-–—]\s|-?\s*risk\b|(?:category|overall|given|because|due|based|as|"
+               r"for|with|in|on|and|but|since|owing|according|by|under|per|if|until)\b))")
+# "Risk category: high", "Provisional risk category: intermediate", "Risk: high", "the risk is **moderate**".
+_LABELLED = re.compile(r"\brisk(?:\s+(?:category|level|group|class|tier))?\s*(?:is|was|would be|:|=)?\s*"
+                       r"(?:considered\s+)?\**\s*" + _WORD + _STATED_END, re.I)
+# "high risk", "low-risk", "is at intermediate risk"; a range ("intermediate-to-high risk") names two.
+_QUALIFIED = re.compile(r"(?:\b" + _WORD + r"(?:\s*[-–/]\s*|\s*-?\s*\b(?:to|or)\b\s*-?\s*))?\b" + _WORD +
+                        r"[-\s]+risk\b(?!\s*-?\s*(?:factors?|features?|markers?)\b)", re.I)
+# "not high risk", "not at high risk", "rather than low risk": the category is denied, not stated.
+_DENIED = re.compile(r"(?:\bnot|\bno|\bnever|n't|\brather than|\binstead of|\bnor)\s+"
+                     r"(?:(?:at|a|an|the|in|of|be|considered)\s+){0,3}$", re.I)
+
+
+def _category(word: str) -> str:
+    word = word.lower()
+    return "intermediate" if word == "moderate" else word
+
+
+def stated_category(text: str) -> str | None:
+    """The risk category ``text`` states, or None when it states none or states conflicting ones.
+
+    A labelled statement ("Risk category: high", "Risk: high", "the risk is moderate") is read
+    first; else a qualified "high risk" / "is at low risk" phrase that is not denied ("not at high
+    risk"). Category words about anything else ("high blood pressure", "low ejection fraction",
+    "high creatinine", "high-risk features", the thresholds legend) are not read. "moderate" is
+    intermediate. Two different categories (two labels, or a range such as "intermediate-to-high
+    risk") are no statement: the caller counts the reply as unparsed.
+    """
+    labelled = {_category(m.group(1)) for m in _LABELLED.finditer(text)}
+    if labelled:
+        return labelled.pop() if len(labelled) == 1 else None
+    qualified: set[str] = set()
+    for m in _QUALIFIED.finditer(text):
+        if _DENIED.search(text[:m.start()]):
+            continue
+        qualified.update(_category(w) for w in m.groups() if w)
+    return qualified.pop() if len(qualified) == 1 else None
 
 
 def read_working(reply: str) -> Working:
@@ -157,10 +200,7 @@ def read_working(reply: str) -> Working:
     line = _POINTS_LINE.search(reply)
     points = tuple(int(x) for x in re.findall(r"\+\s*(\d+)", line.group(1))) if line else ()
     total = _TOTAL.search(reply)
-    cat = _CATEGORY.search(reply)
-    word = cat.group(1).lower() if cat else None
-    return Working(points, int(total.group(1)) if total else None,
-                   "intermediate" if word == "moderate" else word)
+    return Working(points, int(total.group(1)) if total else None, stated_category(reply))
 
 
 # -- narratives ----------------------------------------------------------------------------------
