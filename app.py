@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 import textwrap
 from pathlib import Path
@@ -136,7 +137,9 @@ def _parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("train", parents=[common], help="fine-tune the generator (LoRA/QLoRA) or build its data",
                         description="`train data` builds the SFT dataset; `train` (or `train run`) trains an adapter "
                                     "with the config's train: section, e.g. --config configs/train-qwen0.5b-cpu.yaml")
-    tr.add_argument("action", nargs="?", choices=["run", "data"], default="run")
+    tr.add_argument("action", nargs="?", choices=["run", "data", "verifier"], default="run",
+                    help="run: the generator's adapter; data: its dataset; verifier: the evidence verifier "
+                         "(pairs from ../shared/data, then the LoRA cross-encoder; resumable)")
     tr.add_argument("--max-steps", type=int, help="stop after N optimizer steps (overrides train.epochs)")
     tr.add_argument("--resume", action="store_true", help="continue from the last checkpoint in train.run_dir")
     tr.add_argument("--overwrite", action="store_true", help="discard existing checkpoints and start again")
@@ -210,6 +213,20 @@ def _parser() -> argparse.ArgumentParser:
     ep.add_argument("--batch-size", type=int, default=8)
     ep.add_argument("--json", action="store_true")
     with_index(ep)
+    et = esub.add_parser("trust", parents=[common], help="trust: abstention out of corpus, strict correctness, "
+                         "calibrated confidence (dev fits, test reports)",
+                         description="split: write eval/splits/trust.json; build: the trust index; run: ask a part; "
+                                     "fit: calibration + thresholds from dev; report: replay the config's settings")
+    et.add_argument("action", choices=["split", "build", "run", "fit", "report"])
+    et.add_argument("--part", choices=["dev", "test"], default="dev")
+    et.add_argument("--output", default=".cds/eval/trust", help="run folder (rows-PART.jsonl, summaries, plots)")
+    et.add_argument("--trust-index", default=".cds/index/trust", help="the trust index folder (`build` writes it)")
+    et.add_argument("--floor", type=float, default=0.05,
+                    help="`run`: generate when answerability reaches this (stricter gates are replayed)")
+    et.add_argument("--batch-size", type=int, default=8)
+    et.add_argument("--limit", type=int, help="`run`: the first N questions of each suite only (a smoke test)")
+    et.add_argument("--calibration-out", default="configs/calibration/default.json", help="`fit`: where to write")
+    et.add_argument("--json", action="store_true")
     cmp = esub.add_parser("compare", parents=[common], help="paired comparison of two runs on the same questions")
     cmp.add_argument("run_a", help="run folder (or predictions.jsonl)")
     cmp.add_argument("run_b", help="run folder (or predictions.jsonl)")
@@ -256,14 +273,23 @@ def cmd_query(args: argparse.Namespace) -> int:
         return 0
     if stream:
         print("\n")
-    label = f"confidence {answer.confidence:.2f} ({answer.confidence_label})"
+    calibrated = bool(cfg.confidence.calibration) and answer.generated and not answer.abstained
+    label = (f"confidence {answer.confidence:.2f} ({answer.confidence_label}"
+             f"{'; estimated probability the answer is right' if calibrated else ''})")
     if answer.abstained:
         print(f"NO SUPPORTED ANSWER [{label}]: {answer.abstain_reason}")
     elif not answer.generated:
         print(f"EVIDENCE ONLY [{label}]")
     else:
         print(f"ANSWER [{label}]")
-    print(_wrap(answer.answer, "  "))
+    shown = [s for s in answer.sentences if s.supported]
+    attributed = not answer.abstained and any(s.attributed for s in shown)
+    # Citations the support check added (the generator wrote none there) are starred: "[2*]".
+    text = " ".join(re.sub(r"\[(\d+)\]", r"[\1*]", s.text) if s.attributed else s.text for s in shown) \
+        if attributed else answer.answer
+    print(_wrap(text, "  "))
+    if attributed:
+        print("  * citation added by the support check: the generator gave this sentence no (or a wrong) source")
     unsupported = [s for s in answer.sentences if not s.supported]
     if unsupported and not answer.abstained:
         print(f"  ! {len(unsupported)} sentence(s) not supported by their cited source:")
@@ -431,6 +457,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     cfg = _load_config(args)
     if args.eval_command in ("grounded", "hf-risk", "patient-records"):
         return _cmd_eval_tuning(args)
+    if args.eval_command == "trust":
+        return _cmd_eval_trust(args, cfg)
     if args.eval_command == "split":
         from corpora import load_sources
         from eval.retrieval import medquad_path
@@ -463,6 +491,76 @@ def cmd_eval(args: argparse.Namespace) -> int:
           f"{summary['query_encode_ms_per_query']:.1f} ms/query\n")
     print(markdown_table(summary))
     print(f"best single retriever: {summary['best_single']}; best mode by nDCG@10: {summary['winner']}")
+    return 0
+
+
+def _cmd_eval_trust(args: argparse.Namespace, cfg: Any) -> int:
+    from corpora.heart_failure import read_records
+    from corpora.report import LoadReport
+    from eval import trust, trust_set
+    from rag import Assistant
+    from rag.config import data_dir, resolve_path
+    from rag.errors import InputError
+
+    data = data_dir(cfg)
+    out = resolve_path(args.output)
+    trust_cfg = cfg.model_copy(deep=True)
+    trust_cfg.index.dir, trust_cfg.index.auto_build_demo = args.trust_index, False
+    if args.action == "split":
+        split = trust_set.make(data)
+        trust_set.write(split)
+        print(f"wrote {trust_set.TRUST_SPLIT}: {split['counts']}; trust index: {len(split['index_medquad_files'])} "
+              "MedQuAD files + the demo corpus + the heart-failure records")
+        return 0
+    split = trust_set.load()
+    if args.action == "build":
+        sources = trust_set.materialise(split, data, resolve_path(".cds/trust/medquad"))
+        manifest = Assistant(trust_cfg, progress=not args.quiet).build(sources)
+        print(f"trust index built at {resolve_path(args.trust_index)}: {manifest['counts']}")
+        return 0
+    records = {r.patient_id: r for r in read_records(data / trust_set.HF_CSV, LoadReport(fmt="uci-heart-failure"))}
+    rows_path = out / f"rows-{args.part}.jsonl"
+    if args.action == "run":
+        qs = trust_set.questions(split, args.part, data)
+        if args.limit:
+            qs = [q for i, q in enumerate(qs) if sum(x["suite"] == q["suite"] for x in qs[:i]) < args.limit]
+        floor_cfgs = []
+        for c in (trust_cfg, cfg):
+            c = c.model_copy(deep=True)
+            c.verifier.answerable_min = args.floor
+            floor_cfgs.append(c)
+        first = Assistant(floor_cfgs[0])
+        # One set of models for both indexes (same embedder, generator and verifier).
+        assistants = {"trust": first, "demo": Assistant(floor_cfgs[1], embedder=first.embedder,
+                                                        generator=first.generator, verifier=first.verifier)}
+        bar = None if args.quiet else _bar(len(qs))
+        rows = trust.run(assistants, qs, data / trust_set.HF_CSV, args.batch_size,
+                         on_answer=_advance(bar) if bar is not None else None)
+        for r in rows:
+            r["floor"] = args.floor
+        trust.write_rows(rows, rows_path)
+        print(f"{len(rows)} {args.part} questions answered or abstained; records in {rows_path}")
+        return 0
+    if not rows_path.exists():
+        raise InputError(f"{rows_path} not found; run `python app.py eval trust run --part {args.part}` first")
+    rows = trust.load_rows(rows_path)
+    floor = max(float(r.get("floor", args.floor)) for r in rows)
+    if args.action == "fit":
+        if args.part != "dev":
+            raise InputError("`eval trust fit` fits on dev only; report test with `eval trust report --part test`")
+        calib = trust.fit_dev(rows, records, floor, resolve_path(args.calibration_out))
+        if args.json:
+            _print_json(calib)
+            return 0
+        print(f"calibration written to {resolve_path(args.calibration_out)}; chosen on dev: "
+              f"verifier.answerable_min={calib['answerable_min']} confidence.abstain_below={calib['abstain_below']}")
+        return 0
+    summary = trust.report(rows, trust.settings_from(cfg, floor), records, out, args.part)
+    if args.json:
+        _print_json(summary)
+        return 0
+    print(trust.markdown(summary))
+    print(f"figures and summary-{args.part}.json in {out}")
     return 0
 
 
@@ -517,8 +615,8 @@ def cmd_models(args: argparse.Namespace) -> int:
             if cfg.generator.adapter:
                 print(f"configured adapter: {cfg.generator.adapter}")
         return 0
-    names = args.names or [m.split(":", 1)[1] for m in (cfg.embedder.model, cfg.generator.model)
-                           if m.startswith("bundle:")]
+    wanted = [cfg.embedder.model, cfg.generator.model] + ([cfg.verifier.model] if cfg.verifier.enabled else [])
+    names = args.names or list(dict.fromkeys(m.split(":", 1)[1] for m in wanted if m.startswith("bundle:")))
     for name in names:
         print(f"ready: bundle:{name} -> {fetch(name, cache).path}")
     return 0
@@ -528,6 +626,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = _load_config(args)
     if args.action == "data":
         return _cmd_train_data(args, cfg)
+    if args.action == "verifier":
+        return _cmd_train_verifier(args, cfg)
     from finetune.train import train
 
     card = train(cfg, max_steps=args.max_steps, resume=args.resume, overwrite=args.overwrite, quiet=args.quiet)
@@ -538,6 +638,34 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"adapter written to {cfg.train.output_dir}: {card['steps']} steps, {card['trainable_parameters']:,} "
           f"trainable parameters ({', '.join(card['lora']['target_modules'])}); val loss {v['base']} -> {v['final']}; "
           f"{card['train_samples_per_second']} samples/s")
+    return 0
+
+
+def _cmd_train_verifier(args: argparse.Namespace, cfg: Any) -> int:
+    import shutil
+
+    from eval.splits import held_out_doc_ids
+    from finetune import verifier, verifier_data
+    from rag.config import data_dir, resolve_path
+    from rag.models import resolve
+
+    data_out = resolve_path(".cds/verifier/data")
+    run_dir = resolve_path(".cds/verifier/run")
+    if args.overwrite and run_dir.exists():
+        shutil.rmtree(run_dir)
+    if not (data_out / "train.jsonl").exists() or args.overwrite:
+        parts, card = verifier_data.build(data_dir(cfg), held_out_doc_ids(), verifier_data.VerifierDataOptions())
+        verifier_data.write(parts, card, data_out)
+    base = resolve(cfg.verifier.model, resolve_path(cfg.models.cache_dir)).path
+    out = resolve_path(args.out or cfg.verifier.adapter)
+    card = verifier.train(data_out, base, out, run_dir, verifier.VerifierTrainOptions(), progress=not args.quiet)
+    if args.json:
+        _print_json(card)
+        return 0
+    for task, m in card["heldout"].items():
+        print(f"{task}: AUROC {m['auroc']}, precision {m['precision']}, recall {m['recall']} at {m['threshold']} "
+              f"({m['n']} held-out pairs)")
+    print(f"verifier adapter written to {out}")
     return 0
 
 

@@ -22,6 +22,7 @@ class Citation:
     text: str  # the cited passage
     merged: bool = False  # the generator saw the whole parent section
     parent_id: str | None = None
+    answerability: float | None = None  # verifier: probability that this source answers the question
 
 
 @dataclass
@@ -31,6 +32,8 @@ class SentenceRecord:
     supported: bool
     support_score: float
     attributed: bool = False  # citation added by the support check (the generator gave no marker)
+    checks: dict[str, bool | None] = field(default_factory=dict)  # see rag.cite.SentenceSupport.checks
+    cosine: float | None = None  # embedding similarity to the best cited passage
 
 
 @dataclass

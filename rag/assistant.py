@@ -26,6 +26,7 @@ from rag.models import EmbedderSpec, embedder_spec, resolve
 from rag.retrieve import HybridRetriever, Retrieval, Unit
 from rag.text import split_sentences
 from rag.update import UpdateResult, read_sources, rollback, update_index
+from rag.verifier import Verifier
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +41,13 @@ class Assistant:
     """
 
     def __init__(self, config: AppConfig, embedder: Embedder | None = None, generator: Generator | None = None,
-                 progress: bool = False):
+                 progress: bool = False, verifier: Verifier | None = None):
         self.config = config
         self.progress = progress
         self._embedder = embedder
         self._generator = generator
+        self._verifier = verifier
+        self._calibration: conf.Calibration | None = None
         self._index: HybridIndex | None = None
         self._index_lock = threading.RLock()
         self._pinned = threading.local()  # the version a running query started with, per thread
@@ -76,6 +79,26 @@ class Assistant:
                 raise InputError(f"adapter folder {adapter} has no adapter_config.json; pass a peft adapter folder")
             self._generator = Generator(resolved.path, resolved.model_id, adapter, cfg.dtype, cfg.merge_adapter)
         return self._generator
+
+    @property
+    def verifier(self) -> Verifier | None:
+        """The evidence verifier, or None when ``verifier.enabled`` is false."""
+        cfg = self.config.verifier
+        if not cfg.enabled:
+            return None
+        if self._verifier is None:
+            base = resolve(cfg.model, self.cache_dir)
+            self._verifier = Verifier(base.path, resolve_path(cfg.adapter), batch_size=cfg.batch_size)
+        return self._verifier
+
+    @property
+    def calibration(self) -> conf.Calibration | None:
+        path = self.config.confidence.calibration
+        if path is None:
+            return None
+        if self._calibration is None:
+            self._calibration = conf.load_calibration(resolve_path(path))
+        return self._calibration
 
     @property
     def index(self) -> HybridIndex:
@@ -295,8 +318,32 @@ class Assistant:
                           citations=[], sentences=[], timings_ms=timings, abstain_reason="no source retrieved",
                           confidence_signals=signals, generated=False, **base)  # type: ignore[arg-type]
 
+        sources: list[PromptSource] = []
+        if generate:
+            # What the generator will see: the gate asks whether *these* sources answer.
+            sources = fit_sources([PromptSource(n, u.chunk.title, u.chunk.section, u.chunk.kind, u.chunk.patient_id,
+                                                u.chunk.text) for n, u in enumerate(ret.units, start=1)],
+                                  self.generator.count_tokens, self.config.generator.max_context_tokens)
+        shown = ret.units[: len(sources)] if generate else ret.units
+        answerable: list[float] = []
+        verifier = self.verifier
+        if verifier is not None:
+            t = time.perf_counter()
+            answerable = self._answerability(verifier, q, shown)
+            signals["answerability"] = max(answerable, default=0.0)
+            timings["answerability"] = (time.perf_counter() - t) * 1000
+        gate = self.config.verifier.answerable_min
+        if generate and verifier is not None and signals["answerability"] < gate:
+            citations = [self._citation(n, u, None, answerable) for n, u in enumerate(ret.units, start=1)]
+            timings["total"] = (time.perf_counter() - t_all) * 1000
+            return Answer(
+                answer=ABSTAIN_MESSAGE, abstained=True, confidence=0.0, confidence_label="low", citations=citations,
+                sentences=[], timings_ms=timings, confidence_signals=signals, generated=False,
+                abstain_reason=f"no retrieved passage answers the question (answerability "
+                               f"{signals['answerability']:.2f} < {gate:.2f})", **base)  # type: ignore[arg-type]
+
         if not generate or signals["retrieval"] < cfg.retrieval_floor:
-            citations = [self._citation(n, u, None) for n, u in enumerate(ret.units, start=1)]
+            citations = [self._citation(n, u, None, answerable) for n, u in enumerate(ret.units, start=1)]
             c = conf.combine(signals, cfg)
             weak = signals["retrieval"] < cfg.retrieval_floor
             timings["total"] = (time.perf_counter() - t_all) * 1000
@@ -307,11 +354,7 @@ class Assistant:
                 abstain_reason="retrieval too weak: no indexed passage is close to the question" if weak else None,
                 **base)  # type: ignore[arg-type]
 
-        gen = self.generator
-        sources = [PromptSource(n, u.chunk.title, u.chunk.section, u.chunk.kind, u.chunk.patient_id, u.chunk.text)
-                   for n, u in enumerate(ret.units, start=1)]
-        sources = fit_sources(sources, gen.count_tokens, self.config.generator.max_context_tokens)
-        return _Pending(q, ret.units[: len(sources)], build_messages(q, sources, pid), signals, timings, base, t_all)
+        return _Pending(q, shown, build_messages(q, sources, pid), signals, timings, base, t_all, answerable)
 
     def _finish(self, p: _Pending, out: Generation) -> Answer:
         """Check the generated answer's citations, score confidence, and answer or abstain."""
@@ -332,14 +375,17 @@ class Assistant:
         support = self._support(text, units, q, p.base.get("patient_id")) if not model_abstained else []
         timings["citation_check"] = (time.perf_counter() - t) * 1000
         signals["support"] = (sum(s.supported for s in support) / len(support)) if support else 0.0
-        c = conf.combine(signals, cfg)
+        if self.verifier is not None:
+            signals["support_prob"] = float(np.mean([max(s.score, 0.0) for s in support])) if support else 0.0
+        c = conf.combine(signals, cfg, self.calibration)
 
         reason = None
         if model_abstained:
             reason = "the generator found no answer in the sources"
         elif not any(s.supported for s in support):
             reason = "no answer sentence is supported by a cited source"
-        elif p.base.get("patient_id") and (missed := unanswered_measures(q, [s.text for s in support if s.supported])):
+        elif cfg.record_rules and p.base.get("patient_id") and (
+                missed := unanswered_measures(q, [s.text for s in support if s.supported])):
             # A record question answered with another field's (true, cited) value is not an answer.
             reason = f"no supported sentence gives the {', '.join(sorted(missed))} the question asks about"
         elif c < cfg.abstain_below:
@@ -349,12 +395,17 @@ class Assistant:
             for n, i in s.best.items():
                 if n not in best or s.score > best[n][0]:
                     best[n] = (s.score, i)
-        citations = [self._citation(n, u, best.get(n, (0.0, None))[1]) for n, u in enumerate(units, start=1)]
+        citations = [self._citation(n, u, best.get(n, (0.0, None))[1], p.answerable)
+                     for n, u in enumerate(units, start=1)]
         sentences = [SentenceRecord(_with_markers(strip_markers(s.text), s.citations) if s.attributed else s.text,
                                     s.citations,
-                                    s.supported, round(s.score, 4), s.attributed) for s in support]
-        if sentences:
-            text = " ".join(s.text for s in sentences)
+                                    s.supported, round(s.score, 4), s.attributed, dict(s.checks),
+                                    None if s.cosine is None else round(s.cosine, 4)) for s in support]
+        # Only supported sentences are shown: an unsupported one stays in ``sentences`` (and the
+        # draft) for audit, never in the answer a clinician reads as sourced.
+        shown = [s.text for s in sentences if s.supported]
+        if shown:
+            text = " ".join(shown)
         timings["total"] = (time.perf_counter() - p.t_all) * 1000
         return Answer(
             answer=ABSTAIN_MESSAGE if reason else text, abstained=reason is not None, confidence=c,
@@ -374,6 +425,18 @@ class Assistant:
             "retrieval": conf.retrieval_strength(top_cos, spec.sim_floor, spec.sim_ceiling),
             "agreement": conf.agreement([parent_of(c) for c, _ in ret.dense], [parent_of(c) for c, _ in ret.bm25]),
         }
+
+    def _answerability(self, verifier: Verifier, question: str, units: list[Unit]) -> list[float]:
+        """Per source: the best probability that one of its retrieved passages answers the question."""
+        idx = self.index
+        k = self.config.verifier.passages_per_source
+        rows = [(n, idx.children[idx.child_pos[h.chunk_id]].context_text())
+                for n, u in enumerate(units) for h in u.hits[:k] if h.chunk_id in idx.child_pos]
+        probs = verifier.answerability(question, [text for _, text in rows])
+        best = [0.0] * len(units)
+        for (n, _), pr in zip(rows, probs, strict=True):
+            best[n] = max(best[n], float(pr))
+        return best
 
     def _passages(self, unit: Unit) -> list[int]:
         """Index rows of the child passages a source consists of (all children of a merged parent)."""
@@ -395,13 +458,50 @@ class Assistant:
         source_texts = {n: [self.index.children[r].context_text() for r in self._passages(u)]
                         for n, u in enumerate(units, start=1)}
         records = {n for n, u in enumerate(units, start=1) if u.chunk.patient_id is not None}
+        scores = None
+        verifier = self.verifier
+        if verifier is not None:
+            threshold = self.config.verifier.support_min
+            scores = self._support_scores(verifier, question, sentences, source_texts)
         return check_support(text, svec, source_vectors, threshold,
                              attribute_uncited=self.config.confidence.attribute_uncited,
                              source_texts=source_texts, exempt_numbers=numbers_in(question),
                              record_sources=records if patient_id else None,
-                             about_patient=about_patient(patient_id) if patient_id else None)
+                             about_patient=about_patient(patient_id) if patient_id else None,
+                             scores=scores, record_rules=self.config.confidence.record_rules)
 
-    def _citation(self, n: int, unit: Unit, best_passage: int | None) -> Citation:
+    def _support_scores(self, verifier: Verifier, question: str, sentences: list[str],
+                        source_texts: dict[int, list[str]]) -> list[dict[int, np.ndarray]]:
+        """Support probability of each sentence against every passage of the sources it could cite.
+
+        A sentence is scored against the passages of the sources it cites, and (for attribution)
+        against every shown source when it cites none that exists.
+        """
+        from rag.cite import parse_markers
+
+        out: list[dict[int, np.ndarray]] = [
+            {n: np.zeros(len(ps), dtype=np.float32) for n, ps in source_texts.items()} for _ in sentences]
+        claims = [strip_markers(s) or s for s in sentences]
+        cited = [[n for n in dict.fromkeys(parse_markers(s)) if n in source_texts] for s in sentences]
+
+        def run(pairs: list[tuple[int, int]]) -> None:
+            jobs = [(i, n, j) for i, n in pairs for j in range(len(source_texts[n]))]
+            probs = verifier.support(question, [claims[i] for i, _, _ in jobs],
+                                     [source_texts[n][j] for _, n, j in jobs])
+            for (i, n, j), pr in zip(jobs, probs, strict=True):
+                out[i][n][j] = pr
+
+        # The cited sources first; the others only for sentences they leave unsupported (attribution).
+        run([(i, n) for i in range(len(sentences)) for n in cited[i]])
+        if self.config.confidence.attribute_uncited:
+            need = [i for i in range(len(sentences))
+                    if not cited[i] or max(float(out[i][n].max(initial=0.0)) for n in cited[i])
+                    < self.config.verifier.support_min]
+            run([(i, n) for i in need for n in source_texts if n not in cited[i]])
+        return out
+
+    def _citation(self, n: int, unit: Unit, best_passage: int | None, answerable: list[float] | None = None
+                  ) -> Citation:
         """Cite the child span: the passage that best supports the answer, else the top retrieved child."""
         idx = self.index
         if best_passage is not None:
@@ -411,7 +511,8 @@ class Assistant:
         return Citation(n=n, doc_id=child.doc_id, chunk_id=child.chunk_id, title=child.title, source=child.source,
                         kind=child.kind, patient_id=child.patient_id, section=child.section, start=child.start,
                         end=child.end, score=round(unit.score, 6), text=child.text, merged=unit.merged,
-                        parent_id=child.parent_id)
+                        parent_id=child.parent_id,
+                        answerability=round(answerable[n - 1], 4) if answerable and n <= len(answerable) else None)
 
 
 @dataclass
@@ -425,6 +526,7 @@ class _Pending:
     timings: dict[str, float]
     base: dict[str, Any]
     t_all: float
+    answerable: list[float]
 
 
 def _with_markers(sentence: str, ns: list[int]) -> str:

@@ -7,7 +7,7 @@ Support checking compares each answer sentence with the passages of the sources 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -60,6 +60,11 @@ class SentenceSupport:
     score: float  # best cosine between the sentence and a passage of a cited source
     best: dict[int, int] = field(default_factory=dict)  # cited n -> index of its best-matching passage
     attributed: bool = False  # True when the citation was added by post-hoc attribution, not the model
+    # Which checks passed for the citations kept (evaluation reads them to measure each check):
+    # numbers (every number in a cited passage), record_rules (the record-line rules; None: not
+    # applied), cites_record (a sentence about the patient cites the patient's record).
+    checks: dict[str, bool | None] = field(default_factory=dict)
+    cosine: float | None = None  # embedding similarity to the best cited passage (the pre-verifier signal)
 
 
 _NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)?")
@@ -203,7 +208,9 @@ def check_support(text: str, sentence_vectors: np.ndarray, source_vectors: Mappi
                   source_texts: Mapping[int, list[str]] | None = None,
                   exempt_numbers: Collection[str] = (),
                   record_sources: Collection[int] | None = None,
-                  about_patient: Callable[[str], bool] | None = None) -> list[SentenceSupport]:
+                  about_patient: Callable[[str], bool] | None = None,
+                  scores: Sequence[Mapping[int, np.ndarray]] | None = None,
+                  record_rules: bool = True) -> list[SentenceSupport]:
     """Judge every sentence of ``text`` against the passages of the sources it cites.
 
     ``source_vectors[n]`` holds one row per passage of source n (normalised). A sentence
@@ -226,6 +233,11 @@ def check_support(text: str, sentence_vectors: np.ndarray, source_vectors: Mappi
     the record's "Diabetes: yes/no" line (:func:`record_fact`; sex likewise). A one-fact sentence
     (:func:`single_fact`) whose every claim those lines verify is supported at any similarity:
     "The patient is 60 years old and male" scores 0.41 against "- Age: 60 years / - Sex: male".
+
+    ``scores`` (one mapping per sentence: source n -> a score per passage) replaces the cosine
+    similarities, e.g. with the verifier's support probabilities (rag/verifier.py); ``threshold``
+    then applies to those. ``record_rules=False`` turns off the three record-line rules above
+    (the record-citing rule stays): they were written from one dataset's line format.
     """
     sentences = split_sentences(text)
     if len(sentences) != len(sentence_vectors):
@@ -238,11 +250,11 @@ def check_support(text: str, sentence_vectors: np.ndarray, source_vectors: Mappi
         found = set().union(*(numbers_in(t) for n in ns for t in source_texts.get(n, [])))
         if not numbers_in(sent) - exempt <= found:
             return False
-        return value_of_other_measure(sent, lines_of(ns), exempt) is None
+        return not record_rules or value_of_other_measure(sent, lines_of(ns), exempt) is None
 
     def by_record(sent: str, ns: list[int], fact: bool | None) -> bool:
         """A one-fact sentence the cited record's own lines verify, whatever its embedding similarity."""
-        if not records & set(ns) or not single_fact(sent) or fact is False:
+        if not record_rules or not records & set(ns) or not single_fact(sent) or fact is False:
             return False
         has_numbers = bool(numbers_in(sent) - exempt)
         value = record_value(sent, lines_of(ns), exempt)
@@ -259,13 +271,15 @@ def check_support(text: str, sentence_vectors: np.ndarray, source_vectors: Mappi
     check_records = record_sources is not None and about_patient is not None
     records = set(record_sources or ())
     out: list[SentenceSupport] = []
-    for sent, vec in zip(sentences, sentence_vectors, strict=True):
-        sims = {n: source_vectors[n] @ vec for n in source_vectors}
+    if scores is not None and len(scores) != len(sentences):
+        raise ValueError("one score mapping per sentence is required")
+    for i, (sent, vec) in enumerate(zip(sentences, sentence_vectors, strict=True)):
+        sims = dict(scores[i]) if scores is not None else {n: source_vectors[n] @ vec for n in source_vectors}
         cited = list(dict.fromkeys(n for n in parse_markers(sent) if n in source_vectors))
         best = {n: int(np.argmax(sims[n])) for n in cited}
         best_score = max((float(sims[n][best[n]]) for n in cited), default=0.0)
         needs_record = check_records and about_patient is not None and about_patient(strip_markers(sent))
-        fact = record_fact(sent, lines_of(cited)) if records else None
+        fact = record_fact(sent, lines_of(cited)) if records and record_rules else None
         supported = (bool(cited) and (best_score >= threshold or by_record(sent, cited, fact)) and fact is not False
                      and numbers_ok(sent, cited) and (not needs_record or bool(records & set(cited))))
         attributed = False
@@ -274,7 +288,7 @@ def check_support(text: str, sentence_vectors: np.ndarray, source_vectors: Mappi
             # also corrects a marker that points at the wrong source (the sentence is re-cited).
             # A patient record whose yes/no line agrees with the sentence supports it at any similarity.
             for n in sorted(sims, key=lambda n: -float(np.max(sims[n]))):
-                fact_n = record_fact(sent, lines_of([n])) if n in records else None
+                fact_n = record_fact(sent, lines_of([n])) if n in records and record_rules else None
                 if fact_n is False or (float(np.max(sims[n])) < threshold and not by_record(sent, [n], fact_n)):
                     continue
                 if needs_record and n not in records:
@@ -283,7 +297,16 @@ def check_support(text: str, sentence_vectors: np.ndarray, source_vectors: Mappi
                     cited, attributed, supported = [n], True, True
                     best, best_score = {n: int(np.argmax(sims[n]))}, float(np.max(sims[n]))
                     break
-        out.append(SentenceSupport(sent, cited, supported, best_score, best, attributed))
+        rec_lines = lines_of(cited)
+        checks: dict[str, bool | None] = {
+            "numbers": numbers_ok(sent, cited) if cited else None,
+            # The record-line rules' verdict, recorded even when they are off (evaluation measures them).
+            "record_rules": (record_fact(sent, rec_lines) is not False
+                             and value_of_other_measure(sent, rec_lines, exempt) is None) if rec_lines else None,
+            "cites_record": bool(records & set(cited)) if needs_record else None}
+        cosine = max((float(np.max(source_vectors[n] @ vec)) for n in cited if n in source_vectors
+                      and source_vectors[n].shape[-1] == vec.shape[-1]), default=None)
+        out.append(SentenceSupport(sent, cited, supported, best_score, best, attributed, checks, cosine))
     return out
 
 

@@ -1,4 +1,10 @@
-"""Confidence: a documented weighted mean of four signals, each in [0, 1].
+"""Confidence: a calibrated probability that the answer is right, or (uncalibrated) a weighted mean.
+
+With a calibration file (``confidence.calibration``, fitted by ``app.py eval trust fit`` on the
+trust dev split and reported on its test split), confidence is a logistic model over the signals
+below plus the verifier's: ``answerability`` (best probability that a retrieved passage answers the
+question) and ``support_prob`` (mean over answer sentences of the best support probability from a
+cited passage). Without one, it is the documented weighted mean of four signals, each in [0, 1]:
 
 - retrieval: top dense cosine of the shown sources mapped through the embedder's scale,
   ``clip((cos - sim_floor) / (sim_ceiling - sim_floor), 0, 1)``;
@@ -13,10 +19,51 @@ with ``--no-generate``). Labels: high >= ``high``, medium >= ``medium``, else lo
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from rag.config import ConfidenceConfig
+from rag.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """``P(correct) = sigmoid(intercept + sum(coef_i * signal_i))``, fitted on a development split."""
+
+    features: tuple[str, ...]
+    coef: tuple[float, ...]
+    intercept: float
+    meta: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+    def usable(self, signals: Mapping[str, float]) -> bool:
+        return all(f in signals for f in self.features)
+
+    def probability(self, signals: Mapping[str, float]) -> float:
+        z = self.intercept + sum(c * signals[f] for f, c in zip(self.features, self.coef, strict=True))
+        return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, z))))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"features": list(self.features), "coef": list(self.coef), "intercept": self.intercept, **self.meta}
+
+
+def load_calibration(path: Path) -> Calibration:
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+        feats, coef = tuple(d["features"]), tuple(float(c) for c in d["coef"])
+        if len(feats) != len(coef):
+            raise ValueError("features and coef differ in length")
+        meta = {k: v for k, v in d.items() if k not in ("features", "coef", "intercept")}
+        return Calibration(feats, coef, float(d["intercept"]), meta)
+    except FileNotFoundError:
+        raise ConfigError(f"confidence.calibration file {path} not found; fit one with `python app.py eval trust "
+                          "fit` or set confidence.calibration=null") from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"confidence.calibration file {path} is not a calibration ({e}); refit it with "
+                          "`python app.py eval trust fit`") from None
 
 
 def retrieval_strength(top_cosine: float, floor: float, ceiling: float) -> float:
@@ -39,7 +86,10 @@ def generation_probability(token_probs: Sequence[float]) -> float:
     return math.exp(sum(math.log(max(p, 1e-12)) for p in token_probs) / len(token_probs))
 
 
-def combine(signals: Mapping[str, float], cfg: ConfidenceConfig) -> float:
+def combine(signals: Mapping[str, float], cfg: ConfidenceConfig, calibration: Calibration | None = None) -> float:
+    """The calibrated probability when a calibration is given and every signal it needs is present."""
+    if calibration is not None and calibration.usable(signals):
+        return calibration.probability(signals)
     weights = {"retrieval": cfg.w_retrieval, "agreement": cfg.w_agreement,
                "generation": cfg.w_generation, "support": cfg.w_support}
     used = {k: w for k, w in weights.items() if k in signals and w > 0}

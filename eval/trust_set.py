@@ -1,0 +1,229 @@
+"""The trust evaluation's fixed question set: dev and test parts, written once to a file (ids only).
+
+Every threshold, rule and weight of the trust layer is chosen on ``dev``; ``test`` is reported.
+Suites, each split into dev/test:
+
+- ``medquad``: held-out MedQuAD questions (the retrieval split's dev part -> dev, test -> test;
+  never trained on by the generator or the verifier) whose page is in the trust index. Right =
+  answered, with a supported sentence citing the gold page (or a verbatim duplicate).
+- ``topic_removed``: MedQuAD questions whose whole topic is out of the trust index: every page of
+  that focus is left out, and no indexed passage mentions the focus name (checked). Right = abstain.
+- ``patient``: questions about one heart-failure patient's record (asked with ``--patient``), in the
+  templates of finetune/ehr_grounded.py, for patients the generator never trained on. ``dev`` holds the
+  test patients whose questions the record-line rules of rag/cite.py were written from (the first
+  72 questions of test.jsonl); ``test`` holds the others and the validation patients. Right = the
+  record's value stated (strict scorer, eval/patient_records.py) and the record cited; for questions
+  the record cannot answer, abstain.
+- ``non_medical``, ``demo_answerable``, ``demo_out_of_corpus``: questions we wrote
+  (eval/questions/), split by a hash of their id. The demo suites run on the demo index (the default
+  preset), the others on the trust index.
+
+The trust index holds the MedQuAD pages of the held-out split files (minus removed topics), the demo
+guidelines and notes, and the 299 heart-failure records. Its MedQuAD files are copied into
+``.cds/trust/medquad`` (never into the repository).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+import shutil
+from collections import defaultdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from corpora import load_sources
+from corpora.heart_failure import read_records
+from corpora.report import LoadReport
+from eval.splits import DEFAULT_SPLIT, load_split
+from finetune.data import assign_splits
+from finetune.ehr_grounded import FACTS, UNANSWERABLE
+from rag.config import PROJECT_ROOT
+from rag.errors import InputError
+
+TRUST_SPLIT = PROJECT_ROOT / "eval" / "splits" / "trust.json"
+QUESTIONS = PROJECT_ROOT / "eval" / "questions"
+DEMO_SOURCES = [PROJECT_ROOT / "corpora" / "demo" / "guidelines", PROJECT_ROOT / "corpora" / "demo" / "ehr"]
+HF_CSV = Path("heart_failure") / "heart_failure_clinical_records_dataset.csv"
+
+
+def _part_of(key: str) -> str:
+    return "dev" if int(hashlib.sha1(key.encode()).hexdigest()[:8], 16) % 2 == 0 else "test"
+
+
+def _rules_source_patients(test_patients: list[str], seed: int, first: int = 72) -> set[str]:
+    """Test patients whose record questions were among the first ``first`` of test.jsonl.
+
+    Replays finetune/ehr_grounded.py's seeded choice (2 questions per patient, a third with
+    probability 0.4), in record order. Exact unless a record line went unretrieved (counted there).
+    """
+    out: set[str] = set()
+    total = 0
+    for pid in test_patients:
+        if total >= first:
+            break
+        rng = random.Random(f"{seed}-ehr-{pid}")
+        for _ in rng.sample(FACTS, 2):
+            rng.choice([0, 1, 2])
+            rng.random()
+        total += 2 + (1 if rng.random() < 0.4 else 0)
+        out.add(pid)
+    return out
+
+
+def make(data_dir: Path, seed: int = 13, medquad_per_part: int = 60, removed_per_part: int = 80,
+         patients_per_part: int = 30) -> dict[str, Any]:
+    split = load_split(DEFAULT_SPLIT)
+    docs = load_sources([f"medquad:{data_dir / 'medquad'}"]).documents
+    by_file: dict[str, list[Any]] = defaultdict(list)
+    for d in docs:
+        by_file[d.source.rsplit("#", 1)[0]].append(d)
+    focus_of = {f: str(ds[0].meta.get("focus", "")).strip() for f, ds in by_file.items()}
+    files_by_focus: dict[str, set[str]] = defaultdict(set)
+    for f, focus in focus_of.items():
+        files_by_focus[focus.lower()].add(f)
+    rng = random.Random(seed)
+    part_files = {p: sorted(split["files"][p]) for p in ("dev", "test")}
+    # Removed topics: distinctive names (a word-boundary match must mean the topic). A quarter more
+    # are taken out of the index than asked, because the mention check below drops some.
+    removed: dict[str, list[str]] = {}
+    for part, files in part_files.items():
+        cands = [f for f in files if len(focus_of[f]) >= 6 and not re.search(r"[()\[\]?]", focus_of[f])]
+        rng.shuffle(cands)
+        removed[part] = cands[: removed_per_part * 5 // 4]
+    removed_focus = {focus_of[f].lower() for fs in removed.values() for f in fs}
+    index_files = sorted({f for fs in part_files.values() for f in fs
+                          if focus_of[f].lower() not in removed_focus})
+    demo_text = " ".join(p.read_text(encoding="utf-8").lower() for root in DEMO_SOURCES for p in root.rglob("*.md"))
+    index_text = " ".join(d.text.lower() + " " + d.title.lower() for f in index_files for d in by_file[f])
+    index_text += " " + demo_text
+    topic: dict[str, list[str]] = {}
+    for part, files in removed.items():
+        # Out of corpus only if no indexed passage names it.
+        keep = [f for f in files if not re.search(rf"(?<![a-z0-9]){re.escape(focus_of[f].lower())}(?![a-z0-9])",
+                                                  index_text)]
+        topic[part] = [rng.choice(by_file[f]).doc_id for f in keep[:removed_per_part]]
+    index_set = set(index_files)
+    medquad: dict[str, list[str]] = {}
+    for part, files in part_files.items():
+        pool = [f for f in files if f in index_set]
+        rng.shuffle(pool)
+        medquad[part] = [rng.choice([d for d in by_file[f] if d.meta.get("question")]).doc_id
+                         for f in pool[:medquad_per_part]]
+    # Patients: the generator's patient split (finetune/data.py, seed 13).
+    records = read_records(data_dir / HF_CSV, LoadReport(fmt="uci-heart-failure"))
+    pids = [r.patient_id for r in records]
+    split_of = assign_splits((f"patient:{p}" for p in pids), 13, [("test", 0.2), ("val", 0.1)])
+    test_p = [p for p in pids if split_of[f"patient:{p}"] == "test"]
+    val_p = [p for p in pids if split_of[f"patient:{p}"] == "val"]
+    rules_src = _rules_source_patients(test_p, 13)
+    dev_patients = [p for p in test_p if p in rules_src][:patients_per_part]
+    test_pool = [p for p in test_p if p not in rules_src] + val_p
+    test_patients = sorted(rng.sample(test_pool, min(patients_per_part, len(test_pool))))
+    patient_q: dict[str, list[dict[str, Any]]] = {}
+    for part, ps in (("dev", dev_patients), ("test", test_patients)):
+        qs = []
+        for p in ps:
+            prng = random.Random(f"trust-{seed}-{p}")
+            fact = prng.choice(FACTS)
+            qs.append({"patient_id": p, "fact": fact.key, "template": prng.randrange(len(fact.questions)),
+                       "who": prng.choice(["this patient", "id"])})
+            if prng.random() < 0.5:
+                qs.append({"patient_id": p, "fact": None, "template": prng.randrange(len(UNANSWERABLE)),
+                           "who": prng.choice(["this patient", "id"])})
+        patient_q[part] = qs
+    written: dict[str, dict[str, list[str]]] = {}
+    for name in ("non_medical", "demo_answerable", "demo_out_of_corpus"):
+        rows = _read_jsonl(QUESTIONS / f"{name}.jsonl")
+        written[name] = {p: sorted(r["id"] for r in rows if _part_of(r["id"]) == p) for p in ("dev", "test")}
+    parts: dict[str, dict[str, list[Any]]] = {p: {"medquad": medquad[p], "topic_removed": topic[p], "patient": patient_q[p],
+                 **{name: ids[p] for name, ids in written.items()}} for p in ("dev", "test")}
+    return {
+        "description": "Trust evaluation (eval/trust_set.py): dev chooses every threshold, rule and weight; test "
+                       "is reported. Ids only.",
+        "seed": seed, "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "index_medquad_files": index_files,
+        "counts": {p: {k: len(v) for k, v in ps.items()} for p, ps in parts.items()},
+        **parts,
+    }
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        raise InputError(f"{path} not found (the written question sets of eval/questions/)")
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def write(split: dict[str, Any], path: Path = TRUST_SPLIT) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(split, indent=1) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def load(path: Path = TRUST_SPLIT) -> dict[str, Any]:
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{path} not found; create it with `python app.py eval trust split`") from None
+    except ValueError as e:
+        raise InputError(f"{path} is not valid JSON ({e}); recreate it with `python app.py eval trust split`") from None
+    if not isinstance(d, dict) or "dev" not in d or "test" not in d:
+        raise InputError(f"{path} is not a trust split (no dev/test); recreate it with "
+                         "`python app.py eval trust split`")
+    return d
+
+
+def materialise(split: dict[str, Any], data_dir: Path, out: Path) -> list[str]:
+    """Copy the trust index's MedQuAD files to ``out``; the index sources, demo corpus and records included."""
+    src = data_dir / "medquad"
+    if out.exists():
+        shutil.rmtree(out)
+    for rel in split["index_medquad_files"]:
+        dst = out / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src / rel, dst)
+    return [f"medquad:{out}", *(str(p) for p in DEMO_SOURCES), f"uci-heart-failure:{data_dir / HF_CSV}"]
+
+
+def questions(split: dict[str, Any], part: str, data_dir: Path) -> list[dict[str, Any]]:
+    """The questions of one part, each with its suite, expected outcome and what scoring needs."""
+    p = split[part]
+    ids = set(p["medquad"]) | set(p["topic_removed"])
+    docs = {d.doc_id: d for d in load_sources([f"medquad:{data_dir / 'medquad'}"]).documents}
+    missing = ids - set(docs)
+    if missing:
+        raise InputError(f"{len(missing)} MedQuAD ids of the trust split are not in {data_dir / 'medquad'}")
+    by_answer: dict[str, set[str]] = defaultdict(set)
+    index_files = set(split["index_medquad_files"])
+    for d in docs.values():
+        if d.source.rsplit("#", 1)[0] in index_files:
+            by_answer[" ".join(d.text.lower().split())].add(d.doc_id)
+    out: list[dict[str, Any]] = []
+    for doc_id in p["medquad"]:
+        d = docs[doc_id]
+        gold = by_answer[" ".join(d.text.lower().split())] | {doc_id}
+        out.append({"suite": "medquad", "id": doc_id, "question": str(d.meta["question"]).strip(),
+                    "answerable": True, "gold": sorted(gold)})
+    for doc_id in p["topic_removed"]:
+        out.append({"suite": "topic_removed", "id": doc_id, "question": str(docs[doc_id].meta["question"]).strip(),
+                    "answerable": False})
+    facts = {f.key: f for f in FACTS}
+    for i, q in enumerate(p["patient"]):
+        who = "this patient" if q["who"] == "this patient" else f"patient {q['patient_id']}"
+        if q["fact"] is None:
+            text = UNANSWERABLE[q["template"]].format(who=who)
+        else:
+            text = facts[q["fact"]].questions[q["template"]].format(who=who)
+        out.append({"suite": "patient", "id": f"patient-{i:03d}-{q['patient_id']}", "question": text,
+                    "patient_id": q["patient_id"], "fact": q["fact"], "answerable": q["fact"] is not None})
+    for name in ("non_medical", "demo_answerable", "demo_out_of_corpus"):
+        rows = {r["id"]: r for r in _read_jsonl(QUESTIONS / f"{name}.jsonl")}
+        for qid in p[name]:
+            r = rows[qid]
+            out.append({"suite": name, "id": qid, "question": r["question"],
+                        "answerable": name == "demo_answerable", "gold": r.get("gold_doc_ids", []),
+                        "key_facts": r.get("key_facts", [])})
+    return out

@@ -1,0 +1,426 @@
+"""Training pairs for the evidence verifier (rag/verifier.py), made from the corpora we have.
+
+No labelled NLI or answerability data ships offline, so pairs are built from sources whose
+structure gives the label:
+
+- **answerability** (``question: Q`` vs passage): a MedQuAD or WikiDoc question against the first
+  passage of its own answer (1); against the answer to a *sibling* question about the same focus
+  ("What causes X?" vs the treatment page of X: on topic, does not answer; 0); against the BM25
+  top passages of other topics (hard negatives, 0). Heart-failure record questions against the
+  record section holding the asked value (1) and the other sections (0); questions the record
+  cannot answer (potassium, medications ...) against every section (0).
+- **claim support** (``question: Q / claim: S`` vs passage): a sentence of the passage (1), lightly
+  reworded (two sentences joined, a first clause, the subject named or not: 1); the same sentence
+  with the question's subject swapped for another condition ("<asked condition> is managed by <the
+  passage's treatment>", the failure seen in the trust issue), a changed number, a changed unit, a
+  flipped negation, or against another topic's passage (0). Record claims in the tuned generator's
+  own phrasing (finetune/ehr_grounded.py) against their record section (1), and with the value of
+  another measurement, another patient's value, the yes/no flipped, or the wrong section (0).
+  Guideline summaries (NGC) add recommendation sentences with the same perturbations.
+
+Splits: MedQuAD documents of the held-out retrieval split (eval/splits) never enter training, and
+neither does any page whose focus one of them has; heart-failure patients keep the split of the
+generator's data (test/val patients out); WikiDoc and NGC are split by a hash of the document. The
+``heldout`` file is built the same way from the held-out side and measures the verifier itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from corpora import load_sources
+from corpora.document import Document
+from corpora.heart_failure import HFRecord, read_records, render_record
+from corpora.report import LoadReport
+from finetune.data import assign_splits
+from finetune.ehr_grounded import FACTS, UNANSWERABLE, Fact
+from rag.text import split_sentences, tokenize
+from rag.verifier import answerability_text, support_text
+
+WINDOW_WORDS = 80  # runtime child passages are ~96 embedder tokens
+
+
+@dataclass
+class Pair:
+    task: str  # "answerable" | "support"
+    text_a: str
+    text_b: str
+    label: int
+    kind: str  # how the pair was made (pos, sibling, bm25, swap, number, unit, negation, ...)
+    source: str  # medquad | wikidoc | record | ngc
+
+
+@dataclass
+class QADoc:
+    """A question with its answer cut into passages (header + ~80 words, sentence-aligned)."""
+
+    doc_id: str
+    question: str
+    focus: str
+    group: str  # same group = same page family (MedQuAD file); siblings come from it
+    passages: list[str]
+    source: str
+
+
+def windows(text: str, header: str, words: int = WINDOW_WORDS) -> list[str]:
+    """Sentence-aligned passages of about ``words`` words, each with its header line."""
+    sents = [s for s in split_sentences(re.sub(r"^#+ .*$", "", text, flags=re.M)) if len(s.split()) >= 3]
+    out: list[str] = []
+    cur: list[str] = []
+    for s in sents:
+        if cur and sum(len(x.split()) for x in cur) + len(s.split()) > words:
+            out.append(" ".join(cur))
+            cur = []
+        cur.append(s)
+    if cur:
+        out.append(" ".join(cur))
+    return [f"{header}\n{w}" for w in out]
+
+
+def body(passage: str) -> str:
+    return passage.split("\n", 1)[1] if "\n" in passage else passage
+
+
+def _hash_part(key: str, heldout_share: float) -> str:
+    h = int(hashlib.sha1(key.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    return "heldout" if h < heldout_share else "train"
+
+
+# -- perturbations -------------------------------------------------------------------------------
+_NUM = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)(?![\w.]\d)")
+_UNITS = [("mg/dL", "mmol/L"), ("mmol/L", "mg/dL"), ("mEq/L", "mg/dL"), ("mcg", "mg"), ("mg", "g"),
+          ("weeks", "months"), ("months", "years"), ("days", "weeks"), ("hours", "days"), ("years", "months"),
+          ("ml", "litres"), ("per cent", "per mille")]
+_AUX = re.compile(r"\b(is|are|can|should|may|will|does|do|was|were|has|have)\b(?! not\b)")
+_NOT = re.compile(r"\b(is|are|can|should|may|will|does|do|was|were|has|have) not\b")
+
+
+def change_number(sentence: str, rng: random.Random, avoid: str = "") -> str | None:
+    nums = [m for m in _NUM.finditer(sentence)]
+    if not nums:
+        return None
+    m = rng.choice(nums)
+    v = m.group(1)
+    for _ in range(10):
+        if "." in v:
+            new = f"{float(v) * rng.choice([0.5, 2, 3, 10, 0.1]):.{len(v.split('.')[1])}f}"
+        else:
+            n = int(v)
+            new = str(rng.choice([n * 2, n + rng.randint(1, 9), max(n // 2, 1) if n > 1 else n + 3, n * 10, n + 20]))
+        if new != v and not re.search(rf"(?<![\w.]){re.escape(new)}(?![\w.]\d)", avoid):
+            return sentence[:m.start(1)] + new + sentence[m.end(1):]
+    return None
+
+
+def change_unit(sentence: str, rng: random.Random) -> str | None:
+    options = [(a, b) for a, b in _UNITS if re.search(rf"\b{re.escape(a)}\b", sentence)]
+    if not options:
+        return None
+    a, b = rng.choice(options)
+    return re.sub(rf"\b{re.escape(a)}\b", b, sentence, count=1)
+
+
+def flip_negation(sentence: str) -> str | None:
+    if _NOT.search(sentence):
+        return _NOT.sub(lambda m: m.group(1), sentence, count=1)
+    if re.search(r"\bno\b", sentence):
+        return re.sub(r"\bno\b", "some", sentence, count=1)
+    if _AUX.search(sentence):
+        return _AUX.sub(lambda m: f"{m.group(1)} not", sentence, count=1)
+    return None
+
+
+def swap_subject(sentence: str, focus: str, other: str) -> str:
+    """The sentence said of ``other`` instead of ``focus`` (the subject-swap failure)."""
+    if focus and re.search(re.escape(focus), sentence, re.I):
+        return re.sub(re.escape(focus), other, sentence, flags=re.I)
+    head = re.match(r"^(It|This condition|This disease|This disorder|They|These)\b", sentence)
+    if head:
+        return other + sentence[head.end():]
+    return f"{other}: {sentence[0].lower()}{sentence[1:]}" if sentence else sentence
+
+
+def reword(sentences: list[str], i: int, focus: str, rng: random.Random) -> str:
+    """A claim the passage still states: two sentences joined, a first clause, or the subject named."""
+    s = sentences[i]
+    r = rng.random()
+    if r < 0.35 and i + 1 < len(sentences):
+        return f"{s.rstrip('.')}; {sentences[i + 1][0].lower()}{sentences[i + 1][1:]}"
+    if r < 0.6 and "," in s and len(s.split(",")[0].split()) >= 5:
+        return s.split(",")[0].rstrip() + "."
+    if r < 0.8 and focus:
+        head = re.match(r"^(It|This condition|This disease|This disorder)\b", s)
+        if head:
+            return focus + s[head.end():]
+    return s
+
+
+# -- MedQuAD / WikiDoc ---------------------------------------------------------------------------
+def qa_docs(docs: Iterable[Document]) -> list[QADoc]:
+    out = []
+    for d in docs:
+        q = str(d.meta.get("question") or "").strip()
+        if not q:
+            continue
+        coll = d.meta.get("collection")
+        if coll == "medquad":
+            focus = str(d.meta.get("focus") or d.title)
+            label = d.text.split("\n", 1)[0].lstrip("# ").strip()
+            header = f"{focus} — {label}" if label else focus
+            group = d.source.rsplit("#", 1)[0]
+        else:
+            focus = re.sub(r"^(what|how|who|which|when|why|is|are|can|do|does)\b.*?\b(of|for|about|is|are)\s+",
+                           "", q.rstrip("?"), flags=re.I).strip() or q
+            header, group = q, d.doc_id
+        passages = windows(d.text, header)
+        if passages:
+            out.append(QADoc(d.doc_id, q, focus, group, passages, str(coll)))
+    return out
+
+
+class Lexical:
+    """BM25 over passages, for hard negatives (bm25s, the same engine as the index)."""
+
+    def __init__(self, passages: list[str]):
+        import bm25s
+
+        self.passages = passages
+        self.retriever = bm25s.BM25()
+        self.retriever.index([tokenize(p) or ["empty"] for p in passages], show_progress=False)
+
+    def top(self, query: str, k: int) -> list[int]:
+        toks = tokenize(query) or ["empty"]
+        res, _ = self.retriever.retrieve([toks], k=min(k, len(self.passages)), show_progress=False)
+        return [int(i) for i in res[0]]
+
+
+def qa_pairs(qdocs: list[QADoc], pool: list[QADoc], rng: random.Random, stats: Counter[str]) -> Iterator[Pair]:
+    """Answerability and support pairs for ``qdocs``; hard negatives are drawn from ``pool``."""
+    flat = [(d, p) for d in pool for p in d.passages]
+    lex = Lexical([p for _, p in flat])
+    by_group: dict[str, list[QADoc]] = defaultdict(list)
+    for d in pool:
+        by_group[d.group].append(d)
+    focuses = sorted({d.focus for d in pool if 2 <= len(d.focus.split()) <= 6 or len(d.focus) > 4})
+    for d in qdocs:
+        q, first = d.question, d.passages[0]
+        norm_focus = d.focus.lower()
+        yield Pair("answerable", answerability_text(q), first, 1, "pos", d.source)
+        sibs = [s for s in by_group[d.group] if s.doc_id != d.doc_id and s.question.lower() != q.lower()]
+        if sibs:
+            yield Pair("answerable", answerability_text(q), rng.choice(sibs).passages[0], 0, "sibling", d.source)
+        hard = [flat[i] for i in lex.top(q, 12) if flat[i][0].focus.lower() != norm_focus
+                and flat[i][0].group != d.group]
+        for _other, p in hard[:2]:
+            yield Pair("answerable", answerability_text(q), p, 0, "bm25", d.source)
+        # Claim support: a sentence of one of the answer's passages.
+        pi = rng.randrange(len(d.passages))
+        passage = d.passages[pi]
+        sents = [s for s in split_sentences(body(passage)) if 4 <= len(s.split()) <= 60]
+        if not sents:
+            stats["support.skipped.no_sentence"] += 1
+            continue
+        i = rng.randrange(len(sents))
+        s = sents[i]
+        yield Pair("support", support_text(q, s), passage, 1, "pos", d.source)
+        yield Pair("support", support_text(q, reword(sents, i, d.focus, rng)), passage, 1, "reword", d.source)
+        other_focus = rng.choice(focuses)
+        if other_focus.lower() != norm_focus:
+            q_other = re.sub(re.escape(d.focus), other_focus, q, flags=re.I) if re.search(
+                re.escape(d.focus), q, re.I) else f"What about {other_focus}?"
+            yield Pair("support", support_text(q_other, swap_subject(s, d.focus, other_focus)), passage, 0, "swap",
+                       d.source)
+        for kind, fn in (("number", lambda x, p=passage: change_number(x, rng, body(p))),
+                         ("unit", lambda x: change_unit(x, rng)), ("negation", flip_negation)):
+            alt = fn(s)
+            if alt and alt != s:
+                yield Pair("support", support_text(q, alt), passage, 0, kind, d.source)
+                break
+        wrong = [flat[j][1] for j in lex.top(s, 8) if flat[j][0].focus.lower() != norm_focus
+                 and flat[j][0].group != d.group]
+        if wrong:
+            yield Pair("support", support_text(q, s), wrong[0], 0, "other_passage", d.source)
+
+
+# -- heart-failure records -----------------------------------------------------------------------
+def record_sections(r: HFRecord) -> list[str]:
+    """The record's sections as the index shows them: title — section, then the lines."""
+    title = f"Heart failure clinical record {r.patient_id}"
+    out = []
+    for block in render_record(r).split("## ")[1:]:
+        name, _, text = block.partition("\n")
+        out.append(f"{title} — {name.strip()}\n{text.strip()}")
+    return out
+
+
+_MEASURE_NAMES = ("serum sodium", "serum creatinine", "serum potassium", "platelet count",
+                  "creatine phosphokinase (CPK)", "left ventricular ejection fraction", "haemoglobin", "heart rate")
+
+
+def record_pairs(records: list[HFRecord], rng: random.Random, stats: Counter[str]) -> Iterator[Pair]:
+    for r in records:
+        sections = record_sections(r)
+        others = [x for x in records if x.patient_id != r.patient_id]
+        for fact in rng.sample(FACTS, 3):
+            who = "this patient" if rng.random() < 0.6 else f"patient {r.patient_id}"
+            q = rng.choice(fact.questions).format(who=who)
+            needle = fact.needle(r)
+            holding = [s for s in sections if needle in s]
+            if not holding:
+                stats["record.skipped.no_section"] += 1
+                continue
+            sec = holding[0]
+            yield Pair("answerable", answerability_text(q), sec, 1, "pos", "record")
+            yield Pair("answerable", answerability_text(q), rng.choice([s for s in sections if s != sec]), 0,
+                       "other_section", "record")
+            claims = split_sentences(re.sub(r"\s*\[\d+\]", "", fact.answer(r, who, 1)))
+            claim = claims[0]
+            yield Pair("support", support_text(q, claim), sec, 1, "pos", "record")
+            yield Pair("support", support_text(q, claim), rng.choice([s for s in sections if s != sec]), 0,
+                       "other_section", "record")
+            yield from _record_negatives(fact, r, rng.choice(others), who, q, claim, sec, rng)
+        q = rng.choice(UNANSWERABLE).format(who="this patient")
+        for sec in rng.sample(sections, 2):
+            yield Pair("answerable", answerability_text(q), sec, 0, "not_in_record", "record")
+
+
+def _record_negatives(fact: Fact, r: HFRecord, other: HFRecord, who: str, q: str, claim: str, sec: str,
+                      rng: random.Random) -> Iterator[Pair]:
+    other_claim = split_sentences(re.sub(r"\s*\[\d+\]", "", fact.answer(other, who, 1)))[0]
+    if other_claim != claim and fact.needle(other) not in sec:
+        yield Pair("support", support_text(q, other_claim), sec, 0, "other_patient", "record")
+    if claim.startswith(("Yes", "No")):
+        flipped = split_sentences(re.sub(r"\s*\[\d+\]", "", fact.answer(
+            _flip(r, fact.key), who, 1)))[0]
+        yield Pair("support", support_text(q, flipped), sec, 0, "negation", "record")
+        return
+    # The value stated for another measurement (the sodium line quoted as potassium).
+    names = [n for n in _MEASURE_NAMES if n.split()[-1].lower() not in claim.lower()]
+    m = re.match(r"^The (.+?) of ", claim)
+    if m and names:
+        wrong_name = rng.choice(names)
+        yield Pair("support", support_text(q, claim.replace(m.group(1), wrong_name, 1)), sec, 0, "other_measure",
+                   "record")
+    alt = change_number(claim, rng, body(sec))
+    if alt:
+        yield Pair("support", support_text(q, alt), sec, 0, "number", "record")
+
+
+def _flip(r: HFRecord, attr: str) -> HFRecord:
+    from dataclasses import replace
+
+    changes: dict[str, Any] = {attr: not getattr(r, attr)}
+    return replace(r, **changes)
+
+
+# -- guideline summaries (NGC) -------------------------------------------------------------------
+def guideline_pairs(docs: list[Document], rng: random.Random, per_doc: int) -> Iterator[Pair]:
+    passages = [(d, p) for d in docs for p in windows(d.text, d.title)]
+    lex = Lexical([p for _, p in passages])
+    by_doc: dict[str, list[str]] = defaultdict(list)
+    for d, p in passages:
+        by_doc[d.doc_id].append(p)
+    for d in docs:
+        ps = by_doc[d.doc_id]
+        if not ps:
+            continue
+        q = f"What does the guideline on {d.title} recommend?"
+        for passage in rng.sample(ps, min(per_doc, len(ps))):
+            sents = [s for s in split_sentences(body(passage)) if 6 <= len(s.split()) <= 60]
+            if not sents:
+                continue
+            i = rng.randrange(len(sents))
+            s = sents[i]
+            yield Pair("support", support_text(q, reword(sents, i, "", rng)), passage, 1, "pos", "ngc")
+            for kind, fn in (("number", lambda x, p=passage: change_number(x, rng, body(p))),
+                             ("negation", flip_negation), ("unit", lambda x: change_unit(x, rng))):
+                alt = fn(s)
+                if alt and alt != s:
+                    yield Pair("support", support_text(q, alt), passage, 0, kind, "ngc")
+                    break
+            wrong = [passages[j][1] for j in lex.top(s, 6) if passages[j][0].doc_id != d.doc_id]
+            if wrong:
+                yield Pair("support", support_text(q, s), wrong[0], 0, "other_passage", "ngc")
+
+
+# -- assembly ------------------------------------------------------------------------------------
+@dataclass
+class VerifierDataOptions:
+    seed: int = 13
+    medquad_docs: int = 1000
+    wikidoc_docs: int = 400
+    ngc_per_doc: int = 4
+    heldout_medquad_docs: int = 300
+    heldout_share: float = 0.1  # of WikiDoc/NGC documents (by hash)
+
+
+def build(data_dir: Path, held_out_doc_ids: set[str], opts: VerifierDataOptions
+          ) -> tuple[dict[str, list[Pair]], dict[str, Any]]:
+    """``{"train": pairs, "heldout": pairs}`` and a card of counts."""
+    rng = random.Random(opts.seed)
+    stats: Counter[str] = Counter()
+    mq = load_sources([f"medquad:{data_dir / 'medquad'}"]).documents
+    held_focus = {str(d.meta.get("focus", "")).lower() for d in mq if d.doc_id in held_out_doc_ids}
+    mq_train = [d for d in mq if d.doc_id not in held_out_doc_ids
+                and str(d.meta.get("focus", "")).lower() not in held_focus]
+    mq_held = [d for d in mq if d.doc_id in held_out_doc_ids]
+    stats["medquad.excluded_same_focus"] = len(mq) - len(mq_train) - len(mq_held)
+    wd = load_sources([f"wikidoc:{data_dir / 'wikidoc_patient_info'}"
+                       "/medical_meadow_wikidoc_patient_information.json"]).documents
+    wd_train = [d for d in wd if _hash_part(d.doc_id, opts.heldout_share) == "train"]
+    wd_held = [d for d in wd if _hash_part(d.doc_id, opts.heldout_share) == "heldout"]
+    ngc = load_sources([f"ngc:{data_dir / 'guidelines' / 'ngc_usgov_guideline_summaries.jsonl'}"]).documents
+    ngc_train = [d for d in ngc if _hash_part(d.doc_id, opts.heldout_share) == "train"]
+    ngc_held = [d for d in ngc if _hash_part(d.doc_id, opts.heldout_share) == "heldout"]
+    records = read_records(data_dir / "heart_failure" / "heart_failure_clinical_records_dataset.csv",
+                           LoadReport(fmt="uci-heart-failure"))
+    # The generator's patient split (finetune/data.py): test and val patients are never trained on.
+    split_of = assign_splits((f"patient:{r.patient_id}" for r in records), opts.seed, [("test", 0.2), ("val", 0.1)])
+    rec_train = [r for r in records if split_of[f"patient:{r.patient_id}"] == "train"]
+    rec_held = [r for r in records if split_of[f"patient:{r.patient_id}"] != "train"]
+
+    q_train = qa_docs(mq_train)
+    q_wd_train = qa_docs(wd_train)
+    pool_train = q_train + q_wd_train
+    pick = rng.sample(q_train, min(opts.medquad_docs, len(q_train))) + rng.sample(
+        q_wd_train, min(opts.wikidoc_docs, len(q_wd_train)))
+    train = list(qa_pairs(pick, pool_train, rng, stats))
+    train += list(record_pairs(rec_train, rng, stats))
+    train += list(guideline_pairs(ngc_train, rng, opts.ngc_per_doc))
+
+    q_held = qa_docs(mq_held) + qa_docs(wd_held)
+    pick_held = rng.sample(q_held, min(opts.heldout_medquad_docs, len(q_held)))
+    heldout = list(qa_pairs(pick_held, q_held, rng, stats))
+    heldout += list(record_pairs(rec_held, rng, stats))
+    heldout += list(guideline_pairs(ngc_held, rng, opts.ngc_per_doc))
+    rng.shuffle(train)
+    card: dict[str, Any] = {"options": asdict(opts), "stats": dict(stats)}
+    for name, pairs in (("train", train), ("heldout", heldout)):
+        card[name] = {"pairs": len(pairs),
+                      "by": dict(Counter(f"{p.task}/{p.source}/{p.kind}/{p.label}" for p in pairs))}
+    card["patients"] = {"train": len(rec_train), "heldout": len(rec_held)}
+    return {"train": train, "heldout": heldout}, card
+
+
+def write(parts: dict[str, list[Pair]], card: dict[str, Any], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    for name, pairs in parts.items():
+        tmp = out / f"{name}.jsonl.tmp"
+        with tmp.open("w", encoding="utf-8") as f:
+            for p in pairs:
+                f.write(json.dumps(asdict(p), ensure_ascii=False) + "\n")
+        tmp.replace(out / f"{name}.jsonl")
+    (out / "card.json").write_text(json.dumps(card, indent=1) + "\n", encoding="utf-8")
+
+
+def read(path: Path) -> list[Pair]:
+    with path.open(encoding="utf-8") as f:
+        return [Pair(**json.loads(line)) for line in f if line.strip()]

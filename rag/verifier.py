@@ -1,0 +1,101 @@
+"""The evidence verifier: a small cross-encoder that reads (question [+ claim], passage) together.
+
+One model, two questions asked of it (the input says which):
+
+- **answerability**: does this passage answer this question? ``question: Q`` against the passage.
+  Scored for the retrieved passages before generating: when none answers, the assistant abstains
+  without spending a generation, and the best score is a confidence signal.
+- **claim support**: is this answer sentence, as an answer to this question, stated by the
+  passage it cites? ``question: Q / claim: S`` against the passage. Catches what embedding
+  similarity misses: the question's subject put in front of another condition's treatment, a
+  changed number or unit, a flipped negation, another measurement's value.
+
+It is the bundled sentence encoder (all-MiniLM-L6-v2) with a classification head, tuned by
+``python app.py train verifier`` (finetune/verifier.py) as a LoRA delta of a few MB that ships in
+``adapters/``; no NLI or reranker model can be installed offline here. Scores are probabilities
+from a sigmoid; the thresholds that act on them are chosen on a development split (eval/trust.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rag.errors import InputError
+
+log = logging.getLogger(__name__)
+
+MAX_LENGTH = 192  # question + claim + passage tokens, as trained; runtime passages are child chunks (~96 tokens)
+
+
+def answerability_text(question: str) -> str:
+    return f"question: {question.strip()}"
+
+
+def support_text(question: str, claim: str) -> str:
+    return f"question: {question.strip()}\nclaim: {claim.strip()}"
+
+
+class Verifier:
+    """Scores (text_a, passage) pairs with the tuned cross-encoder; loads lazily, CPU by default."""
+
+    def __init__(self, base: Path, adapter: Path, max_length: int = MAX_LENGTH, batch_size: int = 16,
+                 threads: int | None = None):
+        if not (adapter / "adapter_config.json").exists():
+            raise InputError(f"verifier adapter {adapter} has no adapter_config.json; train one with "
+                             "`python app.py train verifier` or set verifier.enabled=false")
+        self.base, self.adapter = base, adapter
+        self.max_length, self.batch_size, self.threads = max_length, batch_size, threads
+        self._model: Any = None
+        self._tok: Any = None
+
+    @property
+    def model_id(self) -> str:
+        return f"{self.base.name}+{self.adapter.name}"
+
+    def _load(self) -> None:
+        if self._model is not None:
+            return
+        import torch
+        from peft import PeftModel
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        self._tok = AutoTokenizer.from_pretrained(str(self.base))
+        model = AutoModelForSequenceClassification.from_pretrained(str(self.base), num_labels=1)
+        model = PeftModel.from_pretrained(model, str(self.adapter))
+        self._model = model.merge_and_unload().eval()
+        if self.threads:
+            torch.set_num_threads(self.threads)
+
+    def score(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
+        """Probability (0..1) that each passage answers / supports its text_a."""
+        if not pairs:
+            return np.zeros(0, dtype=np.float32)
+        import torch
+
+        self._load()
+        out: list[np.ndarray] = []
+        # Length-sorted batches: less padding (the pairs differ a lot in length).
+        order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
+        with torch.inference_mode():
+            for s in range(0, len(order), self.batch_size):
+                idx = order[s: s + self.batch_size]
+                enc = self._tok([pairs[i][0] for i in idx], [pairs[i][1] for i in idx], truncation="only_second",
+                                max_length=self.max_length, padding=True, return_tensors="pt")
+                logits = self._model(**enc).logits.squeeze(-1).float()
+                out.append(torch.sigmoid(logits).numpy())
+        flat = np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
+        result = np.empty(len(pairs), dtype=np.float32)
+        result[order] = flat
+        return result
+
+    def answerability(self, question: str, passages: Sequence[str]) -> np.ndarray:
+        return self.score([(answerability_text(question), p) for p in passages])
+
+    def support(self, question: str, claims: Sequence[str], passages: Sequence[str]) -> np.ndarray:
+        """One score per (claim, passage) pair, aligned."""
+        return self.score([(support_text(question, c), p) for c, p in zip(claims, passages, strict=True)])

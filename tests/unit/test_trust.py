@@ -1,0 +1,89 @@
+"""The trust layer's pure parts: verifier training pairs, replay of settings, fitting, calibration error."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from eval import trust
+from finetune.verifier_data import change_number, change_unit, flip_negation, swap_subject, windows
+from rag.verifier import answerability_text, support_text
+
+
+def test_perturbations_change_what_the_claim_says():
+    rng = random.Random(0)
+    s = "Start spironolactone 25 mg daily when potassium is below 5.0 mEq/L."
+    for _ in range(20):
+        alt = change_number(s, rng, avoid=s)
+        assert alt and alt != s
+        assert set(trust_numbers(alt)) != set(trust_numbers(s))
+    assert change_number("No numbers here.", rng) is None
+    assert change_unit(s, rng) in ("Start spironolactone 25 g daily when potassium is below 5.0 mEq/L.",
+                                   "Start spironolactone 25 mg daily when potassium is below 5.0 mg/dL.")
+    assert flip_negation("Digoxin is not a first-line drug.") == "Digoxin is a first-line drug."
+    assert flip_negation("Digoxin is a first-line drug.") == "Digoxin is not a first-line drug."
+    assert swap_subject("Gout is treated with colchicine.", "gout", "Psoriasis") == "Psoriasis is treated with colchicine."
+    assert swap_subject("It is treated with colchicine.", "gout", "Psoriasis") == "Psoriasis is treated with colchicine."
+
+
+def trust_numbers(text: str) -> list[str]:
+    import re
+
+    return re.findall(r"\d+(?:\.\d+)?", text)
+
+
+def test_windows_are_sentence_aligned_with_their_header():
+    text = " ".join(f"Sentence number {i} says something about the topic." for i in range(30))
+    ws = windows(text, "Topic — Treatment", words=40)
+    assert len(ws) > 3 and all(w.startswith("Topic — Treatment\n") for w in ws)
+    assert all(w.rstrip().endswith(".") for w in ws)
+
+
+def test_inputs_say_which_question_is_asked():
+    assert answerability_text(" What is HFrEF? ") == "question: What is HFrEF?"
+    assert support_text("Q?", "Claim.") == "question: Q?\nclaim: Claim."
+
+
+def _row(suite: str, answerable: bool, answerability: float, prob: float, right_doc: bool = True,
+         generated: bool = True) -> dict:
+    return {"suite": suite, "answerable": answerable, "question": "q", "gold": ["g"], "generated": generated,
+            "reason": None, "confidence": 0.5,
+            "signals": {"answerability": answerability, "retrieval": 0.5, "agreement": 0.5, "generation": 0.8,
+                        "support_prob": prob},
+            "sentences": [{"text": "A [1].", "citations": [1], "supported": prob >= 0.5, "prob": prob, "cosine": 0.6,
+                           "attributed": False, "checks": {"numbers": True},
+                           "cited_docs": ["g" if right_doc else "x"], "cited_patients": []}]}
+
+
+def test_replay_applies_the_gate_the_support_bar_and_the_threshold():
+    row = _row("medquad", True, 0.6, 0.9)
+    assert trust.replay(row, 0.5, 0.0, None, {})["answered"]
+    assert trust.replay(row, 0.7, 0.0, None, {}) == {"answered": False, "right": False, "confidence": 0.0,
+                                                     "model_cited": False}
+    assert not trust.replay(_row("medquad", True, 0.6, 0.3), 0.5, 0.0, None, {})["answered"]
+    ooc = _row("topic_removed", False, 0.6, 0.9)
+    assert trust.replay(ooc, 0.5, 0.0, None, {})["right"] is False  # answered out of corpus: wrong
+    assert trust.replay(ooc, 0.7, 0.0, None, {})["right"] is True  # abstained: right
+    assert not trust.replay(_row("medquad", True, 0.6, 0.9, right_doc=False), 0.5, 0.0, None, {})["right"]
+
+
+def test_choose_keeps_out_of_corpus_abstention_at_95_percent():
+    rng = random.Random(1)
+    rows = [_row("medquad", True, rng.uniform(0.4, 1.0), rng.uniform(0.5, 1.0)) for _ in range(60)]
+    rows += [_row("topic_removed", False, rng.uniform(0.0, 0.5), rng.uniform(0.0, 1.0)) for _ in range(60)]
+    rows += [_row("medquad", True, 0.9, 0.9, right_doc=False) for _ in range(20)]
+    calib = trust.fit_calibration(rows, {}, gate=0.05)
+    chosen = trust.choose(rows, {}, calib, floor=0.05)
+    s = trust.summary(rows, {**chosen, "calibration": calib, "floor": 0.05}, {})
+    assert s["out_of_corpus"]["abstained"]["share"] >= 0.95
+    assert s["answerable"]["right"]["k"] >= 50
+
+
+def test_ece_is_zero_when_confidence_matches_frequency_and_large_when_not():
+    conf = [0.8] * 10
+    assert trust.ece(conf, [True] * 8 + [False] * 2) == pytest.approx(0.0)
+    assert trust.ece(conf, [False] * 10) == pytest.approx(0.8)
+    lo, hi = trust.ece_interval(np.array(conf), np.array([True] * 8 + [False] * 2), n_boot=200)
+    assert 0.0 <= lo <= hi <= 0.8
