@@ -139,7 +139,8 @@ def make(data_dir: Path, seed: int = 13, medquad_per_part: int = 60, removed_per
     for name in ("non_medical", "demo_answerable", "demo_out_of_corpus"):
         rows = _read_jsonl(QUESTIONS / f"{name}.jsonl")
         written[name] = {p: sorted(r["id"] for r in rows if _part_of(r["id"]) == p) for p in ("dev", "test")}
-    parts: dict[str, dict[str, list[Any]]] = {p: {"medquad": medquad[p], "topic_removed": topic[p], "patient": patient_q[p],
+    parts: dict[str, dict[str, list[Any]]] = {p: {"medquad": medquad[p], "topic_removed": topic[p],
+                                                  "patient": patient_q[p],
                  **{name: ids[p] for name, ids in written.items()}} for p in ("dev", "test")}
     return {
         "description": "Trust evaluation (eval/trust_set.py): dev chooses every threshold, rule and weight; test "

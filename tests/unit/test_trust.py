@@ -24,8 +24,9 @@ def test_perturbations_change_what_the_claim_says():
                                    "Start spironolactone 25 mg daily when potassium is below 5.0 mg/dL.")
     assert flip_negation("Digoxin is not a first-line drug.") == "Digoxin is a first-line drug."
     assert flip_negation("Digoxin is a first-line drug.") == "Digoxin is not a first-line drug."
-    assert swap_subject("Gout is treated with colchicine.", "gout", "Psoriasis") == "Psoriasis is treated with colchicine."
-    assert swap_subject("It is treated with colchicine.", "gout", "Psoriasis") == "Psoriasis is treated with colchicine."
+    swapped = "Psoriasis is treated with colchicine."
+    assert swap_subject("Gout is treated with colchicine.", "gout", "Psoriasis") == swapped
+    assert swap_subject("It is treated with colchicine.", "gout", "Psoriasis") == swapped
 
 
 def trust_numbers(text: str) -> list[str]:
