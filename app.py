@@ -225,6 +225,11 @@ def _parser() -> argparse.ArgumentParser:
                     help="`run`: generate when answerability reaches this (stricter gates are replayed)")
     et.add_argument("--batch-size", type=int, default=8)
     et.add_argument("--limit", type=int, help="`run`: the first N questions of each suite only (a smoke test)")
+    et.add_argument("--regenerate-above", type=float, metavar="P",
+                    help="`run`: ask again, with no gate, the questions of an earlier run that were not generated "
+                         "but whose gate probability (the dev-fitted gate model in --gate-from) reaches P; merged "
+                         "into that run's records")
+    et.add_argument("--gate-from", help="calibration JSON with the gate model (for --regenerate-above)")
     et.add_argument("--calibration-out", default="configs/calibration/default.json", help="`fit`: where to write")
     et.add_argument("--json", action="store_true")
     cmp = esub.add_parser("compare", parents=[common], help="paired comparison of two runs on the same questions")
@@ -522,6 +527,16 @@ def _cmd_eval_trust(args: argparse.Namespace, cfg: Any) -> int:
     rows_path = out / f"rows-{args.part}.jsonl"
     if args.action == "run":
         qs = trust_set.questions(split, args.part, data)
+        earlier: list[dict[str, Any]] = []
+        if args.regenerate_above is not None:
+            if not args.gate_from or not rows_path.exists():
+                raise InputError("--regenerate-above needs --gate-from CALIBRATION.json and an earlier run's records")
+            gate_cal = json.loads(resolve_path(args.gate_from).read_text(encoding="utf-8"))
+            earlier = trust.load_rows(rows_path)
+            again = {r["id"] for r in earlier if not r["generated"]
+                     and trust.gate_value(r, gate_cal) >= args.regenerate_above}
+            qs = [q for q in qs if q["id"] in again]
+            args.floor = 0.0
         if args.limit:
             qs = [q for i, q in enumerate(qs) if sum(x["suite"] == q["suite"] for x in qs[:i]) < args.limit]
         floor_cfgs = []
@@ -538,6 +553,11 @@ def _cmd_eval_trust(args: argparse.Namespace, cfg: Any) -> int:
                          on_answer=_advance(bar) if bar is not None else None)
         for r in rows:
             r["floor"] = args.floor
+        if earlier:
+            new = {r["id"]: r for r in rows}
+            for r in earlier:
+                r["floor"] = args.regenerate_above  # now: never generated only below this gate probability
+            rows = [new.get(r["id"], r) for r in earlier]
         trust.write_rows(rows, rows_path)
         print(f"{len(rows)} {args.part} questions answered or abstained; records in {rows_path}")
         return 0

@@ -31,11 +31,12 @@ from eval.grounded import share
 from eval.patient_records import expected, states_value
 from rag.answer import Answer
 from rag.cite import unanswered_measures
-from rag.confidence import combine
+from rag.confidence import answerability_logit, combine
 from rag.config import ConfidenceConfig
 
 _LEGACY = ConfidenceConfig.model_validate({})  # the hand-set weights, for the uncalibrated comparison
 FEATURES = ("answerability", "support_prob", "support", "retrieval", "agreement", "generation")
+GATE_FEATURES = ("answerability_logit", "retrieval", "agreement")
 OUT_OF_CORPUS = ("topic_removed", "non_medical", "demo_out_of_corpus")
 
 
@@ -115,9 +116,21 @@ def run(assistants: dict[str, Any], qs: list[dict[str, Any]], hf_csv: Path, batc
 
 
 # -- replay: the same records under other settings ------------------------------------------------------
+def gate_value(row: dict[str, Any], calib: dict[str, Any] | None) -> float:
+    """What the gate compares with its threshold: the gate model's probability, else raw answerability."""
+    sig = dict(row["signals"])
+    if "answerability" not in sig:
+        return 1.0
+    sig["answerability_logit"] = answerability_logit(sig["answerability"])
+    if calib and calib.get("gate"):
+        return probability(calib["gate"], sig)
+    return float(sig["answerability"])
+
+
 def replay(row: dict[str, Any], gate: float, abstain_below: float, calib: dict[str, Any] | None,
            records: dict[str, Any], support: str = "verifier", support_min: float = 0.5,
-           cosine_min: float = 0.45, record_rules: bool = False) -> dict[str, Any]:
+           cosine_min: float = 0.45, record_rules: bool = False, support_cosine: float | None = None
+           ) -> dict[str, Any]:
     """Would the pipeline answer this question under these settings, and would it be right?
 
     Only what the records hold can change: the answerability gate (questions below the run's floor
@@ -129,7 +142,7 @@ def replay(row: dict[str, Any], gate: float, abstain_below: float, calib: dict[s
     if not row["generated"] or "generation" not in sig:
         # Never generated: abstained before generation (floor gate, weak retrieval, nothing retrieved).
         return {"answered": False, "right": not row["answerable"], "confidence": 0.0, "model_cited": False}
-    if sig.get("answerability", 1.0) < gate:
+    if gate_value(row, calib) < gate:
         return {"answered": False, "right": not row["answerable"], "confidence": 0.0, "model_cited": False}
     if row["reason"] == "the generator found no answer in the sources":
         return {"answered": False, "right": not row["answerable"], "confidence": 0.0, "model_cited": False}
@@ -138,7 +151,8 @@ def replay(row: dict[str, Any], gate: float, abstain_below: float, calib: dict[s
         ch = s["checks"]
         ok = bool(s["citations"]) and ch.get("numbers") is not False and ch.get("cites_record") is not False
         score, bar = (s["prob"], support_min) if support == "verifier" else (s["cosine"] or 0.0, cosine_min)
-        ok = ok and score >= bar
+        rescued = support == "verifier" and support_cosine is not None and (s["cosine"] or 0.0) >= support_cosine
+        ok = ok and (score >= bar or rescued)
         if record_rules and ch.get("record_rules") is False:
             ok = False
         if ok:
@@ -150,7 +164,7 @@ def replay(row: dict[str, Any], gate: float, abstain_below: float, calib: dict[s
         shown = []
     if not shown:
         return {"answered": False, "right": not row["answerable"], "confidence": 0.0, "model_cited": False}
-    conf = probability(calib, signals) if calib else combine(signals, _LEGACY)
+    conf = probability(calib, signals) if calib and "features" in calib else combine(signals, _LEGACY)
     if conf < abstain_below:
         return {"answered": False, "right": not row["answerable"], "confidence": conf, "model_cited": False}
     verdict = right_if_answered(row, shown, records)
@@ -165,14 +179,34 @@ def probability(calib: dict[str, Any], signals: dict[str, float]) -> float:
 
 
 # -- fitting on dev -------------------------------------------------------------------------------------
+def fit_gate(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """P(the shown sources answer the question) from the pre-generation signals: label = answerable or not."""
+    from sklearn.linear_model import LogisticRegression
+
+    xs, ys = [], []
+    for r in rows:
+        sig = dict(r["signals"])
+        if "answerability" not in sig:
+            continue
+        sig["answerability_logit"] = answerability_logit(sig["answerability"])
+        xs.append([float(sig.get(f, 0.0)) for f in GATE_FEATURES])
+        ys.append(int(r["answerable"]))
+    model = LogisticRegression(C=1.0, max_iter=1000).fit(np.array(xs), np.array(ys))
+    return {"features": list(GATE_FEATURES), "coef": [round(float(c), 6) for c in model.coef_[0]],
+            "intercept": round(float(model.intercept_[0]), 6), "fitted_on": {"questions": len(ys),
+                                                                              "answerable": int(sum(ys))}}
+
+
 def fit_calibration(rows: list[dict[str, Any]], records: dict[str, Any], gate: float,
-                    features: Sequence[str] = FEATURES) -> dict[str, Any]:
+                    features: Sequence[str] = FEATURES, gate_model: dict[str, Any] | None = None,
+                    support_cosine: float | None = None) -> dict[str, Any]:
     """Logistic regression of strict rightness on the signals, over the questions answered at ``gate``."""
     from sklearn.linear_model import LogisticRegression
 
     xs, ys = [], []
     for r in rows:
-        v = replay(r, gate, 0.0, None, records)
+        v = replay(r, gate, 0.0, {"gate": gate_model} if gate_model else None, records,
+                   support_cosine=support_cosine)
         if not v["answered"]:
             continue
         sig = dict(r["signals"])
@@ -191,27 +225,27 @@ def fit_calibration(rows: list[dict[str, Any]], records: dict[str, Any], gate: f
 def outcomes(rows: list[dict[str, Any]], settings: dict[str, Any], records: dict[str, Any]) -> list[dict[str, Any]]:
     return [{**replay(r, settings["gate"], settings["abstain_below"], settings.get("calibration"), records,
                       record_rules=settings.get("record_rules", False), support=settings.get("support", "verifier"),
-                      support_min=settings.get("support_min", 0.5)),
+                      support_min=settings.get("support_min", 0.5), support_cosine=settings.get("support_cosine")),
              "suite": r["suite"], "answerable": r["answerable"]} for r in rows]
 
 
 def choose(rows: list[dict[str, Any]], records: dict[str, Any], calib: dict[str, Any], floor: float,
-           min_ooc_abstain: float = 0.95) -> dict[str, Any]:
+           min_ooc_abstain: float = 0.95, cosines: Sequence[float | None] = (None,)) -> dict[str, Any]:
     """The gate and abstention threshold with the most right answers, abstaining on >= 95% out of corpus."""
     best: tuple[float, ...] | None = None
     chosen: dict[str, Any] = {}
-    for gate in np.round(np.arange(max(floor, 0.05), 0.951, 0.05), 3):
-        for ab in np.round(np.arange(0.0, 0.951, 0.025), 3):
-            s = {"gate": float(gate), "abstain_below": float(ab), "calibration": calib}
-            out = outcomes(rows, s, records)
-            ooc = [o for o in out if not o["answerable"]]
-            ans = [o for o in out if o["answerable"]]
-            ooc_abst = sum(not o["answered"] for o in ooc) / max(len(ooc), 1)
-            if ooc_abst < min_ooc_abstain:
-                continue
-            key = (sum(o["right"] for o in ans), -float(gate), -float(ab))
-            if best is None or key > best:
-                best, chosen = key, {"gate": float(gate), "abstain_below": float(ab)}
+    for gate, ab, cos in ((g, a, c) for g in np.round(np.arange(max(floor, 0.05), 0.951, 0.05), 3)
+                          for a in np.round(np.arange(0.0, 0.951, 0.025), 3) for c in cosines):
+        s = {"gate": float(gate), "abstain_below": float(ab), "calibration": calib, "support_cosine": cos}
+        out = outcomes(rows, s, records)
+        ooc = [o for o in out if not o["answerable"]]
+        ans = [o for o in out if o["answerable"]]
+        ooc_abst = sum(not o["answered"] for o in ooc) / max(len(ooc), 1)
+        if ooc_abst < min_ooc_abstain:
+            continue
+        key = (sum(o["right"] for o in ans), -float(gate), -float(ab), -(cos or 2.0))
+        if best is None or key > best:
+            best, chosen = key, {"gate": float(gate), "abstain_below": float(ab), "support_cosine": cos}
     if not chosen:
         raise ValueError(f"no setting abstains on {min_ooc_abstain:.0%} of dev out-of-corpus questions")
     return chosen
@@ -351,6 +385,7 @@ def write_rows(rows: list[dict[str, Any]], path: Path) -> None:
 ABLATIONS: dict[str, dict[str, Any]] = {
     "no answerability gate (floor only)": {"gate": None},
     "support by embedding cosine (old check)": {"support": "cosine"},
+    "support by the verifier alone (no cosine rescue)": {"support_cosine": None},
     "record-line rules on": {"record_rules": True},
     "hand-set confidence weights (uncalibrated)": {"calibration": None},
 }
@@ -365,20 +400,27 @@ def settings_from(config: Any, floor: float) -> dict[str, Any]:
         calib = json.loads(resolve_path(config.confidence.calibration).read_text(encoding="utf-8"))
     return {"gate": config.verifier.answerable_min, "abstain_below": config.confidence.abstain_below,
             "calibration": calib, "record_rules": config.confidence.record_rules,
-            "support_min": config.verifier.support_min, "floor": floor}
+            "support_min": config.verifier.support_min, "support_cosine": config.verifier.support_cosine,
+            "floor": floor}
 
 
 def fit_dev(rows: list[dict[str, Any]], records: dict[str, Any], floor: float, out: Path) -> dict[str, Any]:
     """Fit the calibration and choose the gate and abstention threshold on dev; write the calibration file."""
     from datetime import UTC, datetime
 
-    calib = fit_calibration(rows, records, gate=floor)
-    chosen = choose(rows, records, calib, floor)
-    # Refit at the chosen gate: the calibration should describe the questions the product answers.
-    calib = fit_calibration(rows, records, gate=chosen["gate"])
-    chosen = choose(rows, records, calib, floor)
+    gate = fit_gate(rows)
+    cosines = (None, 0.8, 0.85, 0.9, 0.95)
+    calib = fit_calibration(rows, records, gate=floor, gate_model=gate)
+    calib["gate"] = gate
+    chosen = choose(rows, records, calib, floor, cosines=cosines)
+    # Refit at the chosen gate and support rule: the calibration should describe the answers given.
+    calib = fit_calibration(rows, records, gate=chosen["gate"], gate_model=gate,
+                            support_cosine=chosen["support_cosine"])
+    calib["gate"] = gate
+    chosen = choose(rows, records, calib, floor, cosines=cosines)
     calib.update({"chosen_on": "trust dev split (eval/splits/trust.json)", "answerable_min": chosen["gate"],
-                  "abstain_below": chosen["abstain_below"], "created": datetime.now(UTC).isoformat(timespec="seconds"),
+                  "abstain_below": chosen["abstain_below"], "support_cosine": chosen["support_cosine"],
+                  "created": datetime.now(UTC).isoformat(timespec="seconds"),
                   "note": "P(answer strictly right) = sigmoid(intercept + coef . signals); refit with "
                           "`python app.py eval trust fit` when the generator, verifier or retrieval changes"})
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -331,16 +331,21 @@ class Assistant:
             t = time.perf_counter()
             answerable = self._answerability(verifier, q, shown)
             signals["answerability"] = max(answerable, default=0.0)
+            signals["answerability_logit"] = conf.answerability_logit(signals["answerability"])
+            gate_model = self.calibration.meta.get("gate") if self.calibration is not None else None
+            if gate_model is not None and gate_model.usable(signals):
+                signals["answerable_p"] = gate_model.probability(signals)
             timings["answerability"] = (time.perf_counter() - t) * 1000
         gate = self.config.verifier.answerable_min
-        if generate and verifier is not None and signals["answerability"] < gate:
+        gate_value = signals.get("answerable_p", signals.get("answerability", 1.0))
+        if generate and verifier is not None and gate_value < gate:
             citations = [self._citation(n, u, None, answerable) for n, u in enumerate(ret.units, start=1)]
             timings["total"] = (time.perf_counter() - t_all) * 1000
             return Answer(
                 answer=ABSTAIN_MESSAGE, abstained=True, confidence=0.0, confidence_label="low", citations=citations,
                 sentences=[], timings_ms=timings, confidence_signals=signals, generated=False,
                 abstain_reason=f"no retrieved passage answers the question (answerability "
-                               f"{signals['answerability']:.2f} < {gate:.2f})", **base)  # type: ignore[arg-type]
+                               f"{gate_value:.2f} < {gate:.2f})", **base)  # type: ignore[arg-type]
 
         if not generate or signals["retrieval"] < cfg.retrieval_floor:
             citations = [self._citation(n, u, None, answerable) for n, u in enumerate(ret.units, start=1)]
@@ -468,7 +473,8 @@ class Assistant:
                              source_texts=source_texts, exempt_numbers=numbers_in(question),
                              record_sources=records if patient_id else None,
                              about_patient=about_patient(patient_id) if patient_id else None,
-                             scores=scores, record_rules=self.config.confidence.record_rules)
+                             scores=scores, record_rules=self.config.confidence.record_rules,
+                             cosine_min=self.config.verifier.support_cosine if verifier is not None else None)
 
     def _support_scores(self, verifier: Verifier, question: str, sentences: list[str],
                         source_texts: dict[int, list[str]]) -> list[dict[int, np.ndarray]]:

@@ -210,7 +210,7 @@ def check_support(text: str, sentence_vectors: np.ndarray, source_vectors: Mappi
                   record_sources: Collection[int] | None = None,
                   about_patient: Callable[[str], bool] | None = None,
                   scores: Sequence[Mapping[int, np.ndarray]] | None = None,
-                  record_rules: bool = True) -> list[SentenceSupport]:
+                  record_rules: bool = True, cosine_min: float | None = None) -> list[SentenceSupport]:
     """Judge every sentence of ``text`` against the passages of the sources it cites.
 
     ``source_vectors[n]`` holds one row per passage of source n (normalised). A sentence
@@ -236,7 +236,8 @@ def check_support(text: str, sentence_vectors: np.ndarray, source_vectors: Mappi
 
     ``scores`` (one mapping per sentence: source n -> a score per passage) replaces the cosine
     similarities, e.g. with the verifier's support probabilities (rag/verifier.py); ``threshold``
-    then applies to those. ``record_rules=False`` turns off the three record-line rules above
+    then applies to those, and ``cosine_min`` (if set) also accepts a sentence whose embedding cosine to a
+    cited passage reaches it. ``record_rules=False`` turns off the three record-line rules above
     (the record-citing rule stays): they were written from one dataset's line format.
     """
     sentences = split_sentences(text)
@@ -280,7 +281,11 @@ def check_support(text: str, sentence_vectors: np.ndarray, source_vectors: Mappi
         best_score = max((float(sims[n][best[n]]) for n in cited), default=0.0)
         needs_record = check_records and about_patient is not None and about_patient(strip_markers(sent))
         fact = record_fact(sent, lines_of(cited)) if records and record_rules else None
-        supported = (bool(cited) and (best_score >= threshold or by_record(sent, cited, fact)) and fact is not False
+        cos_cited = max((float(np.max(source_vectors[n] @ vec)) for n in cited if n in source_vectors
+                         and source_vectors[n].shape[-1] == vec.shape[-1]), default=None)
+        rescued = cosine_min is not None and cos_cited is not None and cos_cited >= cosine_min
+        supported = (bool(cited) and (best_score >= threshold or rescued or by_record(sent, cited, fact))
+                     and fact is not False
                      and numbers_ok(sent, cited) and (not needs_record or bool(records & set(cited))))
         attributed = False
         if not supported and attribute_uncited:
@@ -306,6 +311,7 @@ def check_support(text: str, sentence_vectors: np.ndarray, source_vectors: Mappi
             "cites_record": bool(records & set(cited)) if needs_record else None}
         cosine = max((float(np.max(source_vectors[n] @ vec)) for n in cited if n in source_vectors
                       and source_vectors[n].shape[-1] == vec.shape[-1]), default=None)
+        checks["rescued_by_cosine"] = bool(rescued and best_score < threshold) if cosine_min is not None else None
         out.append(SentenceSupport(sent, cited, supported, best_score, best, attributed, checks, cosine))
     return out
 

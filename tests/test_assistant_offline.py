@@ -267,3 +267,16 @@ def test_a_bad_calibration_file_is_a_config_error(hash_index, tmp_path):
     a, _ = _scripted(hash_index, f"{SUPPORTED} [1].", "verifier.answerable_min=0.0", f"confidence.calibration={bad}")
     with pytest.raises(ConfigError, match="eval trust fit"):
         a.ask("Which SGLT2 inhibitors are recommended in chronic HFrEF?")
+
+
+def test_the_calibrated_gate_decides_before_generating(hash_index, tmp_path):
+    calib = tmp_path / "calibration.json"
+    gate = {"features": ["answerability_logit", "retrieval", "agreement"], "coef": [0.0, 0.0, 0.0], "intercept": -3.0}
+    calib.write_text(json.dumps({"features": ["support"], "coef": [1.0], "intercept": 0.0, "gate": gate}))
+    # Raw answerability would pass a 0.2 bar; the gate model says P(answerable) = sigmoid(-3) = 0.047.
+    a, gen = _scripted(hash_index, f"{SUPPORTED} [1].", "verifier.answerable_min=0.2",
+                       f"confidence.calibration={calib}")
+    ans = a.ask("Which SGLT2 inhibitors are recommended in chronic HFrEF?")
+    assert ans.confidence_signals["answerability"] > 0.2
+    assert ans.confidence_signals["answerable_p"] == pytest.approx(0.0474, abs=1e-3)
+    assert ans.abstained and gen.calls == 0

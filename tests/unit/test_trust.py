@@ -88,3 +88,33 @@ def test_ece_is_zero_when_confidence_matches_frequency_and_large_when_not():
     assert trust.ece(conf, [False] * 10) == pytest.approx(0.8)
     lo, hi = trust.ece_interval(np.array(conf), np.array([True] * 8 + [False] * 2), n_boot=200)
     assert 0.0 <= lo <= hi <= 0.8
+
+
+def test_cosine_rescue_accepts_a_near_verbatim_sentence_the_verifier_rejects():
+    from rag.cite import check_support
+
+    e = np.zeros((1, 4), dtype=np.float32)
+    e[0, 0] = 1.0
+    low = [{1: np.array([0.1], dtype=np.float32)}]  # the verifier says no
+    kw = {"scores": low, "source_texts": {1: ["Ferritin below 100 ng/mL defines iron deficiency."]}}
+    s = "Ferritin below 100 ng/mL defines iron deficiency [1]."
+    assert not check_support(s, e, {1: e}, 0.5, **kw)[0].supported
+    out = check_support(s, e, {1: e}, 0.5, cosine_min=0.9, **kw)[0]
+    assert out.supported and out.checks["rescued_by_cosine"] is True
+    # The number check still applies to a rescued sentence.
+    assert not check_support("Ferritin below 300 ng/mL defines iron deficiency [1].", e, {1: e}, 0.5, cosine_min=0.9,
+                             **kw)[0].supported
+
+
+def test_gate_model_replays_like_the_runtime():
+    import math
+
+    from rag.confidence import _model, answerability_logit
+
+    gate = {"features": ["answerability_logit", "retrieval", "agreement"], "coef": [0.5, 2.0, 1.0], "intercept": -1.0}
+    row = _row("medquad", True, 0.3, 0.9)
+    sig = dict(row["signals"], answerability_logit=answerability_logit(0.3))
+    want = 1 / (1 + math.exp(-(-1.0 + 0.5 * math.log(0.3 / 0.7) + 2.0 * 0.5 + 1.0 * 0.5)))
+    assert trust.gate_value(row, {"gate": gate}) == pytest.approx(want)
+    assert _model(gate).probability(sig) == pytest.approx(want)
+    assert trust.gate_value(row, None) == pytest.approx(0.3)
