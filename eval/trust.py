@@ -434,6 +434,8 @@ def report(rows: list[dict[str, Any]], settings: dict[str, Any], records: dict[s
     ablations = {}
     for name, change in ABLATIONS.items():
         s = dict(settings, **change)
+        if "calibration" in change and settings.get("calibration"):
+            s["calibration"] = {"gate": settings["calibration"].get("gate")}  # same gate, hand-set weights
         if s.get("gate") is None:
             s["gate"] = settings["floor"]
         ablations[name] = summary(rows, s, records)
