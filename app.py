@@ -278,7 +278,8 @@ def cmd_query(args: argparse.Namespace) -> int:
         return 0
     if stream:
         print("\n")
-    calibrated = bool(cfg.confidence.calibration) and answer.generated and not answer.abstained
+    calibrated = bool(cfg.confidence.calibration) and cfg.confidence.calibrated_answers and answer.generated \
+        and not answer.abstained
     label = (f"confidence {answer.confidence:.2f} ({answer.confidence_label}"
              f"{'; estimated probability the answer is right' if calibrated else ''})")
     if answer.abstained:

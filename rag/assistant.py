@@ -382,7 +382,7 @@ class Assistant:
         signals["support"] = (sum(s.supported for s in support) / len(support)) if support else 0.0
         if self.verifier is not None:
             signals["support_prob"] = float(np.mean([max(s.score, 0.0) for s in support])) if support else 0.0
-        c = conf.combine(signals, cfg, self.calibration)
+        c = conf.combine(signals, cfg, self.calibration if cfg.calibrated_answers else None)
 
         reason = None
         if model_abstained:

