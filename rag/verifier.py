@@ -84,7 +84,9 @@ class Verifier:
         with torch.inference_mode():
             for s in range(0, len(order), self.batch_size):
                 idx = order[s: s + self.batch_size]
-                enc = self._tok([pairs[i][0] for i in idx], [pairs[i][1] for i in idx], truncation="only_second",
+                # longest_first, not only_second: a long question (up to query.max_question_chars) or claim
+                # alone can exceed max_length, and only_second then raises instead of truncating.
+                enc = self._tok([pairs[i][0] for i in idx], [pairs[i][1] for i in idx], truncation="longest_first",
                                 max_length=self.max_length, padding=True, return_tensors="pt")
                 logits = self._model(**enc).logits.squeeze(-1).float()
                 out.append(torch.sigmoid(logits).numpy())

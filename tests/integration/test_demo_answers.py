@@ -63,3 +63,10 @@ def test_base_preset_answers_without_the_adapter(base_assistant):
     assert ans.models["adapter"] is None
     assert not ans.abstained, ans.abstain_reason
     assert "demo-hfref-gdmt" in _cited_docs(ans)
+
+
+def test_a_question_longer_than_the_verifier_window_is_answered_or_abstains(real_assistant):
+    # The verifier reads question + passage in 192 tokens; a long question must be truncated, not crash.
+    q = "My father is 78 and was told his heart pump is weak. " * 20 + "Which medicines help him live longer?"
+    ans = real_assistant.ask(q, generate=False)
+    assert ans.citations and ans.confidence_signals["answerability"] >= 0.0
