@@ -503,63 +503,31 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def _cmd_eval_trust(args: argparse.Namespace, cfg: Any) -> int:
     from corpora.heart_failure import read_records
     from corpora.report import LoadReport
-    from eval import trust, trust_set
+    from eval import trust, trust_jobs, trust_set
     from rag import Assistant
     from rag.config import data_dir, resolve_path
     from rag.errors import InputError
 
     data = data_dir(cfg)
     out = resolve_path(args.output)
-    trust_cfg = cfg.model_copy(deep=True)
-    trust_cfg.index.dir, trust_cfg.index.auto_build_demo = args.trust_index, False
     if args.action == "split":
         split = trust_set.make(data)
         trust_set.write(split)
         print(f"wrote {trust_set.TRUST_SPLIT}: {split['counts']}; trust index: {len(split['index_medquad_files'])} "
               "MedQuAD files + the demo corpus + the heart-failure records")
         return 0
-    split = trust_set.load()
     if args.action == "build":
-        sources = trust_set.materialise(split, data, resolve_path(".cds/trust/medquad"))
-        manifest = Assistant(trust_cfg, progress=not args.quiet).build(sources)
+        sources = trust_set.materialise(trust_set.load(), data, resolve_path(".cds/trust/medquad"))
+        manifest = Assistant(trust_jobs.trust_config(cfg, args.trust_index), progress=not args.quiet).build(sources)
         print(f"trust index built at {resolve_path(args.trust_index)}: {manifest['counts']}")
         return 0
     records = {r.patient_id: r for r in read_records(data / trust_set.HF_CSV, LoadReport(fmt="uci-heart-failure"))}
     rows_path = out / f"rows-{args.part}.jsonl"
     if args.action == "run":
-        qs = trust_set.questions(split, args.part, data)
-        earlier: list[dict[str, Any]] = []
-        if args.regenerate_above is not None:
-            if not args.gate_from or not rows_path.exists():
-                raise InputError("--regenerate-above needs --gate-from CALIBRATION.json and an earlier run's records")
-            gate_cal = json.loads(resolve_path(args.gate_from).read_text(encoding="utf-8"))
-            earlier = trust.load_rows(rows_path)
-            again = {r["id"] for r in earlier if not r["generated"]
-                     and trust.gate_value(r, gate_cal) >= args.regenerate_above}
-            qs = [q for q in qs if q["id"] in again]
-            args.floor = 0.0
-        if args.limit:
-            qs = [q for i, q in enumerate(qs) if sum(x["suite"] == q["suite"] for x in qs[:i]) < args.limit]
-        floor_cfgs = []
-        for c in (trust_cfg, cfg):
-            c = c.model_copy(deep=True)
-            c.verifier.answerable_min = args.floor
-            floor_cfgs.append(c)
-        first = Assistant(floor_cfgs[0])
-        # One set of models for both indexes (same embedder, generator and verifier).
-        assistants = {"trust": first, "demo": Assistant(floor_cfgs[1], embedder=first.embedder,
-                                                        generator=first.generator, verifier=first.verifier)}
-        bar = None if args.quiet else _bar(len(qs))
-        rows = trust.run(assistants, qs, data / trust_set.HF_CSV, args.batch_size,
-                         on_answer=_advance(bar) if bar is not None else None)
-        for r in rows:
-            r["floor"] = args.floor
-        if earlier:
-            new = {r["id"]: r for r in rows}
-            for r in earlier:
-                r["floor"] = args.regenerate_above  # now: never generated only below this gate probability
-            rows = [new.get(r["id"], r) for r in earlier]
-        trust.write_rows(rows, rows_path)
+        rows = trust_jobs.run_part(cfg, args.trust_index, args.part, data, rows_path, args.floor, args.batch_size,
+                                   args.limit, args.regenerate_above,
+                                   resolve_path(args.gate_from) if args.gate_from else None,
+                                   None if args.quiet else (lambda n: _advance(_bar(n))))
         print(f"{len(rows)} {args.part} questions answered or abstained; records in {rows_path}")
         return 0
     if not rows_path.exists():
