@@ -66,17 +66,23 @@ def write_split(split: dict[str, Any], path: Path = DEFAULT_SPLIT) -> None:
     tmp.replace(path)
 
 
-def load_split(path: Path = DEFAULT_SPLIT) -> dict[str, Any]:
+def read_split_file(path: Path, parts: tuple[str, ...], command: str, what: str = "a split file"
+                    ) -> dict[str, Any]:
+    """A split JSON with the ``parts`` lists; every failure is one InputError naming ``command`` to recreate it."""
     try:
         split = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise InputError(f"split file {path} not found; create it with `python app.py eval split`") from None
+        raise InputError(f"split file {path} not found; create it with `{command}`") from None
     except ValueError as e:
-        raise InputError(f"split file {path} is not valid JSON ({e}); recreate it with `python app.py eval split`"
-                         ) from None
-    if not isinstance(split, dict) or "test" not in split:
-        raise InputError(f"{path} is not a split file (no 'test' list); recreate it with `python app.py eval split`")
+        raise InputError(f"split file {path} is not valid JSON ({e}); recreate it with `{command}`") from None
+    if not isinstance(split, dict) or any(p not in split for p in parts):
+        names = "/".join(parts)
+        raise InputError(f"{path} is not {what} (no {names}); recreate it with `{command}`")
     return split
+
+
+def load_split(path: Path = DEFAULT_SPLIT) -> dict[str, Any]:
+    return read_split_file(path, ("test",), "python app.py eval split")
 
 
 def held_out_doc_ids(path: Path = DEFAULT_SPLIT) -> set[str]:

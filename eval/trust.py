@@ -19,7 +19,6 @@ import json
 import math
 import re
 from collections.abc import Callable, Sequence
-from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ import numpy as np
 from corpora.heart_failure import read_records
 from corpora.report import LoadReport
 from eval.grounded import share
+from eval.mcq import stats
 from eval.patient_records import expected, states_value
 from rag.answer import Answer
 from rag.cite import unanswered_measures
@@ -253,16 +253,8 @@ def choose(rows: list[dict[str, Any]], records: dict[str, Any], calib: dict[str,
 
 # -- reporting ------------------------------------------------------------------------------------------
 def ece(conf: Any, right: Any, bins: int = 10) -> float:
-    c, y = np.asarray(conf, float), np.asarray(right, float)
-    if not len(c):
-        return float("nan")
-    edges = np.linspace(0, 1, bins + 1)
-    total = 0.0
-    for lo, hi in pairwise(edges):
-        m = (c >= lo) & ((c < hi) if hi < 1 else (c <= hi))
-        if m.any():
-            total += m.sum() / len(c) * abs(c[m].mean() - y[m].mean())
-    return float(total)
+    """Expected calibration error over equal-width bins (eval/mcq/stats.py), 10 bins here."""
+    return stats.ece(conf, right, bins)
 
 
 def ece_interval(conf: Sequence[float], right: Sequence[bool], n_boot: int = 1000, seed: int = 7
@@ -339,14 +331,8 @@ def plots(rows: list[dict[str, Any]], settings: dict[str, Any], records: dict[st
     conf = np.array([o["confidence"] for o in out])
     right = np.array([o["right"] for o in out], float)
     fig, ax = plt.subplots(1, 2, figsize=(10, 4.2))
-    edges = np.linspace(0, 1, 11)
-    xs, ys, ns = [], [], []
-    for lo, hi in pairwise(edges):
-        m = (conf >= lo) & ((conf < hi) if hi < 1 else (conf <= hi))
-        if m.any():
-            xs.append(conf[m].mean())
-            ys.append(right[m].mean())
-            ns.append(int(m.sum()))
+    filled = [b for b in stats.reliability(conf, right, 10) if b.n]
+    xs, ys, ns = [b.confidence for b in filled], [b.accuracy for b in filled], [b.n for b in filled]
     ax[0].plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
     ax[0].plot(xs, ys, "o-", label="answered questions")
     for x, y, n in zip(xs, ys, ns, strict=True):

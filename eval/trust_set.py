@@ -38,7 +38,7 @@ from typing import Any
 from corpora import load_sources
 from corpora.heart_failure import read_records
 from corpora.report import LoadReport
-from eval.splits import DEFAULT_SPLIT, load_split
+from eval.splits import DEFAULT_SPLIT, load_split, read_split_file, write_split
 from finetune.data import assign_splits
 from finetune.ehr_grounded import FACTS, UNANSWERABLE
 from rag.config import PROJECT_ROOT
@@ -159,22 +159,11 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def write(split: dict[str, Any], path: Path = TRUST_SPLIT) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(split, indent=1) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    write_split(split, path)
 
 
 def load(path: Path = TRUST_SPLIT) -> dict[str, Any]:
-    try:
-        d = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{path} not found; create it with `python app.py eval trust split`") from None
-    except ValueError as e:
-        raise InputError(f"{path} is not valid JSON ({e}); recreate it with `python app.py eval trust split`") from None
-    if not isinstance(d, dict) or "dev" not in d or "test" not in d:
-        raise InputError(f"{path} is not a trust split (no dev/test); recreate it with "
-                         "`python app.py eval trust split`")
-    return d
+    return read_split_file(path, ("dev", "test"), "python app.py eval trust split", "a trust split")
 
 
 def materialise(split: dict[str, Any], data_dir: Path, out: Path) -> list[str]:

@@ -49,19 +49,9 @@ class VerifierTrainOptions:
 
 
 def _auroc(labels: np.ndarray, scores: np.ndarray) -> float | None:
-    pos, neg = scores[labels == 1], scores[labels == 0]
-    if not len(pos) or not len(neg):
-        return None
-    order = np.argsort(np.concatenate([pos, neg]), kind="mergesort")
-    ranks = np.empty(len(order))
-    ranks[order] = np.arange(1, len(order) + 1)
-    # Mann-Whitney U with average ranks for ties.
-    allv = np.concatenate([pos, neg])
-    for v in np.unique(allv):
-        m = allv == v
-        if m.sum() > 1:
-            ranks[m] = ranks[m].mean()
-    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(labels, scores)) if 0 < labels.sum() < len(labels) else None
 
 
 def metrics(pairs: list[Pair], probs: np.ndarray, threshold: float = 0.5) -> dict[str, Any]:

@@ -16,7 +16,15 @@ import numpy as np
 from corpora import Kind
 from rag import confidence as conf
 from rag.answer import Answer, Citation, SentenceRecord
-from rag.cite import about_patient, check_support, clean_markers, numbers_in, strip_markers, unanswered_measures
+from rag.cite import (
+    about_patient,
+    check_support,
+    clean_markers,
+    numbers_in,
+    parse_markers,
+    strip_markers,
+    unanswered_measures,
+)
 from rag.config import AppConfig, load_config, resolve_path
 from rag.embed import Embedder, TransformersEmbedder
 from rag.errors import InputError, UnknownPatientError
@@ -483,8 +491,6 @@ class Assistant:
         A sentence is scored against the passages of the sources it cites, and (for attribution)
         against every shown source when it cites none that exists.
         """
-        from rag.cite import parse_markers
-
         out: list[dict[int, np.ndarray]] = [
             {n: np.zeros(len(ps), dtype=np.float32) for n, ps in source_texts.items()} for _ in sentences]
         claims = [strip_markers(s) or s for s in sentences]

@@ -281,8 +281,9 @@ def check_support(text: str, sentence_vectors: np.ndarray, source_vectors: Mappi
         best_score = max((float(sims[n][best[n]]) for n in cited), default=0.0)
         needs_record = check_records and about_patient is not None and about_patient(strip_markers(sent))
         fact = record_fact(sent, lines_of(cited)) if records and record_rules else None
-        cos_cited = max((float(np.max(source_vectors[n] @ vec)) for n in cited if n in source_vectors
-                         and source_vectors[n].shape[-1] == vec.shape[-1]), default=None)
+        # Embedding similarity to each source's best passage, once per sentence (rescue, ranking, audit).
+        cos = {n: float(np.max(v @ vec)) for n, v in source_vectors.items() if v.shape[-1] == vec.shape[-1]}
+        cos_cited = max((cos[n] for n in cited if n in cos), default=None)
         rescued = cosine_min is not None and cos_cited is not None and cos_cited >= cosine_min
         if rescued and best_score < threshold:
             # Supported by near-verbatim similarity: show the passage that holds the sentence.
@@ -296,9 +297,8 @@ def check_support(text: str, sentence_vectors: np.ndarray, source_vectors: Mappi
             # The best-matching source that actually supports the sentence, if any does; this
             # also corrects a marker that points at the wrong source (the sentence is re-cited).
             # A patient record whose yes/no line agrees with the sentence supports it at any similarity.
-            def cos_to(n: int, vec: np.ndarray = vec) -> float:
-                ok = n in source_vectors and source_vectors[n].shape[-1] == vec.shape[-1]
-                return float(np.max(source_vectors[n] @ vec)) if ok else -1.0
+            def cos_to(n: int, cos: dict[int, float] = cos) -> float:
+                return cos.get(n, -1.0)
 
             # With scores (the verifier), candidates are ranked by embedding similarity: the source that
             # holds the sentence (near-)verbatim is the best evidence, and the verifier alone once put a
@@ -324,8 +324,7 @@ def check_support(text: str, sentence_vectors: np.ndarray, source_vectors: Mappi
             "record_rules": (record_fact(sent, rec_lines) is not False
                              and value_of_other_measure(sent, rec_lines, exempt) is None) if rec_lines else None,
             "cites_record": bool(records & set(cited)) if needs_record else None}
-        cosine = max((float(np.max(source_vectors[n] @ vec)) for n in cited if n in source_vectors
-                      and source_vectors[n].shape[-1] == vec.shape[-1]), default=None)
+        cosine = max((cos[n] for n in cited if n in cos), default=None)
         checks["rescued_by_cosine"] = bool(rescued and best_score < threshold) if cosine_min is not None else None
         out.append(SentenceSupport(sent, cited, supported, best_score, best, attributed, checks, cosine))
     return out
