@@ -352,7 +352,7 @@ class Assistant:
             return Answer(
                 answer=ABSTAIN_MESSAGE, abstained=True, confidence=0.0, confidence_label="low", citations=citations,
                 sentences=[], timings_ms=timings, confidence_signals=signals, generated=False,
-                abstain_reason=f"no retrieved passage answers the question (answerability "
+                abstain_reason=f"no retrieved passage answers the question (answerability gate "
                                f"{gate_value:.2f} < {gate:.2f})", **base)  # type: ignore[arg-type]
 
         if not generate or signals["retrieval"] < cfg.retrieval_floor:
