@@ -322,9 +322,9 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 def cmd_risk(args: argparse.Namespace) -> int:
     """Exit codes: 0 the working checks out, 4 it does not (the assessment is printed, flagged), 2 bad input."""
+    from eval.hf_working import assess, validate_case
     from rag import Assistant
     from rag.errors import InputError
-    from rag.risk import assess, validate_case
 
     if (args.case is None) == (args.file is None):
         raise InputError("give the case description as text or with --file PATH (one of them)")

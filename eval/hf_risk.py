@@ -32,10 +32,10 @@ import numpy as np
 
 from corpora.heart_failure import HFRecord, read_records
 from corpora.report import LoadReport
+from eval.hf_working import check_reply
 from finetune.data import read_examples
-from finetune.hf_cases import CATEGORIES, stated_category
 from rag.errors import InputError
-from rag.risk import check_reply
+from rag.hf_rule import CATEGORIES, stated_category
 
 parse_category = stated_category  # the reply's stated category, or None (unparsed)
 
@@ -150,7 +150,7 @@ def evaluate(generator: Any, data_dir: Path, csv_path: Path, out_dir: Path, batc
     lr = predict(np.array([features(records[p]) for p in pids]))
     target_cats = [first[p]["meta"]["category"] for p in pids]
     # The replies' own working (points, total, category): does it add up, and is the total the rule's?
-    # and the risk command's checks (rag/risk.py), which parse the same working once.
+    # (eval/hf_working.py, which parses the same working once).
     working = [check_reply(t, first[p]["prompt"][-1]["content"]) for p, t in zip(pids, replies, strict=True)]
     checked = [w.checked for w in working]
     adds_up = [w.adds_up for w in working]

@@ -42,9 +42,9 @@ def test_parse_category(text: str, cat: str | None) -> None:
 
 
 def test_the_risk_command_and_the_eval_read_the_category_alike() -> None:
-    from finetune.hf_cases import read_working, stated_category
+    from rag.hf_rule import read_working, stated_category
 
-    assert parse_category is stated_category, "one parser, in the lowest layer that holds it (finetune)"
+    assert parse_category is stated_category, "one parser, in the lowest layer that holds it (rag.hf_rule)"
     assert read_working("Total: 3 points.\nThe patient has high blood pressure.").category is None
     assert read_working("Total: 3 points.\nRisk category: low.").category == "low"
 

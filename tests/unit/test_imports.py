@@ -28,3 +28,16 @@ def test_rag_pure_modules_do_not_import_heavy_backends():
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+def test_the_runtime_never_imports_training_or_evaluation_code():
+    """Layers import one way: corpora <- rag <- finetune, eval <- app.py (issue 17)."""
+    import ast
+
+    upward = []
+    for path in sorted((PROJECT_ROOT / "rag").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
+            upward += [f"{path.name}: {n}" for n in names if n.split(".")[0] in ("finetune", "eval", "app")]
+    assert upward == []

@@ -1,4 +1,7 @@
-"""Heart-failure risk assessment of a case description, with the generator's working checked.
+"""Checks of a generator's heart-failure points working (``eval hf-risk``; the seed's approach).
+
+The ``risk`` command no longer asks the generator for the working: it computes the risk with a
+validated model (``rag/risk.py``). This module stays to measure the generator that states a category.
 
 The adapter is trained (finetune/hf_cases.py) to answer a case description under a stated
 points rule: each factor with its points, the total, then the category. A small model's
@@ -24,7 +27,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from finetune import hf_cases
+from rag import hf_rule as hf_cases
 from rag.cite import NEGATION
 from rag.errors import InputError
 
@@ -192,9 +195,10 @@ def check_reply(reply: str, case: str) -> RiskAssessment:
 def case_prompt(case: str) -> list[dict[str, str]]:
     """The trained prompt: the rule in the system message, the case and a question as the user's."""
     from finetune.data import HF_SYSTEM_WORKING
+    from finetune.hf_cases import QUESTIONS
 
     return [{"role": "system", "content": HF_SYSTEM_WORKING},
-            {"role": "user", "content": f"{case.strip()}\n\n{hf_cases.QUESTIONS[0]}"}]
+            {"role": "user", "content": f"{case.strip()}\n\n{QUESTIONS[0]}"}]
 
 
 def validate_case(case: str) -> str:

@@ -7,9 +7,9 @@ import random
 import pytest
 
 from corpora.heart_failure import HFRecord
+from eval.hf_working import assess, case_prompt, check_reply, validate_case
 from finetune import hf_cases
 from rag.errors import InputError
-from rag.risk import assess, case_prompt, check_reply, validate_case
 
 
 def _records(n: int, seed: int = 0) -> list[HFRecord]:
@@ -35,7 +35,7 @@ def _cases(with_points: bool = False) -> list:
 
 def test_the_case_reader_scores_every_narrative_phrasing_as_the_rule_does() -> None:
     """Units (mg/dL, µmol/L), orders, negations, missing measurements: the text alone gives the rule's points."""
-    from rag.risk import case_factors
+    from eval.hf_working import case_factors
 
     for case, _target, points in _cases(with_points=True):
         assert sum(case_factors(case).values()) == points, case
