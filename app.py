@@ -137,9 +137,10 @@ def _parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("train", parents=[common], help="fine-tune the generator (LoRA/QLoRA) or build its data",
                         description="`train data` builds the SFT dataset; `train` (or `train run`) trains an adapter "
                                     "with the config's train: section, e.g. --config configs/train-qwen0.5b-cpu.yaml")
-    tr.add_argument("action", nargs="?", choices=["run", "data", "verifier"], default="run",
+    tr.add_argument("action", nargs="?", choices=["run", "data", "verifier", "risk"], default="run",
                     help="run: the generator's adapter; data: its dataset; verifier: the evidence verifier "
-                         "(pairs from ../shared/data, then the LoRA cross-encoder; resumable)")
+                         "(pairs from ../shared/data, then the LoRA cross-encoder; resumable); risk: fit and "
+                         "validate the heart-failure risk model (configs/risk/, docs/risk-calibration.png)")
     tr.add_argument("--max-steps", type=int, help="stop after N optimizer steps (overrides train.epochs)")
     tr.add_argument("--resume", action="store_true", help="continue from the last checkpoint in train.run_dir")
     tr.add_argument("--overwrite", action="store_true", help="discard existing checkpoints and start again")
@@ -617,6 +618,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         return _cmd_train_data(args, cfg)
     if args.action == "verifier":
         return _cmd_train_verifier(args, cfg)
+    if args.action == "risk":
+        return _cmd_train_risk(args, cfg)
     from finetune.train import train
 
     card = train(cfg, max_steps=args.max_steps, resume=args.resume, overwrite=args.overwrite, quiet=args.quiet)
@@ -627,6 +630,27 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"adapter written to {cfg.train.output_dir}: {card['steps']} steps, {card['trainable_parameters']:,} "
           f"trainable parameters ({', '.join(card['lora']['target_modules'])}); val loss {v['base']} -> {v['final']}; "
           f"{card['train_samples_per_second']} samples/s")
+    return 0
+
+
+def _cmd_train_risk(args: argparse.Namespace, cfg: Any) -> int:
+    from finetune.hf_risk_model import comparison_table, train
+    from rag.config import PROJECT_ROOT, data_dir, resolve_path
+    from rag.errors import InputError
+    from rag.hf_model import DEFAULT_MODEL
+
+    csv_path = data_dir(cfg) / "heart_failure" / "heart_failure_clinical_records_dataset.csv"
+    if not csv_path.is_file():
+        raise InputError(f"{csv_path} not found; set index.data_dir (or CDS_DATA_DIR) to the folder holding "
+                         "heart_failure/")
+    out = resolve_path(args.out) if args.out else DEFAULT_MODEL
+    card = train(csv_path, out, PROJECT_ROOT / "docs" / "risk-calibration.png",
+                 say=(lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True)))
+    if args.json:
+        _print_json(card)
+        return 0
+    print(comparison_table(card), end="")
+    print(f"model and card written to {out} and {out.parent / 'MODEL_CARD.md'}; plot docs/risk-calibration.png")
     return 0
 
 
