@@ -41,7 +41,7 @@ import numpy as np
 from corpora.heart_failure import HFRecord, read_records
 from corpora.report import LoadReport
 from rag.config import PROJECT_ROOT
-from rag.hf_model import INPUTS, features
+from rag.hf_model import BOOLEAN_INPUTS, INPUTS, features
 from rag.hf_rule import risk_points
 
 log = logging.getLogger(__name__)
@@ -233,8 +233,9 @@ def fit_final(c: Cohort, seed: int = 0, n_refits: int = N_REFITS) -> dict[str, A
     feats = [{"input": n, "transform": t, "mean": float(m), "sd": float(s), "coef": float(w)}
              for (n, t), m, s, w in zip(spec, scaler.mean_, scaler.scale_, lr.coef_[0], strict=True)]
     plausible = {n: [float(np.percentile(c.inputs(n), 5)), float(np.percentile(c.inputs(n), 95))] for n in INPUTS}
+    observed = {n: [float(c.inputs(n).min()), float(c.inputs(n).max())] for n in INPUTS if n not in BOOLEAN_INPUTS}
     return {"form": form, "C": cval, "intercept": float(lr.intercept_[0]), "features": feats,
-            "bootstrap": np.round(np.array(boot), 5).tolist(), "plausible": plausible}
+            "bootstrap": np.round(np.array(boot), 5).tolist(), "plausible": plausible, "observed": observed}
 
 
 # -- report ----------------------------------------------------------------------------------------
@@ -344,7 +345,8 @@ def train(csv_path: Path, out: Path, plot: Path, seed: int = 0, say: Callable[[s
                         "no NYHA class, blood pressure, BMI, natriuretic peptides or medication"],
     }
     model = {"format": 1, "intercept": final["intercept"], "features": final["features"],
-             "thresholds": card["thresholds"], "plausible": final["plausible"], "card": card,
+             "thresholds": card["thresholds"], "plausible": final["plausible"], "observed": final["observed"],
+             "card": card,
              "bootstrap": final["bootstrap"]}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(model, indent=1) + "\n", encoding="utf-8")

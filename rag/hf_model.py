@@ -129,7 +129,13 @@ class RiskModel:
     thresholds: tuple[float, float]  # probability: below the first low, at or above the second high
     plausible: dict[str, tuple[float, float]]  # 5th-95th percentile of each input in the cohort
     card: dict[str, Any]
+    observed: dict[str, tuple[float, float]] = field(default_factory=dict)  # the cohort's min-max
     path: Path | None = None
+
+    def outside_cohort(self, inputs: dict[str, float]) -> list[str]:
+        """Inputs outside the range seen in the cohort: the model extrapolates there."""
+        return [k for k, v in inputs.items() if k in self.observed
+                and not self.observed[k][0] <= v <= self.observed[k][1]]
 
     @classmethod
     def load(cls, path: Path | str = DEFAULT_MODEL) -> RiskModel:
@@ -140,7 +146,8 @@ class RiskModel:
             raise InputError(f"risk model {path} not found; fit it with `python app.py train risk`") from None
         return cls([Feature(**f) for f in d["features"]], d["intercept"], np.asarray(d["bootstrap"], dtype=float),
                    (d["thresholds"]["low_below"], d["thresholds"]["high_at"]),
-                   {k: (v[0], v[1]) for k, v in d["plausible"].items()}, d["card"], path)
+                   {k: (v[0], v[1]) for k, v in d["plausible"].items()}, d["card"],
+                   {k: (v[0], v[1]) for k, v in d.get("observed", {}).items()}, path)
 
     def category(self, p: float) -> str:
         lo, hi = self.thresholds
