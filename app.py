@@ -66,12 +66,19 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--json", action="store_true", help="print the Answer as JSON")
     with_index(q)
 
-    rk = sub.add_parser("risk", parents=[common], help="heart-failure risk category of a case description, "
-                        "with the generator's points working checked against the rule")
+    rk = sub.add_parser("risk", parents=[common], help="heart-failure risk of a case description: inputs read from "
+                        "the text, a validated model, contributions, missing inputs, guideline sources")
     rk.add_argument("case", nargs="?", help="the case description (or --file)")
     rk.add_argument("--file", help="read the case description from this text file")
-    rk.add_argument("--adapter", help="LoRA adapter folder for the generator")
     rk.add_argument("--json", action="store_true", help="print the assessment as JSON")
+    rk.add_argument("--plot", metavar="PNG", help="write a bar chart of the contributions")
+    rk.add_argument("--model", help="risk model JSON (default: configs/risk/hf-logistic.json)")
+    rk.add_argument("--no-sources", action="store_true", help="skip the guideline passages (no index or embedder)")
+    rk.add_argument("--explain", choices=["template", "generator"], default="template",
+                    help="who writes the explanation: the template (default) or the generator, checked against the "
+                         "computation and replaced by the template if any check fails")
+    rk.add_argument("--adapter", help="LoRA adapter folder for the generator (with --explain generator)")
+    with_index(rk)
 
     ix = sub.add_parser("index", parents=[common], help="build, update and inspect the index")
     isub = ix.add_subparsers(dest="index_command", required=True)
@@ -322,11 +329,15 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 
 def cmd_risk(args: argparse.Namespace) -> int:
-    """Exit codes: 0 the working checks out, 4 it does not (the assessment is printed, flagged), 2 bad input."""
-    from eval.hf_working import assess, validate_case
-    from rag import Assistant
-    from rag.errors import InputError
+    """Exit codes: 0 the assessment was printed, 2 bad input (no heart-failure data, an impossible value, an empty
+    or unreadable file), 1 a runtime failure."""
+    import time
 
+    from rag.errors import InputError
+    from rag.hf_model import DEFAULT_MODEL, RiskModel
+    from rag.risk import assess, cite_guidelines, explain, generator_explanation, index_retriever, plot_contributions
+
+    t0 = time.perf_counter()
     if (args.case is None) == (args.file is None):
         raise InputError("give the case description as text or with --file PATH (one of them)")
     if args.file:
@@ -337,27 +348,88 @@ def cmd_risk(args: argparse.Namespace) -> int:
             case = path.read_text(encoding="utf-8")
         except UnicodeDecodeError:
             raise InputError(f"--file {path}: not UTF-8 text; save the case description as plain text") from None
+        if not case.strip():
+            raise InputError(f"--file {path} is empty; write the case description in it")
     else:
         case = args.case
-    case = validate_case(case)  # before loading the model: bad input fails in a second
-    cfg = _load_config(args)
-    a = assess(Assistant(cfg, progress=not args.quiet).generator, case)
+    report = assess(case, RiskModel.load(args.model or DEFAULT_MODEL))  # bad input fails before any model loads
+    if not args.no_sources or args.explain == "generator":
+        from rag import Assistant
+
+        assistant = Assistant(_load_config(args), progress=not args.quiet)  # --index and --adapter applied there
+        if not args.no_sources:
+            t = time.perf_counter()
+            cite_guidelines(report, index_retriever(assistant))
+            report.timings_ms["sources"] = (time.perf_counter() - t) * 1000
+    report.explanation = explain(report)
+    if args.explain == "generator":
+        t = time.perf_counter()
+        gen = assistant.generator
+        generator_explanation(report, lambda m: gen.generate(m, 160).text)
+        report.timings_ms["generator_explanation"] = (time.perf_counter() - t) * 1000
+    if args.plot:
+        plot_contributions(report, args.plot)
+    report.timings_ms["total"] = (time.perf_counter() - t0) * 1000
     if args.json:
-        _print_json(a.to_dict())
-        return 0 if a.checked else 4
-    if a.checked:
-        print(f"RISK ASSESSMENT [working checked against the rule]: {a.category}")
-    else:
-        print(f"RISK ASSESSMENT [LOW CONFIDENCE: {len(a.problems)} check(s) failed]: {a.category or '-'}")
-        for p in a.problems:
-            print(_wrap(p, "  ! "))
-        print(f"  ! the rule applied to the case text: {a.rule_total} points ({a.to_dict()['rule_category']})")
-    print(_wrap(a.reply, "  "))
-    lora = f" + LoRA {Path(a.adapter).name}" if a.adapter else ""
-    print(f"\ngenerator {a.generator}{lora}; rule: finetune/hf_cases.py (points in the direction of MAGGIC and "
-          "the Seattle HF model, not a validated score)")
-    print("Decision support only: not a medical device; no outcome is predicted.")
-    return 0 if a.checked else 4
+        _print_json(report.to_dict())
+        return 0
+    _print_risk(report, args.plot)
+    return 0
+
+
+def _print_risk(report: Any, plot: str | None) -> None:
+    from rag.hf_model import NAMES
+    from rag.risk import NOTICE
+
+    p = report.prediction
+    pct = lambda x: f"{100 * x:.0f}%"  # noqa: E731
+    print(f"HEART-FAILURE RISK: {pct(p.probability)} (95% CI {pct(p.interval[0])}-{pct(p.interval[1])}), "
+          f"category {p.category.upper()}")
+    if p.range:
+        print(f"  incomplete inputs: between {pct(p.range[0])} and {pct(p.range[1])} over plausible values of what "
+              "is missing or given as a range")
+    who = "the generator (checked against the computation)" if report.explained_by == "generator" else "template"
+    print(f"\nEXPLANATION ({who})")
+    for line in report.explanation.splitlines():
+        print(_wrap(line, "  "))
+    if report.generator_problems:
+        print(f"  (the generator's explanation failed {len(report.generator_problems)} check(s) and was replaced: "
+              f"{report.generator_problems[0]})")
+    print("\nCONTRIBUTIONS (log-odds against the cohort's average patient, 95% bootstrap interval)")
+    for c in p.contributions:
+        shown = f"{c.value:,.0f}" if c.input == "platelets" else f"{c.value:g}"
+        flag = "" if c.certain else "  (direction uncertain)"
+        print(f"  {NAMES[c.input]:<18} {shown:>9}  {c.log_odds:+.2f} ({c.low:+.2f} to {c.high:+.2f})  "
+              f"odds x{c.odds_ratio:.2f}{flag}")
+    if report.missing:
+        print("\nMISSING INPUTS (the estimate sets them to the cohort average; the range covers them)")
+        for m in report.missing:
+            print(_wrap(f"{NAMES[m.input]}: {m.why}", "  - "))
+    print("\nREAD FROM THE TEXT")
+    for v in report.extraction.values.values():
+        note = f"  [{v.note}]" if v.note else ""
+        print(_wrap(f"{v.name} = {v.value}  <- '{v.text}' (chars {v.start}-{v.end}){note}", "  "))
+    for n in report.notes:
+        print(_wrap(n, "  ! "))
+    if report.outside_cohort:
+        print(_wrap("outside the cohort's range (the model extrapolates): "
+                    + ", ".join(NAMES[k] for k in report.outside_cohort), "  ! "))
+    if report.sources:
+        print("\nSOURCES (guideline passages for the modifiable factors)")
+        shown_n: set[int] = set()
+        for s in report.sources:
+            if s.n in shown_n:
+                continue
+            shown_n.add(s.n)
+            print(f" [{s.n}] {s.title} — {s.section}  ({NAMES[s.factor]})")
+            excerpt = s.text if len(s.text) <= 300 else s.text[:300].rsplit(" ", 1)[0] + " …"
+            print(_wrap(excerpt.replace("\n", " "), "     > "))
+    auc = report.model["auroc"]
+    print(_wrap(f"\nCOHORT: {report.cohort}.", ""))
+    print(f"model {report.model['path']} (fitted {report.model['date']}; nested-CV AUROC {auc['value']:.2f}, 95% CI "
+          f"{auc['ci95'][0]:.2f}-{auc['ci95'][1]:.2f}); {report.timings_ms['total']:.0f} ms"
+          + (f"; plot {plot}" if plot else ""))
+    print(NOTICE)
 
 
 def _print_update(res: Any, root: Path) -> None:
