@@ -5,20 +5,14 @@ validated model (``rag/risk.py``). This module stays to measure the generator th
 
 The adapter is trained (finetune/hf_cases.py) to answer a case description under a stated
 points rule: each factor with its points, the total, then the category. A small model's
-arithmetic and lookups fail in ways that read fluently, so the reply is checked before it is
-shown as an assessment:
+arithmetic and lookups fail in ways that read fluently, so :func:`check_reply` checks a reply:
 
 - the working adds up: the points sum to the total and the total gives the category;
 - each factor's points are the rule's for the value the factor names;
 - each value a factor names is in the case description (no invented measurement), and a
-  yes/no factor (diabetes, anaemia, smoking) is not one the description negates.
-
-A failed check makes the assessment low confidence, shown first; the category stays the
-model's, and the rule's total over the factors the model named is shown beside it, so a
-disagreement is visible rather than silently corrected. The rule's measurements are also
-read from the case text (:func:`case_factors`, patterns for the usual ways of writing them), so a
-factor the reply leaves out is flagged and the rule's own total for the case is shown beside the
-model's; a measurement written in a form the patterns do not read goes unchecked.
+  yes/no factor (diabetes, anaemia, smoking) is not one the description negates;
+- no factor the case states is left out: the rule's measurements are read from the case text by
+  the ``risk`` command's extraction (:func:`case_factors`).
 """
 
 from __future__ import annotations
@@ -29,9 +23,7 @@ from typing import Any
 
 from rag import hf_rule as hf_cases
 from rag.cite import NEGATION
-from rag.errors import InputError
-
-MAX_CASE_CHARS = 8000  # a case description, not a record dump: the prompt must fit the model's window
+from rag.hf_extract import extract
 
 _NUM = r"(\d+(?:\.\d+)?)"
 _FLAT_TERMS = {"anaemia": ("anaemia", "anemia"), "diabetes": ("diabetes", "diabetic"),
@@ -122,39 +114,25 @@ def check_factor(text: str, points: int, case: str) -> FactorCheck:
     return FactorCheck(text, None, points, None, False)
 
 
-_MALE = re.compile(r"\b(?:man|male|gentleman|mr)\b", re.I)
-_CASE_READERS = {
-    "ejection_fraction": re.compile(rf"(?:LVEF|ejection fraction)\D{{0,12}}?{_NUM}\s*%", re.I),
-    "age": re.compile(rf"{_NUM}[- ]years?[- ]old|\baged? {_NUM}", re.I),
-    "serum_creatinine": re.compile(rf"creatinine\D{{0,12}}?{_NUM}\s*(mg/dl|µmol/l|umol/l|micromol/l)", re.I),
-    "serum_sodium": re.compile(rf"sodium\D{{0,12}}?{_NUM}", re.I),
-}
-
-
 def case_factors(case: str) -> dict[str, int]:
-    """The rule's points for what the case text states, read with the patterns above (the first
-    value of each measurement; a measurement the text does not state in a form they read is absent)."""
+    """The rule's points for what the case text states, read by the ``risk`` command's extraction
+    (:func:`rag.hf_extract.extract`; a measurement the text does not state is absent)."""
+    ex = extract(case)
     out: dict[str, int] = {}
-    for kind, rx in _CASE_READERS.items():
-        m = rx.search(case)
-        if not m:
-            continue
-        v = float(next(g for g in m.groups()[:2] if g is not None))
-        if kind == "ejection_fraction":
-            f = hf_cases.ef_points(v)
-        elif kind == "age":
-            f = hf_cases.age_points(v)
-        elif kind == "serum_creatinine":
-            mg = v if m.group(2).lower() == "mg/dl" else v / 88.4
-            f = hf_cases.creatinine_points(round(mg, 2))
-        else:
-            low = v < hf_cases.HYPONATRAEMIA_BELOW
-            f = hf_cases.Factor(hf_cases.FLAT_POINTS["hyponatraemia"], "") if low else None
-        out[kind] = f.points if f else 0
-    for name, terms in _FLAT_TERMS.items():
-        # Sex is a whole word ("man", not "management"); the conditions may be negated ("no diabetes").
-        present = bool(_MALE.search(case)) if name == "male sex" else _mentioned(terms, case)
-        out[name] = hf_cases.FLAT_POINTS[name] if present else 0
+    readers = {"ejection_fraction": hf_cases.ef_points, "age": hf_cases.age_points,
+               "serum_creatinine": lambda v: hf_cases.creatinine_points(round(v, 2))}
+    for kind, points in readers.items():
+        v = ex.get(kind)
+        if v is not None:
+            f = points(float(v))
+            out[kind] = f.points if f else 0
+    if ex.get("serum_sodium") is not None:
+        low = float(ex.get("serum_sodium")) < hf_cases.HYPONATRAEMIA_BELOW
+        out["serum_sodium"] = hf_cases.FLAT_POINTS["hyponatraemia"] if low else 0
+    present = {"anaemia": ex.get("anaemia") is True, "diabetes": ex.get("diabetes") is True,
+               "current smoking": ex.get("smoking") == "current", "male sex": ex.get("sex") == "male"}
+    for name, yes in present.items():
+        out[name] = hf_cases.FLAT_POINTS[name] if yes else 0
     return out
 
 
@@ -186,9 +164,9 @@ def check_reply(reply: str, case: str) -> RiskAssessment:
         if pts and kind not in named:
             out.problems.append(f"the case's {kind.replace('_', ' ')} scores {pts} under the rule but the reply "
                                 "leaves it out")
-    m = _CASE_READERS["ejection_fraction"].search(case)
-    if re.search(r"preserved ejection fraction", reply, re.I) and m and float(m.group(1)) < 50:
-        out.problems.append(f"the reply calls the ejection fraction preserved; the case gives {m.group(1)}%")
+    ef = extract(case).get("ejection_fraction")
+    if re.search(r"preserved ejection fraction", reply, re.I) and ef is not None and float(ef) < 50:
+        out.problems.append(f"the reply calls the ejection fraction preserved; the case gives {float(ef):g}%")
     return out
 
 
@@ -199,21 +177,3 @@ def case_prompt(case: str) -> list[dict[str, str]]:
 
     return [{"role": "system", "content": HF_SYSTEM_WORKING},
             {"role": "user", "content": f"{case.strip()}\n\n{QUESTIONS[0]}"}]
-
-
-def validate_case(case: str) -> str:
-    case = case.strip()
-    if not case:
-        raise InputError("the case description is empty; pass the text, or --file PATH")
-    if len(case) > MAX_CASE_CHARS:
-        raise InputError(f"the case description has {len(case)} characters (limit {MAX_CASE_CHARS}); give a "
-                         "summary of the case, not the whole record")
-    return case
-
-
-def assess(generator: Any, case: str, max_new_tokens: int = 200) -> RiskAssessment:
-    case = validate_case(case)
-    reply = generator.generate(case_prompt(case), max_new_tokens).text
-    out = check_reply(reply, case)
-    out.generator, out.adapter = generator.model_id, generator.adapter
-    return out

@@ -1,4 +1,4 @@
-"""The risk command's checks of the generator's working, against the trained narratives and targets."""
+"""The checks of a generator's points working (eval hf-risk), against the trained narratives and targets."""
 
 from __future__ import annotations
 
@@ -7,9 +7,8 @@ import random
 import pytest
 
 from corpora.heart_failure import HFRecord
-from eval.hf_working import assess, case_prompt, check_reply, validate_case
+from eval.hf_working import case_prompt, check_reply
 from finetune import hf_cases
-from rag.errors import InputError
 
 
 def _records(n: int, seed: int = 0) -> list[HFRecord]:
@@ -80,37 +79,6 @@ def test_invented_values_and_negated_history_are_flagged() -> None:
     assert sum("not in the case" in p for p in a.problems) == 2 and a.adds_up
 
 
-def test_case_text_is_validated() -> None:
-    with pytest.raises(InputError, match="empty"):
-        validate_case("  \n")
-    with pytest.raises(InputError, match="limit"):
-        validate_case("x" * 9000)
-
-
-class _Gen:
-    model_id, adapter = "fake", "adapters/x"
-
-    def __init__(self, reply: str) -> None:
-        self.reply, self.seen = reply, []
-
-    def generate(self, messages, max_new_tokens):
-        self.seen.append(messages)
-
-        class G:
-            text = self.reply
-        return G()
-
-
-def test_assess_sends_the_trained_prompt_and_checks_the_reply() -> None:
-    case, target = _cases()[0]
-    gen = _Gen(target)
-    a = assess(gen, case)
-    assert gen.seen[0] == case_prompt(case)
-    assert gen.seen[0][0]["content"].endswith(hf_cases.rule_text()), "the rule is in the system prompt"
-    assert a.checked and a.adapter == "adapters/x"
-    assert a.to_dict()["rule_category"] == a.category
-
-
 def test_left_out_factors_and_a_wrong_phenotype_are_flagged() -> None:
     case = ("A 72-year-old man with chronic heart failure. History of diabetes; no hypertension or anaemia; current "
             "smoker. LVEF 25% on echo. Labs: serum creatinine 1.9 mg/dL, sodium 133 mEq/L.")
@@ -124,3 +92,9 @@ def test_left_out_factors_and_a_wrong_phenotype_are_flagged() -> None:
     assert len(left_out) == 3, a.problems  # ... but LVEF, creatinine and sodium are missing
     assert any("preserved" in p for p in a.problems)
     assert a.rule_total == 4 + 2 + 1 + 1 + 5 + 4 + 2 and a.to_dict()["rule_category"] == "high"
+
+
+def test_the_trained_prompt_states_the_rule() -> None:
+    case, _target = _cases()[0]
+    messages = case_prompt(case)
+    assert messages[0]["content"].endswith(hf_cases.rule_text()) and case in messages[1]["content"]
