@@ -212,6 +212,10 @@ def _parser() -> argparse.ArgumentParser:
     eh.add_argument("--csv", help="UCI heart-failure CSV (default: the config's source set)")
     eh.add_argument("--batch-size", type=int, default=8)
     eh.add_argument("--json", action="store_true")
+    ex = esub.add_parser("risk-extraction", parents=[common], help="heart-failure risk inputs read from our labelled "
+                         "case descriptions (eval/hf_cases): per-variable accuracy, invented values")
+    ex.add_argument("--part", choices=["dev", "test", "all"], default="test")
+    ex.add_argument("--json", action="store_true", help="the summary with one record per case")
     ep = esub.add_parser("patient-records", parents=[common], help="held-out patients' record questions through "
                          "the assistant: states the value and cites the record? abstains when it is not there?")
     model_run(ep, "summary.json, answers.jsonl")
@@ -531,6 +535,15 @@ def cmd_index(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     if args.eval_command in ("mcq", "compare"):
         return _cmd_eval_mcq(args)
+    if args.eval_command == "risk-extraction":
+        from eval.hf_extraction import markdown, read_cases, score
+
+        summary = score(read_cases(args.part))
+        if args.json:
+            _print_json(summary)
+        else:
+            print(markdown(summary, args.part), end="")
+        return 0
     from eval.splits import DEFAULT_SPLIT
 
     cfg = _load_config(args)
