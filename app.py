@@ -214,7 +214,7 @@ def _parser() -> argparse.ArgumentParser:
     eh.add_argument("--json", action="store_true")
     ex = esub.add_parser("risk-extraction", parents=[common], help="heart-failure risk inputs read from our labelled "
                          "case descriptions (eval/hf_cases): per-variable accuracy, invented values")
-    ex.add_argument("--part", choices=["dev", "test", "all"], default="test")
+    ex.add_argument("--part", choices=["dev", "test", "fresh", "all"], default="test")
     ex.add_argument("--json", action="store_true", help="the summary with one record per case")
     ep = esub.add_parser("patient-records", parents=[common], help="held-out patients' record questions through "
                          "the assistant: states the value and cites the record? abstains when it is not there?")

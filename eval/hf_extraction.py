@@ -17,7 +17,7 @@ from rag.config import PROJECT_ROOT
 from rag.hf_extract import NUMERIC, VARIABLES, extract
 
 CASES = PROJECT_ROOT / "eval" / "hf_cases" / "extraction.jsonl"
-PARTS = ("dev", "test", "all")
+PARTS = ("dev", "test", "fresh", "all")
 
 
 def read_cases(part: str = "dev", path: Path = CASES) -> list[dict[str, Any]]:
