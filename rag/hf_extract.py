@@ -191,7 +191,7 @@ _AGE_RXS = (
     re.compile(r"\b(\d{2,3})\s*yrs?\s*,\s*[MF]\b"),
     re.compile(r"\b(?:Mr|Mrs|Ms|Miss|Mx)\.?\s+[A-Z][a-z]*,\s*(?:aged\s+)?(\d{2,3})\b"),
     re.compile(r"(?i:\b(?:my\s+(?:father|dad|mother|mum|mom|husband|wife|son|daughter)|he|she|i)\s*(?:,|\bis\b|\bwas\b|"
-               r"\bam\b))\s*(\d{2,3})\b(?!\s*(?:%|percent|mg|mmol|kg|cm|/|years?\s+ago))"),
+               r"\bam\b)|\bI'm\b)\s*(\d{2,3})\b(?!\s*(?:%|percent|mg|mmol|kg|cm|/|years?\s+ago))"),
 )
 _MALE = r"man|male|gentleman|boy|Mr|husband|father|dad|son|brother|grandfather|M"
 _FEMALE = r"woman|female|lady|girl|Mrs|Ms|Miss|wife|mother|mum|mom|daughter|sister|grandmother|F"
@@ -200,6 +200,7 @@ _SEX_RXS = (
     re.compile(r"\b\d{2,3}\s?(?P<s>[MF])\b"),
     re.compile(r"\b(?P<s>[MF])\s*/\s*\d{2,3}\b"),
     re.compile(r"(?i:\b(?:sex|gender)\b)\s*[:=]?\s*(?P<s>(?i:male|female|man|woman)|[MF])\b"),
+    re.compile(r"(?:^|[|;]\s*)(?P<s>[MF])\s*(?=[|;]|$)", re.M),
     re.compile(r"(?i:(?:\b|(?<=\d))(?:y/o|yo|yrs?|years?[- ]old|yr-old)\b),?\s+(?P<s>[MF])\b"),
     re.compile(r"(?i:\b(?P<s>man|male|gentleman|woman|female|lady|Mr|Mrs|Ms|Miss)\b)"),
     re.compile(r"(?i:\bmy\s+(?P<s>father|dad|husband|son|mother|mum|mom|wife|daughter)\b)"),
@@ -250,6 +251,7 @@ _TRIGGER = re.compile(r"(?i:\b(?:no|not|without|denies|denied|deny|negative\s+fo
 # Where a negation's scope ends (ConText's terminators): a clause end, "but", a new verb after a comma.
 _TERMINATOR = re.compile(r"[.;\n|!?](?!\d)|(?i:\b(?:but|however|although|though|except|whereas|apart\s+from|"
                          r"aside\s+from)\b|,\s*(?:has|with|and\s+has|known|on)\b)")
+_SMOKE_WORD = re.compile(r"(?i:\bsmok)")
 _OTHER_PERSON = re.compile(r"(?i:\bfamily\s+(?:history|hx)\b|\bFHx?\b|\b(?:mother|father|brother|sister|sibling|"
                            r"parent)s?\s+(?:had|has|with|died)\b|\brisk\s+of\b|\bscreen(?:ing)?\s+for\b|\?\s*$)")
 # "DM: no", "HTN -", "Diabetes: none", "T2DM: Y", "HTN++", "HTN denied", "DM yes".
@@ -284,6 +286,9 @@ def _negated(text: str, start: int, before: str) -> bool:
     if not triggers:
         return False
     between = before[triggers[-1].end():]
+    joined = re.search(r"(?i:\b(?:or|nor|and)\b)|[,/]", between)
+    if not joined and any(rx.search(between) for rx in (*_TERMS.values(), _SMOKE_WORD)):
+        return False  # "no DM no HTN smoker": the "no" before HTN ends at HTN
     if "," not in between:
         return True
     end = _TERMINATOR.search(text, start)
@@ -305,9 +310,9 @@ def _read_condition(text: str, name: str) -> Iterator[tuple[bool, int, int]]:
 
 
 # -- smoking -----------------------------------------------------------------------------------------
-_SMOKING_FIELD = re.compile(r"(?i:\b(?:smok(?:ing|er)(?:\s+(?:status|history|hx))?|tobacco|tob)\b)\s*(?:[:=]|\s-)\s*"
+_SMOKING_FIELD = re.compile(r"(?i:\b(?:smok(?:ing|er)(?:\s+(?:status|history|hx))?|tobacco|tob)\b)(?:\s*(?:[:=]|\s-)\s*"
                             r"(?P<a>(?i:current(?:ly)?|yes|y|active|ex|former|previous|past|quit|stopped|no|n|never|none|"
-                            r"nil))\b")
+                            r"nil))|\s+(?P<b>(?i:current|ex|former|never|none|nil)))\b")
 _SMOKING = (  # (status, pattern), most specific first
     ("current", re.compile(r"(?i:\b(?:current(?:ly)?|active)\s+(?:smok\w*|tobacco)|\bcontinues\s+to\s+smoke\b|"
                            r"\bstill\s+smok\w*)")),
@@ -324,7 +329,7 @@ _SMOKING = (  # (status, pattern), most specific first
 def _read_smoking(text: str) -> Iterator[tuple[str, int, int]]:
     taken: list[tuple[int, int]] = []
     for m in _SMOKING_FIELD.finditer(text):
-        a = m.group("a").lower()
+        a = (m.group("a") or m.group("b")).lower()
         status = ("current" if a in ("current", "currently", "yes", "y", "active") else
                   "former" if a in ("ex", "former", "previous", "past", "quit", "stopped") else "never")
         taken.append((m.start(), m.end()))
