@@ -34,11 +34,12 @@ UNIT_TEXT = {"age": " years", "ejection_fraction": "%", "serum_creatinine": " mg
              "creatinine_phosphokinase": " U/L", "platelets": "/µL"}
 # Modifiable factors: what to ask the index, and a word the cited passage must contain to be cited.
 GUIDANCE = {
-    "ejection_fraction": ("guideline-directed medical therapy for heart failure with reduced ejection fraction",
-                          r"ejection fraction|HFrEF"),
+    "ejection_fraction": ("drug classes that reduce mortality in heart failure with reduced ejection fraction (HFrEF)",
+                          r"HFrEF|reduced ejection fraction"),
     "serum_creatinine": ("heart failure with chronic kidney disease: renal function and RAAS inhibitor dosing",
                          r"kidney|renal|creatinine|eGFR"),
-    "serum_sodium": ("hyponatraemia in heart failure: fluid restriction and diuretics", r"sodium|hyponatr"),
+    "serum_sodium": ("hyponatraemia in heart failure: fluid restriction and diuretics",
+                     r"hyponatr|\bsodium\b(?![- ]glucose)"),
     "anaemia": ("iron deficiency and anaemia in heart failure: intravenous iron", r"\biron\b|ana?emi"),
     "diabetes": ("type 2 diabetes with heart failure: SGLT2 inhibitors", r"diabet|SGLT2"),
     "high_blood_pressure": ("hypertension treatment and blood pressure targets", r"blood pressure|hypertens"),
@@ -205,7 +206,10 @@ def explain(report: RiskReport) -> str:
         cite.setdefault(s.factor, []).append(s.n)
     lines = [f"Estimated risk of death during follow-up (as in the cohort, median 115 days): {_pct(p.probability)} "
              f"(95% CI {_pct(p.interval[0])}-{_pct(p.interval[1])}), category {p.category}."]
-    if p.range:
+    if p.range and round(100 * p.range[0]) == round(100 * p.range[1]):
+        what = ", ".join([*(NAMES[m.input] for m in report.missing), *(NAMES[k] for k in report.bands)])
+        lines.append(f"The inputs not given exactly ({what}) do not change this estimate at this precision.")
+    elif p.range:
         lo, hi = p.range
         what = ", ".join(NAMES[m.input] for m in report.missing) or ""
         ranged = ", ".join(NAMES[k] for k in report.bands)
@@ -335,31 +339,32 @@ def guidance_factors(report: RiskReport) -> list[str]:
 def cite_guidelines(report: RiskReport, retrieve: Callable[[str], list[Any]], per_factor: int = 1) -> None:
     """Number the passages the index returns for each modifiable factor; a passage must name the factor.
 
-    ``retrieve(query)`` returns chunks (the child passage of each retrieved unit), best first.
+    ``retrieve(query)`` returns passages (child chunks), best first. A passage is cited only if its text
+    names the factor (a title alone does not count); a document's opening passage (its section is the
+    title) is taken only when no other passage qualifies.
     """
     seen: dict[str, int] = {}
     for factor in guidance_factors(report):
         query, must = GUIDANCE[factor]
-        taken = 0
-        for ch in retrieve(query):
-            if taken >= per_factor:
-                break
-            if ch.kind != "guideline" or not re.search(must, f"{ch.title}\n{ch.text}", re.I):
-                continue
+        found = [ch for ch in retrieve(query) if ch.kind == "guideline" and re.search(must, ch.text, re.I)]
+        found.sort(key=lambda ch: ch.section == ch.title)  # stable: the opening passages last
+        for ch in found[:per_factor]:
             n = seen.get(ch.chunk_id)
             if n is None:
                 n = seen[ch.chunk_id] = len(seen) + 1
             report.sources.append(Source(n, factor, ch.doc_id, ch.chunk_id, ch.title, ch.section, ch.source,
                                          ch.start, ch.end, ch.text))
-            taken += 1
 
 
 def index_retriever(assistant: Any, top_k: int = 3) -> Callable[[str], list[Any]]:
-    """``retrieve(query)`` over the assistant's index: the top child passage of each retrieved unit."""
+    """``retrieve(query)`` over the assistant's index: each retrieved unit's passages, its hits first."""
     def retrieve(query: str) -> list[Any]:
         idx = assistant.index
-        units = assistant.retrieve(query, top_k=top_k).units
-        return [idx.children[idx.child_pos[u.hits[0].chunk_id]] for u in units if u.hits]
+        out: list[Any] = []
+        for u in assistant.retrieve(query, top_k=top_k).units:
+            ids = [h.chunk_id for h in u.hits] + [c for c in u.chunk.child_ids if c not in {h.chunk_id for h in u.hits}]
+            out += [idx.children[idx.child_pos[c]] for c in ids if c in idx.child_pos]
+        return out
 
     return retrieve
 
