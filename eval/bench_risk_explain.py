@@ -12,10 +12,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import time
 from collections import Counter
 from typing import Any
+
+
+def _kind(problem: str) -> str:
+    if "category" in problem:
+        return "category missing or not the computed one"
+    if re.search(r"^says .* (?:raises|lowers) the risk", problem):
+        return "wrong direction"
+    if problem.startswith("states "):
+        return "a number the computation does not give"
+    if problem.startswith("names "):
+        return "a factor the computation has no value for"
+    return problem
 
 
 def run(limit: int, part: str, overrides: list[str]) -> dict[str, Any]:
@@ -49,7 +62,7 @@ def run(limit: int, part: str, overrides: list[str]) -> dict[str, Any]:
         seconds.append(time.perf_counter() - t)
         rows.append({"id": case["id"], "explained_by": r.explained_by, "problems": r.generator_problems,
                      "reply": replies[0], "shown_passes_checks": check_explanation(r.explanation, r) == []})
-    kinds = Counter(p.split(",")[0].split(" ")[0] + " " + p.split(" ")[1] for x in rows for p in x["problems"])
+    kinds = Counter(_kind(p) for x in rows for p in x["problems"])
     return {"cases": len(rows), "generator": gen.model_id, "adapter": gen.adapter,
             "fallback_rate": round(sum(x["explained_by"] == "template" for x in rows) / max(len(rows), 1), 3),
             "shown_consistent": sum(x["shown_passes_checks"] for x in rows),

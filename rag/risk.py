@@ -258,8 +258,12 @@ _FACTOR_WORDS = {
     "high_blood_pressure": r"hypertens|blood pressure",
     "male": r"\bmale\b|\bsex\b|\bmen\b|\bman\b|female|woman", "smoking": r"smok",
 }
-_UP = r"rais|increas|higher|elevat|worsen|adds?\b|drives?|contribut"
-_DOWN = r"lower|decreas|reduc|protect|less\b"
+# A direction is a verb or comparative about the risk ("raises it", "increases the risk", "higher odds");
+# "reduced LVEF" or "raised creatinine" describe the value, not the direction of its effect.
+_OBJ = r"\s+(?:it|(?:the\s+|her\s+|his\s+|their\s+|this\s+patient's\s+)?(?:risk|odds|mortality))\b"
+_UP = (rf"\b(?:rais|increas|worsen|elevat|driv)\w*{_OBJ}|\bhigher\s+(?:risk|odds)\b|\badds?\s+to{_OBJ}|"
+       r"\bcontribut\w*\s+to\s+(?:a\s+)?(?:higher|increased)")
+_DOWN = rf"\b(?:lower|decreas|reduc)\w*{_OBJ}|\blower\s+(?:risk|odds)\b|\bprotect"
 
 
 def check_explanation(text: str, report: RiskReport) -> list[str]:

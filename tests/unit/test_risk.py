@@ -9,8 +9,15 @@ import pytest
 
 from rag.errors import InputError
 from rag.hf_model import RiskModel
-from rag.risk import (assess, check_explanation, cite_guidelines, explain, explanation_prompt, generator_explanation,
-                      guidance_factors)
+from rag.risk import (
+    assess,
+    check_explanation,
+    cite_guidelines,
+    explain,
+    explanation_prompt,
+    generator_explanation,
+    guidance_factors,
+)
 
 CASE = "72M HFrEF, EF 20%. PMH: T2DM, HTN. Ex-smoker. Na 131, Cr 2.1 mg/dL, Hb 11.8, Plt 210, CK 250."
 
@@ -72,6 +79,7 @@ def test_the_template_passes_its_own_checks_on_every_labelled_case(model: RiskMo
     ("Risk 80% (high). LVEF 20% raises the risk.", "number"),
     ("The risk is low. LVEF 20% raises the risk.", "category"),
     ("High risk. LVEF 20% lowers the risk.", "lowers"),
+    ("High risk. Reduced LVEF (20%) lowers her risk.", "lowers"),
     ("High risk, driven by the NYHA class and a raised BNP. The platelet count raises it.", "platelet"),
 ])
 def test_a_generator_explanation_that_fails_a_check_falls_back(model: RiskModel, reply: str, problem: str) -> None:
@@ -86,8 +94,8 @@ def test_a_consistent_generator_explanation_is_kept(model: RiskModel) -> None:
     r = assess(CASE, model)
     p = r.prediction
     ef = next(c for c in p.contributions if c.input == "ejection_fraction")
-    reply = (f"The estimated risk is {100 * p.probability:.0f}%, which is high risk. The LVEF of 20% raises it "
-             f"most (odds x{ef.odds_ratio:.2f}).")
+    reply = (f"The estimated risk is {100 * p.probability:.0f}%, which is high risk. The reduced LVEF of 20% raises "
+             f"it most (odds x{ef.odds_ratio:.2f}), and a raised creatinine adds to the risk.")
     generator_explanation(r, lambda messages: reply)
     assert r.explained_by == "generator" and r.generator_problems == [] and r.explanation == reply
     assert "20%" in explanation_prompt(r)[1]["content"]
