@@ -288,6 +288,7 @@ def train(csv_path: Path, out: Path, plot: Path, seed: int = 0, say: Callable[[s
     ``repeats``, ``n_boot`` and ``n_refits`` are smaller only in tests; the committed model uses the defaults."""
     import sklearn
 
+    commit = _git_commit()  # the code that runs, not whatever HEAD is by the time it finishes
     c = read_cohort(csv_path)
     y = c.died
     cv = cross_validate(c, seed, say, repeats)
@@ -309,7 +310,7 @@ def train(csv_path: Path, out: Path, plot: Path, seed: int = 0, say: Callable[[s
     from collections import Counter
 
     card = {
-        "name": "hf-logistic", "date": dt.date.today().isoformat(), "git_commit": _git_commit(),
+        "name": "hf-logistic", "date": dt.date.today().isoformat(), "git_commit": commit,
         "library": f"scikit-learn {sklearn.__version__}",
         "data": {"file": csv_path.name, "sha256": digest, "patients": len(y), "deaths": int(y.sum()),
                  "source": "UCI Heart failure clinical records (Ahmad et al., PLOS ONE 2017; Chicco & Jurman 2020), "
