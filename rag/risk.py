@@ -261,9 +261,29 @@ _FACTOR_WORDS = {
 # A direction is a verb or comparative about the risk ("raises it", "increases the risk", "higher odds");
 # "reduced LVEF" or "raised creatinine" describe the value, not the direction of its effect.
 _OBJ = r"\s+(?:it|(?:the\s+|her\s+|his\s+|their\s+|this\s+patient's\s+)?(?:risk|odds|mortality))\b"
-_UP = (rf"\b(?:rais|increas|worsen|elevat|driv)\w*{_OBJ}|\bhigher\s+(?:risk|odds)\b|\badds?\s+to{_OBJ}|"
-       r"\bcontribut\w*\s+to\s+(?:a\s+)?(?:higher|increased)")
-_DOWN = rf"\b(?:lower|decreas|reduc)\w*{_OBJ}|\blower\s+(?:risk|odds)\b|\bprotect"
+_RISK_IS = r"\brisk\b(?:\s+of\s+[\w-]+)?\s+(?:is|was)\s+"
+_UP = (rf"\b(?:rais|increas|worsen|elevat|driv)\w*{_OBJ}|\bhigh(?:er)?\s+(?:risk|odds)\b|\badds?\s+to{_OBJ}|"
+       rf"\bcontribut\w*\s+to\s+(?:a\s+)?(?:higher|increased)|{_RISK_IS}(?:high|higher|increased|raised)\b")
+_DOWN = (rf"\b(?:lower|decreas|reduc)\w*{_OBJ}|\blow(?:er)?\s+(?:risk|odds)\b|\bprotect|"
+         rf"{_RISK_IS}(?:low|lower|reduced|decreased)\b")
+# How a yes/no input is stated in a clause: 1 (has it), 0 (does not), or None (not said).
+_NEGATED = r"\b(?:no|not|without|non-?|never|former|ex-?)\s*(?:\w+[\s-]+){0,2}?"
+_STATED_AS = {
+    "anaemia": r"ana?emi\w*", "diabetes": r"diabet\w*", "high_blood_pressure": r"hypertensi\w*|high blood pressure",
+    "smoking": r"(?:current\s+)?smok\w*",
+}
+
+
+def _stated_value(k: str, clause: str) -> float | None:
+    if k == "male":
+        if re.search(r"\b(?:female|woman|women)\b", clause, re.I):
+            return 0.0
+        return 1.0 if re.search(r"\b(?:male|man|men)\b", clause, re.I) else None
+    term = _STATED_AS.get(k)
+    m = re.search(term, clause, re.I) if term else None
+    if m is None:
+        return None
+    return 0.0 if re.search(_NEGATED + r"$", clause[:m.start()], re.I) else 1.0
 
 
 def check_explanation(text: str, report: RiskReport) -> list[str]:
@@ -275,7 +295,8 @@ def check_explanation(text: str, report: RiskReport) -> list[str]:
     missing = {m.input for m in report.missing}
     for sentence in re.split(r"(?<=[.!?])\s+|\n", text):
         says_missing = re.search(r"missing|not given|unknown|absent|not recorded|not available", sentence, re.I)
-        for clause in re.split(r"(?<=;)\s+|,\s+(?:and\s+)?|\band\b|\bwhile\b|\bbut\b", sentence):
+        for clause in re.split(r"(?<=;)\s+|,\s+(?:and\s+)?|\band\b|\bwhile\b|\bbut\b|\b(?:al)?though\b|\bwhereas\b",
+                               sentence):
             problems += _check_clause(clause, by_input, missing, bool(says_missing))
     allowed = _allowed_numbers(report)
     for m in re.finditer(r"(?<![\w.])\d+(?:[.,]\d+)?", text):
@@ -299,6 +320,9 @@ def _check_clause(clause: str, by_input: dict[str, Any], missing: set[str], says
             if k not in missing or not says_missing:
                 problems.append(f"names {NAMES[k]}, which the computation has no value for")
             continue
+        said = _stated_value(k, clause)
+        if said is not None and said != c.value:
+            problems.append(f"says '{clause.strip()}'; the case has {_value_text(k, c.value, {})}")
         if len(named) == 1:  # a direction word belongs to the one factor its clause names
             up, down = re.search(_UP, clause, re.I), re.search(_DOWN, clause, re.I)
             if (up and not down and c.log_odds < 0) or (down and not up and c.log_odds > 0):

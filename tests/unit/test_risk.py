@@ -80,6 +80,10 @@ def test_the_template_passes_its_own_checks_on_every_labelled_case(model: RiskMo
     ("The risk is low. LVEF 20% raises the risk.", "category"),
     ("High risk. LVEF 20% lowers the risk.", "lowers"),
     ("High risk. Reduced LVEF (20%) lowers her risk.", "lowers"),
+    ("High risk. The risk of death is high in the male sex.", "male sex raises"),
+    ("High risk. Factors: female sex, LVEF 20%.", "the case has male sex"),
+    ("High risk. Factors: LVEF 20%, no diabetes.", "the case has diabetes"),
+    ("High risk. The patient is 64 years old.", "64"),
     ("High risk, driven by the NYHA class and a raised BNP. The platelet count raises it.", "platelet"),
 ])
 def test_a_generator_explanation_that_fails_a_check_falls_back(model: RiskModel, reply: str, problem: str) -> None:
@@ -144,3 +148,13 @@ def test_cli_json_plot_and_errors(tmp_path, capsys) -> None:
         assert app.main([*argv, "--no-sources"]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: ") and needle in err[0]
+
+
+def test_the_saved_generator_replies_still_fall_back_where_they_fail() -> None:
+    """eval/hf_cases/explanations-default.json: the default preset's replies; every shown text is consistent."""
+    from eval.bench_risk_explain import rescore
+    from rag.config import PROJECT_ROOT
+
+    saved = json.loads((PROJECT_ROOT / "eval" / "hf_cases" / "explanations-default.json").read_text())
+    out = rescore(saved, "test")
+    assert out["shown_consistent"] == out["cases"] == 8 and out["fallback_rate"] == 0.875
