@@ -382,7 +382,7 @@ def cmd_risk(args: argparse.Namespace) -> int:
 
 
 def _print_risk(report: Any, plot: str | None) -> None:
-    from rag.hf_model import NAMES
+    from rag.hf_model import BOOLEAN_INPUTS, NAMES
     from rag.risk import NOTICE
 
     p = report.prediction
@@ -401,9 +401,13 @@ def _print_risk(report: Any, plot: str | None) -> None:
               f"{report.generator_problems[0]})")
     print("\nCONTRIBUTIONS (log-odds against the cohort's average patient, 95% bootstrap interval)")
     for c in p.contributions:
-        shown = f"{c.value:,.0f}" if c.input == "platelets" else f"{c.value:g}"
+        name, shown = NAMES[c.input], f"{c.value:,.0f}" if c.input == "platelets" else f"{c.value:g}"
+        if c.input == "male":
+            name, shown = "sex", "male" if c.value else "female"
+        elif c.input in BOOLEAN_INPUTS:
+            shown = "yes" if c.value else "no"
         flag = "" if c.certain else "  (direction uncertain)"
-        print(f"  {NAMES[c.input]:<18} {shown:>9}  {c.log_odds:+.2f} ({c.low:+.2f} to {c.high:+.2f})  "
+        print(f"  {name:<18} {shown:>9}  {c.log_odds:+.2f} ({c.low:+.2f} to {c.high:+.2f})  "
               f"odds x{c.odds_ratio:.2f}{flag}")
     if report.missing:
         print("\nMISSING INPUTS (the estimate sets them to the cohort average; the range covers them)")
