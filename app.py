@@ -230,6 +230,9 @@ def _parser() -> argparse.ArgumentParser:
                          "but whose gate probability (the dev-fitted gate model in --gate-from) reaches P; merged "
                          "into that run's records")
     et.add_argument("--gate-from", help="calibration JSON with the gate model (for --regenerate-above)")
+    et.add_argument("--replay", metavar="ROWS.jsonl",
+                    help="`run`: reuse the generator's drafts of an earlier run for the same prompts (every check is "
+                         "recomputed with the current verifier and settings; only new prompts are generated)")
     et.add_argument("--calibration-out", default="configs/calibration/default.json", help="`fit`: where to write")
     et.add_argument("--json", action="store_true")
     cmp = esub.add_parser("compare", parents=[common], help="paired comparison of two runs on the same questions")
@@ -527,7 +530,8 @@ def _cmd_eval_trust(args: argparse.Namespace, cfg: Any) -> int:
         rows = trust_jobs.run_part(cfg, args.trust_index, args.part, data, rows_path, args.floor, args.batch_size,
                                    args.limit, args.regenerate_above,
                                    resolve_path(args.gate_from) if args.gate_from else None,
-                                   None if args.quiet else (lambda n: _advance(_bar(n))))
+                                   None if args.quiet else (lambda n: _advance(_bar(n))),
+                                   resolve_path(args.replay) if args.replay else None)
         print(f"{len(rows)} {args.part} questions answered or abstained; records in {rows_path}")
         return 0
     if not rows_path.exists():
@@ -643,7 +647,15 @@ def _cmd_train_verifier(args: argparse.Namespace, cfg: Any) -> int:
     if args.overwrite and run_dir.exists():
         shutil.rmtree(run_dir)
     if not (data_out / "train.jsonl").exists() or args.overwrite:
-        parts, card = verifier_data.build(data_dir(cfg), held_out_doc_ids(), verifier_data.VerifierDataOptions())
+        from transformers import AutoTokenizer
+
+        # Pairs cut by the index's own chunker and the embedder's tokenizer: what the verifier reads at run time.
+        tok = AutoTokenizer.from_pretrained(str(resolve(cfg.embedder.model, resolve_path(cfg.models.cache_dir)).path))
+        ch = cfg.chunking
+        passages_of = verifier_data.chunk_passages(lambda t: tok.encode(t, add_special_tokens=False),
+                                                   ch.parent_max_tokens, ch.child_tokens, ch.child_overlap)
+        parts, card = verifier_data.build(data_dir(cfg), held_out_doc_ids(), verifier_data.VerifierDataOptions(),
+                                          passages_of)
         verifier_data.write(parts, card, data_out)
     base = resolve(cfg.verifier.model, resolve_path(cfg.models.cache_dir)).path
     out = resolve_path(args.out or cfg.verifier.adapter)
