@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from corpora import Kind
+from corpora import Kind, ReadOptions
 from rag import confidence as conf
 from rag.answer import Answer, Citation, SentenceRecord
 from rag.cite import (
@@ -169,7 +169,7 @@ class Assistant:
         """
         cfg = self.config.index
         t = time.perf_counter()
-        src = read_sources(sources, kind=kind, strict=strict)
+        src = read_sources(sources, kind=kind, strict=strict, options=ReadOptions(max_file_mb=cfg.max_file_mb))
         read_s = time.perf_counter() - t
         res = update_index(src.documents, self.embedder, self.index_root, self.config.chunking.model_dump(),
                            full=rebuild, mode=mode or ("rebuild" if rebuild else "update"), skipped=src.skipped,

@@ -160,6 +160,8 @@ class IndexConfig(_Section):
     max_removed: float = Field(
         0.5, ge=0.0, le=1.0, description="an update that would remove more than this share of documents is refused"
     )
+    max_file_mb: float = Field(32.0, gt=0.0, description="a source file larger than this is refused (reported and "
+                                                          "skipped inside a folder): split it or raise the limit")
 
 
 class QueryConfig(_Section):

@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from rag.fsutil import fsync_dir
+
 log = logging.getLogger(__name__)
 
 CACHE_DIR = Path("cache") / "embeddings"
@@ -123,11 +125,7 @@ class EmbeddingCache:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        dfd = os.open(self.dir, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        fsync_dir(self.dir)
         return self.dir / name
 
     def compact(self, keep: Iterable[bytes], max_segments: int = 16) -> None:

@@ -38,25 +38,28 @@ from typing import Any
 
 import numpy as np
 
-from corpora import Kind, load_sources
+from corpora import Kind, ReadOptions, load_sources
 from corpora.document import Document, content_hash
 from rag.chunk import Chunk, HierarchicalChunker
 from rag.embed import Embedder
 from rag.embed_cache import EmbeddingCache, clean_cache_leftovers, text_key
-from rag.errors import EmbedderMismatchError, IndexCorruptError, InputError, SourceError
+from rag.errors import EmbedderMismatchError, IndexCorruptError, IndexMissingError, InputError, SourceError
 from rag.index import (
     BM25_TOKENIZER,
     FORMAT_VERSION,
     check_embedder,
     clean_leftovers,
     current_version,
+    damaged_message,
     embedder_manifest,
     file_sha256,
     import_bm25s,
+    list_versions,
     next_version_name,
     publish_version,
     read_manifest,
     verify_files,
+    versions_dir,
     write_current,
 )
 from rag.lock import IndexLock
@@ -79,12 +82,13 @@ class SourceSet:
     stats: Counter[str] = field(default_factory=Counter)  # what readers passed over on purpose, by format
 
 
-def read_sources(sources: Sequence[str | Path], kind: Kind | None = None, strict: bool = True) -> SourceSet:
+def read_sources(sources: Sequence[str | Path], kind: Kind | None = None, strict: bool = True,
+                 options: ReadOptions | None = None) -> SourceSet:
     """Read each source (file or folder); doc ids must be unique across all of them."""
     out = SourceSet(documents=[])
     seen: dict[str, str] = {}
     for s in sources:
-        rep = load_sources([s], kind=kind, strict=strict)
+        rep = load_sources([s], kind=kind, strict=strict, options=options)
         for d in rep.documents:
             if d.doc_id in seen:
                 raise SourceError(f"duplicate doc_id '{d.doc_id}' in {s} and {seen[d.doc_id]}; make ids unique")
@@ -176,8 +180,10 @@ def update_index(docs: list[Document], embedder: Embedder, root: Path, chunking:
     if not docs:
         raise InputError("nothing to index: no documents were read from the sources")
     root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise InputError(f"index folder {root} is a file; pass a folder with --index")
     root.mkdir(parents=True, exist_ok=True)
-    (root / "versions").mkdir(exist_ok=True)
+    versions_dir(root).mkdir(exist_ok=True)
     with IndexLock(root, timeout=lock_timeout, command=f"index {mode}"):
         n = clean_leftovers(root) + clean_cache_leftovers(root)
         if n:
@@ -194,8 +200,8 @@ def _load_previous(root: Path, version: str) -> tuple[dict[str, Any], list[Chunk
     vdir, manifest = read_manifest(root, version)
     problems = verify_files(vdir, manifest)
     if problems:
-        raise IndexCorruptError(f"current index version {version} is damaged ({problems[0]}); run "
-                                "`python app.py index rollback` or `python app.py index update --rebuild ...`")
+        raise IndexCorruptError(damaged_message(root, version, problems[0]) + " (or re-embed everything with "
+                                "`index update --rebuild ...`)")
     with (vdir / "chunks.jsonl").open(encoding="utf-8") as f:
         chunks = [Chunk.from_dict(json.loads(line)) for line in f]
     dense = faiss.read_index(str(vdir / "dense.faiss"))
@@ -446,12 +452,6 @@ def read_history(root: Path, last: int = 20) -> list[dict[str, Any]]:
     return out[-last:]
 
 
-def list_versions(root: Path) -> list[str]:
-    """Published version directories, oldest first (by number)."""
-    vs = [p.name for p in (Path(root) / "versions").glob("v*") if p.is_dir() and p.name[1:5].isdigit()]
-    return sorted(vs, key=lambda n: int(n[1:5]))
-
-
 def prune_versions(root: Path, keep: int, protect: set[str]) -> list[str]:
     """Delete all but the newest ``keep`` versions, never one in ``protect`` (current, previous).
 
@@ -478,35 +478,53 @@ def resolve_version(root: Path, ref: str) -> str:
         hits = [v for v in versions if int(v[1:5]) == int(num)]
         if hits:
             return hits[0]
-    raise InputError(f"no index version '{ref}' in {root}; available: {', '.join(versions) or 'none'}")
+    shown = ref.splitlines()[0][:40] if ref.strip() else repr(ref)
+    raise InputError(f"no index version '{shown}' in {root}; pick one of: {', '.join(versions) or 'none'} "
+                     "(`python app.py index status`)")
 
 
 def rollback(root: Path, to: str | None = None, lock_timeout: float = 300.0) -> tuple[str, str]:
     """Make an earlier version current again (default: the current version's parent). Returns (from, to)."""
     root = Path(root)
-    read_manifest(root)  # no index here: say so before creating a lock file
+    if to is None:
+        read_manifest(root)  # no index here: say so before creating a lock file
+    elif not list_versions(root):
+        raise IndexMissingError(f"no index versions at {root}; build one with `python app.py index build SOURCE...`")
     with IndexLock(root, timeout=lock_timeout, command="index rollback"):
         clean_leftovers(root)
+        if to is not None:
+            # An explicit target is how a damaged current version (or a broken CURRENT) is left behind.
+            target = resolve_version(root, to)
+            try:
+                cur = current_version(root) or "-"
+            except IndexCorruptError as e:
+                log.warning("current version unreadable (%s); rolling back to %s", e, target)
+                cur = "-"
+            return _rollback_to(root, cur, target)
         _, m = read_manifest(root)
         cur = str(m["version"])
-        if to is None:
-            target = m.get("parent_version")
-            versions = list_versions(root)
-            if not target or target not in versions:
-                older = [v for v in versions if int(v[1:5]) < int(cur[1:5])]
-                if not older:
-                    raise InputError(f"no earlier version to roll back to from {cur}; see `index status`")
-                target = older[-1]
-        else:
-            target = resolve_version(root, to)
-        if target == cur:
-            raise InputError(f"{target} is already the current version")
-        from rag.index import verify_index
+        parent = m.get("parent_version")
+        versions = list_versions(root)
+        if isinstance(parent, str) and parent in versions:
+            return _rollback_to(root, cur, parent)
+        older = [v for v in versions if int(v[1:5]) < int(cur[1:5])]
+        if not older:
+            raise InputError(f"no earlier version to roll back to from {cur}; see `index status` "
+                             "(a build or update makes new versions)")
+        return _rollback_to(root, cur, older[-1])
 
-        problems = verify_index(root, target)
-        if problems:
-            raise IndexCorruptError(f"version {target} fails verification ({problems[0]}); not rolling back to it")
-        write_current(root, target)
-        append_history(root, {"action": "rollback", "version": target, "from": cur})
-        log.info("rolled back index %s from %s to %s", root, cur, target)
-        return cur, target
+
+def _rollback_to(root: Path, cur: str, target: str) -> tuple[str, str]:
+    """Verify ``target`` and make it current (the caller holds the lock)."""
+    if target == cur:
+        raise InputError(f"{target} is already the current version; name another with --to (`index status`)")
+    from rag.index import verify_index
+
+    problems = verify_index(root, target)
+    if problems:
+        raise IndexCorruptError(f"version {target} fails verification ({problems[0]}); not rolling back to it; "
+                                "pick another with --to or rebuild with `python app.py index build`")
+    write_current(root, target)
+    append_history(root, {"action": "rollback", "version": target, "from": cur})
+    log.info("rolled back index %s from %s to %s", root, cur, target)
+    return cur, target
