@@ -10,12 +10,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import re
 import sys
 import textwrap
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 # Offline by default: nothing here may reach a model hub (set before transformers is imported).
 for _var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
@@ -25,13 +26,43 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 SAMPLE_QUESTION = "What drug classes reduce mortality in heart failure with reduced ejection fraction?"
 
 
-def _common(defaults: bool) -> argparse.ArgumentParser:
+class _Parser(argparse.ArgumentParser):
+    """argparse with the CLI's error contract: one line on stderr naming the fix, exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {_one_line(message)}; see `python {self.prog} --help`\n")
+
+
+def _one_line(text: str) -> str:
+    """``text`` on one line: control characters (a newline in a path or an id) shown escaped, never raw."""
+    return re.sub(r"[\x00-\x1f\x7f]", lambda m: repr(m.group())[1:-1], text.strip())
+
+
+def _seconds(raw: str) -> float:
+    v = float(raw)
+    if not math.isfinite(v) or v < 0:
+        raise ValueError(raw)
+    return v
+
+
+def _fraction(raw: str) -> float:
+    v = float(raw)
+    if not 0.0 <= v <= 1.0:  # also refuses nan
+        raise ValueError(raw)
+    return v
+
+
+_seconds.__name__ = "seconds (a number >= 0)"
+_fraction.__name__ = "fraction (0 to 1)"
+
+
+def _common(defaults: bool) -> _Parser:
     # Subcommands get the options without defaults: a subparser's default would overwrite the value
     # given before the subcommand (`app.py --config X eval ...` silently lost X).
     def d(value: Any) -> Any:
         return value if defaults else argparse.SUPPRESS
 
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--config", default=d(None), help="preset YAML (default: configs/default.yaml)")
     common.add_argument("--set", dest="overrides" if defaults else "sub_overrides", action="append", default=d([]),
                         metavar="KEY=VALUE",
@@ -53,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--adapter", help="LoRA adapter folder for the generator (default: generator.adapter)")
         p.add_argument("--base", action="store_true", help="ignore generator.adapter: evaluate the base model")
 
-    p = argparse.ArgumentParser(prog="app.py", description="CDS Assistant: cited answers from guidelines and "
+    p = _Parser(prog="app.py", description="CDS Assistant: cited answers from guidelines and "
                                 "patient records. Not a medical device.", parents=[_common(defaults=True)])
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -77,7 +108,7 @@ def _parser() -> argparse.ArgumentParser:
     isub = ix.add_subparsers(dest="index_command", required=True)
 
     def with_lock(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--lock-timeout", type=float, metavar="SECONDS",
+        p.add_argument("--lock-timeout", type=_seconds, metavar="SECONDS",
                        help="wait this long for another writer's lock (default: index.lock_timeout)")
 
     b = isub.add_parser("build", parents=[common], help="build a new index version from sources (full re-embed)")
@@ -97,7 +128,7 @@ def _parser() -> argparse.ArgumentParser:
     u.add_argument("--strict", action="store_true", help="abort without publishing if any file cannot be read")
     u.add_argument("--rebuild", action="store_true",
                    help="re-chunk and re-embed everything (required after changing the embedder or chunking)")
-    u.add_argument("--max-removed", type=float, metavar="FRACTION",
+    u.add_argument("--max-removed", type=_fraction, metavar="FRACTION",
                    help="refuse to remove more than this share of documents (default: index.max_removed)")
     u.add_argument("--json", action="store_true", help="print a one-line JSON summary")
     with_index(u)
@@ -332,13 +363,18 @@ def cmd_risk(args: argparse.Namespace) -> int:
     if (args.case is None) == (args.file is None):
         raise InputError("give the case description as text or with --file PATH (one of them)")
     if args.file:
+        from rag.fsutil import read_small_text
+        from rag.risk import MAX_CASE_CHARS
+
         path = Path(args.file)
-        if not path.is_file():
-            raise InputError(f"--file {path}: no such file")
+        if not path.exists():
+            raise InputError(f"--file {path}: no such file; check the path")
         try:
-            case = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            raise InputError(f"--file {path}: not UTF-8 text; save the case description as plain text") from None
+            case = read_small_text(path, 4 * MAX_CASE_CHARS)
+        except IsADirectoryError:
+            raise InputError(f"--file {path} is a folder; pass the text file with the case description") from None
+        except ValueError as e:
+            raise InputError(f"--file {path} {e}") from None
     else:
         case = args.case
     case = validate_case(case)  # before loading the model: bad input fails in a second
@@ -847,16 +883,28 @@ def main(argv: list[str] | None = None) -> int:
     except CDSError as e:
         if args.verbose:
             raise
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {_one_line(str(e))}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except PermissionError as e:
+        if args.verbose:
+            raise
+        print(f"error: permission denied: {_one_line(str(e.filename or e))}; check its permissions, or run as the "
+              "owner of the files", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if args.verbose:
+            raise
+        print(f"error: {_one_line(e.strerror or str(e))}: {_one_line(str(e.filename or ''))}; check the path, the "
+              "free disk space and the folder's permissions (run with -v for the traceback)", file=sys.stderr)
+        return 1
     except Exception as e:
         if args.verbose:
             raise
-        print(f"error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
-              "(run with -v for the traceback)", file=sys.stderr)
+        print(f"error: {type(e).__name__}: {_one_line(str(e).splitlines()[0] if str(e) else '')} "
+              "(an unexpected failure: run with -v for the traceback and report it)", file=sys.stderr)
         return 1
 
 

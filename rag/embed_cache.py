@@ -15,6 +15,7 @@ read is deleted with a warning and its vectors are computed again, and removing 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -123,7 +124,8 @@ class EmbeddingCache:
                 os.fsync(f.fileno())
             os.replace(tmp, self.dir / name)
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # cleanup must not hide the first cause
+                Path(tmp).unlink(missing_ok=True)
             raise
         fsync_dir(self.dir)
         return self.dir / name

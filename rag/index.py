@@ -21,6 +21,7 @@ format, the publish primitives, verification and loading.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -131,7 +132,8 @@ def write_current(root: Path, version: str) -> None:
             os.fsync(f.fileno())
         os.replace(cur_tmp, root / "CURRENT")
     except BaseException:
-        Path(cur_tmp).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # cleanup must not hide the first cause
+            Path(cur_tmp).unlink(missing_ok=True)
         raise
     fsync_dir(root)
 

@@ -165,6 +165,13 @@ def check_reply(reply: str, case: str) -> RiskAssessment:
             m = re.match(r"\s*(.*?)\s*\+\s*(\d+)\s*\.?\s*$", item)
             if m:
                 out.factors.append(check_factor(m.group(1), int(m.group(2)), case))
+                continue
+            # Factors named without points ("age 80+, male sex") still claim something about the case.
+            for part in re.split(r",|\band\b", item):
+                f = check_factor(part.strip(" ."), 0, case)
+                if f.kind is not None and not f.value_in_case:
+                    out.problems.append(f"'{part.strip(' .')}' is named without points and is not in the case "
+                                        "description")
     if w.category is None:
         out.problems.append("no risk category in the reply")
     elif not w.adds_up:
@@ -197,6 +204,28 @@ def case_prompt(case: str) -> list[dict[str, str]]:
             {"role": "user", "content": f"{case.strip()}\n\n{hf_cases.QUESTIONS[0]}"}]
 
 
+# Values no patient can have: a case stating one is mistyped, and no score of it means anything.
+_PLAUSIBLE = {"ejection_fraction": (1.0, 95.0, "an LVEF of {v:g}%", "an ejection fraction is 1-95%"),
+              "age": (0.0, 120.0, "an age of {v:g} years", "an age is 0-120 years"),
+              "serum_sodium": (80.0, 200.0, "a sodium of {v:g}", "serum sodium is 80-200 mmol/L")}
+_CREATININE_MG_DL = (0.05, 30.0)
+
+
+def implausible_value(case: str) -> str | None:
+    """The first measurement the case states outside what a patient can have, as a message; or None."""
+    for kind, (lo, hi, what, fix) in _PLAUSIBLE.items():
+        for m in _CASE_READERS[kind].finditer(case):
+            v = float(next(g for g in m.groups()[:2] if g is not None))
+            if not lo <= v <= hi:
+                return f"the case gives {what.format(v=v)}; {fix}: correct the case text"
+    for m in _CASE_READERS["serum_creatinine"].finditer(case):
+        mg = float(m.group(1)) / (1.0 if m.group(2).lower() == "mg/dl" else 88.4)
+        if not _CREATININE_MG_DL[0] <= mg <= _CREATININE_MG_DL[1]:
+            return (f"the case gives a creatinine of {m.group(1)} {m.group(2)}; serum creatinine is "
+                    "0.05-30 mg/dL (4-2650 µmol/L): correct the case text")
+    return None
+
+
 def validate_case(case: str) -> str:
     case = case.strip()
     if not case:
@@ -204,6 +233,15 @@ def validate_case(case: str) -> str:
     if len(case) > MAX_CASE_CHARS:
         raise InputError(f"the case description has {len(case)} characters (limit {MAX_CASE_CHARS}); give a "
                          "summary of the case, not the whole record")
+    try:
+        case.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError("the case description is not valid UTF-8 text; set the terminal to UTF-8 or use --file "
+                         "with a UTF-8 file") from None
+    if "\0" in case:
+        raise InputError("the case description contains NUL bytes; pass plain text")
+    if problem := implausible_value(case):
+        raise InputError(problem)
     return case
 
 
