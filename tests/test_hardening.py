@@ -168,7 +168,7 @@ def test_byte_flips_in_the_vectors_are_refused(two_versions):
 def test_verified_once_per_version_switch_not_per_query(two_versions, monkeypatch):
     import rag.index
 
-    root, v1, v2 = two_versions
+    root, v1, _v2 = two_versions
     hashed: list[str] = []
     real = rag.index.file_sha256
     monkeypatch.setattr(rag.index, "file_sha256", lambda p: hashed.append(p.name) or real(p))
@@ -208,7 +208,7 @@ def test_a_foreign_version_is_refused(two_versions):
 def test_a_version_folder_that_is_a_link_is_refused(two_versions, tmp_path):
     from rag.index import HybridIndex
 
-    root, v1, v2 = two_versions
+    root, _v1, v2 = two_versions
     elsewhere = tmp_path / "elsewhere"
     shutil.move(root / "versions" / v2, elsewhere)
     (root / "versions" / v2).symlink_to(elsewhere, target_is_directory=True)
@@ -268,10 +268,9 @@ def test_lock_cleanup_failure_never_hides_the_first_cause(tmp_path, monkeypatch)
     from rag.lock import IndexLock
 
     real = os.ftruncate
-    with pytest.raises(ValueError, match="first cause"):
-        with IndexLock(tmp_path, timeout=0):
-            monkeypatch.setattr(os, "ftruncate", lambda fd, n: (_ for _ in ()).throw(OSError(30, "Read-only")))
-            raise ValueError("first cause")
+    with pytest.raises(ValueError, match="first cause"), IndexLock(tmp_path, timeout=0):
+        monkeypatch.setattr(os, "ftruncate", lambda fd, n: (_ for _ in ()).throw(OSError(30, "Read-only")))
+        raise ValueError("first cause")
     monkeypatch.setattr(os, "ftruncate", real)
     with IndexLock(tmp_path, timeout=0) as lock:  # the kernel lock was released all the same
         assert lock.stale is not None  # and the record left behind is reported as such
