@@ -36,7 +36,7 @@ def iter_jsonl(path: Path, report: LoadReport, strict: bool) -> Iterator[tuple[i
     try:
         f = path.open(encoding="utf-8-sig")
     except OSError as e:
-        raise SourceError(f"{path}: cannot read ({e.strerror})") from None
+        raise SourceError(f"{path}: cannot read ({e.strerror}); check the path and its permissions") from None
     with f:
         try:
             for lineno, line in enumerate(f, start=1):
@@ -166,7 +166,7 @@ def read_html(path: Path, root: Path, kind: Kind | None = None, options: ReadOpt
     except UnicodeDecodeError:
         raise SourceError(f"{path}: not UTF-8 HTML; convert it (e.g. iconv -t utf-8)") from None
     except OSError as e:
-        raise SourceError(f"{path}: cannot read ({e.strerror})") from None
+        raise SourceError(f"{path}: cannot read ({e.strerror}); check the path and its permissions") from None
     parser = _HTMLText()
     parser.feed(raw)
     parser.close()
@@ -190,7 +190,7 @@ def read_pdf(path: Path, root: Path, kind: Kind | None = None, options: ReadOpti
         pages = [(p.extract_text() or "").strip() for p in reader.pages]
         meta_title = str(reader.metadata.title) if reader.metadata and reader.metadata.title else ""
     except (PdfReadError, OSError, ValueError, KeyError) as e:
-        raise SourceError(f"{path}: unreadable PDF ({type(e).__name__}: {str(e)[:80]}); re-export it or remove "
+        raise SourceError(f"{path}: unreadable PDF ({str(e)[:80] or type(e).__name__}); re-export it or remove "
                           "it from the folder") from None
     text = "\n\n".join(p for p in pages if p)
     if not text.strip():

@@ -55,7 +55,7 @@ def read_markdown(path: Path, root: Path, kind: Kind | None = None, options: Rea
     except UnicodeDecodeError:
         raise SourceError(f"{path}: not UTF-8 text; convert it (e.g. iconv -t utf-8)") from None
     except OSError as e:
-        raise SourceError(f"{path}: cannot read ({e.strerror})") from None
+        raise SourceError(f"{path}: cannot read ({e.strerror}); check the path and its permissions") from None
     meta, body = parse_front_matter(raw, str(path))
     if not body.strip():
         raise SourceError(f"{path}: empty document (no text after the front matter); add its text or remove it")

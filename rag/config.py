@@ -325,7 +325,8 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 def _read_yaml(cfg_path: Path, seen: set[Path]) -> dict[str, Any]:
     """One preset file; ``extends: other.yaml`` (relative to it) is loaded first and overlaid section by section."""
     if not cfg_path.exists():
-        raise ConfigError(f"config file not found: {cfg_path} (presets are in configs/)")
+        raise ConfigError(f"config file not found: {cfg_path}; check the path (presets are in configs/, e.g. "
+                          "--config configs/debug.yaml)")
     if cfg_path.resolve() in seen:
         raise ConfigError(f"config {cfg_path}: 'extends' loops back to itself; fix the chain")
     try:
@@ -347,7 +348,8 @@ def _read_yaml(cfg_path: Path, seen: set[Path]) -> dict[str, Any]:
     except RecursionError:
         raise ConfigError(f"config {cfg_path} is nested too deeply to be a preset; fix the file") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"config {cfg_path} must be a mapping of sections (embedder:, generator:, ...)")
+        raise ConfigError(f"config {cfg_path} must be a mapping of sections (embedder:, generator:, ...); fix the "
+                          "file (see configs/default.yaml)")
     parent = data.pop("extends", None)
     if parent is None:
         return data
