@@ -221,119 +221,152 @@ def _kept_documents(skipped: list[tuple[str, str]], prev_docs: dict[str, Any], p
     return kept
 
 
-def _update_locked(docs: list[Document], embedder: Embedder, root: Path, chunking: dict[str, int], *, full: bool,
-                   mode: str, skipped: list[tuple[str, str]], per_source: list[dict[str, Any]],
-                   keep_versions: int | None, max_removed: float, progress: bool) -> UpdateResult:
-    stage = _Stages()
+@dataclass
+class _Diff:
+    """What the current version holds and how ``docs`` differ from it (stage "diff")."""
+
+    previous: str | None
+    manifest: dict[str, Any] | None  # the current version's manifest (None: no index, or unreadable and full)
+    prev_chunks: list[Chunk]  # loaded only for an incremental update
+    prev_vectors: np.ndarray
+    prev_docs: dict[str, Any]
+    added: list[str]
+    changed: list[str]
+    unchanged: list[str]
+    removed: list[str]
+    kept: list[str]
+
+    @property
+    def documents(self) -> dict[str, list[str]]:
+        return {"added": self.added, "changed": self.changed, "removed": self.removed, "kept": self.kept}
+
+
+def _current_manifest(root: Path, previous: str | None, full: bool) -> dict[str, Any] | None:
+    if previous is None:
+        return None
+    try:
+        return read_manifest(root, previous)[1]
+    except IndexCorruptError:
+        if not full:
+            raise
+        log.warning("current version %s is unreadable; building from scratch", previous)
+        return None
+
+
+def _check_compatible(m: dict[str, Any], previous: str, facts: dict[str, Any], chunking: dict[str, int],
+                      root: Path) -> None:
+    """An incremental update reuses vectors and chunks: the embedder and chunking must not have changed."""
+    try:
+        check_embedder(m, facts, root)
+    except EmbedderMismatchError:
+        raise EmbedderMismatchError(
+            f"index {root} version {previous} was built with embedder {m['embedder'].get('model_id')} "
+            f"(dim {m['embedder'].get('dim')}); this update uses {facts['model_id']} (dim {facts['dim']}). "
+            "Re-embed everything into a new version with `index update --rebuild ...`") from None
+    if m.get("chunking") != dict(chunking):
+        raise InputError(f"chunking changed since version {previous} ({m.get('chunking')} -> "
+                         f"{dict(chunking)}); re-chunk everything with `index update --rebuild ...`")
+
+
+def _diff(docs: list[Document], embedder: Embedder, root: Path, chunking: dict[str, int], full: bool,
+          skipped: list[tuple[str, str]], max_removed: float) -> _Diff:
     facts = embedder_manifest(embedder)
     previous = current_version(root)
+    m = _current_manifest(root, previous, full)
     prev_manifest: dict[str, Any] | None = None
     prev_chunks: list[Chunk] = []
     prev_vectors = np.zeros((0, embedder.dim), np.float32)
-
-    with stage("diff"):
-        m: dict[str, Any] | None = None
-        if previous is not None:
-            try:
-                _, m = read_manifest(root, previous)
-            except IndexCorruptError:
-                if not full:
-                    raise
-                log.warning("current version %s is unreadable; building from scratch", previous)
-        if m is not None and previous is not None and not full:
-            try:
-                check_embedder(m, facts, root)
-            except EmbedderMismatchError:
-                raise EmbedderMismatchError(
-                    f"index {root} version {previous} was built with embedder {m['embedder'].get('model_id')} "
-                    f"(dim {m['embedder'].get('dim')}); this update uses {facts['model_id']} (dim {facts['dim']}). "
-                    "Re-embed everything into a new version with `index update --rebuild ...`") from None
-            if m.get("chunking") != dict(chunking):
-                raise InputError(f"chunking changed since version {previous} ({m.get('chunking')} -> "
-                                 f"{dict(chunking)}); re-chunk everything with `index update --rebuild ...`")
-            prev_manifest, prev_chunks, prev_vectors = _load_previous(root, previous)
-        # A full build reuses nothing, but still reports what changed against the current version.
-        prev_docs: dict[str, Any] = m.get("documents", {}) if m is not None else {}
-        new_ids = {d.doc_id for d in docs}
-        kept = _kept_documents(skipped, prev_docs, new_ids) if prev_manifest else []
-        added, changed, unchanged = [], [], []
-        for d in docs:
-            old = prev_docs.get(d.doc_id)
-            if old is None:
-                added.append(d.doc_id)
-            elif old.get("fingerprint") == doc_fingerprint(d):
-                unchanged.append(d.doc_id)
-            else:
-                changed.append(d.doc_id)
-        removed = [i for i in prev_docs if i not in new_ids and i not in kept]
-        if prev_docs and removed and len(removed) > max_removed * len(prev_docs):
-            raise InputError(f"this update would remove {len(removed)} of {len(prev_docs)} indexed documents "
-                             f"(more than {max_removed:.0%}); check the source list, or allow it with "
-                             "--max-removed 1")
-    for label, ids in (("added", added), ("changed", changed), ("removed", removed), ("kept (unreadable now)", kept)):
-        for i in ids:
-            log.info("%s %s", label, i)
-
-    if not full and previous is not None and not (added or changed or removed):
-        log.info("no changes against version %s: nothing published", previous)
-        return UpdateResult(None, previous, mode, {"added": [], "changed": [], "removed": [], "kept": kept},
-                            {"added": 0, "removed": 0, "reused": len([c for c in prev_chunks if c.level == "child"]),
-                             "total": len([c for c in prev_chunks if c.level == "child"])},
-                            {"computed": 0, "cached": 0}, skipped, [], stage.seconds, None)
-
-    with stage("chunk"):
-        by_doc: dict[str, list[Chunk]] = {}
-        for c in prev_chunks:
-            by_doc.setdefault(c.doc_id, []).append(c)
-        reuse = set() if full else set(unchanged) | set(kept)
-        fresh = [d for d in docs if d.doc_id not in reuse]
-        chunker = HierarchicalChunker(embedder.tokenize, chunking["parent_max_tokens"], chunking["child_tokens"],
-                                      chunking["child_overlap"])
-        it: Any = fresh
-        if progress and fresh:
-            from tqdm import tqdm
-
-            it = tqdm(fresh, desc="chunking", unit="doc", disable=None)
-        for d in it:
-            d_parents, d_children = chunker.chunk(d)
-            by_doc[d.doc_id] = d_parents + d_children
-        order = [d.doc_id for d in docs] + kept
-        # .get: a document with headings but no text has no chunks, here or in the previous version.
-        parents = [c for i in order for c in by_doc.get(i, []) if c.level == "parent"]
-        children = [c for i in order for c in by_doc.get(i, []) if c.level == "child"]
-        n_reused = sum(1 for i in reuse for c in by_doc.get(i, []) if c.level == "child")
-        if full:  # nothing was loaded from the previous version: count its passages from its manifest
-            n_prev = int((m or {}).get("counts", {}).get("children", 0)) if previous else 0
+    if m is not None and previous is not None and not full:
+        _check_compatible(m, previous, facts, chunking, root)
+        prev_manifest, prev_chunks, prev_vectors = _load_previous(root, previous)
+    # A full build reuses nothing, but still reports what changed against the current version.
+    prev_docs: dict[str, Any] = m.get("documents", {}) if m is not None else {}
+    new_ids = {d.doc_id for d in docs}
+    kept = _kept_documents(skipped, prev_docs, new_ids) if prev_manifest else []
+    added, changed, unchanged = [], [], []
+    for d in docs:
+        old = prev_docs.get(d.doc_id)
+        if old is None:
+            added.append(d.doc_id)
+        elif old.get("fingerprint") == doc_fingerprint(d):
+            unchanged.append(d.doc_id)
         else:
-            n_prev = sum(1 for c in prev_chunks if c.level == "child")
+            changed.append(d.doc_id)
+    removed = [i for i in prev_docs if i not in new_ids and i not in kept]
+    if prev_docs and removed and len(removed) > max_removed * len(prev_docs):
+        raise InputError(f"this update would remove {len(removed)} of {len(prev_docs)} indexed documents "
+                         f"(more than {max_removed:.0%}); check the source list, or allow it with "
+                         "--max-removed 1")
+    return _Diff(previous, m, prev_chunks, prev_vectors, prev_docs, added, changed, unchanged, removed, kept)
 
-    with stage("embed"):
-        vectors, n_computed, n_cached = _vectors(children, embedder, root, facts, prev_chunks, prev_vectors,
-                                                 full, progress)
 
-    with stage("index"):
-        import faiss
+def _chunk(docs: list[Document], diff: _Diff, embedder: Embedder, chunking: dict[str, int], full: bool,
+           progress: bool) -> tuple[list[Chunk], list[Chunk], int, int]:
+    """(parents, children, passages reused, passages of the previous version) (stage "chunk")."""
+    by_doc: dict[str, list[Chunk]] = {}
+    for c in diff.prev_chunks:
+        by_doc.setdefault(c.doc_id, []).append(c)
+    reuse = set() if full else set(diff.unchanged) | set(diff.kept)
+    fresh = [d for d in docs if d.doc_id not in reuse]
+    chunker = HierarchicalChunker(embedder.tokenize, chunking["parent_max_tokens"], chunking["child_tokens"],
+                                  chunking["child_overlap"])
+    it: Any = fresh
+    if progress and fresh:
+        from tqdm import tqdm
 
-        bm25s = import_bm25s()
-        dense = faiss.IndexFlatIP(embedder.dim)
-        dense.add(np.ascontiguousarray(vectors, dtype=np.float32))
-        bm25 = bm25s.BM25()
-        bm25.index([bm25_tokenize(c.context_text()) for c in children], show_progress=False)
+        it = tqdm(fresh, desc="chunking", unit="doc", disable=None)
+    for d in it:
+        d_parents, d_children = chunker.chunk(d)
+        by_doc[d.doc_id] = d_parents + d_children
+    order = [d.doc_id for d in docs] + diff.kept
+    # .get: a document with headings but no text has no chunks, here or in the previous version.
+    parents = [c for i in order for c in by_doc.get(i, []) if c.level == "parent"]
+    children = [c for i in order for c in by_doc.get(i, []) if c.level == "child"]
+    n_reused = sum(1 for i in reuse for c in by_doc.get(i, []) if c.level == "child")
+    if full:  # nothing was loaded from the previous version: count its passages from its manifest
+        n_prev = int((diff.manifest or {}).get("counts", {}).get("children", 0)) if diff.previous else 0
+    else:
+        n_prev = sum(1 for c in diff.prev_chunks if c.level == "child")
+    return parents, children, n_reused, n_prev
 
+
+def _build_manifest(version: str, diff: _Diff, docs: list[Document], facts: dict[str, Any],
+                    chunking: dict[str, int], parents: list[Chunk], children: list[Chunk], mode: str,
+                    per_source: list[dict[str, Any]], skipped: list[tuple[str, str]], chunk_counts: dict[str, int],
+                    emb_counts: dict[str, int], files: dict[str, Any]) -> dict[str, Any]:
     documents_meta: dict[str, Any] = {}
     for d in docs:
         documents_meta[d.doc_id] = {"title": d.title, "kind": d.kind, "source": d.source,
                                     "collection": str(d.meta.get("collection", "")),
                                     "patient_id": d.patient_id, "hash": d.version, "fingerprint": doc_fingerprint(d)}
-    for i in kept:
-        documents_meta[i] = prev_docs[i]
+    for i in diff.kept:
+        documents_meta[i] = diff.prev_docs[i]
     all_meta = list(documents_meta.values())
-    documents = {"added": added, "changed": changed, "removed": removed, "kept": kept}
-    # Passages of added/changed documents are "added", those they replace or removed documents had are
-    # "removed"; total = reused + added, and the previous total = reused + removed.
-    chunk_counts = {"added": len(children) - n_reused, "removed": n_prev - n_reused, "reused": n_reused,
-                    "total": len(children)}
-    emb_counts = {"computed": n_computed, "cached": n_cached}
+    return {
+        "format_version": FORMAT_VERSION,
+        "version": version,
+        "parent_version": diff.previous,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "embedder": facts,
+        "chunking": dict(chunking),
+        "bm25": {"impl": "bm25s", "tokenizer": BM25_TOKENIZER},
+        "documents": documents_meta,
+        "counts": {"documents": len(all_meta), "parents": len(parents), "children": len(children),
+                   "documents_by_kind": dict(sorted(Counter(m["kind"] for m in all_meta).items())),
+                   "children_by_kind": dict(sorted(Counter(c.kind for c in children).items())),
+                   **_collection_counts(documents_meta, parents, children)},
+        "patients": sorted({m["patient_id"] for m in all_meta if m.get("patient_id")}),
+        "sources": per_source,
+        "update": {"mode": mode, "documents": diff.documents, "chunks": chunk_counts, "embeddings": emb_counts,
+                   "skipped": [{"path": p, "reason": r} for p, r in skipped]},
+        "files": files,
+    }
+
+
+def _write_and_publish(root: Path, stage: _Stages, parents: list[Chunk], children: list[Chunk], dense: Any,
+                       bm25: Any, make_manifest: Any) -> tuple[str, dict[str, Any]]:
+    """Write the version into a temporary folder, then publish it (stages "write" and "publish")."""
+    import faiss
 
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root / "versions"))
     try:
@@ -346,35 +379,65 @@ def _update_locked(docs: list[Document], embedder: Embedder, root: Path, chunkin
             files = {p.relative_to(tmp).as_posix(): {"sha256": file_sha256(p), "bytes": p.stat().st_size}
                      for p in sorted(tmp.rglob("*")) if p.is_file()}
             version = next_version_name(root)
-            manifest = {
-                "format_version": FORMAT_VERSION,
-                "version": version,
-                "parent_version": previous,
-                "created": datetime.now(UTC).isoformat(timespec="seconds"),
-                "embedder": facts,
-                "chunking": dict(chunking),
-                "bm25": {"impl": "bm25s", "tokenizer": BM25_TOKENIZER},
-                "documents": documents_meta,
-                "counts": {"documents": len(all_meta), "parents": len(parents), "children": len(children),
-                           "documents_by_kind": dict(sorted(Counter(m["kind"] for m in all_meta).items())),
-                           "children_by_kind": dict(sorted(Counter(c.kind for c in children).items())),
-                           **_collection_counts(documents_meta, parents, children)},
-                "patients": sorted({m["patient_id"] for m in all_meta if m.get("patient_id")}),
-                "sources": per_source,
-                "update": {"mode": mode, "documents": documents, "chunks": chunk_counts, "embeddings": emb_counts,
-                           "skipped": [{"path": p, "reason": r} for p, r in skipped]},
-                "files": files,
-            }
+            manifest = make_manifest(version, files)
             (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
         with stage("publish"):
             publish_version(root, tmp, version)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    return version, manifest
+
+
+def _update_locked(docs: list[Document], embedder: Embedder, root: Path, chunking: dict[str, int], *, full: bool,
+                   mode: str, skipped: list[tuple[str, str]], per_source: list[dict[str, Any]],
+                   keep_versions: int | None, max_removed: float, progress: bool) -> UpdateResult:
+    """The stages of :func:`update_index` under its lock: diff, chunk, embed, index, write, publish, prune."""
+    stage = _Stages()
+    facts = embedder_manifest(embedder)
+    with stage("diff"):
+        diff = _diff(docs, embedder, root, chunking, full, skipped, max_removed)
+    previous = diff.previous
+    for label, ids in (("added", diff.added), ("changed", diff.changed), ("removed", diff.removed),
+                       ("kept (unreadable now)", diff.kept)):
+        for i in ids:
+            log.info("%s %s", label, i)
+
+    if not full and previous is not None and not (diff.added or diff.changed or diff.removed):
+        log.info("no changes against version %s: nothing published", previous)
+        n = len([c for c in diff.prev_chunks if c.level == "child"])
+        return UpdateResult(None, previous, mode, {"added": [], "changed": [], "removed": [], "kept": diff.kept},
+                            {"added": 0, "removed": 0, "reused": n, "total": n},
+                            {"computed": 0, "cached": 0}, skipped, [], stage.seconds, None)
+
+    with stage("chunk"):
+        parents, children, n_reused, n_prev = _chunk(docs, diff, embedder, chunking, full, progress)
+    with stage("embed"):
+        vectors, n_computed, n_cached = _vectors(children, embedder, root, facts, diff.prev_chunks,
+                                                 diff.prev_vectors, full, progress)
+    with stage("index"):
+        import faiss
+
+        bm25s = import_bm25s()
+        dense = faiss.IndexFlatIP(embedder.dim)
+        dense.add(np.ascontiguousarray(vectors, dtype=np.float32))
+        bm25 = bm25s.BM25()
+        bm25.index([bm25_tokenize(c.context_text()) for c in children], show_progress=False)
+
+    documents = diff.documents
+    # Passages of added/changed documents are "added", those they replace or removed documents had are
+    # "removed"; total = reused + added, and the previous total = reused + removed.
+    chunk_counts = {"added": len(children) - n_reused, "removed": n_prev - n_reused, "reused": n_reused,
+                    "total": len(children)}
+    emb_counts = {"computed": n_computed, "cached": n_cached}
+    version, manifest = _write_and_publish(
+        root, stage, parents, children, dense, bm25,
+        lambda v, files: _build_manifest(v, diff, docs, facts, chunking, parents, children, mode, per_source,
+                                         skipped, chunk_counts, emb_counts, files))
     append_history(root, {"action": "publish", "version": version, "from": previous, "mode": mode,
                           "documents": {k: len(v) for k, v in documents.items()}})
     log.info("published index version %s (%s): +%d ~%d -%d documents, %d passages (%d embedded, %d cached)",
-             version, mode, len(added), len(changed), len(removed), len(children), n_computed, n_cached)
+             version, mode, len(diff.added), len(diff.changed), len(diff.removed), len(children), n_computed, n_cached)
     with stage("prune"):
         protect = {v for v in (version, previous) if v}
         pruned = prune_versions(root, keep_versions, protect) if keep_versions else []
