@@ -72,22 +72,23 @@ def _common(defaults: bool) -> _Parser:
     return common
 
 
-def _parser() -> argparse.ArgumentParser:
-    common = _common(defaults=False)
+def _with_index(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--index", help="index directory (default: index.dir from config)")
 
-    def with_index(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--index", help="index directory (default: index.dir from config)")
 
-    def model_run(p: argparse.ArgumentParser, files: str) -> None:
-        """Options of a base-vs-tuned measurement."""
-        p.add_argument("--output", required=True, help=f"run folder: {files}")
-        p.add_argument("--adapter", help="LoRA adapter folder for the generator (default: generator.adapter)")
-        p.add_argument("--base", action="store_true", help="ignore generator.adapter: evaluate the base model")
+def _with_lock(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--lock-timeout", type=_seconds, metavar="SECONDS",
+                   help="wait this long for another writer's lock (default: index.lock_timeout)")
 
-    p = _Parser(prog="app.py", description="CDS Assistant: cited answers from guidelines and "
-                                "patient records. Not a medical device.", parents=[_common(defaults=True)])
-    sub = p.add_subparsers(dest="command", required=True)
 
+def _model_run(p: argparse.ArgumentParser, files: str) -> None:
+    """Options of a base-vs-tuned measurement."""
+    p.add_argument("--output", required=True, help=f"run folder: {files}")
+    p.add_argument("--adapter", help="LoRA adapter folder for the generator (default: generator.adapter)")
+    p.add_argument("--base", action="store_true", help="ignore generator.adapter: evaluate the base model")
+
+
+def _add_query(sub: Any, common: argparse.ArgumentParser) -> None:
     q = sub.add_parser("query", parents=[common], help="answer a question with cited sources")
     q.add_argument("question")
     q.add_argument("--patient", help="patient id: include that patient's records (and no other patient's)")
@@ -95,8 +96,11 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--no-generate", action="store_true", help="return the evidence without the LLM")
     q.add_argument("--adapter", help="LoRA adapter folder for the generator")
     q.add_argument("--json", action="store_true", help="print the Answer as JSON")
-    with_index(q)
+    _with_index(q)
 
+
+
+def _add_risk(sub: Any, common: argparse.ArgumentParser) -> None:
     rk = sub.add_parser("risk", parents=[common], help="heart-failure risk category of a case description, "
                         "with the generator's points working checked against the rule")
     rk.add_argument("case", nargs="?", help="the case description (or --file)")
@@ -104,12 +108,11 @@ def _parser() -> argparse.ArgumentParser:
     rk.add_argument("--adapter", help="LoRA adapter folder for the generator")
     rk.add_argument("--json", action="store_true", help="print the assessment as JSON")
 
+
+
+def _add_index(sub: Any, common: argparse.ArgumentParser) -> None:
     ix = sub.add_parser("index", parents=[common], help="build, update and inspect the index")
     isub = ix.add_subparsers(dest="index_command", required=True)
-
-    def with_lock(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--lock-timeout", type=_seconds, metavar="SECONDS",
-                       help="wait this long for another writer's lock (default: index.lock_timeout)")
 
     b = isub.add_parser("build", parents=[common], help="build a new index version from sources (full re-embed)")
     b.add_argument("sources", nargs="*", help="[FORMAT:]PATH sources: folders of .md/.txt/.html/.pdf, MedQuAD XML "
@@ -118,8 +121,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--kind", choices=["guideline", "ehr", "reference"], help="kind for documents without one")
     b.add_argument("--skip-bad", action="store_true", help="skip unreadable files (reported) instead of failing")
     b.add_argument("--json", action="store_true")
-    with_index(b)
-    with_lock(b)
+    _with_index(b)
+    _with_lock(b)
     u = isub.add_parser("update", parents=[common], help="bring the index up to date with the sources "
                         "(only changed documents are re-embedded; publishes only if anything changed)")
     u.add_argument("sources", nargs="*", help="the complete source set: documents no longer in it are removed")
@@ -131,40 +134,23 @@ def _parser() -> argparse.ArgumentParser:
     u.add_argument("--max-removed", type=_fraction, metavar="FRACTION",
                    help="refuse to remove more than this share of documents (default: index.max_removed)")
     u.add_argument("--json", action="store_true", help="print a one-line JSON summary")
-    with_index(u)
-    with_lock(u)
+    _with_index(u)
+    _with_lock(u)
     s = isub.add_parser("status", parents=[common], help="show the current index version, counts and history")
     s.add_argument("--json", action="store_true")
-    with_index(s)
+    _with_index(s)
     v = isub.add_parser("verify", parents=[common], help="check index files against the manifest")
     v.add_argument("--json", action="store_true")
-    with_index(v)
+    _with_index(v)
     r = isub.add_parser("rollback", parents=[common], help="make an earlier version current again")
     r.add_argument("--to", metavar="VERSION", help="version name or number (default: the current one's parent)")
     r.add_argument("--json", action="store_true")
-    with_index(r)
-    with_lock(r)
+    _with_index(r)
+    _with_lock(r)
 
-    ev = sub.add_parser("eval", parents=[common], help="evaluation: retrieval quality, multiple-choice benchmarks")
-    esub = ev.add_subparsers(dest="eval_command", required=True)
-    sp = esub.add_parser("split", parents=[common], help="write the held-out MedQuAD question split (ids only)")
-    sp.add_argument("--medquad", help="MedQuAD folder (default: index.data_dir/medquad)")
-    sp.add_argument("--seed", type=int, default=13)
-    sp.add_argument("--test", type=int, default=2000, help="minimum test questions")
-    sp.add_argument("--dev", type=int, default=500, help="minimum dev questions (for choosing defaults)")
-    sp.add_argument("--output", help="split file (default: eval/splits/medquad_retrieval.json)")
-    er = esub.add_parser("retrieval", parents=[common], help="MedQuAD question -> answer retrieval metrics")
-    er.add_argument("--medquad", help="MedQuAD folder (default: index.data_dir/medquad)")
-    er.add_argument("--split", help="split file (default: eval/splits/medquad_retrieval.json)")
-    er.add_argument("--part", default="test", choices=["test", "dev"])
-    er.add_argument("--modes", default="bm25,dense,rrf,wsum,hybrid+merge")
-    er.add_argument("--limit", type=int, help="first N queries only")
-    er.add_argument("--depth", type=int, default=100, help="candidates per retriever (default 100)")
-    er.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
-    er.add_argument("--output", help="folder for summary.json, per_query.jsonl and table.md")
-    er.add_argument("--json", action="store_true")
-    with_index(er)
 
+
+def _add_train_and_models(sub: Any, common: argparse.ArgumentParser) -> None:
     tr = sub.add_parser("train", parents=[common], help="fine-tune the generator (LoRA/QLoRA) or build its data",
                         description="`train data` builds the SFT dataset; `train` (or `train run`) trains an adapter "
                                     "with the config's train: section, e.g. --config configs/train-qwen0.5b-cpu.yaml")
@@ -187,6 +173,36 @@ def _parser() -> argparse.ArgumentParser:
     mf = msub.add_parser("fetch", parents=[common], help="install and convert offline bundles")
     mf.add_argument("names", nargs="*", help="bundle names (default: the configured embedder and generator)")
 
+
+
+def _add_eval(sub: Any, common: argparse.ArgumentParser) -> None:
+    ev = sub.add_parser("eval", parents=[common], help="evaluation: retrieval quality, multiple-choice benchmarks")
+    esub = ev.add_subparsers(dest="eval_command", required=True)
+    for add in (_add_eval_retrieval, _add_eval_mcq, _add_eval_tuning, _add_eval_trust):
+        add(esub, common)
+
+
+def _add_eval_retrieval(esub: Any, common: argparse.ArgumentParser) -> None:
+    sp = esub.add_parser("split", parents=[common], help="write the held-out MedQuAD question split (ids only)")
+    sp.add_argument("--medquad", help="MedQuAD folder (default: index.data_dir/medquad)")
+    sp.add_argument("--seed", type=int, default=13)
+    sp.add_argument("--test", type=int, default=2000, help="minimum test questions")
+    sp.add_argument("--dev", type=int, default=500, help="minimum dev questions (for choosing defaults)")
+    sp.add_argument("--output", help="split file (default: eval/splits/medquad_retrieval.json)")
+    er = esub.add_parser("retrieval", parents=[common], help="MedQuAD question -> answer retrieval metrics")
+    er.add_argument("--medquad", help="MedQuAD folder (default: index.data_dir/medquad)")
+    er.add_argument("--split", help="split file (default: eval/splits/medquad_retrieval.json)")
+    er.add_argument("--part", default="test", choices=["test", "dev"])
+    er.add_argument("--modes", default="bm25,dense,rrf,wsum,hybrid+merge")
+    er.add_argument("--limit", type=int, help="first N queries only")
+    er.add_argument("--depth", type=int, default=100, help="candidates per retriever (default 100)")
+    er.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
+    er.add_argument("--output", help="folder for summary.json, per_query.jsonl and table.md")
+    er.add_argument("--json", action="store_true")
+    _with_index(er)
+
+
+def _add_eval_mcq(esub: Any, common: argparse.ArgumentParser) -> None:
     mcq = esub.add_parser("mcq", parents=[common], help="MedMCQA / MMLU-medical / MedQA / MIRAGE accuracy")
     mcq.add_argument("--bench", required=True, choices=["medmcqa", "mmlu", "medqa", "mirage"])
     mcq.add_argument("--data", required=True, help="benchmark file (MMLU: a folder of {subject}_{split}.csv)")
@@ -213,10 +229,13 @@ def _parser() -> argparse.ArgumentParser:
     mcq.add_argument("--no-prefix-cache", action="store_true", help="recompute the shared prefix every time")
     mcq.add_argument("--overwrite", action="store_true", help="replace an existing run in --output")
     mcq.add_argument("--json", action="store_true", help="print the summaries as JSON")
-    with_index(mcq)
+    _with_index(mcq)
+
+
+def _add_eval_tuning(esub: Any, common: argparse.ArgumentParser) -> None:
     eg = esub.add_parser("grounded", parents=[common], help="held-out MedQuAD through the assistant: cites the gold "
                          "page? abstains when it is withheld?")
-    model_run(eg, "summary.json, answers.jsonl")
+    _model_run(eg, "summary.json, answers.jsonl")
     eg.add_argument("--limit", type=int, default=200, help="held-out questions (seeded sample; default 200)")
     eg.add_argument("--seed", type=int, default=7)
     eg.add_argument("--split", help="split file (default eval/splits/medquad_retrieval.json)")
@@ -227,23 +246,26 @@ def _parser() -> argparse.ArgumentParser:
     eg.add_argument("--both", action="store_true", help="ask every question in both conditions (twice the time)")
     eg.add_argument("--reuse", help="earlier run folder: ask its first --limit questions in the same conditions")
     eg.add_argument("--json", action="store_true")
-    with_index(eg)
+    _with_index(eg)
     eh = esub.add_parser("hf-risk", parents=[common], help="stated heart-failure risk categories vs outcome (AUROC) "
                          "against logistic regression")
-    model_run(eh, "summary.json, replies.jsonl")
+    _model_run(eh, "summary.json, replies.jsonl")
     eh.add_argument("--data", help="training-data folder with test.jsonl (default: train.data_dir)")
     eh.add_argument("--csv", help="UCI heart-failure CSV (default: the config's source set)")
     eh.add_argument("--batch-size", type=int, default=8)
     eh.add_argument("--json", action="store_true")
     ep = esub.add_parser("patient-records", parents=[common], help="held-out patients' record questions through "
                          "the assistant: states the value and cites the record? abstains when it is not there?")
-    model_run(ep, "summary.json, answers.jsonl")
+    _model_run(ep, "summary.json, answers.jsonl")
     ep.add_argument("--data", help="training-data folder with test.jsonl (default: train.data_dir)")
     ep.add_argument("--csv", help="UCI heart-failure CSV (default: the config's source set)")
     ep.add_argument("--limit", type=int, help="first N questions (default: all)")
     ep.add_argument("--batch-size", type=int, default=8)
     ep.add_argument("--json", action="store_true")
-    with_index(ep)
+    _with_index(ep)
+
+
+def _add_eval_trust(esub: Any, common: argparse.ArgumentParser) -> None:
     et = esub.add_parser("trust", parents=[common], help="trust: abstention out of corpus, strict correctness, "
                          "calibrated confidence (dev fits, test reports)",
                          description="split: write eval/splits/trust.json; build: the trust index; run: ask a part; "
@@ -272,6 +294,16 @@ def _parser() -> argparse.ArgumentParser:
     cmp.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     cmp.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples")
     cmp.add_argument("--json", action="store_true")
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The CLI's arguments: one function per command group above."""
+    common = _common(defaults=False)
+    p = _Parser(prog="app.py", description="CDS Assistant: cited answers from guidelines and "
+                "patient records. Not a medical device.", parents=[_common(defaults=True)])
+    sub = p.add_subparsers(dest="command", required=True)
+    for add in (_add_query, _add_risk, _add_index, _add_eval, _add_train_and_models):
+        add(sub, common)
     return p
 
 
