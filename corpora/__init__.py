@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from corpora.document import KINDS, Document, Kind, content_hash
-from corpora.files import ReadOptions, check_file
+from corpora.files import DEFAULT_READ, ReadOptions, check_file, size_problem, walk
 from corpora.guidelines import read_folder, read_ngc, read_uspstf
 from corpora.heart_failure import read_heart_failure
 from corpora.medquad import read_medquad
@@ -74,7 +74,9 @@ def detect_format(path: Path) -> str:
     """Name of the reader for ``path``; raise when the content does not say."""
     hint = f"; name the format explicitly, e.g. medquad:{path} (formats: {', '.join(FORMATS)})"
     if path.is_dir():
-        xml = next(iter(sorted(path.rglob("*.xml"))), None)
+        # The first XML file the walk accepts (never one behind a link leaving the folder, nor a FIFO).
+        xml = next((p for p in walk(path, lambda p: p.suffix.lower() == ".xml")[0]
+                    if size_problem(p, DEFAULT_READ) is None), None)
         if xml is not None:
             try:
                 if ET.parse(xml).getroot().tag == "Document":
