@@ -254,7 +254,8 @@ class Assistant:
         if withhold is not None and len(withhold) != len(questions):
             raise InputError("withhold needs one set of document ids per question")
         if patient_ids is not None and len(patient_ids) != len(questions):
-            raise InputError("patient_ids needs one patient id (or None) per question")
+            raise InputError("patient_ids needs one patient id (or None) per question; pass a list as long as "
+                             "questions")
         answers: list[Answer | None] = [None] * len(questions)
         with self._pin():
             for start in range(0, len(questions), batch_size):

@@ -89,8 +89,8 @@ class IndexLock:
             except OSError as e:
                 if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
                     os.close(fd)
-                    raise CDSError(f"cannot lock {self.path} ({e.strerror}); the index must be on a filesystem "
-                                   "with file locking") from None
+                    raise CDSError(f"cannot lock {self.path} ({e.strerror}); move the index to a filesystem with "
+                                   "file locking (a local disk, or NFSv4 with working locks)") from None
                 if time.monotonic() >= deadline:
                     os.close(fd)
                     raise IndexBusyError(

@@ -178,7 +178,8 @@ def update_index(docs: list[Document], embedder: Embedder, root: Path, chunking:
     """
     mode = mode or ("build" if full else "update")
     if not docs:
-        raise InputError("nothing to index: no documents were read from the sources")
+        raise InputError("nothing to index: no documents were read from the sources; check the source paths and "
+                         "the files skipped above")
     root = Path(root)
     if root.exists() and not root.is_dir():
         raise InputError(f"index folder {root} is a file; pass a folder with --index")
