@@ -10,12 +10,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import re
 import sys
 import textwrap
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 # Offline by default: nothing here may reach a model hub (set before transformers is imported).
 for _var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
@@ -25,13 +26,43 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 SAMPLE_QUESTION = "What drug classes reduce mortality in heart failure with reduced ejection fraction?"
 
 
-def _common(defaults: bool) -> argparse.ArgumentParser:
+class _Parser(argparse.ArgumentParser):
+    """argparse with the CLI's error contract: one line on stderr naming the fix, exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {_one_line(message)}; see `python {self.prog} --help`\n")
+
+
+def _one_line(text: str) -> str:
+    """``text`` on one line: control characters (a newline in a path or an id) shown escaped, never raw."""
+    return re.sub(r"[\x00-\x1f\x7f]", lambda m: repr(m.group())[1:-1], text.strip())
+
+
+def _seconds(raw: str) -> float:
+    v = float(raw)
+    if not math.isfinite(v) or v < 0:
+        raise ValueError(raw)
+    return v
+
+
+def _fraction(raw: str) -> float:
+    v = float(raw)
+    if not 0.0 <= v <= 1.0:  # also refuses nan
+        raise ValueError(raw)
+    return v
+
+
+_seconds.__name__ = "seconds (a number >= 0)"
+_fraction.__name__ = "fraction (0 to 1)"
+
+
+def _common(defaults: bool) -> _Parser:
     # Subcommands get the options without defaults: a subparser's default would overwrite the value
     # given before the subcommand (`app.py --config X eval ...` silently lost X).
     def d(value: Any) -> Any:
         return value if defaults else argparse.SUPPRESS
 
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--config", default=d(None), help="preset YAML (default: configs/default.yaml)")
     common.add_argument("--set", dest="overrides" if defaults else "sub_overrides", action="append", default=d([]),
                         metavar="KEY=VALUE",
@@ -41,22 +72,23 @@ def _common(defaults: bool) -> argparse.ArgumentParser:
     return common
 
 
-def _parser() -> argparse.ArgumentParser:
-    common = _common(defaults=False)
+def _with_index(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--index", help="index directory (default: index.dir from config)")
 
-    def with_index(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--index", help="index directory (default: index.dir from config)")
 
-    def model_run(p: argparse.ArgumentParser, files: str) -> None:
-        """Options of a base-vs-tuned measurement."""
-        p.add_argument("--output", required=True, help=f"run folder: {files}")
-        p.add_argument("--adapter", help="LoRA adapter folder for the generator (default: generator.adapter)")
-        p.add_argument("--base", action="store_true", help="ignore generator.adapter: evaluate the base model")
+def _with_lock(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--lock-timeout", type=_seconds, metavar="SECONDS",
+                   help="wait this long for another writer's lock (default: index.lock_timeout)")
 
-    p = argparse.ArgumentParser(prog="app.py", description="CDS Assistant: cited answers from guidelines and "
-                                "patient records. Not a medical device.", parents=[_common(defaults=True)])
-    sub = p.add_subparsers(dest="command", required=True)
 
+def _model_run(p: argparse.ArgumentParser, files: str) -> None:
+    """Options of a base-vs-tuned measurement."""
+    p.add_argument("--output", required=True, help=f"run folder: {files}")
+    p.add_argument("--adapter", help="LoRA adapter folder for the generator (default: generator.adapter)")
+    p.add_argument("--base", action="store_true", help="ignore generator.adapter: evaluate the base model")
+
+
+def _add_query(sub: Any, common: argparse.ArgumentParser) -> None:
     q = sub.add_parser("query", parents=[common], help="answer a question with cited sources")
     q.add_argument("question")
     q.add_argument("--patient", help="patient id: include that patient's records (and no other patient's)")
@@ -64,8 +96,10 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--no-generate", action="store_true", help="return the evidence without the LLM")
     q.add_argument("--adapter", help="LoRA adapter folder for the generator")
     q.add_argument("--json", action="store_true", help="print the Answer as JSON")
-    with_index(q)
+    _with_index(q)
 
+
+def _add_risk(sub: Any, common: argparse.ArgumentParser) -> None:
     rk = sub.add_parser("risk", parents=[common], help="heart-failure risk of a case description: inputs read from "
                         "the text, a validated model, contributions, missing inputs, guideline sources")
     rk.add_argument("case", nargs="?", help="the case description (or --file)")
@@ -78,14 +112,13 @@ def _parser() -> argparse.ArgumentParser:
                     help="who writes the explanation: the template (default) or the generator, checked against the "
                          "computation and replaced by the template if any check fails")
     rk.add_argument("--adapter", help="LoRA adapter folder for the generator (with --explain generator)")
-    with_index(rk)
+    _with_index(rk)
 
+
+
+def _add_index(sub: Any, common: argparse.ArgumentParser) -> None:
     ix = sub.add_parser("index", parents=[common], help="build, update and inspect the index")
     isub = ix.add_subparsers(dest="index_command", required=True)
-
-    def with_lock(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--lock-timeout", type=float, metavar="SECONDS",
-                       help="wait this long for another writer's lock (default: index.lock_timeout)")
 
     b = isub.add_parser("build", parents=[common], help="build a new index version from sources (full re-embed)")
     b.add_argument("sources", nargs="*", help="[FORMAT:]PATH sources: folders of .md/.txt/.html/.pdf, MedQuAD XML "
@@ -94,8 +127,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--kind", choices=["guideline", "ehr", "reference"], help="kind for documents without one")
     b.add_argument("--skip-bad", action="store_true", help="skip unreadable files (reported) instead of failing")
     b.add_argument("--json", action="store_true")
-    with_index(b)
-    with_lock(b)
+    _with_index(b)
+    _with_lock(b)
     u = isub.add_parser("update", parents=[common], help="bring the index up to date with the sources "
                         "(only changed documents are re-embedded; publishes only if anything changed)")
     u.add_argument("sources", nargs="*", help="the complete source set: documents no longer in it are removed")
@@ -104,43 +137,26 @@ def _parser() -> argparse.ArgumentParser:
     u.add_argument("--strict", action="store_true", help="abort without publishing if any file cannot be read")
     u.add_argument("--rebuild", action="store_true",
                    help="re-chunk and re-embed everything (required after changing the embedder or chunking)")
-    u.add_argument("--max-removed", type=float, metavar="FRACTION",
+    u.add_argument("--max-removed", type=_fraction, metavar="FRACTION",
                    help="refuse to remove more than this share of documents (default: index.max_removed)")
     u.add_argument("--json", action="store_true", help="print a one-line JSON summary")
-    with_index(u)
-    with_lock(u)
+    _with_index(u)
+    _with_lock(u)
     s = isub.add_parser("status", parents=[common], help="show the current index version, counts and history")
     s.add_argument("--json", action="store_true")
-    with_index(s)
+    _with_index(s)
     v = isub.add_parser("verify", parents=[common], help="check index files against the manifest")
     v.add_argument("--json", action="store_true")
-    with_index(v)
+    _with_index(v)
     r = isub.add_parser("rollback", parents=[common], help="make an earlier version current again")
     r.add_argument("--to", metavar="VERSION", help="version name or number (default: the current one's parent)")
     r.add_argument("--json", action="store_true")
-    with_index(r)
-    with_lock(r)
+    _with_index(r)
+    _with_lock(r)
 
-    ev = sub.add_parser("eval", parents=[common], help="evaluation: retrieval quality, multiple-choice benchmarks")
-    esub = ev.add_subparsers(dest="eval_command", required=True)
-    sp = esub.add_parser("split", parents=[common], help="write the held-out MedQuAD question split (ids only)")
-    sp.add_argument("--medquad", help="MedQuAD folder (default: index.data_dir/medquad)")
-    sp.add_argument("--seed", type=int, default=13)
-    sp.add_argument("--test", type=int, default=2000, help="minimum test questions")
-    sp.add_argument("--dev", type=int, default=500, help="minimum dev questions (for choosing defaults)")
-    sp.add_argument("--output", help="split file (default: eval/splits/medquad_retrieval.json)")
-    er = esub.add_parser("retrieval", parents=[common], help="MedQuAD question -> answer retrieval metrics")
-    er.add_argument("--medquad", help="MedQuAD folder (default: index.data_dir/medquad)")
-    er.add_argument("--split", help="split file (default: eval/splits/medquad_retrieval.json)")
-    er.add_argument("--part", default="test", choices=["test", "dev"])
-    er.add_argument("--modes", default="bm25,dense,rrf,wsum,hybrid+merge")
-    er.add_argument("--limit", type=int, help="first N queries only")
-    er.add_argument("--depth", type=int, default=100, help="candidates per retriever (default 100)")
-    er.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
-    er.add_argument("--output", help="folder for summary.json, per_query.jsonl and table.md")
-    er.add_argument("--json", action="store_true")
-    with_index(er)
 
+
+def _add_train_and_models(sub: Any, common: argparse.ArgumentParser) -> None:
     tr = sub.add_parser("train", parents=[common], help="fine-tune the generator (LoRA/QLoRA) or build its data",
                         description="`train data` builds the SFT dataset; `train` (or `train run`) trains an adapter "
                                     "with the config's train: section, e.g. --config configs/train-qwen0.5b-cpu.yaml")
@@ -164,6 +180,36 @@ def _parser() -> argparse.ArgumentParser:
     mf = msub.add_parser("fetch", parents=[common], help="install and convert offline bundles")
     mf.add_argument("names", nargs="*", help="bundle names (default: the configured embedder and generator)")
 
+
+
+def _add_eval(sub: Any, common: argparse.ArgumentParser) -> None:
+    ev = sub.add_parser("eval", parents=[common], help="evaluation: retrieval quality, multiple-choice benchmarks")
+    esub = ev.add_subparsers(dest="eval_command", required=True)
+    for add in (_add_eval_retrieval, _add_eval_mcq, _add_eval_tuning, _add_eval_trust):
+        add(esub, common)
+
+
+def _add_eval_retrieval(esub: Any, common: argparse.ArgumentParser) -> None:
+    sp = esub.add_parser("split", parents=[common], help="write the held-out MedQuAD question split (ids only)")
+    sp.add_argument("--medquad", help="MedQuAD folder (default: index.data_dir/medquad)")
+    sp.add_argument("--seed", type=int, default=13)
+    sp.add_argument("--test", type=int, default=2000, help="minimum test questions")
+    sp.add_argument("--dev", type=int, default=500, help="minimum dev questions (for choosing defaults)")
+    sp.add_argument("--output", help="split file (default: eval/splits/medquad_retrieval.json)")
+    er = esub.add_parser("retrieval", parents=[common], help="MedQuAD question -> answer retrieval metrics")
+    er.add_argument("--medquad", help="MedQuAD folder (default: index.data_dir/medquad)")
+    er.add_argument("--split", help="split file (default: eval/splits/medquad_retrieval.json)")
+    er.add_argument("--part", default="test", choices=["test", "dev"])
+    er.add_argument("--modes", default="bm25,dense,rrf,wsum,hybrid+merge")
+    er.add_argument("--limit", type=int, help="first N queries only")
+    er.add_argument("--depth", type=int, default=100, help="candidates per retriever (default 100)")
+    er.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% intervals")
+    er.add_argument("--output", help="folder for summary.json, per_query.jsonl and table.md")
+    er.add_argument("--json", action="store_true")
+    _with_index(er)
+
+
+def _add_eval_mcq(esub: Any, common: argparse.ArgumentParser) -> None:
     mcq = esub.add_parser("mcq", parents=[common], help="MedMCQA / MMLU-medical / MedQA / MIRAGE accuracy")
     mcq.add_argument("--bench", required=True, choices=["medmcqa", "mmlu", "medqa", "mirage"])
     mcq.add_argument("--data", required=True, help="benchmark file (MMLU: a folder of {subject}_{split}.csv)")
@@ -190,10 +236,13 @@ def _parser() -> argparse.ArgumentParser:
     mcq.add_argument("--no-prefix-cache", action="store_true", help="recompute the shared prefix every time")
     mcq.add_argument("--overwrite", action="store_true", help="replace an existing run in --output")
     mcq.add_argument("--json", action="store_true", help="print the summaries as JSON")
-    with_index(mcq)
+    _with_index(mcq)
+
+
+def _add_eval_tuning(esub: Any, common: argparse.ArgumentParser) -> None:
     eg = esub.add_parser("grounded", parents=[common], help="held-out MedQuAD through the assistant: cites the gold "
                          "page? abstains when it is withheld?")
-    model_run(eg, "summary.json, answers.jsonl")
+    _model_run(eg, "summary.json, answers.jsonl")
     eg.add_argument("--limit", type=int, default=200, help="held-out questions (seeded sample; default 200)")
     eg.add_argument("--seed", type=int, default=7)
     eg.add_argument("--split", help="split file (default eval/splits/medquad_retrieval.json)")
@@ -204,10 +253,10 @@ def _parser() -> argparse.ArgumentParser:
     eg.add_argument("--both", action="store_true", help="ask every question in both conditions (twice the time)")
     eg.add_argument("--reuse", help="earlier run folder: ask its first --limit questions in the same conditions")
     eg.add_argument("--json", action="store_true")
-    with_index(eg)
+    _with_index(eg)
     eh = esub.add_parser("hf-risk", parents=[common], help="stated heart-failure risk categories vs outcome (AUROC) "
                          "against logistic regression")
-    model_run(eh, "summary.json, replies.jsonl")
+    _model_run(eh, "summary.json, replies.jsonl")
     eh.add_argument("--data", help="training-data folder with test.jsonl (default: train.data_dir)")
     eh.add_argument("--csv", help="UCI heart-failure CSV (default: the config's source set)")
     eh.add_argument("--batch-size", type=int, default=8)
@@ -218,13 +267,16 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--json", action="store_true", help="the summary with one record per case")
     ep = esub.add_parser("patient-records", parents=[common], help="held-out patients' record questions through "
                          "the assistant: states the value and cites the record? abstains when it is not there?")
-    model_run(ep, "summary.json, answers.jsonl")
+    _model_run(ep, "summary.json, answers.jsonl")
     ep.add_argument("--data", help="training-data folder with test.jsonl (default: train.data_dir)")
     ep.add_argument("--csv", help="UCI heart-failure CSV (default: the config's source set)")
     ep.add_argument("--limit", type=int, help="first N questions (default: all)")
     ep.add_argument("--batch-size", type=int, default=8)
     ep.add_argument("--json", action="store_true")
-    with_index(ep)
+    _with_index(ep)
+
+
+def _add_eval_trust(esub: Any, common: argparse.ArgumentParser) -> None:
     et = esub.add_parser("trust", parents=[common], help="trust: abstention out of corpus, strict correctness, "
                          "calibrated confidence (dev fits, test reports)",
                          description="split: write eval/splits/trust.json; build: the trust index; run: ask a part; "
@@ -242,6 +294,9 @@ def _parser() -> argparse.ArgumentParser:
                          "but whose gate probability (the dev-fitted gate model in --gate-from) reaches P; merged "
                          "into that run's records")
     et.add_argument("--gate-from", help="calibration JSON with the gate model (for --regenerate-above)")
+    et.add_argument("--replay", metavar="ROWS.jsonl",
+                    help="`run`: reuse the generator's drafts of an earlier run for the same prompts (every check is "
+                         "recomputed with the current verifier and settings; only new prompts are generated)")
     et.add_argument("--calibration-out", default="configs/calibration/default.json", help="`fit`: where to write")
     et.add_argument("--json", action="store_true")
     cmp = esub.add_parser("compare", parents=[common], help="paired comparison of two runs on the same questions")
@@ -250,6 +305,16 @@ def _parser() -> argparse.ArgumentParser:
     cmp.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     cmp.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples")
     cmp.add_argument("--json", action="store_true")
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The CLI's arguments: one function per command group above."""
+    common = _common(defaults=False)
+    p = _Parser(prog="app.py", description="CDS Assistant: cited answers from guidelines and "
+                "patient records. Not a medical device.", parents=[_common(defaults=True)])
+    sub = p.add_subparsers(dest="command", required=True)
+    for add in (_add_query, _add_risk, _add_index, _add_eval, _add_train_and_models):
+        add(sub, common)
     return p
 
 
@@ -345,13 +410,18 @@ def cmd_risk(args: argparse.Namespace) -> int:
     if (args.case is None) == (args.file is None):
         raise InputError("give the case description as text or with --file PATH (one of them)")
     if args.file:
+        from rag.fsutil import read_small_text
+        from rag.risk import MAX_CASE_CHARS
+
         path = Path(args.file)
-        if not path.is_file():
-            raise InputError(f"--file {path}: no such file")
+        if not path.exists():
+            raise InputError(f"--file {path}: no such file; check the path")
         try:
-            case = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            raise InputError(f"--file {path}: not UTF-8 text; save the case description as plain text") from None
+            case = read_small_text(path, 4 * MAX_CASE_CHARS)
+        except IsADirectoryError:
+            raise InputError(f"--file {path} is a folder; pass the text file with the case description") from None
+        except ValueError as e:
+            raise InputError(f"--file {path} {e}") from None
         if not case.strip():
             raise InputError(f"--file {path} is empty; write the case description in it")
     else:
@@ -617,7 +687,8 @@ def _cmd_eval_trust(args: argparse.Namespace, cfg: Any) -> int:
         rows = trust_jobs.run_part(cfg, args.trust_index, args.part, data, rows_path, args.floor, args.batch_size,
                                    args.limit, args.regenerate_above,
                                    resolve_path(args.gate_from) if args.gate_from else None,
-                                   None if args.quiet else (lambda n: _advance(_bar(n))))
+                                   None if args.quiet else (lambda n: _advance(_bar(n))),
+                                   resolve_path(args.replay) if args.replay else None)
         print(f"{len(rows)} {args.part} questions answered or abstained; records in {rows_path}")
         return 0
     if not rows_path.exists():
@@ -756,7 +827,15 @@ def _cmd_train_verifier(args: argparse.Namespace, cfg: Any) -> int:
     if args.overwrite and run_dir.exists():
         shutil.rmtree(run_dir)
     if not (data_out / "train.jsonl").exists() or args.overwrite:
-        parts, card = verifier_data.build(data_dir(cfg), held_out_doc_ids(), verifier_data.VerifierDataOptions())
+        from transformers import AutoTokenizer
+
+        # Pairs cut by the index's own chunker and the embedder's tokenizer: what the verifier reads at run time.
+        tok = AutoTokenizer.from_pretrained(str(resolve(cfg.embedder.model, resolve_path(cfg.models.cache_dir)).path))
+        ch = cfg.chunking
+        passages_of = verifier_data.chunk_passages(lambda t: tok.encode(t, add_special_tokens=False),
+                                                   ch.parent_max_tokens, ch.child_tokens, ch.child_overlap)
+        parts, card = verifier_data.build(data_dir(cfg), held_out_doc_ids(), verifier_data.VerifierDataOptions(),
+                                          passages_of)
         verifier_data.write(parts, card, data_out)
     base = resolve(cfg.verifier.model, resolve_path(cfg.models.cache_dir)).path
     out = resolve_path(args.out or cfg.verifier.adapter)
@@ -948,16 +1027,28 @@ def main(argv: list[str] | None = None) -> int:
     except CDSError as e:
         if args.verbose:
             raise
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {_one_line(str(e))}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except PermissionError as e:
+        if args.verbose:
+            raise
+        print(f"error: permission denied: {_one_line(str(e.filename or e))}; check its permissions, or run as the "
+              "owner of the files", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if args.verbose:
+            raise
+        print(f"error: {_one_line(e.strerror or str(e))}: {_one_line(str(e.filename or ''))}; check the path, the "
+              "free disk space and the folder's permissions (run with -v for the traceback)", file=sys.stderr)
+        return 1
     except Exception as e:
         if args.verbose:
             raise
-        print(f"error: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
-              "(run with -v for the traceback)", file=sys.stderr)
+        print(f"error: {type(e).__name__}: {_one_line(str(e).splitlines()[0] if str(e) else '')} "
+              "(an unexpected failure: run with -v for the traceback and report it)", file=sys.stderr)
         return 1
 
 

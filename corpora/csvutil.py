@@ -20,7 +20,7 @@ def iter_csv(path: Path, required: Sequence[str], report: LoadReport, strict: bo
     try:
         f = path.open(encoding="utf-8-sig", newline="")
     except OSError as e:
-        raise SourceError(f"{path}: cannot read ({e.strerror})") from None
+        raise SourceError(f"{path}: cannot read ({e.strerror}); check the path and its permissions") from None
     with f:
         try:
             reader = csv.DictReader(f)
@@ -28,7 +28,8 @@ def iter_csv(path: Path, required: Sequence[str], report: LoadReport, strict: bo
             missing = [c for c in required if c not in header]
             if missing:
                 raise SourceError(f"{path}: missing column(s) {', '.join(missing)} in header "
-                                  f"{','.join(header)[:120]!r}")
+                                  f"{','.join(header)[:120]!r}; fix the header, or name the file's real format "
+                                  "(FORMAT:PATH)")
             start = reader.line_num + 1
             for row in reader:
                 line = start
@@ -38,6 +39,6 @@ def iter_csv(path: Path, required: Sequence[str], report: LoadReport, strict: bo
                     continue
                 yield line, row
         except csv.Error as e:
-            raise SourceError(f"{path}:{reader.line_num}: malformed CSV ({e})") from None
+            raise SourceError(f"{path}:{reader.line_num}: malformed CSV ({e}); fix that line") from None
         except UnicodeDecodeError:
             raise SourceError(f"{path}: not UTF-8 text; convert it (e.g. iconv -t utf-8)") from None

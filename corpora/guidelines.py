@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from corpora.document import Document, Kind
+from corpora.files import DEFAULT_READ, ReadOptions, check_file, walk
 from corpora.markdown import read_markdown
 from corpora.report import LoadReport, skip
 from rag.errors import SourceError
@@ -35,7 +36,7 @@ def iter_jsonl(path: Path, report: LoadReport, strict: bool) -> Iterator[tuple[i
     try:
         f = path.open(encoding="utf-8-sig")
     except OSError as e:
-        raise SourceError(f"{path}: cannot read ({e.strerror})") from None
+        raise SourceError(f"{path}: cannot read ({e.strerror}); check the path and its permissions") from None
     with f:
         try:
             for lineno, line in enumerate(f, start=1):
@@ -158,27 +159,29 @@ def _doc_id(rel: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", rel.lower()).strip("-")
 
 
-def read_html(path: Path, root: Path, kind: Kind | None = None) -> Document:
+def read_html(path: Path, root: Path, kind: Kind | None = None, options: ReadOptions = DEFAULT_READ) -> Document:
+    check_file(path, options)
     try:
         raw = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError:
         raise SourceError(f"{path}: not UTF-8 HTML; convert it (e.g. iconv -t utf-8)") from None
     except OSError as e:
-        raise SourceError(f"{path}: cannot read ({e.strerror})") from None
+        raise SourceError(f"{path}: cannot read ({e.strerror}); check the path and its permissions") from None
     parser = _HTMLText()
     parser.feed(raw)
     parser.close()
     text = parser.text()
     if not text:
-        raise SourceError(f"{path}: no text in the HTML body")
+        raise SourceError(f"{path}: no text in the HTML body; remove the file or fill it in")
     rel = path.relative_to(root).as_posix() if path.is_relative_to(root) else path.name
     heading = re.search(r"^#\s+(.+)$", text, re.M)
     title = parser.title.strip() or (heading.group(1).strip() if heading else path.stem)
     return Document(doc_id=_doc_id(rel), text=text, title=title, kind=kind or "guideline", source=rel)
 
 
-def read_pdf(path: Path, root: Path, kind: Kind | None = None) -> Document:
+def read_pdf(path: Path, root: Path, kind: Kind | None = None, options: ReadOptions = DEFAULT_READ) -> Document:
     """Text of every page (pypdf); scanned PDFs without a text layer are reported, not indexed empty."""
+    check_file(path, options)
     import pypdf
     from pypdf.errors import PdfReadError
 
@@ -187,7 +190,8 @@ def read_pdf(path: Path, root: Path, kind: Kind | None = None) -> Document:
         pages = [(p.extract_text() or "").strip() for p in reader.pages]
         meta_title = str(reader.metadata.title) if reader.metadata and reader.metadata.title else ""
     except (PdfReadError, OSError, ValueError, KeyError) as e:
-        raise SourceError(f"{path}: unreadable PDF ({type(e).__name__}: {str(e)[:80]})") from None
+        raise SourceError(f"{path}: unreadable PDF ({str(e)[:80] or type(e).__name__}); re-export it or remove "
+                          "it from the folder") from None
     text = "\n\n".join(p for p in pages if p)
     if not text.strip():
         raise SourceError(f"{path}: PDF has no text layer (scanned?); OCR it first")
@@ -196,29 +200,42 @@ def read_pdf(path: Path, root: Path, kind: Kind | None = None) -> Document:
                     source=rel, meta={"pages": len(pages)})
 
 
-def read_file(path: Path, root: Path, kind: Kind | None = None) -> Document:
+def read_file(path: Path, root: Path, kind: Kind | None = None, options: ReadOptions = DEFAULT_READ) -> Document:
     suffix = path.suffix.lower()
     if suffix in (".html", ".htm"):
-        return read_html(path, root, kind)
+        return read_html(path, root, kind, options)
     if suffix == ".pdf":
-        return read_pdf(path, root, kind)
-    return read_markdown(path, root, kind)
+        return read_pdf(path, root, kind, options)
+    return read_markdown(path, root, kind, options)
 
 
-def read_folder(source: Path, kind: Kind | None = None, strict: bool = True) -> LoadReport:
-    """Every supported guideline file under ``source`` (or ``source`` itself if it is a file)."""
+def _folder_file(p: Path) -> bool:
+    return p.suffix.lower() in FOLDER_SUFFIXES and not p.name.startswith(".") and p.name != "README.md"
+
+
+def read_folder(source: Path, kind: Kind | None = None, strict: bool = True,
+                options: ReadOptions = DEFAULT_READ) -> LoadReport:
+    """Every supported guideline file under ``source`` (or ``source`` itself if it is a file).
+
+    Symbolic links leaving ``source`` are skipped and reported (even when ``strict``: they are
+    never read, so they are not bad input but a boundary kept).
+    """
     report = LoadReport(fmt="files")
     if source.is_file():
         files, root = [source], source.parent
     else:
         root = source
-        files = [p for p in sorted(source.rglob("*")) if p.is_file() and p.suffix.lower() in FOLDER_SUFFIXES
-                 and not p.name.startswith(".") and p.name != "README.md"]
+        files, escapes = walk(source, _folder_file)
+        report.skipped.extend(escapes)
+        if not files and escapes:
+            raise SourceError(f"{source}: its only documents are symbolic links leaving the folder, which are not "
+                              "followed; copy the files into the folder")
     if not files:
-        raise SourceError(f"no {'/'.join(FOLDER_SUFFIXES)} documents under {source}")
+        raise SourceError(f"no {'/'.join(FOLDER_SUFFIXES)} documents under {source}; point at a folder of guideline "
+                          "files, or name the format, e.g. medquad:PATH")
     for path in files:
         try:
-            report.documents.append(read_file(path, root, kind))
+            report.documents.append(read_file(path, root, kind, options))
         except SourceError as e:
             if strict:
                 raise

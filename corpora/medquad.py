@@ -15,6 +15,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from corpora.document import Document
+from corpora.files import DEFAULT_READ, ReadOptions, size_problem, walk
 from corpora.report import LoadReport, skip
 from rag.errors import SourceError
 
@@ -41,13 +42,19 @@ def _label(qtype: str) -> str:
     return qtype[:1].upper() + qtype[1:] if qtype else "Answer"
 
 
-def read_medquad(root: Path, strict: bool = True) -> LoadReport:
+def read_medquad(root: Path, strict: bool = True, options: ReadOptions = DEFAULT_READ) -> LoadReport:
     """Read every ``*.xml`` under ``root`` (the MedQuAD folder or one of its source folders)."""
-    files = sorted(root.rglob("*.xml")) if root.is_dir() else [root]
+    report = LoadReport(fmt="medquad")
+    files = [root]
+    if root.is_dir():
+        files, escapes = walk(root, lambda p: p.suffix.lower() == ".xml")
+        report.skipped.extend(escapes)
     if not files:
         raise SourceError(f"{root}: no MedQuAD .xml files found; point at the MedQuAD folder")
-    report = LoadReport(fmt="medquad")
     for path in files:
+        if problem := size_problem(path, options):
+            skip(report, path, problem, strict)
+            continue
         try:
             doc_el = ET.parse(path).getroot()
         except ET.ParseError as e:

@@ -39,6 +39,7 @@ class LoadReport:
 def skip(report: LoadReport, where: str | Path, reason: str, strict: bool) -> None:
     """Record a bad input, or raise when the caller asked for strict loading."""
     if strict:
-        raise SourceError(f"{where}: {reason} (use --skip-bad to skip bad inputs and index the rest)")
+        raise SourceError(f"{where}: {reason} (fix it, or skip bad inputs and index the rest: `index build "
+                          "--skip-bad`, `index update` without --strict)")
     report.skipped.append((str(where), reason))
     log.warning("skipped %s: %s", where, reason)

@@ -19,13 +19,14 @@ def read_wikidoc(path: Path, strict: bool = True) -> LoadReport:
     try:
         data = json.loads(path.read_text(encoding="utf-8-sig"))
     except OSError as e:
-        raise SourceError(f"{path}: cannot read ({e.strerror})") from None
+        raise SourceError(f"{path}: cannot read ({e.strerror}); check the path and its permissions") from None
     except UnicodeDecodeError:
         raise SourceError(f"{path}: not UTF-8 text; convert it (e.g. iconv -t utf-8)") from None
     except ValueError as e:
-        raise SourceError(f"{path}: not valid JSON ({e})") from None
+        raise SourceError(f"{path}: not valid JSON ({e}); fix the file, or name its format (FORMAT:PATH)") from None
     if not isinstance(data, list):
-        raise SourceError(f"{path}: expected a JSON array of {{instruction, input, output}} objects")
+        raise SourceError(f"{path}: expected a JSON array of {{instruction, input, output}} objects; fix the file, or "
+                          "name its format (FORMAT:PATH)")
     seen: set[tuple[str, str]] = set()
     for i, item in enumerate(data):
         if not isinstance(item, dict) or not isinstance(item.get("output"), str) \

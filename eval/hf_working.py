@@ -146,6 +146,13 @@ def check_reply(reply: str, case: str) -> RiskAssessment:
             m = re.match(r"\s*(.*?)\s*\+\s*(\d+)\s*\.?\s*$", item)
             if m:
                 out.factors.append(check_factor(m.group(1), int(m.group(2)), case))
+                continue
+            # Factors named without points ("age 80+, male sex") still claim something about the case.
+            for part in re.split(r",|\band\b", item):
+                f = check_factor(part.strip(" ."), 0, case)
+                if f.kind is not None and not f.value_in_case:
+                    out.problems.append(f"'{part.strip(' .')}' is named without points and is not in the case "
+                                        "description")
     if w.category is None:
         out.problems.append("no risk category in the reply")
     elif not w.adds_up:

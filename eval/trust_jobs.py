@@ -6,6 +6,7 @@ Kept out of app.py (the CLI only parses, calls and prints).
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,66 @@ from typing import Any
 from eval import trust, trust_set
 from rag import Assistant
 from rag.errors import InputError
+from rag.generate import Generation
+
+log = logging.getLogger(__name__)
+
+
+class ReplayGenerator:
+    """The generator's earlier replies, given again for the same prompt; anything else is generated.
+
+    A new verifier, gate or support setting does not change what the generator was shown (the
+    retrieval and the prompt are the same), so its earlier draft is its answer again: ``--replay``
+    re-checks every earlier answer with the current verifier for free, and only questions that were
+    not generated before reach the model. The generation-probability signal is reproduced (every
+    token at the earlier geometric mean); replayed answers' generation timings are the earlier ones.
+    """
+
+    def __init__(self, rows: list[dict[str, Any]], real: Callable[[], Any]):
+        self._rows = [r for r in rows if r.get("generated") and r.get("draft") is not None]
+        self._real_factory = real
+        self._real: Any = None
+        self.replayed = 0
+        self.generated = 0
+
+    def _real_gen(self) -> Any:
+        if self._real is None:
+            self._real = self._real_factory()
+        return self._real
+
+    def __getattr__(self, name: str) -> Any:  # model_id, adapter, count_tokens ... from the real generator
+        return getattr(self._real_gen(), name)
+
+    def _earlier(self, messages: list[dict[str, str]]) -> dict[str, Any] | None:
+        user = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+        hits = [r for r in self._rows if r["question"] in user
+                and (not r.get("patient_id") or str(r["patient_id"]) in user)]
+        # Several earlier rows fit (the same question about two patients without the id shown): generate.
+        return hits[0] if len({h["draft"] for h in hits}) == 1 else None
+
+    @staticmethod
+    def _generation(row: dict[str, Any]) -> Generation:
+        t = row.get("timings_ms") or {}
+        n = max(int(t.get("new_tokens") or 1), 1)
+        g = float((row.get("signals") or {}).get("generation", 1.0))
+        return Generation(row["draft"], [g] * n, int(t.get("prompt_tokens") or 0), n,
+                          float(t.get("first_token") or 0.0), float(t.get("generation") or 0.0))
+
+    def generate(self, messages: list[dict[str, str]], max_new_tokens: int, temperature: float = 0.0,
+                 on_text: Any = None) -> Generation:
+        return self.generate_batch([messages], max_new_tokens)[0]
+
+    def generate_batch(self, batch: list[list[dict[str, str]]], max_new_tokens: int) -> list[Generation]:
+        found = [self._earlier(m) for m in batch]
+        out: list[Generation | None] = [self._generation(r) if r is not None else None for r in found]
+        missing = [i for i, g in enumerate(out) if g is None]
+        if missing:
+            fresh = self._real_gen().generate_batch([batch[i] for i in missing], max_new_tokens)
+            for i, g in zip(missing, fresh, strict=True):
+                out[i] = g
+        self.replayed += len(batch) - len(missing)
+        self.generated += len(missing)
+        return [g for g in out if g is not None]
 
 
 def trust_config(config: Any, trust_index: str) -> Any:
@@ -24,13 +85,15 @@ def trust_config(config: Any, trust_index: str) -> Any:
 
 def run_part(config: Any, trust_index: str, part: str, data: Path, rows_path: Path, floor: float = 0.05,
              batch_size: int = 8, limit: int | None = None, regenerate_above: float | None = None,
-             gate_from: Path | None = None, progress: Callable[[int], Callable[[int, int], None]] | None = None
-             ) -> list[dict[str, Any]]:
+             gate_from: Path | None = None, progress: Callable[[int], Callable[[int, int], None]] | None = None,
+             replay: Path | None = None) -> list[dict[str, Any]]:
     """Ask one part through the assistant (demo suites on ``config``'s index, the rest on the trust index).
 
     Questions are generated when the gate value reaches ``floor``. With ``regenerate_above``, only the
     questions of the earlier run in ``rows_path`` that were not generated but whose gate probability
     (the gate model in ``gate_from``) reaches it are asked again, with no gate, and merged in.
+    With ``replay`` (an earlier run's records), the generator's earlier drafts are reused for the
+    same prompts (:class:`ReplayGenerator`): every check is recomputed, only new prompts generate.
     """
     split = trust_set.load()
     qs = trust_set.questions(split, part, data)
@@ -51,13 +114,22 @@ def run_part(config: Any, trust_index: str, part: str, data: Path, rows_path: Pa
         c.verifier.answerable_min = floor
         cfgs.append(c)
     first = Assistant(cfgs[0])
+    generator: Any = None
+    if replay is not None:
+        if not replay.exists():
+            raise InputError(f"--replay {replay}: no such records file; run `eval trust run` without it first")
+        plain = first  # its generator loads (lazily) only when a prompt was not seen before
+        generator = ReplayGenerator(trust.load_rows(replay), lambda: plain.generator)
+        first = Assistant(cfgs[0], generator=generator)
     # One set of models for both indexes (same embedder, generator and verifier).
-    assistants = {"trust": first, "demo": Assistant(cfgs[1], embedder=first.embedder, generator=first.generator,
-                                                    verifier=first.verifier)}
+    assistants = {"trust": first, "demo": Assistant(cfgs[1], embedder=first.embedder,
+                                                    generator=generator or first.generator, verifier=first.verifier)}
     rows = trust.run(assistants, qs, data / trust_set.HF_CSV, batch_size,
                      on_answer=progress(len(qs)) if progress else None)
     for r in rows:
         r["floor"] = floor
+    if isinstance(generator, ReplayGenerator):
+        log.info("replayed %d earlier drafts, generated %d", generator.replayed, generator.generated)
     if earlier:
         new = {r["id"]: r for r in rows}
         for r in earlier:

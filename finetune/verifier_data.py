@@ -31,8 +31,8 @@ import json
 import random
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +42,15 @@ from corpora.heart_failure import HFRecord, read_records, render_record
 from corpora.report import LoadReport
 from finetune.data import assign_splits
 from finetune.ehr_grounded import FACTS, UNANSWERABLE, Fact
+from finetune.verifier_styles import RECORD_SHORTHAND, detail_question, idf_table, overlap, restyle
+from rag.chunk import HierarchicalChunker
 from rag.text import split_sentences, tokenize
 from rag.verifier import answerability_text, support_text
 
 WINDOW_WORDS = 80  # runtime child passages are ~96 embedder tokens
+
+# Document -> its passages as the index shows them (``Chunk.context_text()`` of the children).
+Passages = Callable[[Document], list[str]]
 
 
 @dataclass
@@ -68,6 +73,7 @@ class QADoc:
     group: str  # same group = same page family (MedQuAD file); siblings come from it
     passages: list[str]
     source: str
+    qtype: str = ""
 
 
 def windows(text: str, header: str, words: int = WINDOW_WORDS) -> list[str]:
@@ -86,7 +92,18 @@ def windows(text: str, header: str, words: int = WINDOW_WORDS) -> list[str]:
 
 
 def body(passage: str) -> str:
-    return passage.split("\n", 1)[1] if "\n" in passage else passage
+    text = passage.split("\n", 1)[1] if "\n" in passage else passage
+    return re.sub(r"^#+ .*\n*", "", text.lstrip()).strip()
+
+
+def chunk_passages(tokenize_ids: Callable[[str], Any], parent_max_tokens: int, child_tokens: int,
+                   child_overlap: int) -> Passages:
+    """Passages made by the index's own chunker, so training pairs look exactly like what the
+    verifier reads at run time (title — section header, markdown heading line, ~96-token children).
+    The first verifier was trained on windows with another header and rejected verbatim sentences
+    of guideline passages (support 0.02 with the header, 0.94 without)."""
+    chunker = HierarchicalChunker(tokenize_ids, parent_max_tokens, child_tokens, child_overlap)
+    return lambda d: [c.context_text() for c in chunker.chunk(d)[1]]
 
 
 def _hash_part(key: str, heldout_share: float) -> str:
@@ -164,7 +181,7 @@ def reword(sentences: list[str], i: int, focus: str, rng: random.Random) -> str:
 
 
 # -- MedQuAD / WikiDoc ---------------------------------------------------------------------------
-def qa_docs(docs: Iterable[Document]) -> list[QADoc]:
+def qa_docs(docs: Iterable[Document], passages_of: Passages | None = None) -> list[QADoc]:
     out = []
     for d in docs:
         q = str(d.meta.get("question") or "").strip()
@@ -180,10 +197,16 @@ def qa_docs(docs: Iterable[Document]) -> list[QADoc]:
             focus = re.sub(r"^(what|how|who|which|when|why|is|are|can|do|does)\b.*?\b(of|for|about|is|are)\s+",
                            "", q.rstrip("?"), flags=re.I).strip() or q
             header, group = q, d.doc_id
-        passages = windows(d.text, header)
+        passages = passages_of(d) if passages_of else windows(d.text, header)
         if passages:
-            out.append(QADoc(d.doc_id, q, focus, group, passages, str(coll)))
+            out.append(QADoc(d.doc_id, q, focus, group, passages, str(coll), str(d.meta.get("qtype") or "")))
     return out
+
+
+def styled(qdocs: list[QADoc], rng: random.Random, share: float) -> list[QADoc]:
+    """``share`` of the questions rewritten as clinicians or patients type them (verifier_styles)."""
+    return [replace(d, question=restyle(d.question, d.focus, d.qtype, rng)) if rng.random() < share else d
+            for d in qdocs]
 
 
 class Lexical:
@@ -251,8 +274,12 @@ def qa_pairs(qdocs: list[QADoc], pool: list[QADoc], rng: random.Random, stats: C
 
 
 # -- heart-failure records -----------------------------------------------------------------------
-def record_sections(r: HFRecord) -> list[str]:
+def record_sections(r: HFRecord, passages_of: Passages | None = None) -> list[str]:
     """The record's sections as the index shows them: title — section, then the lines."""
+    if passages_of is not None:
+        return passages_of(Document(doc_id=f"uci-hf-{r.patient_id}", text=render_record(r),
+                                    title=f"Heart failure clinical record {r.patient_id}", kind="ehr",
+                                    source=f"records#{r.patient_id}", patient_id=r.patient_id))
     title = f"Heart failure clinical record {r.patient_id}"
     out = []
     for block in render_record(r).split("## ")[1:]:
@@ -265,13 +292,15 @@ _MEASURE_NAMES = ("serum sodium", "serum creatinine", "serum potassium", "platel
                   "creatine phosphokinase (CPK)", "left ventricular ejection fraction", "haemoglobin", "heart rate")
 
 
-def record_pairs(records: list[HFRecord], rng: random.Random, stats: Counter[str]) -> Iterator[Pair]:
+def record_pairs(records: list[HFRecord], rng: random.Random, stats: Counter[str],
+                 passages_of: Passages | None = None, shorthand_share: float = 0.0) -> Iterator[Pair]:
     for r in records:
-        sections = record_sections(r)
+        sections = record_sections(r, passages_of)
         others = [x for x in records if x.patient_id != r.patient_id]
         for fact in rng.sample(FACTS, 3):
             who = "this patient" if rng.random() < 0.6 else f"patient {r.patient_id}"
-            q = rng.choice(fact.questions).format(who=who)
+            forms = RECORD_SHORTHAND.get(fact.key) if rng.random() < shorthand_share else None
+            q = rng.choice(forms or fact.questions).format(who=who)
             needle = fact.needle(r)
             holding = [s for s in sections if needle in s]
             if not holding:
@@ -322,8 +351,9 @@ def _flip(r: HFRecord, attr: str) -> HFRecord:
 
 
 # -- guideline summaries (NGC) -------------------------------------------------------------------
-def guideline_pairs(docs: list[Document], rng: random.Random, per_doc: int) -> Iterator[Pair]:
-    passages = [(d, p) for d in docs for p in windows(d.text, d.title)]
+def guideline_pairs(docs: list[Document], rng: random.Random, per_doc: int, passages_of: Passages | None = None
+                    ) -> Iterator[Pair]:
+    passages = [(d, p) for d in docs for p in (passages_of(d) if passages_of else windows(d.text, d.title))]
     lex = Lexical([p for _, p in passages])
     by_doc: dict[str, list[str]] = defaultdict(list)
     for d, p in passages:
@@ -351,6 +381,59 @@ def guideline_pairs(docs: list[Document], rng: random.Random, per_doc: int) -> I
                 yield Pair("support", support_text(q, s), wrong[0], 0, "other_passage", "ngc")
 
 
+def detail_pairs(docs: list[Document], passages_of: Passages, rng: random.Random, per_doc: int, source: str
+                 ) -> Iterator[Pair]:
+    """Detail questions (one fact of one passage, terse wording) against guideline passages.
+
+    Answerability: the passage holding the fact (1); a passage of the same guideline that shares
+    at most a third of the question's keywords (on topic, does not answer: 0); the BM25 top passage
+    of another guideline with at most half of them (0). Support: the fact's sentence (1), with a
+    changed number, negation or unit (0), against another guideline's passage (0).
+    """
+    passages = [(d, p) for d in docs for p in passages_of(d)]
+    if not passages:
+        return
+    idf = idf_table([p for _, p in passages])
+    lex = Lexical([p for _, p in passages])
+    by_doc: dict[str, list[str]] = defaultdict(list)
+    for d, p in passages:
+        by_doc[d.doc_id].append(p)
+    for d in docs:
+        ps = by_doc[d.doc_id]
+        # Questions are asked of what a guideline recommends, not of its methods or sources sections.
+        advice = [p for p in ps if re.search(r"Recommendation|Clinical Considerations|Rationale|Algorithm|"
+                                             r"Service and frequency|Risk assessment|Summary|Intervention",
+                                             p.split("\n", 1)[0]) and "Bibliographic" not in p.split("\n", 1)[0]]
+        for passage in rng.sample(advice, min(per_doc, len(advice))):
+            sents = [s for s in split_sentences(body(passage)) if 8 <= len(s.split()) <= 60]
+            if not sents:
+                continue
+            s = rng.choice(sents)
+            made = detail_question(s, d.title, idf, rng)
+            if made is None:
+                continue
+            q, kws = made
+            yield Pair("answerable", answerability_text(q), passage, 1, "detail", source)
+            same = [p for p in ps if p != passage and overlap(kws, p) <= 0.34]
+            if same:
+                yield Pair("answerable", answerability_text(q), rng.choice(same), 0, "same_doc", source)
+            other = [passages[j][1] for j in lex.top(q, 8) if passages[j][0].doc_id != d.doc_id
+                     and overlap(kws, passages[j][1]) <= 0.5]
+            if other:
+                yield Pair("answerable", answerability_text(q), other[0], 0, "bm25", source)
+            yield Pair("support", support_text(q, s), passage, 1, "detail", source)
+            for kind, fn in (("number", lambda x, p=passage: change_number(x, rng, body(p))),
+                             ("negation", flip_negation), ("unit", lambda x: change_unit(x, rng))):
+                alt = fn(s)
+                if alt and alt != s:
+                    yield Pair("support", support_text(q, alt), passage, 0, kind, source)
+                    break
+            wrong = [passages[j][1] for j in lex.top(s, 6) if passages[j][0].doc_id != d.doc_id
+                     and s not in passages[j][1]]
+            if wrong:
+                yield Pair("support", support_text(q, s), wrong[0], 0, "other_passage", source)
+
+
 # -- assembly ------------------------------------------------------------------------------------
 @dataclass
 class VerifierDataOptions:
@@ -360,11 +443,20 @@ class VerifierDataOptions:
     ngc_per_doc: int = 4
     heldout_medquad_docs: int = 300
     heldout_share: float = 0.1  # of WikiDoc/NGC documents (by hash)
+    # Realistic wording (finetune/verifier_styles.py): share of MedQuAD/WikiDoc questions restyled,
+    # share of record questions in shorthand, detail questions per guideline (NGC, USPSTF).
+    styled_share: float = 0.5
+    record_shorthand_share: float = 0.35
+    detail_per_doc: int = 8
+    uspstf_detail_per_doc: int = 2
 
 
-def build(data_dir: Path, held_out_doc_ids: set[str], opts: VerifierDataOptions
+def build(data_dir: Path, held_out_doc_ids: set[str], opts: VerifierDataOptions, passages_of: Passages | None = None
           ) -> tuple[dict[str, list[Pair]], dict[str, Any]]:
-    """``{"train": pairs, "heldout": pairs}`` and a card of counts."""
+    """``{"train": pairs, "heldout": pairs}`` and a card of counts.
+
+    ``passages_of`` cuts documents as the index does (:func:`chunk_passages`); without it, ~80-word
+    windows (tests, and the first verifier)."""
     rng = random.Random(opts.seed)
     stats: Counter[str] = Counter()
     mq = load_sources([f"medquad:{data_dir / 'medquad'}"]).documents
@@ -380,6 +472,10 @@ def build(data_dir: Path, held_out_doc_ids: set[str], opts: VerifierDataOptions
     ngc = load_sources([f"ngc:{data_dir / 'guidelines' / 'ngc_usgov_guideline_summaries.jsonl'}"]).documents
     ngc_train = [d for d in ngc if _hash_part(d.doc_id, opts.heldout_share) == "train"]
     ngc_held = [d for d in ngc if _hash_part(d.doc_id, opts.heldout_share) == "heldout"]
+    uspstf_path = data_dir / "guidelines" / "uspstf_specific_recommendations_text.jsonl"
+    usp = load_sources([f"uspstf:{uspstf_path}"]).documents if uspstf_path.exists() else []
+    usp_train = [d for d in usp if _hash_part(d.doc_id, opts.heldout_share) == "train"]
+    usp_held = [d for d in usp if _hash_part(d.doc_id, opts.heldout_share) == "heldout"]
     records = read_records(data_dir / "heart_failure" / "heart_failure_clinical_records_dataset.csv",
                            LoadReport(fmt="uci-heart-failure"))
     # The generator's patient split (finetune/data.py): test and val patients are never trained on.
@@ -387,20 +483,26 @@ def build(data_dir: Path, held_out_doc_ids: set[str], opts: VerifierDataOptions
     rec_train = [r for r in records if split_of[f"patient:{r.patient_id}"] == "train"]
     rec_held = [r for r in records if split_of[f"patient:{r.patient_id}"] != "train"]
 
-    q_train = qa_docs(mq_train)
-    q_wd_train = qa_docs(wd_train)
+    q_train = qa_docs(mq_train, passages_of)
+    q_wd_train = qa_docs(wd_train, passages_of)
     pool_train = q_train + q_wd_train
     pick = rng.sample(q_train, min(opts.medquad_docs, len(q_train))) + rng.sample(
         q_wd_train, min(opts.wikidoc_docs, len(q_wd_train)))
-    train = list(qa_pairs(pick, pool_train, rng, stats))
-    train += list(record_pairs(rec_train, rng, stats))
-    train += list(guideline_pairs(ngc_train, rng, opts.ngc_per_doc))
+    train = list(qa_pairs(styled(pick, rng, opts.styled_share), pool_train, rng, stats))
+    train += list(record_pairs(rec_train, rng, stats, passages_of, opts.record_shorthand_share))
+    train += list(guideline_pairs(ngc_train, rng, opts.ngc_per_doc, passages_of))
+    if passages_of is not None:
+        train += list(detail_pairs(ngc_train, passages_of, rng, opts.detail_per_doc, "ngc"))
+        train += list(detail_pairs(usp_train, passages_of, rng, opts.uspstf_detail_per_doc, "uspstf"))
 
-    q_held = qa_docs(mq_held) + qa_docs(wd_held)
+    q_held = qa_docs(mq_held, passages_of) + qa_docs(wd_held, passages_of)
     pick_held = rng.sample(q_held, min(opts.heldout_medquad_docs, len(q_held)))
-    heldout = list(qa_pairs(pick_held, q_held, rng, stats))
-    heldout += list(record_pairs(rec_held, rng, stats))
-    heldout += list(guideline_pairs(ngc_held, rng, opts.ngc_per_doc))
+    heldout = list(qa_pairs(styled(pick_held, rng, opts.styled_share), q_held, rng, stats))
+    heldout += list(record_pairs(rec_held, rng, stats, passages_of, opts.record_shorthand_share))
+    heldout += list(guideline_pairs(ngc_held, rng, opts.ngc_per_doc, passages_of))
+    if passages_of is not None:
+        heldout += list(detail_pairs(ngc_held, passages_of, rng, opts.detail_per_doc, "ngc"))
+        heldout += list(detail_pairs(usp_held, passages_of, rng, opts.uspstf_detail_per_doc, "uspstf"))
     rng.shuffle(train)
     card: dict[str, Any] = {"options": asdict(opts), "stats": dict(stats)}
     for name, pairs in (("train", train), ("heldout", heldout)):

@@ -13,12 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from corpora import Kind
+from corpora import Kind, ReadOptions
 from rag import confidence as conf
 from rag.answer import Answer, Citation, SentenceRecord
 from rag.cite import (
     about_patient,
     check_support,
+    claims_rule_change,
     clean_markers,
     numbers_in,
     parse_markers,
@@ -30,6 +31,7 @@ from rag.embed import Embedder, TransformersEmbedder
 from rag.errors import InputError, UnknownPatientError
 from rag.generate import ABSTAIN_TOKEN, Generation, Generator, PromptSource, build_messages, fit_sources, is_abstention
 from rag.index import HybridIndex, current_version, embedder_manifest, read_manifest
+from rag.inputs import clean_patient_id, clean_question
 from rag.models import EmbedderSpec, embedder_spec, resolve
 from rag.retrieve import HybridRetriever, Retrieval, Unit
 from rag.text import split_sentences
@@ -169,7 +171,7 @@ class Assistant:
         """
         cfg = self.config.index
         t = time.perf_counter()
-        src = read_sources(sources, kind=kind, strict=strict)
+        src = read_sources(sources, kind=kind, strict=strict, options=ReadOptions(max_file_mb=cfg.max_file_mb))
         read_s = time.perf_counter() - t
         res = update_index(src.documents, self.embedder, self.index_root, self.config.chunking.model_dump(),
                            full=rebuild, mode=mode or ("rebuild" if rebuild else "update"), skipped=src.skipped,
@@ -196,26 +198,16 @@ class Assistant:
 
     # -- querying ----------------------------------------------------------------------------
     def _validate_question(self, question: str) -> str:
-        q = " ".join(question.split())
-        if not q:
-            raise InputError("the question is empty; ask e.g. "
-                             "`python app.py query \"What reduces mortality in HFrEF?\"`")
-        limit = self.config.query.max_question_chars
-        if len(q) > limit:
-            raise InputError(f"the question is {len(q)} characters; the limit is {limit} "
-                             "(query.max_question_chars): shorten it")
-        return q
+        return clean_question(question, self.config.query.max_question_chars)
 
-    def _validate(self, question: str, patient_id: str | None) -> str:
+    def _validate(self, question: str, patient_id: str | None) -> tuple[str, str | None]:
+        """The cleaned question and patient id; an id with no records in the index is refused."""
         q = self._validate_question(question)
-        if patient_id is not None:
-            pid = patient_id.strip()
-            if not pid:
-                raise InputError("--patient is empty; pass a patient id such as P001")
-            if pid not in self.index.patients:
-                raise UnknownPatientError(f"no records for patient '{pid}' in index version "
-                                          f"{self.index.version}; check the id (`python app.py index status`)")
-        return q
+        pid = clean_patient_id(patient_id)
+        if pid is not None and pid not in self.index.patients:
+            raise UnknownPatientError(f"no records for patient '{pid}' in index version "
+                                      f"{self.index.version}; check the id (`python app.py index status`)")
+        return q, pid
 
     def retriever(self) -> HybridRetriever:
         r = self.config.retrieval
@@ -224,8 +216,8 @@ class Assistant:
 
     def retrieve(self, question: str, patient_id: str | None = None, top_k: int | None = None) -> Retrieval:
         with self._pin():
-            q = self._validate(question, patient_id)
-            return self.retriever().retrieve(q, patient_id.strip() if patient_id else None, top_k)
+            q, pid = self._validate(question, patient_id)
+            return self.retriever().retrieve(q, pid, top_k)
 
     def ask(self, question: str, patient_id: str | None = None, top_k: int | None = None, generate: bool = True,
             on_text: Callable[[str], None] | None = None, withhold: set[str] | None = None) -> Answer:
@@ -236,6 +228,7 @@ class Assistant:
         Thread-safe: the whole answer comes from the index version current when it started.
         """
         self._validate_question(question)  # cheap checks before any model or index is loaded
+        clean_patient_id(patient_id)
         if top_k is not None and not 1 <= top_k <= 50:
             raise InputError("--top-k must be between 1 and 50")
         t_all = time.perf_counter()
@@ -261,7 +254,8 @@ class Assistant:
         if withhold is not None and len(withhold) != len(questions):
             raise InputError("withhold needs one set of document ids per question")
         if patient_ids is not None and len(patient_ids) != len(questions):
-            raise InputError("patient_ids needs one patient id (or None) per question")
+            raise InputError("patient_ids needs one patient id (or None) per question; pass a list as long as "
+                             "questions")
         answers: list[Answer | None] = [None] * len(questions)
         with self._pin():
             for start in range(0, len(questions), batch_size):
@@ -306,8 +300,7 @@ class Assistant:
         if generate:
             _ = self.generator
         timings["load"] = (time.perf_counter() - t) * 1000
-        pid = patient_id.strip() if patient_id else None
-        q = self._validate(question, pid)
+        q, pid = self._validate(question, patient_id)
         ret = self._retrieve(q, pid, top_k, withhold)
         timings.update({f"retrieval_{k}": v for k, v in ret.timings_ms.items()})
         spec = self.embedder.spec
@@ -386,6 +379,12 @@ class Assistant:
         text, removed = clean_markers(out.text, set(range(1, len(units) + 1)))
         model_abstained = is_abstention(text) or not text
         support = self._support(text, units, q, p.base.get("patient_id")) if not model_abstained else []
+        # Sources and questions are data, never instructions: an answer that says its rules or its
+        # patient scope changed was steered by text in them, so it is refused whatever else it says.
+        steered = [s for s in support if claims_rule_change(s.text)]
+        for s in steered:
+            s.supported = False
+            s.checks["rules"] = False
         timings["citation_check"] = (time.perf_counter() - t) * 1000
         signals["support"] = (sum(s.supported for s in support) / len(support)) if support else 0.0
         if self.verifier is not None:
@@ -395,6 +394,9 @@ class Assistant:
         reason = None
         if model_abstained:
             reason = "the generator found no answer in the sources"
+        elif steered:
+            reason = ("the answer claims its rules or scope changed (an instruction inside the question or a source?); "
+                      "refused")
         elif not any(s.supported for s in support):
             reason = "no answer sentence is supported by a cited source"
         elif cfg.record_rules and p.base.get("patient_id") and (

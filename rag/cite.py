@@ -141,6 +141,25 @@ CONDITIONS: dict[str, re.Pattern[str]] = {name: re.compile(rx, re.I) for name, r
     "smoking": r"smok",
 }.items()}
 _YES_NO_LINE = re.compile(r"^[\s\-*]*([^:\n]{1,80}):\s*(yes|no)\b", re.I)
+# An answer claiming its instructions, restrictions or scope changed was steered by text in the
+# question or a source (prompt injection): the code's rules never change at run time.
+_RULE_CHANGE = re.compile(
+    # "the patient restriction is lifted", "safety rules no longer apply" (not "the fluid restriction is lifted")
+    r"\b(?:patient|access|scope|scoping|safety|system|previous|prior|assistant'?s?|your|my|these|all)[ -]"
+    r"(?:restrictions?|rules?|instructions?|guardrails?|safeguards?|filters?|limits?|polic(?:y|ies)|scope)\b"
+    r"[^.]{0,40}?\b(?:lifted|removed|disabled|overridden|overruled|suspended|bypassed|ignored|waived|no longer "
+    r"appl(?:y|ies)|do(?:es)? not apply)\b"
+    r"|\b(?:system|admin(?:istrator)?|developer|maintenance) (?:override|mode)\b"
+    r"|\bignor(?:e|ing) (?:all |any |the )?(?:previous|prior|above|earlier|system) (?:instructions|rules)\b"
+    r"|\b(?:all|every|other) patients'? records\b",
+    re.I)
+
+
+def claims_rule_change(sentence: str) -> bool:
+    """True when a sentence says the assistant's rules or patient scope were lifted or overridden."""
+    return _RULE_CHANGE.search(sentence) is not None
+
+
 NEGATION = re.compile(r"\b(?:no|not|without|denies|never|non|neither|nor)\b|n't\b", re.I)
 
 

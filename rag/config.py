@@ -12,8 +12,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from rag.errors import ConfigError
+from rag.fsutil import read_small_text
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+MAX_CONFIG_BYTES = 1 << 20  # presets are a few KB; never read an unbounded file (--config /dev/zero)
 DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "default.yaml"
 
 
@@ -160,6 +162,8 @@ class IndexConfig(_Section):
     max_removed: float = Field(
         0.5, ge=0.0, le=1.0, description="an update that would remove more than this share of documents is refused"
     )
+    max_file_mb: float = Field(32.0, gt=0.0, description="a source file larger than this is refused (reported and "
+                                                          "skipped inside a folder): split it or raise the limit")
 
 
 class QueryConfig(_Section):
@@ -281,11 +285,11 @@ def _parse_override(item: str) -> tuple[list[str], Any]:
     key, raw = item.split("=", 1)
     parts = [p for p in key.strip().split(".") if p]
     if not parts:
-        raise ConfigError(f"--set {item!r}: empty key")
+        raise ConfigError(f"--set {item!r}: empty key; give a dotted key, e.g. --set retrieval.top_k=8")
     # YAML scalar parsing gives 8 -> int, 0.5 -> float, true -> bool, null -> None.
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError):
         value = raw
     return parts, value
 
@@ -321,17 +325,31 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 def _read_yaml(cfg_path: Path, seen: set[Path]) -> dict[str, Any]:
     """One preset file; ``extends: other.yaml`` (relative to it) is loaded first and overlaid section by section."""
     if not cfg_path.exists():
-        raise ConfigError(f"config file not found: {cfg_path} (presets are in configs/)")
+        raise ConfigError(f"config file not found: {cfg_path}; check the path (presets are in configs/, e.g. "
+                          "--config configs/debug.yaml)")
     if cfg_path.resolve() in seen:
         raise ConfigError(f"config {cfg_path}: 'extends' loops back to itself; fix the chain")
     try:
-        data = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}
+        text = read_small_text(cfg_path, MAX_CONFIG_BYTES)
+    except IsADirectoryError:
+        raise ConfigError(f"config {cfg_path} is a folder; pass a YAML file, e.g. --config configs/default.yaml"
+                          ) from None
+    except ValueError as e:
+        raise ConfigError(f"config {cfg_path} {e}") from None
+    except OSError as e:
+        raise ConfigError(f"config {cfg_path} cannot be read ({e.strerror}); check the path and its permissions"
+                          ) from None
+    try:
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
         line = getattr(getattr(e, "problem_mark", None), "line", None)
         where = f" line {line + 1}" if line is not None else ""
         raise ConfigError(f"config {cfg_path}{where} is not valid YAML; fix the file") from e
+    except RecursionError:
+        raise ConfigError(f"config {cfg_path} is nested too deeply to be a preset; fix the file") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"config {cfg_path} must be a mapping of sections (embedder:, generator:, ...)")
+        raise ConfigError(f"config {cfg_path} must be a mapping of sections (embedder:, generator:, ...); fix the "
+                          "file (see configs/default.yaml)")
     parent = data.pop("extends", None)
     if parent is None:
         return data

@@ -8,7 +8,8 @@ makes FAISS inner product equal to cosine similarity.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from array import array
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -17,6 +18,27 @@ import numpy as np
 from rag.models import EmbedderSpec
 
 log = logging.getLogger(__name__)
+
+# Text is tokenised in pieces of at most this many characters: a fast tokenizer handed a whole
+# 50 MB document at once allocates its offsets and alignments for all of it (1.1 GB, then abort).
+TOKENIZE_PIECE_CHARS = 100_000
+
+
+def text_pieces(text: str, size: int = TOKENIZE_PIECE_CHARS) -> Iterator[str]:
+    """Consecutive pieces of ``text`` of at most ``size`` characters, cut at whitespace where there is some.
+
+    Cutting just before a whitespace character keeps every word whole, so a word-piece or
+    byte-level BPE tokenizer gives the same tokens as on the whole text (its pre-tokenizer
+    splits there anyway).
+    """
+    start = 0
+    while len(text) - start > size:
+        cut = max(text.rfind(" ", start + 1, start + size), text.rfind("\n", start + 1, start + size))
+        if cut <= start:
+            cut = start + size
+        yield text[start:cut]
+        start = cut
+    yield text[start:]
 
 
 class Embedder(Protocol):
@@ -64,9 +86,18 @@ class TransformersEmbedder:
     def dim(self) -> int:
         return self._dim
 
-    def tokenize(self, text: str) -> list[int]:
-        """Token ids without special tokens: the unit chunk sizes are measured in."""
-        return list(self._tok.encode(text, add_special_tokens=False, truncation=False))
+    def tokenize(self, text: str) -> Sequence[int]:
+        """Token ids without special tokens: the unit chunk sizes are measured in.
+
+        Long text is encoded piece by piece (:func:`text_pieces`) into a compact int array, so
+        memory stays proportional to the text, not to the tokenizer's per-call bookkeeping.
+        """
+        if len(text) <= TOKENIZE_PIECE_CHARS:
+            return list(self._tok.encode(text, add_special_tokens=False, truncation=False))
+        ids = array("i")
+        for piece in text_pieces(text):
+            ids.extend(self._tok.encode(piece, add_special_tokens=False, truncation=False))
+        return ids
 
     def _encode(self, texts: Sequence[str], progress: bool) -> np.ndarray:
         torch = self._torch

@@ -15,6 +15,7 @@ read is deleted with a warning and its vectors are computed again, and removing 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -27,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from rag.fsutil import fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -121,13 +124,10 @@ class EmbeddingCache:
                 os.fsync(f.fileno())
             os.replace(tmp, self.dir / name)
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # cleanup must not hide the first cause
+                Path(tmp).unlink(missing_ok=True)
             raise
-        dfd = os.open(self.dir, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        fsync_dir(self.dir)
         return self.dir / name
 
     def compact(self, keep: Iterable[bytes], max_segments: int = 16) -> None:

@@ -21,10 +21,12 @@ format, the publish primitives, verification and loading.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from datetime import UTC, datetime
@@ -37,12 +39,16 @@ from corpora.document import Document
 from rag.chunk import Chunk, HierarchicalChunker
 from rag.embed import Embedder
 from rag.errors import EmbedderMismatchError, IndexCorruptError, IndexMissingError
+from rag.fsutil import fsync_dir
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 BM25_TOKENIZER = "rag.text.tokenize/1"
 DATA_FILES = ("chunks.jsonl", "dense.faiss")
+# A version name as next_version_name writes it: nothing that could leave versions/ ("../", "/").
+VERSION_NAME = re.compile(r"v\d{4}-[0-9A-Za-z]+")
+MAX_MANIFEST_BYTES = 256 << 20  # a 50k-document manifest is ~20 MB; never read an unbounded file
 
 
 def file_sha256(path: Path) -> str:
@@ -59,16 +65,8 @@ def _fsync_tree(path: Path) -> None:
             with p.open("rb") as f:
                 os.fsync(f.fileno())
     for d in sorted((p for p in path.rglob("*") if p.is_dir()), reverse=True):
-        _fsync_dir(d)
-    _fsync_dir(path)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        fsync_dir(d)
+    fsync_dir(path)
 
 
 def embedder_manifest(embedder: Embedder) -> dict[str, Any]:
@@ -78,18 +76,47 @@ def embedder_manifest(embedder: Embedder) -> dict[str, Any]:
             "dtype": getattr(embedder, "dtype", "float32")}
 
 
+def _rebuild_hint(root: Path) -> str:
+    return f"roll back with `python app.py index rollback --to VERSION --index {root}` or rebuild with " \
+           "`python app.py index build`"
+
+
 def current_version(root: Path) -> str | None:
+    """The version CURRENT names (None: no index yet). A CURRENT that is not a plain file holding a
+    version name (a folder, a path such as ``../../elsewhere``) is refused, never followed."""
     cur = root / "CURRENT"
-    if not cur.exists():
+    if not cur.exists() and not cur.is_symlink():
         return None
-    name = cur.read_text(encoding="utf-8").strip()
-    return name or None
+    if cur.is_symlink() or not cur.is_file():
+        raise IndexCorruptError(f"{cur} is not a plain file; remove it and {_rebuild_hint(root)}")
+    try:
+        with cur.open("rb") as f:
+            raw = f.read(256)
+    except OSError as e:
+        raise IndexCorruptError(f"{cur} cannot be read ({e.strerror}); check its permissions") from None
+    name = raw.decode("utf-8", errors="replace").strip()
+    if not name:
+        return None
+    if not VERSION_NAME.fullmatch(name):
+        shown = name.splitlines()[0][:60] if name.splitlines() else name[:60]
+        raise IndexCorruptError(f"{cur} names {shown!r}, not a version in {root / 'versions'}; "
+                                f"{_rebuild_hint(root)}")
+    return name
+
+
+def list_versions(root: Path) -> list[str]:
+    """Published version directories, oldest first (by number)."""
+    vdir = Path(root) / "versions"
+    if not vdir.is_dir():
+        return []
+    vs = [p.name for p in vdir.glob("v*") if p.is_dir() and not p.is_symlink() and VERSION_NAME.fullmatch(p.name)]
+    return sorted(vs, key=lambda n: int(n[1:5]))
 
 
 def next_version_name(root: Path) -> str:
     # Count every directory, published or not (a crash can leave a complete version never made
     # current), so a number is never reused.
-    existing = [p.name for p in (root / "versions").iterdir() if p.is_dir()]
+    existing = [p.name for p in versions_dir(root).iterdir() if p.is_dir()]
     nums = [int(n[1:5]) for n in (x.removeprefix(".trash-") for x in existing) if n[1:5].isdigit()]
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     return f"v{(max(nums) + 1) if nums else 1:04d}-{stamp}"
@@ -105,9 +132,10 @@ def write_current(root: Path, version: str) -> None:
             os.fsync(f.fileno())
         os.replace(cur_tmp, root / "CURRENT")
     except BaseException:
-        Path(cur_tmp).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # cleanup must not hide the first cause
+            Path(cur_tmp).unlink(missing_ok=True)
         raise
-    _fsync_dir(root)
+    fsync_dir(root)
 
 
 def publish_version(root: Path, tmp: Path, version: str) -> Path:
@@ -116,7 +144,7 @@ def publish_version(root: Path, tmp: Path, version: str) -> Path:
     final = versions / version
     _fsync_tree(tmp)
     os.replace(tmp, final)
-    _fsync_dir(versions)
+    fsync_dir(versions)
     write_current(root, version)
     return final
 
@@ -173,36 +201,93 @@ def build_index(docs: list[Document], embedder: Embedder, root: Path, chunking: 
     return res.version, res.manifest
 
 
+def versions_dir(root: Path) -> Path:
+    """``root/versions``, refusing one that is not a folder (a file or a link put in its place)."""
+    vdir = Path(root) / "versions"
+    if vdir.is_symlink() or (vdir.exists() and not vdir.is_dir()):
+        raise IndexCorruptError(f"{vdir} is not a folder; move it away, or use another --index folder")
+    return vdir
+
+
 def read_manifest(root: Path, version: str | None = None) -> tuple[Path, dict[str, Any]]:
-    """The version directory and its manifest; raise an actionable error if absent or unreadable."""
+    """The version directory and its manifest; raise an actionable error if absent, unreadable,
+    malformed, or not this index's own (a version directory that holds another version's manifest)."""
+    if root.exists() and not root.is_dir():
+        raise IndexMissingError(f"index folder {root} is a file; pass a folder with --index")
     if not root.exists() or (version is None and current_version(root) is None):
         raise IndexMissingError(
             f"no index at {root}; build one with `python app.py index build SOURCE...` "
             "(or run `python app.py query ...` to build the demo index)"
         )
     version = version or current_version(root)
-    vdir = root / "versions" / str(version)
+    vdir = versions_dir(root) / str(version)
+    if not VERSION_NAME.fullmatch(str(version)) or vdir.is_symlink():
+        raise IndexCorruptError(f"index version {version!r} at {root} is not a version folder of this index; "
+                                f"{_rebuild_hint(root)}")
     mpath = vdir / "manifest.json"
-    if not mpath.exists():
-        raise IndexCorruptError(f"index version {version} at {root} has no manifest.json; "
-                                "rebuild with `python app.py index build ...`")
+    if not mpath.is_file():
+        raise IndexCorruptError(f"index version {version} at {root} has no manifest.json; {_rebuild_hint(root)}")
     try:
+        if mpath.stat().st_size > MAX_MANIFEST_BYTES:
+            raise IndexCorruptError(f"{mpath} is over {MAX_MANIFEST_BYTES >> 20} MB, not a manifest; "
+                                    f"{_rebuild_hint(root)}")
         manifest = json.loads(mpath.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError):
-        raise IndexCorruptError(f"{mpath} is not valid JSON; rebuild the index with `python app.py index build`"
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise IndexCorruptError(f"{mpath} is not valid JSON; {_rebuild_hint(root)}") from None
+    except OSError as e:
+        raise IndexCorruptError(f"{mpath} cannot be read ({e.strerror}); check the index folder's permissions"
                                 ) from None
     if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
         raise IndexCorruptError(f"{mpath}: unsupported index format (expected format_version "
                                 f"{FORMAT_VERSION}); rebuild with `python app.py index build`")
+    problem = manifest_problem(manifest, str(version))
+    if problem:
+        raise IndexCorruptError(f"{mpath}: {problem}; {_rebuild_hint(root)}")
     return vdir, manifest
 
 
+def manifest_problem(manifest: dict[str, Any], version: str) -> str | None:
+    """What is wrong with a manifest's structure (the keys readers rely on), or None."""
+    if manifest.get("version") != version:
+        return f"it belongs to version {str(manifest.get('version'))[:40]!r}, not {version} (copied from elsewhere?)"
+    emb = manifest.get("embedder")
+    if not isinstance(emb, dict) or not isinstance(emb.get("model_id"), str) or not isinstance(emb.get("dim"), int):
+        return "'embedder' is missing or lacks model_id/dim"
+    for key in ("documents", "counts", "files"):
+        if not isinstance(manifest.get(key), dict):
+            return f"'{key}' is missing or not a mapping"
+    counts = manifest["counts"]
+    if not all(isinstance(counts.get(k), int) for k in ("documents", "parents", "children")):
+        return "'counts' lacks documents/parents/children"
+    if not all(isinstance(d, dict) for d in manifest["documents"].values()):
+        return "'documents' has entries that are not mappings"
+    for rel, meta in manifest["files"].items():
+        if not isinstance(meta, dict) or not isinstance(meta.get("sha256"), str) \
+                or not isinstance(meta.get("bytes"), int):
+            return f"file entry {rel[:60]!r} lacks sha256/bytes"
+        if rel.startswith("/") or ".." in Path(rel).parts or "\\" in rel:
+            return f"file entry {rel[:60]!r} points outside its version folder"
+    if not isinstance(manifest.get("patients", []), list):
+        return "'patients' is not a list"
+    return None
+
+
 def verify_files(vdir: Path, manifest: dict[str, Any]) -> list[str]:
-    """Size and sha256 of every file the manifest lists."""
+    """Size and sha256 of every file the manifest lists, and of every data file loading reads."""
     problems = []
-    for rel, meta in manifest.get("files", {}).items():
+    files = manifest.get("files", {})
+    for rel in DATA_FILES:
+        if files and rel not in files:
+            problems.append(f"{rel} is not listed in the manifest")
+    bm25 = vdir / "bm25"
+    if bm25.is_dir():
+        problems.extend(f"unlisted file {p.relative_to(vdir).as_posix()}" for p in sorted(bm25.rglob("*"))
+                        if p.is_file() and p.relative_to(vdir).as_posix() not in files)
+    for rel, meta in files.items():
         p = vdir / rel
-        if not p.exists():
+        if p.is_symlink() or (p.exists() and not p.is_file()):
+            problems.append(f"{rel} is not a plain file")
+        elif not p.exists():
             problems.append(f"missing file {rel}")
         elif p.stat().st_size != meta["bytes"]:
             problems.append(f"{rel}: size {p.stat().st_size} != {meta['bytes']}")
@@ -220,7 +305,7 @@ def verify_index(root: Path, version: str | None = None) -> list[str]:
     problems = verify_files(vdir, manifest)
     if not problems:
         try:
-            idx = HybridIndex.load(root, version=version)
+            idx = HybridIndex.load(root, version=version, verify=False)  # the checksums were just checked
             counts = manifest.get("counts", {})
             checks = [("vectors in dense.faiss", idx.dense.ntotal, counts.get("children")),
                       ("passages in chunks.jsonl", len(idx.children), counts.get("children")),
@@ -264,27 +349,31 @@ class HybridIndex:
         self.patient_rows = {p: np.asarray(r, dtype=np.int64) for p, r in rows.items()}
 
     @classmethod
-    def load(cls, root: Path, version: str | None = None, expect_embedder: dict[str, Any] | None = None
-             ) -> HybridIndex:
+    def load(cls, root: Path, version: str | None = None, expect_embedder: dict[str, Any] | None = None,
+             verify: bool = True) -> HybridIndex:
         """Load ``version`` (default: the current one) fully into memory.
 
+        With ``verify`` (the default) every file is checked against the manifest's sha256 first:
+        a damaged or tampered version is refused, naming the newest version that passes, instead
+        of being served. Long-lived readers load once per version switch, so this is paid once.
         Loading the current version can race with a writer that publishes and then prunes it;
         if the files vanish and CURRENT has moved on meanwhile, load the new current version.
         """
         if version is not None:
-            return cls._load(root, version, expect_embedder)
+            return cls._load(root, version, expect_embedder, verify)
         for _ in range(3):
             want = current_version(root)
             try:
-                return cls._load(root, want, expect_embedder)
+                return cls._load(root, want, expect_embedder, verify)
             except IndexCorruptError:
                 if want is None or current_version(root) == want:
                     raise
                 log.info("index version %s was replaced while loading; loading the new current version", want)
-        return cls._load(root, current_version(root), expect_embedder)
+        return cls._load(root, current_version(root), expect_embedder, verify)
 
     @classmethod
-    def _load(cls, root: Path, version: str | None, expect_embedder: dict[str, Any] | None) -> HybridIndex:
+    def _load(cls, root: Path, version: str | None, expect_embedder: dict[str, Any] | None, verify: bool = True
+              ) -> HybridIndex:
         import faiss
 
         bm25s = import_bm25s()
@@ -292,6 +381,10 @@ class HybridIndex:
         vdir, manifest = read_manifest(root, version)
         if expect_embedder is not None:
             check_embedder(manifest, expect_embedder, root)
+        if verify:
+            problems = verify_files(vdir, manifest)
+            if problems:
+                raise IndexCorruptError(damaged_message(root, str(manifest["version"]), problems[0]))
         for rel, meta in manifest.get("files", {}).items():
             p = vdir / rel
             if not p.exists() or p.stat().st_size != meta["bytes"]:
@@ -323,6 +416,28 @@ class HybridIndex:
         if patient_id is not None:
             mask[self.patient_rows.get(patient_id, [])] = True
         return mask
+
+
+def last_good_version(root: Path, exclude: str) -> str | None:
+    """The newest version other than ``exclude`` whose files pass their checksums (None: none left)."""
+    for v in reversed(list_versions(root)):
+        if v == exclude:
+            continue
+        try:
+            vdir, m = read_manifest(root, v)
+        except IndexCorruptError:
+            continue
+        if not verify_files(vdir, m):
+            return v
+    return None
+
+
+def damaged_message(root: Path, version: str, problem: str) -> str:
+    """One line: which version is refused and why, and the previous good version to roll back to."""
+    good = last_good_version(root, version)
+    fix = (f"the last good version is {good}: run `python app.py index rollback --to {good} --index {root}`"
+           if good else "no good version is left: rebuild with `python app.py index build SOURCE...`")
+    return f"index version {version} at {root} is damaged ({problem}); not serving it. {fix[0].upper()}{fix[1:]}"
 
 
 def check_embedder(manifest: dict[str, Any], expected: dict[str, Any], root: Path) -> None:

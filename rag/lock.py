@@ -24,7 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from rag.errors import CDSError
+from rag.errors import CDSError, InputError
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +63,23 @@ class IndexLock:
         self._fd: int | None = None
         self.stale: dict[str, Any] | None = None  # holder record left by a writer that died
 
+    def _open(self) -> int:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except IsADirectoryError:
+            raise InputError(f"{self.path} is a folder, not the index's lock file; remove it and retry") from None
+        except PermissionError:
+            raise InputError(f"cannot write {self.path} (permission denied): the index folder is read-only for this "
+                             "user; run the job as the index's owner or make the folder writable") from None
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise InputError(f"{self.path} is a symbolic link; remove it (the lock file is created by the "
+                                 "writers) and retry") from None
+            raise CDSError(f"cannot open {self.path} ({e.strerror}); check the index folder") from None
+
     def acquire(self) -> IndexLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = self._open()
         deadline = time.monotonic() + self.timeout
         waited = False
         while True:
@@ -75,8 +89,8 @@ class IndexLock:
             except OSError as e:
                 if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
                     os.close(fd)
-                    raise CDSError(f"cannot lock {self.path} ({e.strerror}); the index must be on a filesystem "
-                                   "with file locking") from None
+                    raise CDSError(f"cannot lock {self.path} ({e.strerror}); move the index to a filesystem with "
+                                   "file locking (a local disk, or NFSv4 with working locks)") from None
                 if time.monotonic() >= deadline:
                     os.close(fd)
                     raise IndexBusyError(
@@ -92,8 +106,8 @@ class IndexLock:
         if previous:
             # We hold the flock, so whoever wrote this record is gone without releasing it cleanly.
             self.stale = previous
-            log.warning("previous index writer %s died without releasing the lock; taking over",
-                        _describe(previous))
+            log.warning("previous index writer %s did not clear its lock record (it died, or could not write "
+                        "the index folder); taking over", _describe(previous))
         record = {"pid": os.getpid(), "host": socket.gethostname(), "command": self.command,
                   "started": datetime.now(UTC).isoformat(timespec="seconds")}
         os.ftruncate(fd, 0)
@@ -103,14 +117,19 @@ class IndexLock:
         return self
 
     def release(self) -> None:
-        if self._fd is None:
+        """Clear the holder record and unlock; the kernel lock is released even if clearing fails."""
+        fd, self._fd = self._fd, None
+        if fd is None:
             return
         try:
-            os.ftruncate(self._fd, 0)  # an empty record = released cleanly
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            try:
+                os.ftruncate(fd, 0)  # an empty record = released cleanly
+            except OSError as e:
+                log.warning("could not clear the lock record in %s (%s); the next writer will report it as left "
+                            "behind", self.path, e.strerror)
+            fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
-            os.close(self._fd)
-            self._fd = None
+            os.close(fd)
 
     @property
     def held(self) -> bool:
@@ -121,7 +140,14 @@ class IndexLock:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        self.release()
+        try:
+            self.release()
+        except OSError as e:
+            if exc is None:
+                raise CDSError(f"could not release the lock {self.path} ({e.strerror}); it is freed when this "
+                               "process exits, retry the next job then") from None
+            # Never let cleanup hide why the job failed: the first cause is what the user must fix.
+            log.warning("could not release the lock %s (%s) after the job failed", self.path, e.strerror)
 
 
 def lock_holder(root: Path) -> dict[str, Any] | None:

@@ -168,7 +168,8 @@ def resolve(ref: str, cache_dir: Path) -> ResolvedModel:
     path = Path(ref).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
-            raise ModelNotAvailableError(f"GGUF file not found: {path}")
+            raise ModelNotAvailableError(f"GGUF file not found: {path}; check the model reference (or use "
+                                         "bundle:NAME, `python app.py models list`)")
         folder = cache_dir / f"gguf-{path.stem}-{_quick_hash(path)}"
         if not _is_complete(folder):
             log.info("converting %s to a cached HF folder %s (once)", path, folder)
@@ -176,7 +177,8 @@ def resolve(ref: str, cache_dir: Path) -> ResolvedModel:
         return ResolvedModel(ref, folder, _model_id_from_folder(folder, default=str(path)))
     if path.is_dir():
         if not (path / "config.json").exists():
-            raise ModelNotAvailableError(f"{path} is not a Hugging Face model folder (no config.json)")
+            raise ModelNotAvailableError(f"{path} is not a Hugging Face model folder (no config.json); point the model "
+                                         "reference at a model folder, a .gguf file or bundle:NAME")
         return ResolvedModel(ref, path, _model_id_from_folder(path, default=str(path.resolve())))
     if ref.count("/") == 1 and not ref.startswith((".", "/")):
         return ResolvedModel(ref, _hub_cached(ref), ref)

@@ -115,6 +115,13 @@ def validate_case(case: str) -> str:
     if len(case) > MAX_CASE_CHARS:
         raise InputError(f"the case description has {len(case)} characters (limit {MAX_CASE_CHARS}); give a "
                          "summary of the case, not the whole record")
+    try:
+        case.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError("the case description is not valid UTF-8 text; set the terminal to UTF-8 or use --file "
+                         "with a UTF-8 file") from None
+    if "\0" in case:
+        raise InputError("the case description contains NUL bytes; pass plain text")
     return case
 
 
@@ -158,7 +165,7 @@ def assess(case: str, model: RiskModel) -> RiskReport:
     if ex.problems:
         p = ex.problems[0]
         more = f" (and {len(ex.problems) - 1} more)" if len(ex.problems) > 1 else ""
-        raise InputError(f"{p.message}{more}; correct the value and run again")
+        raise InputError(f"{p.message}{more}: correct the case text")
     inputs, bands, notes = model_inputs(ex)
     if not set(inputs) - {"male"} and not bands:
         raise InputError("no heart-failure data found in the case description: give at least one of age, LVEF, "

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from rag.embed_cache import EmbeddingCache
-from rag.index import current_version, read_manifest
+from rag.index import current_version, list_versions, read_manifest
 from rag.lock import lock_holder
-from rag.update import list_versions, read_history
+from rag.update import read_history
 
 
 def _version_row(root: Path, name: str, current: str | None) -> dict[str, Any]:

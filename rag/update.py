@@ -38,25 +38,28 @@ from typing import Any
 
 import numpy as np
 
-from corpora import Kind, load_sources
+from corpora import Kind, ReadOptions, load_sources
 from corpora.document import Document, content_hash
 from rag.chunk import Chunk, HierarchicalChunker
 from rag.embed import Embedder
 from rag.embed_cache import EmbeddingCache, clean_cache_leftovers, text_key
-from rag.errors import EmbedderMismatchError, IndexCorruptError, InputError, SourceError
+from rag.errors import EmbedderMismatchError, IndexCorruptError, IndexMissingError, InputError, SourceError
 from rag.index import (
     BM25_TOKENIZER,
     FORMAT_VERSION,
     check_embedder,
     clean_leftovers,
     current_version,
+    damaged_message,
     embedder_manifest,
     file_sha256,
     import_bm25s,
+    list_versions,
     next_version_name,
     publish_version,
     read_manifest,
     verify_files,
+    versions_dir,
     write_current,
 )
 from rag.lock import IndexLock
@@ -79,12 +82,13 @@ class SourceSet:
     stats: Counter[str] = field(default_factory=Counter)  # what readers passed over on purpose, by format
 
 
-def read_sources(sources: Sequence[str | Path], kind: Kind | None = None, strict: bool = True) -> SourceSet:
+def read_sources(sources: Sequence[str | Path], kind: Kind | None = None, strict: bool = True,
+                 options: ReadOptions | None = None) -> SourceSet:
     """Read each source (file or folder); doc ids must be unique across all of them."""
     out = SourceSet(documents=[])
     seen: dict[str, str] = {}
     for s in sources:
-        rep = load_sources([s], kind=kind, strict=strict)
+        rep = load_sources([s], kind=kind, strict=strict, options=options)
         for d in rep.documents:
             if d.doc_id in seen:
                 raise SourceError(f"duplicate doc_id '{d.doc_id}' in {s} and {seen[d.doc_id]}; make ids unique")
@@ -174,10 +178,13 @@ def update_index(docs: list[Document], embedder: Embedder, root: Path, chunking:
     """
     mode = mode or ("build" if full else "update")
     if not docs:
-        raise InputError("nothing to index: no documents were read from the sources")
+        raise InputError("nothing to index: no documents were read from the sources; check the source paths and "
+                         "the files skipped above")
     root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise InputError(f"index folder {root} is a file; pass a folder with --index")
     root.mkdir(parents=True, exist_ok=True)
-    (root / "versions").mkdir(exist_ok=True)
+    versions_dir(root).mkdir(exist_ok=True)
     with IndexLock(root, timeout=lock_timeout, command=f"index {mode}"):
         n = clean_leftovers(root) + clean_cache_leftovers(root)
         if n:
@@ -194,8 +201,8 @@ def _load_previous(root: Path, version: str) -> tuple[dict[str, Any], list[Chunk
     vdir, manifest = read_manifest(root, version)
     problems = verify_files(vdir, manifest)
     if problems:
-        raise IndexCorruptError(f"current index version {version} is damaged ({problems[0]}); run "
-                                "`python app.py index rollback` or `python app.py index update --rebuild ...`")
+        raise IndexCorruptError(damaged_message(root, version, problems[0]) + " (or re-embed everything with "
+                                "`index update --rebuild ...`)")
     with (vdir / "chunks.jsonl").open(encoding="utf-8") as f:
         chunks = [Chunk.from_dict(json.loads(line)) for line in f]
     dense = faiss.read_index(str(vdir / "dense.faiss"))
@@ -215,119 +222,152 @@ def _kept_documents(skipped: list[tuple[str, str]], prev_docs: dict[str, Any], p
     return kept
 
 
-def _update_locked(docs: list[Document], embedder: Embedder, root: Path, chunking: dict[str, int], *, full: bool,
-                   mode: str, skipped: list[tuple[str, str]], per_source: list[dict[str, Any]],
-                   keep_versions: int | None, max_removed: float, progress: bool) -> UpdateResult:
-    stage = _Stages()
+@dataclass
+class _Diff:
+    """What the current version holds and how ``docs`` differ from it (stage "diff")."""
+
+    previous: str | None
+    manifest: dict[str, Any] | None  # the current version's manifest (None: no index, or unreadable and full)
+    prev_chunks: list[Chunk]  # loaded only for an incremental update
+    prev_vectors: np.ndarray
+    prev_docs: dict[str, Any]
+    added: list[str]
+    changed: list[str]
+    unchanged: list[str]
+    removed: list[str]
+    kept: list[str]
+
+    @property
+    def documents(self) -> dict[str, list[str]]:
+        return {"added": self.added, "changed": self.changed, "removed": self.removed, "kept": self.kept}
+
+
+def _current_manifest(root: Path, previous: str | None, full: bool) -> dict[str, Any] | None:
+    if previous is None:
+        return None
+    try:
+        return read_manifest(root, previous)[1]
+    except IndexCorruptError:
+        if not full:
+            raise
+        log.warning("current version %s is unreadable; building from scratch", previous)
+        return None
+
+
+def _check_compatible(m: dict[str, Any], previous: str, facts: dict[str, Any], chunking: dict[str, int],
+                      root: Path) -> None:
+    """An incremental update reuses vectors and chunks: the embedder and chunking must not have changed."""
+    try:
+        check_embedder(m, facts, root)
+    except EmbedderMismatchError:
+        raise EmbedderMismatchError(
+            f"index {root} version {previous} was built with embedder {m['embedder'].get('model_id')} "
+            f"(dim {m['embedder'].get('dim')}); this update uses {facts['model_id']} (dim {facts['dim']}). "
+            "Re-embed everything into a new version with `index update --rebuild ...`") from None
+    if m.get("chunking") != dict(chunking):
+        raise InputError(f"chunking changed since version {previous} ({m.get('chunking')} -> "
+                         f"{dict(chunking)}); re-chunk everything with `index update --rebuild ...`")
+
+
+def _diff(docs: list[Document], embedder: Embedder, root: Path, chunking: dict[str, int], full: bool,
+          skipped: list[tuple[str, str]], max_removed: float) -> _Diff:
     facts = embedder_manifest(embedder)
     previous = current_version(root)
+    m = _current_manifest(root, previous, full)
     prev_manifest: dict[str, Any] | None = None
     prev_chunks: list[Chunk] = []
     prev_vectors = np.zeros((0, embedder.dim), np.float32)
-
-    with stage("diff"):
-        m: dict[str, Any] | None = None
-        if previous is not None:
-            try:
-                _, m = read_manifest(root, previous)
-            except IndexCorruptError:
-                if not full:
-                    raise
-                log.warning("current version %s is unreadable; building from scratch", previous)
-        if m is not None and previous is not None and not full:
-            try:
-                check_embedder(m, facts, root)
-            except EmbedderMismatchError:
-                raise EmbedderMismatchError(
-                    f"index {root} version {previous} was built with embedder {m['embedder'].get('model_id')} "
-                    f"(dim {m['embedder'].get('dim')}); this update uses {facts['model_id']} (dim {facts['dim']}). "
-                    "Re-embed everything into a new version with `index update --rebuild ...`") from None
-            if m.get("chunking") != dict(chunking):
-                raise InputError(f"chunking changed since version {previous} ({m.get('chunking')} -> "
-                                 f"{dict(chunking)}); re-chunk everything with `index update --rebuild ...`")
-            prev_manifest, prev_chunks, prev_vectors = _load_previous(root, previous)
-        # A full build reuses nothing, but still reports what changed against the current version.
-        prev_docs: dict[str, Any] = m.get("documents", {}) if m is not None else {}
-        new_ids = {d.doc_id for d in docs}
-        kept = _kept_documents(skipped, prev_docs, new_ids) if prev_manifest else []
-        added, changed, unchanged = [], [], []
-        for d in docs:
-            old = prev_docs.get(d.doc_id)
-            if old is None:
-                added.append(d.doc_id)
-            elif old.get("fingerprint") == doc_fingerprint(d):
-                unchanged.append(d.doc_id)
-            else:
-                changed.append(d.doc_id)
-        removed = [i for i in prev_docs if i not in new_ids and i not in kept]
-        if prev_docs and removed and len(removed) > max_removed * len(prev_docs):
-            raise InputError(f"this update would remove {len(removed)} of {len(prev_docs)} indexed documents "
-                             f"(more than {max_removed:.0%}); check the source list, or allow it with "
-                             "--max-removed 1")
-    for label, ids in (("added", added), ("changed", changed), ("removed", removed), ("kept (unreadable now)", kept)):
-        for i in ids:
-            log.info("%s %s", label, i)
-
-    if not full and previous is not None and not (added or changed or removed):
-        log.info("no changes against version %s: nothing published", previous)
-        return UpdateResult(None, previous, mode, {"added": [], "changed": [], "removed": [], "kept": kept},
-                            {"added": 0, "removed": 0, "reused": len([c for c in prev_chunks if c.level == "child"]),
-                             "total": len([c for c in prev_chunks if c.level == "child"])},
-                            {"computed": 0, "cached": 0}, skipped, [], stage.seconds, None)
-
-    with stage("chunk"):
-        by_doc: dict[str, list[Chunk]] = {}
-        for c in prev_chunks:
-            by_doc.setdefault(c.doc_id, []).append(c)
-        reuse = set() if full else set(unchanged) | set(kept)
-        fresh = [d for d in docs if d.doc_id not in reuse]
-        chunker = HierarchicalChunker(embedder.tokenize, chunking["parent_max_tokens"], chunking["child_tokens"],
-                                      chunking["child_overlap"])
-        it: Any = fresh
-        if progress and fresh:
-            from tqdm import tqdm
-
-            it = tqdm(fresh, desc="chunking", unit="doc", disable=None)
-        for d in it:
-            d_parents, d_children = chunker.chunk(d)
-            by_doc[d.doc_id] = d_parents + d_children
-        order = [d.doc_id for d in docs] + kept
-        # .get: a document with headings but no text has no chunks, here or in the previous version.
-        parents = [c for i in order for c in by_doc.get(i, []) if c.level == "parent"]
-        children = [c for i in order for c in by_doc.get(i, []) if c.level == "child"]
-        n_reused = sum(1 for i in reuse for c in by_doc.get(i, []) if c.level == "child")
-        if full:  # nothing was loaded from the previous version: count its passages from its manifest
-            n_prev = int((m or {}).get("counts", {}).get("children", 0)) if previous else 0
+    if m is not None and previous is not None and not full:
+        _check_compatible(m, previous, facts, chunking, root)
+        prev_manifest, prev_chunks, prev_vectors = _load_previous(root, previous)
+    # A full build reuses nothing, but still reports what changed against the current version.
+    prev_docs: dict[str, Any] = m.get("documents", {}) if m is not None else {}
+    new_ids = {d.doc_id for d in docs}
+    kept = _kept_documents(skipped, prev_docs, new_ids) if prev_manifest else []
+    added, changed, unchanged = [], [], []
+    for d in docs:
+        old = prev_docs.get(d.doc_id)
+        if old is None:
+            added.append(d.doc_id)
+        elif old.get("fingerprint") == doc_fingerprint(d):
+            unchanged.append(d.doc_id)
         else:
-            n_prev = sum(1 for c in prev_chunks if c.level == "child")
+            changed.append(d.doc_id)
+    removed = [i for i in prev_docs if i not in new_ids and i not in kept]
+    if prev_docs and removed and len(removed) > max_removed * len(prev_docs):
+        raise InputError(f"this update would remove {len(removed)} of {len(prev_docs)} indexed documents "
+                         f"(more than {max_removed:.0%}); check the source list, or allow it with "
+                         "--max-removed 1")
+    return _Diff(previous, m, prev_chunks, prev_vectors, prev_docs, added, changed, unchanged, removed, kept)
 
-    with stage("embed"):
-        vectors, n_computed, n_cached = _vectors(children, embedder, root, facts, prev_chunks, prev_vectors,
-                                                 full, progress)
 
-    with stage("index"):
-        import faiss
+def _chunk(docs: list[Document], diff: _Diff, embedder: Embedder, chunking: dict[str, int], full: bool,
+           progress: bool) -> tuple[list[Chunk], list[Chunk], int, int]:
+    """(parents, children, passages reused, passages of the previous version) (stage "chunk")."""
+    by_doc: dict[str, list[Chunk]] = {}
+    for c in diff.prev_chunks:
+        by_doc.setdefault(c.doc_id, []).append(c)
+    reuse = set() if full else set(diff.unchanged) | set(diff.kept)
+    fresh = [d for d in docs if d.doc_id not in reuse]
+    chunker = HierarchicalChunker(embedder.tokenize, chunking["parent_max_tokens"], chunking["child_tokens"],
+                                  chunking["child_overlap"])
+    it: Any = fresh
+    if progress and fresh:
+        from tqdm import tqdm
 
-        bm25s = import_bm25s()
-        dense = faiss.IndexFlatIP(embedder.dim)
-        dense.add(np.ascontiguousarray(vectors, dtype=np.float32))
-        bm25 = bm25s.BM25()
-        bm25.index([bm25_tokenize(c.context_text()) for c in children], show_progress=False)
+        it = tqdm(fresh, desc="chunking", unit="doc", disable=None)
+    for d in it:
+        d_parents, d_children = chunker.chunk(d)
+        by_doc[d.doc_id] = d_parents + d_children
+    order = [d.doc_id for d in docs] + diff.kept
+    # .get: a document with headings but no text has no chunks, here or in the previous version.
+    parents = [c for i in order for c in by_doc.get(i, []) if c.level == "parent"]
+    children = [c for i in order for c in by_doc.get(i, []) if c.level == "child"]
+    n_reused = sum(1 for i in reuse for c in by_doc.get(i, []) if c.level == "child")
+    if full:  # nothing was loaded from the previous version: count its passages from its manifest
+        n_prev = int((diff.manifest or {}).get("counts", {}).get("children", 0)) if diff.previous else 0
+    else:
+        n_prev = sum(1 for c in diff.prev_chunks if c.level == "child")
+    return parents, children, n_reused, n_prev
 
+
+def _build_manifest(version: str, diff: _Diff, docs: list[Document], facts: dict[str, Any],
+                    chunking: dict[str, int], parents: list[Chunk], children: list[Chunk], mode: str,
+                    per_source: list[dict[str, Any]], skipped: list[tuple[str, str]], chunk_counts: dict[str, int],
+                    emb_counts: dict[str, int], files: dict[str, Any]) -> dict[str, Any]:
     documents_meta: dict[str, Any] = {}
     for d in docs:
         documents_meta[d.doc_id] = {"title": d.title, "kind": d.kind, "source": d.source,
                                     "collection": str(d.meta.get("collection", "")),
                                     "patient_id": d.patient_id, "hash": d.version, "fingerprint": doc_fingerprint(d)}
-    for i in kept:
-        documents_meta[i] = prev_docs[i]
+    for i in diff.kept:
+        documents_meta[i] = diff.prev_docs[i]
     all_meta = list(documents_meta.values())
-    documents = {"added": added, "changed": changed, "removed": removed, "kept": kept}
-    # Passages of added/changed documents are "added", those they replace or removed documents had are
-    # "removed"; total = reused + added, and the previous total = reused + removed.
-    chunk_counts = {"added": len(children) - n_reused, "removed": n_prev - n_reused, "reused": n_reused,
-                    "total": len(children)}
-    emb_counts = {"computed": n_computed, "cached": n_cached}
+    return {
+        "format_version": FORMAT_VERSION,
+        "version": version,
+        "parent_version": diff.previous,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "embedder": facts,
+        "chunking": dict(chunking),
+        "bm25": {"impl": "bm25s", "tokenizer": BM25_TOKENIZER},
+        "documents": documents_meta,
+        "counts": {"documents": len(all_meta), "parents": len(parents), "children": len(children),
+                   "documents_by_kind": dict(sorted(Counter(m["kind"] for m in all_meta).items())),
+                   "children_by_kind": dict(sorted(Counter(c.kind for c in children).items())),
+                   **_collection_counts(documents_meta, parents, children)},
+        "patients": sorted({m["patient_id"] for m in all_meta if m.get("patient_id")}),
+        "sources": per_source,
+        "update": {"mode": mode, "documents": diff.documents, "chunks": chunk_counts, "embeddings": emb_counts,
+                   "skipped": [{"path": p, "reason": r} for p, r in skipped]},
+        "files": files,
+    }
+
+
+def _write_and_publish(root: Path, stage: _Stages, parents: list[Chunk], children: list[Chunk], dense: Any,
+                       bm25: Any, make_manifest: Any) -> tuple[str, dict[str, Any]]:
+    """Write the version into a temporary folder, then publish it (stages "write" and "publish")."""
+    import faiss
 
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root / "versions"))
     try:
@@ -340,35 +380,65 @@ def _update_locked(docs: list[Document], embedder: Embedder, root: Path, chunkin
             files = {p.relative_to(tmp).as_posix(): {"sha256": file_sha256(p), "bytes": p.stat().st_size}
                      for p in sorted(tmp.rglob("*")) if p.is_file()}
             version = next_version_name(root)
-            manifest = {
-                "format_version": FORMAT_VERSION,
-                "version": version,
-                "parent_version": previous,
-                "created": datetime.now(UTC).isoformat(timespec="seconds"),
-                "embedder": facts,
-                "chunking": dict(chunking),
-                "bm25": {"impl": "bm25s", "tokenizer": BM25_TOKENIZER},
-                "documents": documents_meta,
-                "counts": {"documents": len(all_meta), "parents": len(parents), "children": len(children),
-                           "documents_by_kind": dict(sorted(Counter(m["kind"] for m in all_meta).items())),
-                           "children_by_kind": dict(sorted(Counter(c.kind for c in children).items())),
-                           **_collection_counts(documents_meta, parents, children)},
-                "patients": sorted({m["patient_id"] for m in all_meta if m.get("patient_id")}),
-                "sources": per_source,
-                "update": {"mode": mode, "documents": documents, "chunks": chunk_counts, "embeddings": emb_counts,
-                           "skipped": [{"path": p, "reason": r} for p, r in skipped]},
-                "files": files,
-            }
+            manifest = make_manifest(version, files)
             (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
         with stage("publish"):
             publish_version(root, tmp, version)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    return version, manifest
+
+
+def _update_locked(docs: list[Document], embedder: Embedder, root: Path, chunking: dict[str, int], *, full: bool,
+                   mode: str, skipped: list[tuple[str, str]], per_source: list[dict[str, Any]],
+                   keep_versions: int | None, max_removed: float, progress: bool) -> UpdateResult:
+    """The stages of :func:`update_index` under its lock: diff, chunk, embed, index, write, publish, prune."""
+    stage = _Stages()
+    facts = embedder_manifest(embedder)
+    with stage("diff"):
+        diff = _diff(docs, embedder, root, chunking, full, skipped, max_removed)
+    previous = diff.previous
+    for label, ids in (("added", diff.added), ("changed", diff.changed), ("removed", diff.removed),
+                       ("kept (unreadable now)", diff.kept)):
+        for i in ids:
+            log.info("%s %s", label, i)
+
+    if not full and previous is not None and not (diff.added or diff.changed or diff.removed):
+        log.info("no changes against version %s: nothing published", previous)
+        n = len([c for c in diff.prev_chunks if c.level == "child"])
+        return UpdateResult(None, previous, mode, {"added": [], "changed": [], "removed": [], "kept": diff.kept},
+                            {"added": 0, "removed": 0, "reused": n, "total": n},
+                            {"computed": 0, "cached": 0}, skipped, [], stage.seconds, None)
+
+    with stage("chunk"):
+        parents, children, n_reused, n_prev = _chunk(docs, diff, embedder, chunking, full, progress)
+    with stage("embed"):
+        vectors, n_computed, n_cached = _vectors(children, embedder, root, facts, diff.prev_chunks,
+                                                 diff.prev_vectors, full, progress)
+    with stage("index"):
+        import faiss
+
+        bm25s = import_bm25s()
+        dense = faiss.IndexFlatIP(embedder.dim)
+        dense.add(np.ascontiguousarray(vectors, dtype=np.float32))
+        bm25 = bm25s.BM25()
+        bm25.index([bm25_tokenize(c.context_text()) for c in children], show_progress=False)
+
+    documents = diff.documents
+    # Passages of added/changed documents are "added", those they replace or removed documents had are
+    # "removed"; total = reused + added, and the previous total = reused + removed.
+    chunk_counts = {"added": len(children) - n_reused, "removed": n_prev - n_reused, "reused": n_reused,
+                    "total": len(children)}
+    emb_counts = {"computed": n_computed, "cached": n_cached}
+    version, manifest = _write_and_publish(
+        root, stage, parents, children, dense, bm25,
+        lambda v, files: _build_manifest(v, diff, docs, facts, chunking, parents, children, mode, per_source,
+                                         skipped, chunk_counts, emb_counts, files))
     append_history(root, {"action": "publish", "version": version, "from": previous, "mode": mode,
                           "documents": {k: len(v) for k, v in documents.items()}})
     log.info("published index version %s (%s): +%d ~%d -%d documents, %d passages (%d embedded, %d cached)",
-             version, mode, len(added), len(changed), len(removed), len(children), n_computed, n_cached)
+             version, mode, len(diff.added), len(diff.changed), len(diff.removed), len(children), n_computed, n_cached)
     with stage("prune"):
         protect = {v for v in (version, previous) if v}
         pruned = prune_versions(root, keep_versions, protect) if keep_versions else []
@@ -446,12 +516,6 @@ def read_history(root: Path, last: int = 20) -> list[dict[str, Any]]:
     return out[-last:]
 
 
-def list_versions(root: Path) -> list[str]:
-    """Published version directories, oldest first (by number)."""
-    vs = [p.name for p in (Path(root) / "versions").glob("v*") if p.is_dir() and p.name[1:5].isdigit()]
-    return sorted(vs, key=lambda n: int(n[1:5]))
-
-
 def prune_versions(root: Path, keep: int, protect: set[str]) -> list[str]:
     """Delete all but the newest ``keep`` versions, never one in ``protect`` (current, previous).
 
@@ -478,35 +542,53 @@ def resolve_version(root: Path, ref: str) -> str:
         hits = [v for v in versions if int(v[1:5]) == int(num)]
         if hits:
             return hits[0]
-    raise InputError(f"no index version '{ref}' in {root}; available: {', '.join(versions) or 'none'}")
+    shown = ref.splitlines()[0][:40] if ref.strip() else repr(ref)
+    raise InputError(f"no index version '{shown}' in {root}; pick one of: {', '.join(versions) or 'none'} "
+                     "(`python app.py index status`)")
 
 
 def rollback(root: Path, to: str | None = None, lock_timeout: float = 300.0) -> tuple[str, str]:
     """Make an earlier version current again (default: the current version's parent). Returns (from, to)."""
     root = Path(root)
-    read_manifest(root)  # no index here: say so before creating a lock file
+    if to is None:
+        read_manifest(root)  # no index here: say so before creating a lock file
+    elif not list_versions(root):
+        raise IndexMissingError(f"no index versions at {root}; build one with `python app.py index build SOURCE...`")
     with IndexLock(root, timeout=lock_timeout, command="index rollback"):
         clean_leftovers(root)
+        if to is not None:
+            # An explicit target is how a damaged current version (or a broken CURRENT) is left behind.
+            target = resolve_version(root, to)
+            try:
+                cur = current_version(root) or "-"
+            except IndexCorruptError as e:
+                log.warning("current version unreadable (%s); rolling back to %s", e, target)
+                cur = "-"
+            return _rollback_to(root, cur, target)
         _, m = read_manifest(root)
         cur = str(m["version"])
-        if to is None:
-            target = m.get("parent_version")
-            versions = list_versions(root)
-            if not target or target not in versions:
-                older = [v for v in versions if int(v[1:5]) < int(cur[1:5])]
-                if not older:
-                    raise InputError(f"no earlier version to roll back to from {cur}; see `index status`")
-                target = older[-1]
-        else:
-            target = resolve_version(root, to)
-        if target == cur:
-            raise InputError(f"{target} is already the current version")
-        from rag.index import verify_index
+        parent = m.get("parent_version")
+        versions = list_versions(root)
+        if isinstance(parent, str) and parent in versions:
+            return _rollback_to(root, cur, parent)
+        older = [v for v in versions if int(v[1:5]) < int(cur[1:5])]
+        if not older:
+            raise InputError(f"no earlier version to roll back to from {cur}; see `index status` "
+                             "(a build or update makes new versions)")
+        return _rollback_to(root, cur, older[-1])
 
-        problems = verify_index(root, target)
-        if problems:
-            raise IndexCorruptError(f"version {target} fails verification ({problems[0]}); not rolling back to it")
-        write_current(root, target)
-        append_history(root, {"action": "rollback", "version": target, "from": cur})
-        log.info("rolled back index %s from %s to %s", root, cur, target)
-        return cur, target
+
+def _rollback_to(root: Path, cur: str, target: str) -> tuple[str, str]:
+    """Verify ``target`` and make it current (the caller holds the lock)."""
+    if target == cur:
+        raise InputError(f"{target} is already the current version; name another with --to (`index status`)")
+    from rag.index import verify_index
+
+    problems = verify_index(root, target)
+    if problems:
+        raise IndexCorruptError(f"version {target} fails verification ({problems[0]}); not rolling back to it; "
+                                "pick another with --to or rebuild with `python app.py index build`")
+    write_current(root, target)
+    append_history(root, {"action": "rollback", "version": target, "from": cur})
+    log.info("rolled back index %s from %s to %s", root, cur, target)
+    return cur, target
