@@ -10,8 +10,10 @@
    generator may write it instead (:func:`generator_explanation`): every factor, direction, number and
    category it states is checked against the computation, and any failed check falls back to the
    template (the failures are kept in the report).
-4. For each modifiable factor that raises the risk, the guideline passages the index returns for it
-   are cited with ``[n]`` (a passage that does not name the factor is not cited).
+4. For each modifiable factor that is present (an LVEF of 40% or less, creatinine above 1.3 mg/dL,
+   sodium below 135, anaemia, diabetes, hypertension, current smoking) or raises the risk, the
+   guideline passages the index returns for it are cited with ``[n]`` (a passage that does not name
+   the factor is not cited).
 """
 
 from __future__ import annotations
@@ -234,7 +236,8 @@ def explain(report: RiskReport) -> str:
                      + "; ".join(factor_phrase(report, c, cite) for c in stated) + ".")
     if small:
         lines.append("Small contributions (odds changed by less than 10%): "
-                     + ", ".join(_value_text(c.input, c.value, report.bands) for c in small) + ".")
+                     + ", ".join(_value_text(c.input, c.value, report.bands)
+                                 + "".join(f"[{n}]" for n in cite.get(c.input, [])) for c in small) + ".")
     return "\n".join(lines)
 
 
@@ -365,10 +368,17 @@ def generator_explanation(report: RiskReport, generate: Callable[[list[dict[str,
 
 
 # -- guideline passages for modifiable factors ------------------------------------------------------------
+# A modifiable factor is present when it is abnormal, whatever its weight against this cohort's average
+# (an LVEF of 32% is average in a cohort of reduced-EF patients, and still calls for HFrEF therapy).
+PRESENT = {"ejection_fraction": lambda v: v <= 40, "serum_creatinine": lambda v: v > 1.3,
+           "serum_sodium": lambda v: v < 135, "anaemia": bool, "diabetes": bool, "high_blood_pressure": bool,
+           "smoking": bool}
+
+
 def guidance_factors(report: RiskReport) -> list[str]:
-    """Modifiable factors that raise the risk, largest first."""
+    """Modifiable factors that are present or raise the risk, largest contribution first."""
     return [c.input for c in report.prediction.contributions
-            if c.input in GUIDANCE and c.log_odds >= MIN_STATED]
+            if c.input in GUIDANCE and (c.log_odds >= MIN_STATED or PRESENT[c.input](c.value))]
 
 
 def cite_guidelines(report: RiskReport, retrieve: Callable[[str], list[Any]], per_factor: int = 1) -> None:
