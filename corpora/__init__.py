@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from corpora.document import KINDS, Document, Kind, content_hash
+from corpora.errors import SourceError
 from corpora.files import DEFAULT_READ, ReadOptions, check_file, size_problem, walk
 from corpora.guidelines import read_folder, read_ngc, read_uspstf
 from corpora.heart_failure import read_heart_failure
@@ -22,7 +23,6 @@ from corpora.medquad import read_medquad
 from corpora.mtsamples import read_mtsamples
 from corpora.report import LoadReport
 from corpora.wikidoc import read_wikidoc
-from rag.errors import SourceError
 
 __all__ = ["FORMATS", "KINDS", "Document", "Kind", "LoadReport", "ReadOptions", "content_hash", "detect_format",
            "load_sources", "parse_source"]

@@ -7,8 +7,8 @@ import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from corpora.errors import SourceError
 from corpora.report import LoadReport, skip
-from rag.errors import SourceError
 
 # Transcriptions can exceed csv's default 128 KiB field limit; cap at 16 MiB, not unlimited.
 csv.field_size_limit(min(sys.maxsize, 16 << 20))

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from rag.errors import SourceError
+from corpora.errors import SourceError
 
 DEFAULT_MAX_FILE_MB = 32.0
 

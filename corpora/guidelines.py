@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from corpora.document import Document, Kind
+from corpora.errors import SourceError
 from corpora.files import DEFAULT_READ, ReadOptions, check_file, walk
 from corpora.markdown import read_markdown
 from corpora.report import LoadReport, skip
-from rag.errors import SourceError
 
 FOLDER_SUFFIXES = (".md", ".markdown", ".txt", ".html", ".htm", ".pdf")
 

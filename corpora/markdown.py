@@ -11,8 +11,8 @@ import re
 from pathlib import Path
 
 from corpora.document import KINDS, Document, Kind
+from corpora.errors import SourceError
 from corpora.files import DEFAULT_READ, ReadOptions, check_file
-from rag.errors import SourceError
 
 _FM = re.compile(r"\A---[ \t]*\r?\n(.*?)\r?\n---[ \t]*(?:\r?\n|\Z)", re.S)
 _KEY = re.compile(r"^([A-Za-z_][\w-]*)\s*:\s*(.*)$")

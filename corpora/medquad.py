@@ -15,9 +15,9 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from corpora.document import Document
+from corpora.errors import SourceError
 from corpora.files import DEFAULT_READ, ReadOptions, size_problem, walk
 from corpora.report import LoadReport, skip
-from rag.errors import SourceError
 
 # Most files are <Document>; a few use older layouts (<DiseaseFile>, and <doc> with lower-case
 # <qaPairs>/<pair>/<question>/<answer>). All carry answers, so all are read.

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from corpora.document import Document
-from rag.errors import SourceError
+from corpora.errors import SourceError
 
 log = logging.getLogger("corpora")
 

@@ -10,8 +10,8 @@ import json
 from pathlib import Path
 
 from corpora.document import Document
+from corpora.errors import SourceError
 from corpora.report import LoadReport, skip
-from rag.errors import SourceError
 
 
 def read_wikidoc(path: Path, strict: bool = True) -> LoadReport:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from corpora import load_sources
-from eval.mcq.stats import wilson
+from eval.mcq.stats import mcnemar_p, wilson
 from eval.splits import load_split
 from rag.answer import Answer
 from rag.errors import InputError
@@ -201,17 +201,6 @@ def markdown(summaries: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _mcnemar_p(b: int, c: int) -> float:
-    """Exact two-sided McNemar p-value for ``b`` and ``c`` discordant pairs."""
-    from math import comb
-
-    n = b + c
-    if n == 0:
-        return 1.0
-    tail = sum(comb(n, i) for i in range(min(b, c) + 1)) / 2**n
-    return min(1.0, 2 * tail)
-
-
 def paired(run_a: Path, run_b: Path) -> dict[str, Any]:
     """Per-question comparison of two runs on the same questions (``--reuse``): discordant pairs + McNemar."""
     def rows(d: Path) -> dict[str, dict[str, Any]]:
@@ -227,5 +216,5 @@ def paired(run_a: Path, run_b: Path) -> dict[str, Any]:
         only_a = sum(bool(a[d][cond][key]) and not b[d][cond][key] for d in common)
         only_b = sum(bool(b[d][cond][key]) and not a[d][cond][key] for d in common)
         out[f"{cond}.{key}"] = {"n": len(common), "only_a": only_a, "only_b": only_b,
-                                "mcnemar_p": round(_mcnemar_p(only_a, only_b), 4)}
+                                "mcnemar_p": round(mcnemar_p(only_a, only_b), 4)}
     return out

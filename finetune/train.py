@@ -351,14 +351,14 @@ def _card(app: AppConfig, cfg: TrainConfig, resolved: Any, targets: list[str], t
           train_rows: list[dict[str, Any]], val_rows: list[dict[str, Any]], history: list[dict[str, Any]],
           result: Any, train_s: float, base_val: float | None, final_val: float | None, device: str,
           data_dir: Path, resumed: bool) -> dict[str, Any]:
-    from rag.models import _quick_hash
+    from rag.models import quick_hash
 
     weights = sorted(Path(resolved.path).glob("*.safetensors"))
     metrics = dict(result.metrics)
     tokens = max((h.get("num_tokens", 0) for h in history), default=0)
     return {
         "base_model": {"id": resolved.model_id, "ref": app.generator.model, "path": str(resolved.path),
-                       "weights_hash": {w.name: _quick_hash(w) for w in weights}},
+                       "weights_hash": {w.name: quick_hash(w) for w in weights}},
         "method": "QLoRA (NF4, double quantisation)" if cfg.quantization == "nf4" else "LoRA (dense base)",
         "compute_dtype": cfg.compute_dtype,
         "autocast_bf16": cfg.autocast_bf16,
@@ -389,12 +389,12 @@ def _adapter_origin(init_adapter: str | None) -> dict[str, Any] | None:
     """Where a second stage started from: the first adapter's path, weights hash and own card's summary."""
     if not init_adapter:
         return None
-    from rag.models import _quick_hash
+    from rag.models import quick_hash
 
     d = resolve_path(init_adapter)
     card_path = d / "training_card.json"
     first = json.loads(card_path.read_text(encoding="utf-8")) if card_path.is_file() else {}
-    return {"path": init_adapter, "weights_hash": _quick_hash(d / "adapter_model.safetensors"),
+    return {"path": init_adapter, "weights_hash": quick_hash(d / "adapter_model.safetensors"),
             "steps": first.get("steps"), "train_mix": first.get("data", {}).get("train_mix"),
             "seed": first.get("seed")}
 

@@ -21,7 +21,7 @@ _LAZY = {"Answer": "rag.answer", "Citation": "rag.answer", "SentenceRecord": "ra
 
 
 def __getattr__(name: str) -> Any:
-    # Lazy: `import corpora` (which uses rag.errors) must not import the whole assistant.
+    # Lazy: `import rag.text` (or any light module) must not load the assistant and its backends.
     if name in _LAZY:
         import importlib
 

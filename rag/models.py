@@ -170,7 +170,7 @@ def resolve(ref: str, cache_dir: Path) -> ResolvedModel:
         if not path.is_file():
             raise ModelNotAvailableError(f"GGUF file not found: {path}; check the model reference (or use "
                                          "bundle:NAME, `python app.py models list`)")
-        folder = cache_dir / f"gguf-{path.stem}-{_quick_hash(path)}"
+        folder = cache_dir / f"gguf-{path.stem}-{quick_hash(path)}"
         if not _is_complete(folder):
             log.info("converting %s to a cached HF folder %s (once)", path, folder)
             convert_gguf([path], folder)
@@ -211,7 +211,7 @@ def _hub_cached(repo_id: str) -> Path:
         ) from None
 
 
-def _quick_hash(path: Path, chunk: int = 1 << 20) -> str:
+def quick_hash(path: Path, chunk: int = 1 << 20) -> str:
     """Hash of size + first and last MiB: enough to key a conversion cache of a multi-GB file."""
     h = hashlib.sha256(str(path.stat().st_size).encode())
     with path.open("rb") as f:
@@ -246,7 +246,7 @@ def convert_gguf(parts: list[Path], out_dir: Path, model_id: str | None = None) 
         with gguf.open("rb") as f:
             if f.read(4) != b"GGUF":
                 raise ModelNotAvailableError(f"{parts[0]} is not a GGUF file (bad magic); re-fetch the model")
-        digest = _quick_hash(gguf)
+        digest = quick_hash(gguf)
         tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
         hf = work / "hf"

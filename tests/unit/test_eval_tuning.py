@@ -293,4 +293,4 @@ def test_paired_comparison_counts_discordant_questions(tmp_path) -> None:
     p = grounded.paired(a, b)
     assert p["answerable.cites_gold"] == {"n": 4, "only_a": 1, "only_b": 2, "mcnemar_p": 1.0}
     assert p["withheld.abstained"]["only_b"] == 3 and p["withheld.abstained"]["mcnemar_p"] == 0.25
-    assert grounded._mcnemar_p(0, 10) < 0.01
+    assert grounded.mcnemar_p(0, 10) < 0.01  # eval.mcq.stats, the one McNemar

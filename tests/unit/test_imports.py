@@ -41,3 +41,18 @@ def test_the_runtime_never_imports_training_or_evaluation_code():
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
             upward += [f"{path.name}: {n}" for n in names if n.split(".")[0] in ("finetune", "eval", "app")]
     assert upward == []
+
+
+@pytest.mark.parametrize(("layer", "higher"), [("corpora", ("rag", "finetune", "eval", "app")),
+                                               ("finetune", ("eval", "app")), ("eval", ("app",))])
+def test_lower_layers_never_import_higher_ones(layer, higher):
+    """corpora (sources, errors) <- rag (runtime) <- finetune / eval <- app.py, checked on every module."""
+    import ast
+
+    upward = []
+    for path in sorted((PROJECT_ROOT / layer).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
+            upward += [f"{path.relative_to(PROJECT_ROOT)}: {n}" for n in names if n.split(".")[0] in higher]
+    assert upward == []
