@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from rag.errors import ConfigError
 from rag.fsutil import read_small_text
@@ -174,6 +174,10 @@ class ModelsConfig(_Section):
     cache_dir: str = Field(".cds/models", description="converted models (relative paths are from the project root)")
 
 
+# The parts of the generator's training data (finetune/data.py writes them; finetune may not be imported here).
+MIX_PARTS = ("closed_book", "grounded", "grounded_withheld", "grounded_ehr", "grounded_ehr_withheld", "hf_risk")
+
+
 class TrainConfig(_Section):
     """LoRA/QLoRA fine-tuning of ``generator.model`` (``python app.py train``); see finetune/train.py."""
 
@@ -196,6 +200,18 @@ class TrainConfig(_Section):
         default_factory=dict, description="training examples per part (closed_book, grounded, grounded_withheld, "
                                           "grounded_ehr, grounded_ehr_withheld, hf_risk); a missing part uses all")
     val_samples: int = Field(48, ge=0, description="validation examples (stratified by part) for the val loss")
+
+    @field_validator("mix")
+    @classmethod
+    def _known_parts(cls, mix: dict[str, int]) -> dict[str, int]:
+        # A misspelled part used to be ignored silently (and that part trained on in full).
+        unknown = sorted(set(mix) - set(MIX_PARTS))
+        if unknown:
+            raise ValueError(f"unknown part(s) {unknown}; use {', '.join(MIX_PARTS)}")
+        negative = sorted(k for k, v in mix.items() if v < 0)
+        if negative:
+            raise ValueError(f"negative example counts for {negative}")
+        return mix
     max_length: int = Field(1024, ge=32, description="tokens per example (longer ones are truncated)")
     epochs: float = Field(1.0, gt=0)
     max_steps: int = Field(-1, description="optimizer steps; overrides epochs when > 0")

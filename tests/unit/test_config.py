@@ -172,3 +172,16 @@ def test_assignment_is_validated():
 def test_resolve_path(tmp_path):
     assert resolve_path("configs/default.yaml") == DEFAULT_CONFIG
     assert resolve_path(tmp_path) == tmp_path
+
+
+def test_train_mix_refuses_unknown_parts_and_matches_the_data_parts():
+    import pytest
+
+    from finetune.data import PARTS
+    from rag.config import MIX_PARTS, load_config
+    from rag.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown part"):
+        load_config("configs/train-qwen0.5b-cpu.yaml", ["train.mix={groundd: 3}"])
+    assert set(PARTS) <= set(MIX_PARTS)
+    assert {f"{p}_withheld" for p in ("grounded", "grounded_ehr")} <= set(MIX_PARTS)
