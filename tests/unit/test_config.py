@@ -185,3 +185,25 @@ def test_train_mix_refuses_unknown_parts_and_matches_the_data_parts():
         load_config("configs/train-qwen0.5b-cpu.yaml", ["train.mix={groundd: 3}"])
     assert set(PARTS) <= set(MIX_PARTS)
     assert {f"{p}_withheld" for p in ("grounded", "grounded_ehr")} <= set(MIX_PARTS)
+
+
+def test_bundles_are_pinned_and_a_changed_gguf_is_refused_before_conversion(tmp_path):
+    import hashlib
+
+    import pytest
+
+    from rag.errors import ModelNotAvailableError
+    from rag.models import BUNDLES, convert_gguf
+
+    assert all(b.version and all(r.endswith(f"=={b.version}") for r in b.requirements()) for b in BUNDLES.values())
+    parts = [tmp_path / "a", tmp_path / "b"]
+    parts[0].write_bytes(b"GGUF" + b"\0" * 60)
+    parts[1].write_bytes(b"\1" * 64)
+    with pytest.raises(ModelNotAvailableError, match="sha256"):
+        convert_gguf(parts, tmp_path / "out", expected_sha256="0" * 64)
+    assert not (tmp_path / "out").exists()
+    right = hashlib.sha256(parts[0].read_bytes() + parts[1].read_bytes()).hexdigest()
+    # The hash passes, then parsing fails: one line with advice, not a ValueError from transformers.
+    with pytest.raises(ModelNotAvailableError, match="could not be read as a GGUF") as err:
+        convert_gguf(parts, tmp_path / "out", expected_sha256=right)
+    assert "sha256" not in str(err.value)
