@@ -8,10 +8,6 @@ from typing import Any
 
 import pytest
 
-# Import order matters: `import corpora` before `rag` currently fails with a circular
-# ImportError (pinned by tests/unit/test_imports.py). Importing rag first lets every test
-# module here use `from corpora ...` regardless of collection order.
-import rag  # noqa: F401
 from rag.chunk import Chunk
 
 
