@@ -598,7 +598,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         else:
             _print_status(status)
         return 0
-    problems = verify_index(root)
+    problems = verify_index(root, store_url=cfg.index.postgres_url)
     if args.json:
         _print_json({"ok": not problems, "problems": problems})
     else:

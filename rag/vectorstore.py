@@ -1,0 +1,272 @@
+"""Dense vector stores behind one interface: FAISS (embedded, flat or HNSW) and PostgreSQL + pgvector.
+
+The index jobs (:mod:`rag.update`) write a version's vectors through :func:`write_dense`, which
+returns the ``dense`` entry of the manifest; readers (:class:`rag.index.HybridIndex`) open it with
+:func:`open_dense`. Row ``i`` of a store is child passage ``i`` of ``chunks.jsonl``.
+
+Patient scoping is the same in every store. ``search`` gets the rows a query may see (all shared,
+non-EHR passages plus one patient's records) and splits them:
+
+- the patient's EHR rows are searched **exactly** (one patient has tens to thousands of passages);
+- the shared rows by the store's own search: exact (flat), or the approximate graph (HNSW) over
+  them. FAISS HNSW filters with an ID selector during the graph walk; PostgreSQL uses a partial
+  HNSW index built over the shared rows only, so its graph walk never has to skip a row and
+  pgvector 0.6.2's known miss under a ``WHERE`` (it filters after taking ``ef_search`` candidates;
+  iterative scans came in 0.8.0) cannot happen. A mask that is not "every shared row" (evaluation
+  only) is searched exactly.
+
+So a patient's own records are never lost to an approximate search, whatever the backend.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import numpy as np
+
+from rag.errors import CDSError, IndexCorruptError, InputError
+
+log = logging.getLogger(__name__)
+
+FAISS_FILE = "dense.faiss"
+URL_ENV = "CDS_POSTGRES_URL"
+VERSIONS_TABLE = "cds_index_versions"
+
+
+class StoreUnavailableError(CDSError):
+    """The database holding the vectors cannot be reached or answered with an error (exit 1)."""
+
+
+@dataclass(frozen=True)
+class DenseSettings:
+    """How a new version's vectors are stored (``index.*`` in the config)."""
+
+    store: Literal["faiss", "postgres"] = "faiss"
+    dense: Literal["flat", "hnsw"] = "flat"
+    hnsw_m: int = 32
+    hnsw_ef_construction: int = 80
+    hnsw_ef_search: int = 64
+    postgres_url: str | None = None
+    connect_timeout_s: int = 5
+    statement_timeout_ms: int = 30_000
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> DenseSettings:
+        return cls(store=cfg.store, dense=cfg.dense, hnsw_m=cfg.hnsw_m, hnsw_ef_construction=cfg.hnsw_ef_construction,
+                   hnsw_ef_search=cfg.hnsw_ef_search, postgres_url=cfg.postgres_url)
+
+
+class VectorStore(Protocol):
+    """What the retriever and the index jobs need from a dense store (row i = child passage i)."""
+
+    spec: dict[str, Any]  # the manifest's ``dense`` entry
+
+    @property
+    def ntotal(self) -> int: ...
+
+    @property
+    def d(self) -> int: ...
+
+    def search(self, qv: np.ndarray, k: int, allowed: np.ndarray) -> list[tuple[int, float]]:
+        """The best ``k`` (row, inner product) among ``allowed`` rows, best first."""
+        ...
+
+    def reconstruct(self, row: int) -> np.ndarray: ...
+
+    def reconstruct_n(self, start: int, n: int) -> np.ndarray: ...
+
+    def problems(self) -> list[str]:
+        """What is wrong with the stored vectors against ``spec`` (empty: healthy)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def _top(rows: np.ndarray, scores: np.ndarray, k: int) -> list[tuple[int, float]]:
+    if rows.size == 0:
+        return []
+    k = min(k, rows.size)
+    top = np.argpartition(-scores, k - 1)[:k]
+    top = top[np.lexsort((rows[top], -scores[top]))]
+    return [(int(rows[i]), float(scores[i])) for i in top]
+
+
+def merge_hits(a: list[tuple[int, float]], b: list[tuple[int, float]], k: int) -> list[tuple[int, float]]:
+    """Best ``k`` of two hit lists over disjoint rows (ties by row, so the order is deterministic)."""
+    return sorted(a + b, key=lambda h: (-h[1], h[0]))[:k]
+
+
+def vectors_sha256(vectors: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(vectors, dtype=np.float32).tobytes()).hexdigest()
+
+
+# -- FAISS -------------------------------------------------------------------------------------
+class FaissStore:
+    """A FAISS index in memory: ``IndexFlatIP`` (exact) or ``IndexHNSWFlat`` (inner product)."""
+
+    def __init__(self, index: Any, spec: dict[str, Any], is_ehr: np.ndarray | None = None):
+        self.index = index
+        self.spec = spec
+        self.is_ehr = is_ehr if is_ehr is not None else np.zeros(index.ntotal, dtype=bool)
+        self.hnsw = spec.get("type") == "hnsw"
+
+    @property
+    def ntotal(self) -> int:
+        return int(self.index.ntotal)
+
+    @property
+    def d(self) -> int:
+        return int(self.index.d)
+
+    def reconstruct(self, row: int) -> np.ndarray:
+        return np.asarray(self.index.reconstruct(int(row)))
+
+    def reconstruct_n(self, start: int, n: int) -> np.ndarray:
+        if n == 0:
+            return np.zeros((0, self.d), np.float32)
+        return np.asarray(self.index.reconstruct_n(start, n))
+
+    def _exact_rows(self, qv: np.ndarray, rows: np.ndarray, k: int) -> list[tuple[int, float]]:
+        vecs = np.asarray(self.index.reconstruct_batch(rows.astype(np.int64)), dtype=np.float32)
+        return _top(rows, vecs @ qv.astype(np.float32), k)
+
+    def _selector_search(self, qv: np.ndarray, k: int, allowed: np.ndarray) -> list[tuple[int, float]]:
+        import faiss
+
+        n_allowed = int(allowed.sum())
+        if n_allowed == 0:
+            return []
+        # A bitmap selector costs one packbits per query (IDSelectorBatch would hash every allowed id).
+        # It is passed even when everything is allowed: for one query, FAISS's selector path was 4x
+        # faster than its default path on 115k flat vectors (multi-threading overhead; BENCHMARKS.md).
+        bitmap = np.packbits(allowed, bitorder="little")
+        sel = faiss.IDSelectorBitmap(allowed.size, faiss.swig_ptr(bitmap))
+        params: Any
+        if self.hnsw:
+            params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]  # missing from faiss's stubs
+            params.sel = sel
+            params.efSearch = max(int(self.spec["ef_search"]), k)
+        else:
+            params = faiss.SearchParameters(sel=sel)  # type: ignore[call-arg]
+        scores, rows = self.index.search(qv.reshape(1, -1), min(k, n_allowed), params=params)
+        return [(int(r), float(s)) for s, r in zip(scores[0], rows[0], strict=True) if r >= 0]
+
+    def search(self, qv: np.ndarray, k: int, allowed: np.ndarray) -> list[tuple[int, float]]:
+        qv = np.asarray(qv, dtype=np.float32).reshape(-1)
+        if not self.hnsw:
+            return self._selector_search(qv, k, allowed)
+        ehr_rows = np.flatnonzero(allowed & self.is_ehr)
+        shared = allowed & ~self.is_ehr
+        hits = self._selector_search(qv, k, shared) if shared.any() else []
+        return merge_hits(hits, self._exact_rows(qv, ehr_rows, k) if ehr_rows.size else [], k)
+
+    def problems(self) -> list[str]:
+        return []  # the file's checksum is in the manifest and checked with the others
+
+    def close(self) -> None:
+        pass
+
+
+def faiss_spec(settings: DenseSettings) -> dict[str, Any]:
+    spec: dict[str, Any] = {"store": "faiss", "type": settings.dense, "metric": "inner_product", "file": FAISS_FILE}
+    if settings.dense == "hnsw":
+        spec.update(m=settings.hnsw_m, ef_construction=settings.hnsw_ef_construction,
+                    ef_search=settings.hnsw_ef_search)
+    return spec
+
+
+def build_faiss(vectors: np.ndarray, spec: dict[str, Any]) -> Any:
+    import faiss
+
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    dim = vectors.shape[1]
+    index: Any
+    if spec.get("type") == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, int(spec["m"]), faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = int(spec["ef_construction"])
+        index.hnsw.efSearch = int(spec["ef_search"])
+    else:
+        index = faiss.IndexFlatIP(dim)
+    if len(vectors):
+        index.add(vectors)
+    return index
+
+
+# -- writing and opening -----------------------------------------------------------------------
+def write_dense(settings: DenseSettings, vdir: Path, vectors: np.ndarray, children: list[Any], version: str,
+                root: Path) -> dict[str, Any]:
+    """Store a version's vectors; returns the manifest's ``dense`` entry.
+
+    FAISS writes ``dense.faiss`` into the (temporary) version folder. PostgreSQL creates the
+    version's table, fills it and builds its indexes in one transaction, committed before the
+    folder is published: a version that CURRENT names always has a complete table.
+    """
+    if settings.store == "postgres":
+        from rag.pgstore import write_pg
+
+        return write_pg(settings, vectors, children, version, root)
+    import faiss
+
+    spec = faiss_spec(settings)
+    faiss.write_index(build_faiss(vectors, spec), str(vdir / FAISS_FILE))
+    return spec
+
+
+def dense_spec(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The manifest's ``dense`` entry; versions written before it existed are FAISS flat."""
+    spec = manifest.get("dense")
+    if isinstance(spec, dict) and spec.get("store") in ("faiss", "postgres"):
+        return spec
+    return {"store": "faiss", "type": "flat", "metric": "inner_product", "file": FAISS_FILE}
+
+
+def required_files(manifest: dict[str, Any]) -> tuple[str, ...]:
+    spec = dense_spec(manifest)
+    return (FAISS_FILE,) if spec["store"] == "faiss" else ()
+
+
+def resolve_url(spec: dict[str, Any], url: str | None) -> str:
+    """The database URL: the given one (config), ``$CDS_POSTGRES_URL``, or the one the version was written to."""
+    found = url or os.environ.get(URL_ENV) or spec.get("url")
+    if not found:
+        raise InputError(f"this index version keeps its vectors in PostgreSQL; set index.postgres_url or ${URL_ENV}")
+    return str(found)
+
+
+def open_dense(vdir: Path, manifest: dict[str, Any], is_ehr: np.ndarray, url: str | None = None) -> VectorStore:
+    """Open a version's vector store (FAISS: read the file; PostgreSQL: connect, nothing loaded)."""
+    spec = dense_spec(manifest)
+    if spec["store"] == "postgres":
+        from rag.pgstore import PgStore
+
+        return PgStore(resolve_url(spec, url), spec, is_ehr)
+    import faiss
+
+    index: Any = faiss.read_index(str(vdir / FAISS_FILE))
+    if spec.get("type") == "hnsw":
+        index.hnsw.efSearch = int(spec["ef_search"])
+    return FaissStore(index, spec, is_ehr)
+
+
+def drop_dense(manifest: dict[str, Any], url: str | None = None) -> None:
+    """Remove what a pruned version keeps outside its folder (a PostgreSQL table)."""
+    spec = dense_spec(manifest)
+    if spec["store"] == "postgres":
+        from rag.pgstore import drop_pg
+
+        drop_pg(resolve_url(spec, url), spec)
+
+
+def table_name(root: Path, version: str) -> str:
+    """One table per index folder and version (a database may hold several indexes)."""
+    ns = hashlib.sha1(str(Path(root).resolve()).encode()).hexdigest()[:10]
+    name = f"cds_{ns}_{version.lower().replace('-', '_')}"
+    if not re.fullmatch(r"[a-z0-9_]{1,63}", name):
+        raise IndexCorruptError(f"version name {version!r} cannot name a table")
+    return name
