@@ -414,9 +414,10 @@ class HybridIndex:
         except (ValueError, TypeError, KeyError, RuntimeError, OSError) as e:
             raise IndexCorruptError(f"index at {vdir} cannot be read ({type(e).__name__}); rebuild with "
                                     "`python app.py index build`") from e
-        if dense.ntotal != len(children):
+        ntotal = dense.ntotal
+        if ntotal != len(children):
             dense.close()
-            raise IndexCorruptError(f"index at {vdir}: {dense.ntotal} vectors for {len(children)} passages; "
+            raise IndexCorruptError(f"index at {vdir}: {ntotal} vectors for {len(children)} passages; "
                                     "rebuild with `python app.py index build`")
         return cls(root, str(manifest["version"]), manifest, parents, children, dense, bm25)
 
