@@ -184,6 +184,7 @@ class PgStore:
         if not re.fullmatch(r"[a-z0-9_]{1,63}", self.table):
             raise InputError(f"manifest names table {self.table[:70]!r}, not one this index writes")
         self.is_ehr = is_ehr
+        self.settings = settings
         self.conn = connect(url, settings)
         self.ef_search = int(spec.get("ef_search", 40))
         self._ef_set = 0
@@ -229,6 +230,19 @@ class PgStore:
         return [(int(r), float(s)) for r, s in self.conn.execute(sql, params).fetchall()]
 
     def search(self, qv: np.ndarray, k: int, allowed: np.ndarray) -> list[tuple[int, float]]:
+        """Scoped search; a connection lost since the last query (server restarted, failover) is
+        reopened once, so a long-lived reader recovers; a server still down is a one-line error."""
+        try:
+            return self._search(qv, k, allowed)
+        except StoreUnavailableError:
+            if not (self.conn.closed or self.conn.broken):
+                raise
+        log.warning("PostgreSQL connection to %s was lost; reconnecting once", redact(self.url))
+        self.conn = connect(self.url, self.settings)
+        self._ef_set = 0
+        return self._search(qv, k, allowed)
+
+    def _search(self, qv: np.ndarray, k: int, allowed: np.ndarray) -> list[tuple[int, float]]:
         qv = np.asarray(qv, dtype=np.float32).reshape(-1)
         ehr_rows = np.flatnonzero(allowed & self.is_ehr)
         shared = allowed & ~self.is_ehr

@@ -19,14 +19,14 @@ from tests.index_helpers import CHUNKING, edit, make_sources
 PATIENTS = ("P001", "P002", "P003", "P004", "P005")
 
 
-def start_server(folder=None):
+def start_server(folder=None, cleanup_mode="delete"):
     """A PostgreSQL server in a new temporary folder. Not under pytest's tmp_path: as root, pgserver
     runs the server as its own user, which cannot enter pytest's private (0700) tmp root."""
     pgserver = pytest.importorskip("pgserver", reason="pgserver not installed (pip install pgserver)")
     pytest.importorskip("psycopg", reason="psycopg 3 not installed (pip install 'psycopg[binary]')")
     pytest.importorskip("pgvector", reason="pgvector helper not installed (pip install pgvector)")
     try:
-        return pgserver.get_server(folder or tempfile.mkdtemp(prefix="cds-pg-"), cleanup_mode="delete")
+        return pgserver.get_server(folder or tempfile.mkdtemp(prefix="cds-pg-"), cleanup_mode=cleanup_mode)
     except Exception as e:  # any failure to start is an environment problem, not a test failure
         pytest.skip(f"pgserver could not start PostgreSQL: {type(e).__name__}: {e}")
 
@@ -148,21 +148,30 @@ def test_unpublished_table_is_removed_by_the_next_writer(pg, tmp_path):
     assert orphan["table"] not in _tables(pg) and before <= _tables(pg)
 
 
-def test_a_stopped_server_gives_a_one_line_error_not_a_hang(tmp_path):
-    srv = start_server()
-    url = srv.get_uri()
-    src = make_sources(tmp_path / "src")
-    root = tmp_path / "idx"
-    _update(src, root, url)
-    idx = HybridIndex.load(root)
-    r = _retriever(idx)
-    assert r.retrieve("heart failure").dense
-    srv.cleanup()
-    with pytest.raises(StoreUnavailableError) as e:
-        r.retrieve("heart failure")
-    assert "\n" not in str(e.value) and "PostgreSQL" in str(e.value)
-    with pytest.raises(StoreUnavailableError):
-        HybridIndex.load(root)
+def test_a_stopped_server_gives_a_one_line_error_and_a_restarted_one_is_reconnected(tmp_path):
+    import shutil
+
+    folder = tempfile.mkdtemp(prefix="cds-pg-")
+    srv = start_server(folder, cleanup_mode="stop")
+    try:
+        url = srv.get_uri()
+        src = make_sources(tmp_path / "src")
+        root = tmp_path / "idx"
+        _update(src, root, url)
+        r = _retriever(HybridIndex.load(root))
+        before = r.retrieve("heart failure").dense
+        assert before
+        srv.cleanup()  # stop the server under a loaded reader
+        with pytest.raises(StoreUnavailableError) as e:
+            r.retrieve("heart failure")
+        assert "\n" not in str(e.value) and "PostgreSQL" in str(e.value)
+        with pytest.raises(StoreUnavailableError):
+            HybridIndex.load(root)
+        srv = start_server(folder, cleanup_mode="stop")  # the same data, restarted
+        assert r.retrieve("heart failure").dense == before  # the reader reconnects by itself
+    finally:
+        srv.cleanup()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_assistant_with_postgres_store_from_config(pg, tmp_path):
