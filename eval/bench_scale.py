@@ -86,22 +86,36 @@ def exact_top(x: np.ndarray, q: np.ndarray, allowed: np.ndarray, k: int) -> set[
     return {int(i) for i in np.argpartition(-s, k - 1)[:k]}
 
 
-def measure(store: Any, x: np.ndarray, queries: np.ndarray, scopes: list[np.ndarray], k: int = 10
-            ) -> dict[str, Any]:
+def proc_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (a PostgreSQL backend), from /proc (10 ms ticks)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(store: Any, x: np.ndarray, queries: np.ndarray, scopes: list[np.ndarray], k: int = 10,
+            backend_pid: int | None = None) -> dict[str, Any]:
+    """Wall latency per query (p50/p95), CPU per query (this process + the database backend: what
+    the query costs whatever else the machine runs), and recall@10 against exact search."""
     out: dict[str, Any] = {}
     for name, pick in (("shared", lambda i: scopes[0]), ("patient", lambda i: scopes[1 + i % (len(scopes) - 1)])):
-        lat, rec = [], []
+        lat, found = [], []
         for _ in range(3):  # warm-up
             store.search(queries[0], k, pick(0))
+        server0 = proc_cpu_s(backend_pid) if backend_pid else 0.0
+        cpu0 = time.process_time()
         for i, q in enumerate(queries):
-            allowed = pick(i)
             t = time.perf_counter()
-            hits = store.search(q, k, allowed)
+            found.append(store.search(q, k, pick(i)))
             lat.append((time.perf_counter() - t) * 1000)
-            want = exact_top(x, q, allowed, k)
-            rec.append(len({r for r, _ in hits} & want) / k)
+        cpu = time.process_time() - cpu0 + ((proc_cpu_s(backend_pid) - server0) if backend_pid else 0.0)
+        rec = []
+        for i, (q, hits) in enumerate(zip(queries, found, strict=True)):
+            allowed = pick(i)
             assert all(allowed[r] for r, _ in hits), "scope violated"
-        out[name] = {"p50_ms": pct(lat, 50), "p95_ms": pct(lat, 95), "recall@10": float(np.mean(rec))}
+            rec.append(len({r for r, _ in hits} & exact_top(x, q, allowed, k)) / k)
+        out[name] = {"p50_ms": pct(lat, 50), "p95_ms": pct(lat, 95), "cpu_ms_per_query": cpu * 1000 / len(queries),
+                     "recall@10": float(np.mean(rec))}
     return out
 
 
@@ -140,8 +154,9 @@ def bench_pg(url: str, x: np.ndarray, is_ehr: np.ndarray, patient: np.ndarray, q
         hnsw_mb = conn.execute("SELECT pg_relation_size(%s)", (spec["table"] + "_hnsw",)).fetchone()[0] / 2**20
     store = PgStore(url, spec, is_ehr)
     try:
+        pid = int(store.conn.execute("SELECT pg_backend_pid()").fetchone()[0])
         res = {"build_s": build_s, "size_mb": table_mb, "hnsw_index_mb": hnsw_mb,
-               **measure(store, x, queries, scopes)}
+               **measure(store, x, queries, scopes, backend_pid=pid)}
     finally:
         store.close()
         drop_pg(url, spec)
@@ -207,17 +222,20 @@ def main(argv: list[str] | None = None) -> int:
                     kind = cast(Literal["flat", "hnsw"], name.split("-")[1])
                     per[name] = bench_faiss(kind, x, is_ehr, queries, scopes, settings)
                 r = per[name]
+                sh, pa = r["shared"], r["patient"]
                 print(f"n={n:>9,} {name:<10} build {r['build_s']:7.1f} s  size {r['size_mb']:8.1f} MB  "
-                      f"shared p50 {r['shared']['p50_ms']:7.2f} p95 {r['shared']['p95_ms']:7.2f} ms "
-                      f"recall {r['shared']['recall@10']:.3f} | patient p50 {r['patient']['p50_ms']:7.2f} "
-                      f"p95 {r['patient']['p95_ms']:7.2f} ms recall {r['patient']['recall@10']:.3f} "
+                      f"shared p50 {sh['p50_ms']:6.2f} p95 {sh['p95_ms']:6.2f} cpu {sh['cpu_ms_per_query']:6.2f} ms "
+                      f"recall {sh['recall@10']:.3f} | patient p50 {pa['p50_ms']:6.2f} p95 {pa['p95_ms']:6.2f} "
+                      f"cpu {pa['cpu_ms_per_query']:6.2f} ms recall {pa['recall@10']:.3f} "
                       f"({time.perf_counter() - t:.0f} s)", flush=True)
             flat = per.get("faiss-flat")
             if flat:
                 per["ratios_vs_flat"] = {
                     name: {"build": per[name]["build_s"] / flat["build_s"] if flat["build_s"] else None,
                            "shared_p50": per[name]["shared"]["p50_ms"] / flat["shared"]["p50_ms"],
-                           "patient_p50": per[name]["patient"]["p50_ms"] / flat["patient"]["p50_ms"]}
+                           "patient_p50": per[name]["patient"]["p50_ms"] / flat["patient"]["p50_ms"],
+                           "shared_cpu": per[name]["shared"]["cpu_ms_per_query"]
+                           / flat["shared"]["cpu_ms_per_query"]}
                     for name in stores if name != "faiss-flat"}
             results["sizes"][str(n)] = per
             if args.json:
