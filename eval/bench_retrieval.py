@@ -200,7 +200,7 @@ def bench_bm25(assistant: Any, queries: list[Any], out: dict[str, Any], n_querie
 def bench_build(assistant: Any, out: dict[str, Any], n_docs: int) -> None:
     from corpora import load_sources
     from rag.config import source_set
-    from rag.index import build_index
+    from rag.update import build_index
 
     cfg = assistant.config
     docs = load_sources(source_set(cfg, "full"), strict=False).documents

@@ -17,8 +17,8 @@ Layout of an index root::
 
 A version is written into a temporary directory, fsynced, renamed into ``versions/``, and
 only then named in ``CURRENT``; a crash at any point leaves the previous version current.
-Writers (build, update, rollback, retention) live in :mod:`rag.update`; this module holds the
-format, the publish primitives, verification and loading.
+Writers (build, update, rollback, retention) live in :mod:`rag.update`, which imports this module
+(never the other way); this module holds the format, the publish primitives, verification and loading.
 """
 
 from __future__ import annotations
@@ -188,20 +188,6 @@ def import_bm25s() -> Any:
     # bm25s sets its own logger to DEBUG at import, which prints through any root handler.
     logging.getLogger("bm25s").setLevel(logging.WARNING)
     return bm25s
-
-
-def build_index(docs: list[Document], embedder: Embedder, root: Path, chunking: dict[str, int],
-                progress: bool = False, **kwargs: Any) -> tuple[str, dict[str, Any]]:
-    """Chunk, embed and index ``docs`` from scratch as a new published version under ``root``.
-
-    A thin wrapper over :func:`rag.update.update_index` with ``full=True`` (the one writer path,
-    under the index lock); ``kwargs`` go to it (``keep_versions``, ``lock_timeout``, ...).
-    """
-    from rag.update import update_index
-
-    res = update_index(docs, embedder, root, chunking, full=True, progress=progress, **kwargs)
-    assert res.version is not None and res.manifest is not None  # a full build always publishes
-    return res.version, res.manifest
 
 
 def versions_dir(root: Path) -> Path:

@@ -203,6 +203,18 @@ def update_index(docs: list[Document], embedder: Embedder, root: Path, chunking:
                               progress=progress, settings=settings)
 
 
+def build_index(docs: list[Document], embedder: Embedder, root: Path, chunking: dict[str, int],
+                progress: bool = False, **kwargs: Any) -> tuple[str, dict[str, Any]]:
+    """Chunk, embed and index ``docs`` from scratch as a new published version under ``root``.
+
+    A thin wrapper over :func:`update_index` with ``full=True`` (the one writer path,
+    under the index lock); ``kwargs`` go to it (``keep_versions``, ``lock_timeout``, ...).
+    """
+    res = update_index(docs, embedder, root, chunking, full=True, progress=progress, **kwargs)
+    assert res.version is not None and res.manifest is not None  # a full build always publishes
+    return res.version, res.manifest
+
+
 def _load_previous(root: Path, version: str, url: str | None = None
                    ) -> tuple[dict[str, Any], list[Chunk], np.ndarray]:
     """The current version's manifest, chunks (in file order) and child vectors, checksums verified."""
