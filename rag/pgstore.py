@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -189,6 +190,9 @@ class PgStore:
         self.ef_search = int(spec.get("ef_search", 40))
         self._ef_set = 0
         self._all_shared = ~is_ehr
+        # One connection per loaded version; the server's query threads share it. The lock keeps
+        # "SET hnsw.ef_search" and the query it is for together.
+        self._lock = threading.Lock()
 
     @property
     def ntotal(self) -> int:
@@ -232,15 +236,16 @@ class PgStore:
     def search(self, qv: np.ndarray, k: int, allowed: np.ndarray) -> list[tuple[int, float]]:
         """Scoped search; a connection lost since the last query (server restarted, failover) is
         reopened once, so a long-lived reader recovers; a server still down is a one-line error."""
-        try:
+        with self._lock:
+            try:
+                return self._search(qv, k, allowed)
+            except StoreUnavailableError:
+                if not (self.conn.closed or self.conn.broken):
+                    raise
+            log.warning("PostgreSQL connection to %s was lost; reconnecting once", redact(self.url))
+            self.conn = connect(self.url, self.settings)
+            self._ef_set = 0
             return self._search(qv, k, allowed)
-        except StoreUnavailableError:
-            if not (self.conn.closed or self.conn.broken):
-                raise
-        log.warning("PostgreSQL connection to %s was lost; reconnecting once", redact(self.url))
-        self.conn = connect(self.url, self.settings)
-        self._ef_set = 0
-        return self._search(qv, k, allowed)
 
     def _search(self, qv: np.ndarray, k: int, allowed: np.ndarray) -> list[tuple[int, float]]:
         qv = np.asarray(qv, dtype=np.float32).reshape(-1)
