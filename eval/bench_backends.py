@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     from rag.index import HybridIndex
     from rag.pgstore import PgStore, drop_pg, write_pg
     from rag.retrieve import HybridRetriever
-    from rag.vectorstore import DenseSettings, FaissStore, build_faiss, faiss_spec
+    from rag.vectorstore import DenseSettings, build_faiss, faiss_spec
 
     faiss.omp_set_num_threads(1)
     cfg = load_config(Path(args.config) if args.config else None,
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
                       hnsw_ef_search=cfg.index.hnsw_ef_search)
     spec = faiss_spec(s)
     t = time.perf_counter()
-    hnsw_store = FaissStore(build_faiss(vectors, spec), spec, flat.is_ehr)
+    hnsw_store = build_faiss(vectors, spec, flat.is_ehr)
     builds = {"faiss-hnsw": time.perf_counter() - t}
     srv = None
     url = args.postgres_url

@@ -33,7 +33,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from rag.vectorstore import DenseSettings, FaissStore, build_faiss, faiss_spec
+from rag.vectorstore import DenseSettings, build_faiss, faiss_spec
 
 
 @dataclass
@@ -127,13 +127,12 @@ def bench_faiss(kind: Literal["flat", "hnsw"], x: np.ndarray, is_ehr: np.ndarray
                                     hnsw_ef_search=s.hnsw_ef_search))
     r0 = rss_mb()
     t = time.perf_counter()
-    index = build_faiss(x, spec)
+    store = build_faiss(x, spec, is_ehr)
     build_s = time.perf_counter() - t
     rss = rss_mb() - r0
-    size_mb = faiss.serialize_index(index).nbytes / 2**20
-    res = {"build_s": build_s, "size_mb": size_mb, "rss_growth_mb": rss,
-           **measure(FaissStore(index, spec, is_ehr), x, queries, scopes)}
-    del index
+    size_mb = sum(faiss.serialize_index(p).nbytes for p in (store.index, store.ehr) if p is not None) / 2**20
+    res = {"build_s": build_s, "size_mb": size_mb, "rss_growth_mb": rss, **measure(store, x, queries, scopes)}
+    del store
     return res
 
 

@@ -35,6 +35,7 @@ from rag.errors import CDSError, IndexCorruptError, InputError
 log = logging.getLogger(__name__)
 
 FAISS_FILE = "dense.faiss"
+FAISS_EHR_FILE = "dense-ehr.faiss"  # HNSW versions: the patient records, searched exactly
 URL_ENV = "CDS_POSTGRES_URL"
 VERSIONS_TABLE = "cds_index_versions"
 
@@ -108,32 +109,52 @@ def vectors_sha256(vectors: np.ndarray) -> str:
 
 # -- FAISS -------------------------------------------------------------------------------------
 class FaissStore:
-    """A FAISS index in memory: ``IndexFlatIP`` (exact) or ``IndexHNSWFlat`` (inner product)."""
+    """FAISS in memory. ``flat``: one ``IndexFlatIP`` over all rows (exact). ``hnsw``: an
+    ``IndexHNSWFlat`` graph over the shared (non-EHR) rows only and an ``IndexFlatIP`` over the
+    patient records, each in an ``IndexIDMap2`` keyed by row, like pgvector's partial index.
 
-    def __init__(self, index: Any, spec: dict[str, Any], is_ehr: np.ndarray | None = None):
+    Filtering inside the graph walk lost recall on real questions: with the patient records
+    (18% of the trust index) masked by an ID selector, recall@30 of the shared rows fell to 0.82
+    at efSearch 64, against 0.93 for a graph built over the shared rows alone (BENCHMARKS.md, "Scale").
+    """
+
+    def __init__(self, index: Any, spec: dict[str, Any], is_ehr: np.ndarray | None = None, ehr: Any = None):
         self.index = index
+        self.ehr = ehr
         self.spec = spec
-        self.is_ehr = is_ehr if is_ehr is not None else np.zeros(index.ntotal, dtype=bool)
         self.hnsw = spec.get("type") == "hnsw"
+        n = int(index.ntotal) + (int(ehr.ntotal) if ehr is not None else 0)
+        self.is_ehr = is_ehr if is_ehr is not None else np.zeros(n, dtype=bool)
 
     @property
     def ntotal(self) -> int:
-        return int(self.index.ntotal)
+        return int(self.index.ntotal) + (int(self.ehr.ntotal) if self.ehr is not None else 0)
 
     @property
     def d(self) -> int:
         return int(self.index.d)
 
     def reconstruct(self, row: int) -> np.ndarray:
+        if self.hnsw and self.is_ehr[int(row)]:
+            return np.asarray(self.ehr.reconstruct(int(row)))
         return np.asarray(self.index.reconstruct(int(row)))
 
     def reconstruct_n(self, start: int, n: int) -> np.ndarray:
         if n == 0:
             return np.zeros((0, self.d), np.float32)
-        return np.asarray(self.index.reconstruct_n(start, n))
+        if not self.hnsw:
+            return np.asarray(self.index.reconstruct_n(start, n))
+        import faiss
+
+        out = np.zeros((self.ntotal, self.d), np.float32)
+        for part in (self.index, self.ehr):
+            if part is not None and part.ntotal:
+                ids = faiss.vector_to_array(part.id_map)
+                out[ids] = faiss.downcast_index(part.index).reconstruct_n(0, part.ntotal)
+        return out[start:start + n]
 
     def _exact_rows(self, qv: np.ndarray, rows: np.ndarray, k: int) -> list[tuple[int, float]]:
-        vecs = np.asarray(self.index.reconstruct_batch(rows.astype(np.int64)), dtype=np.float32)
+        vecs = np.stack([np.asarray(self.ehr.reconstruct(int(r)), dtype=np.float32) for r in rows])
         return _top(rows, vecs @ qv.astype(np.float32), k)
 
     def _selector_search(self, qv: np.ndarray, k: int, allowed: np.ndarray) -> list[tuple[int, float]]:
@@ -150,8 +171,9 @@ class FaissStore:
         params: Any
         if self.hnsw:
             params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]  # missing from faiss's stubs
-            params.sel = sel
             params.efSearch = max(int(self.spec["ef_search"]), k)
+            if n_allowed < int(self.index.ntotal):  # an arbitrary subset (evaluation): filter in the walk
+                params.sel = sel
         else:
             params = faiss.SearchParameters(sel=sel)  # type: ignore[call-arg]
         scores, rows = self.index.search(qv.reshape(1, -1), min(k, n_allowed), params=params)
@@ -167,7 +189,17 @@ class FaissStore:
         return merge_hits(hits, self._exact_rows(qv, ehr_rows, k) if ehr_rows.size else [], k)
 
     def problems(self) -> list[str]:
-        return []  # the file's checksum is in the manifest and checked with the others
+        """The files' checksums are in the manifest; here: each row is in the part its kind says."""
+        if not self.hnsw:
+            return []
+        import faiss
+
+        out = []
+        for name, part, want in (("graph", self.index, ~self.is_ehr), ("patient records", self.ehr, self.is_ehr)):
+            have = np.sort(faiss.vector_to_array(part.id_map)) if part is not None else np.zeros(0, np.int64)
+            if not np.array_equal(have, np.flatnonzero(want)):
+                out.append(f"dense {name} index holds other rows than the passages of its kind")
+        return out
 
     def close(self) -> None:
         pass
@@ -177,25 +209,32 @@ def faiss_spec(settings: DenseSettings) -> dict[str, Any]:
     spec: dict[str, Any] = {"store": "faiss", "type": settings.dense, "metric": "inner_product", "file": FAISS_FILE}
     if settings.dense == "hnsw":
         spec.update(m=settings.hnsw_m, ef_construction=settings.hnsw_ef_construction,
-                    ef_search=settings.hnsw_ef_search)
+                    ef_search=settings.hnsw_ef_search, ehr_file=FAISS_EHR_FILE,
+                    graph="shared (non-EHR) passages; patient records searched exactly")
     return spec
 
 
-def build_faiss(vectors: np.ndarray, spec: dict[str, Any]) -> Any:
+def build_faiss(vectors: np.ndarray, spec: dict[str, Any], is_ehr: np.ndarray | None = None) -> FaissStore:
     import faiss
 
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     dim = vectors.shape[1]
-    index: Any
-    if spec.get("type") == "hnsw":
-        index = faiss.IndexHNSWFlat(dim, int(spec["m"]), faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = int(spec["ef_construction"])
-        index.hnsw.efSearch = int(spec["ef_search"])
-    else:
-        index = faiss.IndexFlatIP(dim)
-    if len(vectors):
-        index.add(vectors)
-    return index
+    is_ehr = np.zeros(len(vectors), dtype=bool) if is_ehr is None else np.asarray(is_ehr, dtype=bool)
+    if spec.get("type") != "hnsw":
+        flat = faiss.IndexFlatIP(dim)
+        if len(vectors):
+            flat.add(vectors)
+        return FaissStore(flat, spec, is_ehr)
+    graph: Any = faiss.IndexHNSWFlat(dim, int(spec["m"]), faiss.METRIC_INNER_PRODUCT)
+    graph.hnsw.efConstruction = int(spec["ef_construction"])
+    graph.hnsw.efSearch = int(spec["ef_search"])
+    shared = faiss.IndexIDMap2(graph)
+    ehr = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+    for part, mask in ((shared, ~is_ehr), (ehr, is_ehr)):
+        rows = np.flatnonzero(mask)
+        if rows.size:
+            part.add_with_ids(vectors[rows], rows.astype(np.int64))
+    return FaissStore(shared, spec, is_ehr, ehr)
 
 
 # -- writing and opening -----------------------------------------------------------------------
@@ -214,7 +253,10 @@ def write_dense(settings: DenseSettings, vdir: Path, vectors: np.ndarray, childr
     import faiss
 
     spec = faiss_spec(settings)
-    faiss.write_index(build_faiss(vectors, spec), str(vdir / FAISS_FILE))
+    store = build_faiss(vectors, spec, np.array([c.kind == "ehr" for c in children], dtype=bool))
+    faiss.write_index(store.index, str(vdir / FAISS_FILE))
+    if store.ehr is not None:
+        faiss.write_index(store.ehr, str(vdir / FAISS_EHR_FILE))
     return spec
 
 
@@ -228,7 +270,9 @@ def dense_spec(manifest: dict[str, Any]) -> dict[str, Any]:
 
 def required_files(manifest: dict[str, Any]) -> tuple[str, ...]:
     spec = dense_spec(manifest)
-    return (FAISS_FILE,) if spec["store"] == "faiss" else ()
+    if spec["store"] != "faiss":
+        return ()
+    return (FAISS_FILE, FAISS_EHR_FILE) if spec.get("type") == "hnsw" else (FAISS_FILE,)
 
 
 def resolve_url(spec: dict[str, Any], url: str | None) -> str:
@@ -249,9 +293,11 @@ def open_dense(vdir: Path, manifest: dict[str, Any], is_ehr: np.ndarray, url: st
     import faiss
 
     index: Any = faiss.read_index(str(vdir / FAISS_FILE))
-    if spec.get("type") == "hnsw":
-        index.hnsw.efSearch = int(spec["ef_search"])
-    return FaissStore(index, spec, is_ehr)
+    if spec.get("type") != "hnsw":
+        return FaissStore(index, spec, is_ehr)
+    graph: Any = faiss.downcast_index(index.index)
+    graph.hnsw.efSearch = int(spec["ef_search"])
+    return FaissStore(index, spec, is_ehr, faiss.read_index(str(vdir / FAISS_EHR_FILE)))
 
 
 def drop_dense(manifest: dict[str, Any], url: str | None = None) -> None:

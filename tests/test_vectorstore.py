@@ -9,7 +9,7 @@ import pytest
 
 from rag.index import HybridIndex, read_manifest, verify_index
 from rag.update import read_sources, rollback, update_index
-from rag.vectorstore import DenseSettings, FaissStore, build_faiss, faiss_spec
+from rag.vectorstore import DenseSettings, build_faiss, faiss_spec
 from tests.fakes import HashEmbedder
 from tests.index_helpers import CHUNKING, check_index, edit, make_sources
 
@@ -43,7 +43,7 @@ def exact(x: np.ndarray, q: np.ndarray, allowed: np.ndarray, k: int) -> list[int
 def test_scoped_search_never_leaves_the_scope_and_finds_the_patients_own_records(kind):
     x, is_ehr, patient = synthetic()
     spec = faiss_spec(DenseSettings(dense=kind, hnsw_m=16, hnsw_ef_construction=40, hnsw_ef_search=32))
-    store = FaissStore(build_faiss(x, spec), spec, is_ehr)
+    store = build_faiss(x, spec, is_ehr)
     rng = np.random.default_rng(1)
     recall, own_recall = [], []
     for qi in rng.integers(0, len(x), 50):
@@ -63,7 +63,7 @@ def test_scoped_search_never_leaves_the_scope_and_finds_the_patients_own_records
 def test_hnsw_search_with_nothing_allowed_and_everything_allowed():
     x, is_ehr, _ = synthetic(n=500)
     spec = faiss_spec(HNSW)
-    store = FaissStore(build_faiss(x, spec), spec, is_ehr)
+    store = build_faiss(x, spec, is_ehr)
     assert store.search(x[0], 5, np.zeros(len(x), bool)) == []
     hits = store.search(x[0], 5, np.ones(len(x), bool))
     assert hits[0][0] == 0 and len(hits) == 5
@@ -75,10 +75,18 @@ def test_hnsw_index_is_recorded_in_the_manifest_and_jobs_behave_as_with_flat(tmp
     root = tmp_path / "idx"
     v1 = _update(src, root, dense=HNSW).version
     _, m = read_manifest(root)
-    assert m["dense"] == {"store": "faiss", "type": "hnsw", "metric": "inner_product", "file": "dense.faiss",
-                          "m": 16, "ef_construction": 40, "ef_search": 32}
+    assert {k: m["dense"][k] for k in ("store", "type", "file", "ehr_file", "m", "ef_construction", "ef_search")} == {
+        "store": "faiss", "type": "hnsw", "file": "dense.faiss", "ehr_file": "dense-ehr.faiss", "m": 16,
+        "ef_construction": 40, "ef_search": 32}
+    assert {"dense.faiss", "dense-ehr.faiss"} <= set(m["files"])
+    import faiss
+
     idx = HybridIndex.load(root)
-    assert type(idx.dense.index).__name__ == "IndexHNSWFlat" and idx.dense.index.hnsw.efSearch == 32
+    graph = faiss.downcast_index(idx.dense.index.index)
+    assert type(graph).__name__ == "IndexHNSWFlat" and graph.hnsw.efSearch == 32
+    # The graph holds the shared passages, the other file the patient records, each keyed by row.
+    assert idx.dense.index.ntotal == int((~idx.is_ehr).sum()) and idx.dense.ehr.ntotal == int(idx.is_ehr.sum())
+    assert np.allclose(idx.dense.reconstruct_n(0, idx.dense.ntotal)[5], idx.dense.reconstruct(5))
     check_index(root)
     # An update reuses the HNSW version's vectors (read back from the graph's storage).
     edit(src / "guidelines" / "cap.md", "hnsw")
