@@ -6,7 +6,8 @@ Layout of an index root::
     versions/<version>/     immutable once published
         manifest.json       embedder, chunking, per-document hashes, counts, file checksums
         chunks.jsonl        parents then children (JSON, never pickle)
-        dense.faiss         FAISS IndexFlatIP or IndexHNSWFlat over normalised child vectors (row i = child i);
+        dense.faiss         FAISS IndexFlatIP over normalised child vectors (row i = child i), or an HNSW
+                            graph over the shared passages (+ dense-ehr.faiss: the patient records);
                             with ``index.store: postgres`` the vectors live in a table instead
                             (:mod:`rag.vectorstore`, the manifest's ``dense`` entry says which)
         bm25/               bm25s arrays (.npy without pickle) and JSON vocabulary

@@ -8,12 +8,13 @@ Patient scoping is the same in every store. ``search`` gets the rows a query may
 non-EHR passages plus one patient's records) and splits them:
 
 - the patient's EHR rows are searched **exactly** (one patient has tens to thousands of passages);
-- the shared rows by the store's own search: exact (flat), or the approximate graph (HNSW) over
-  them. FAISS HNSW filters with an ID selector during the graph walk; PostgreSQL uses a partial
-  HNSW index built over the shared rows only, so its graph walk never has to skip a row and
-  pgvector 0.6.2's known miss under a ``WHERE`` (it filters after taking ``ef_search`` candidates;
-  iterative scans came in 0.8.0) cannot happen. A mask that is not "every shared row" (evaluation
-  only) is searched exactly.
+- the shared rows by the store's own search: exact (flat), or an approximate graph (HNSW) built
+  over the shared rows only (FAISS: an ``IndexIDMap2`` graph keyed by row, the records in an exact
+  index beside it; PostgreSQL: a partial index ``WHERE kind <> 'ehr'``), so the graph walk never
+  has to skip a row. Masking rows inside the walk lost recall on real questions (FAISS ID
+  selector), and pgvector 0.6.2 filters after taking ``ef_search`` candidates (iterative scans
+  came in 0.8.0). A mask that is not "every shared row" (evaluation only) is searched with a
+  filter (FAISS) or exactly (PostgreSQL).
 
 So a patient's own records are never lost to an approximate search, whatever the backend.
 """
