@@ -598,7 +598,7 @@ def cmd_index(args: argparse.Namespace) -> int:
         else:
             _print_status(status)
         return 0
-    problems = verify_index(root)
+    problems = verify_index(root, store_url=cfg.index.postgres_url)
     if args.json:
         _print_json({"ok": not problems, "problems": problems})
     else:
@@ -718,6 +718,10 @@ def _print_status(st: dict[str, Any]) -> None:
     c = st["counts"]
     print(f"index {st['index']}\n  version {st['version']} (parent {st['parent_version']}), created {st['created']}")
     print(f"  embedder {st['embedder']['model_id']} dim {st['embedder']['dim']}")
+    d = st["dense"]
+    params = ", ".join(f"{k} {d[k]}" for k in ("m", "ef_construction", "ef_search") if k in d)
+    where = f"table {d['table']} at {d.get('url')}" if d["store"] == "postgres" else d.get("file", "dense.faiss")
+    print(f"  dense {d['store']} {d['type']}{f' ({params})' if params else ''}: {where}")
     print(f"  {c['documents']} documents {c['documents_by_kind']}, {c['parents']} sections, "
           f"{c['children']} passages {c['children_by_kind']}")
     docs, pars, kids = (c.get(f"{x}_by_collection", {}) for x in ("documents", "parents", "children"))

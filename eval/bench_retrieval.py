@@ -200,7 +200,7 @@ def bench_bm25(assistant: Any, queries: list[Any], out: dict[str, Any], n_querie
 def bench_build(assistant: Any, out: dict[str, Any], n_docs: int) -> None:
     from corpora import load_sources
     from rag.config import source_set
-    from rag.index import build_index
+    from rag.update import build_index
 
     cfg = assistant.config
     docs = load_sources(source_set(cfg, "full"), strict=False).documents
@@ -248,12 +248,13 @@ def bench_hnsw(assistant: Any, queries: list[Any], out: dict[str, Any]) -> None:
     vectors = index.dense.reconstruct_n(0, index.dense.ntotal)
     qvs = assistant.embedder.encode_queries([q.text for q in queries]).astype(np.float32)
     t = time.perf_counter()
-    _, flat_top = index.dense.search(qvs, 10)
+    flat = index.dense.index  # the raw FAISS index of a FAISS-backed version
+    _, flat_top = flat.search(qvs, 10)
     flat_ms = (time.perf_counter() - t) * 1000 / len(queries)
     flat_single = []
     for qv in qvs[:200]:
         t = time.perf_counter()
-        index.dense.search(qv.reshape(1, -1), 10)
+        flat.search(qv.reshape(1, -1), 10)
         flat_single.append((time.perf_counter() - t) * 1000)
     t = time.perf_counter()
     hnsw = faiss.IndexHNSWFlat(index.dense.d, 32, faiss.METRIC_INNER_PRODUCT)

@@ -36,6 +36,7 @@ from rag.models import EmbedderSpec, embedder_spec, resolve
 from rag.retrieve import HybridRetriever, Retrieval, Unit
 from rag.text import split_sentences
 from rag.update import UpdateResult, read_sources, rollback, update_index
+from rag.vectorstore import DenseSettings
 from rag.verifier import Verifier
 
 log = logging.getLogger(__name__)
@@ -121,7 +122,8 @@ class Assistant:
                     log.warning("no index at %s: building the demo index first (one-time)", self.index_root)
                     self.build([str(resolve_path(s)) for s in self.config.index.demo_sources])
                 read_manifest(self.index_root)  # a missing/corrupt index fails before any model loads
-                self._index = HybridIndex.load(self.index_root, expect_embedder=embedder_manifest(self.embedder))
+                self._index = HybridIndex.load(self.index_root, expect_embedder=embedder_manifest(self.embedder),
+                                             store_url=self.config.index.postgres_url)
             return self._index
 
     def _refresh(self) -> None:
@@ -134,7 +136,8 @@ class Assistant:
     def reload(self) -> None:
         """Load the current version now. Queries already running keep the version they started with."""
         with self._index_lock:
-            self._index = HybridIndex.load(self.index_root, expect_embedder=embedder_manifest(self.embedder))
+            self._index = HybridIndex.load(self.index_root, expect_embedder=embedder_manifest(self.embedder),
+                                             store_url=self.config.index.postgres_url)
 
     @contextmanager
     def _pin(self) -> Iterator[HybridIndex]:
@@ -178,7 +181,7 @@ class Assistant:
                            per_source=src.per_source, keep_versions=cfg.keep_versions,
                            lock_timeout=cfg.lock_timeout if lock_timeout is None else lock_timeout,
                            max_removed=cfg.max_removed if max_removed is None else max_removed,
-                           progress=self.progress)
+                           progress=self.progress, dense=DenseSettings.from_config(cfg))
         res.seconds = {"read": read_s, **res.seconds}
         res.load_stats = dict(src.stats)
         if res.manifest is not None:
@@ -191,7 +194,7 @@ class Assistant:
     def rollback(self, to: str | None = None, lock_timeout: float | None = None) -> tuple[str, str]:
         """Make an earlier version current again (default: the current version's parent)."""
         t = self.config.index.lock_timeout if lock_timeout is None else lock_timeout
-        moved = rollback(self.index_root, to, lock_timeout=t)
+        moved = rollback(self.index_root, to, lock_timeout=t, store_url=self.config.index.postgres_url)
         with self._index_lock:
             self._index = None
         return moved

@@ -164,6 +164,18 @@ class IndexConfig(_Section):
     )
     max_file_mb: float = Field(32.0, gt=0.0, description="a source file larger than this is refused (reported and "
                                                           "skipped inside a folder): split it or raise the limit")
+    store: Literal["faiss", "postgres"] = Field(
+        "faiss", description="where new versions keep their vectors: faiss (a file in the version folder) or "
+                             "postgres (a table per version in index.postgres_url, pgvector); applies from the "
+                             "next build or update")
+    dense: Literal["flat", "hnsw"] = Field(
+        "flat", description="dense search: flat (exact) or hnsw (approximate, for millions of passages)")
+    hnsw_m: int = Field(32, ge=4, le=128, description="HNSW graph degree (M)")
+    hnsw_ef_construction: int = Field(80, ge=8, description="HNSW efConstruction: build effort")
+    hnsw_ef_search: int = Field(64, ge=1, description="HNSW efSearch: search effort (recall vs latency, BENCHMARKS.md)")
+    postgres_url: str | None = Field(
+        None, description="PostgreSQL URL with pgvector (postgresql://user@host:5432/db); unset: $CDS_POSTGRES_URL, "
+                          "then the URL the version was written to")
 
 
 class QueryConfig(_Section):

@@ -6,7 +6,10 @@ Layout of an index root::
     versions/<version>/     immutable once published
         manifest.json       embedder, chunking, per-document hashes, counts, file checksums
         chunks.jsonl        parents then children (JSON, never pickle)
-        dense.faiss         IndexFlatIP over normalised child vectors (row i = child i)
+        dense.faiss         FAISS IndexFlatIP over normalised child vectors (row i = child i), or an HNSW
+                            graph over the shared passages (+ dense-ehr.faiss: the patient records);
+                            with ``index.store: postgres`` the vectors live in a table instead
+                            (:mod:`rag.vectorstore`, the manifest's ``dense`` entry says which)
         bm25/               bm25s arrays (.npy without pickle) and JSON vocabulary
 
     LOCK                    the writers' lock (:mod:`rag.lock`); readers never take it
@@ -15,8 +18,8 @@ Layout of an index root::
 
 A version is written into a temporary directory, fsynced, renamed into ``versions/``, and
 only then named in ``CURRENT``; a crash at any point leaves the previous version current.
-Writers (build, update, rollback, retention) live in :mod:`rag.update`; this module holds the
-format, the publish primitives, verification and loading.
+Writers (build, update, rollback, retention) live in :mod:`rag.update`, which imports this module
+(never the other way); this module holds the format, the publish primitives, verification and loading.
 """
 
 from __future__ import annotations
@@ -40,12 +43,13 @@ from rag.chunk import Chunk, HierarchicalChunker
 from rag.embed import Embedder
 from rag.errors import EmbedderMismatchError, IndexCorruptError, IndexMissingError
 from rag.fsutil import fsync_dir
+from rag.vectorstore import VectorStore, open_dense, required_files
 
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 BM25_TOKENIZER = "rag.text.tokenize/1"
-DATA_FILES = ("chunks.jsonl", "dense.faiss")
+DATA_FILES = ("chunks.jsonl",)  # plus the dense store's file, if it has one (vectorstore.required_files)
 # A version name as next_version_name writes it: nothing that could leave versions/ ("../", "/").
 VERSION_NAME = re.compile(r"v\d{4}-[0-9A-Za-z]+")
 MAX_MANIFEST_BYTES = 256 << 20  # a 50k-document manifest is ~20 MB; never read an unbounded file
@@ -187,20 +191,6 @@ def import_bm25s() -> Any:
     return bm25s
 
 
-def build_index(docs: list[Document], embedder: Embedder, root: Path, chunking: dict[str, int],
-                progress: bool = False, **kwargs: Any) -> tuple[str, dict[str, Any]]:
-    """Chunk, embed and index ``docs`` from scratch as a new published version under ``root``.
-
-    A thin wrapper over :func:`rag.update.update_index` with ``full=True`` (the one writer path,
-    under the index lock); ``kwargs`` go to it (``keep_versions``, ``lock_timeout``, ...).
-    """
-    from rag.update import update_index
-
-    res = update_index(docs, embedder, root, chunking, full=True, progress=progress, **kwargs)
-    assert res.version is not None and res.manifest is not None  # a full build always publishes
-    return res.version, res.manifest
-
-
 def versions_dir(root: Path) -> Path:
     """``root/versions``, refusing one that is not a folder (a file or a link put in its place)."""
     vdir = Path(root) / "versions"
@@ -276,7 +266,7 @@ def verify_files(vdir: Path, manifest: dict[str, Any]) -> list[str]:
     """Size and sha256 of every file the manifest lists, and of every data file loading reads."""
     problems = []
     files = manifest.get("files", {})
-    for rel in DATA_FILES:
+    for rel in DATA_FILES + required_files(manifest):
         if files and rel not in files:
             problems.append(f"{rel} is not listed in the manifest")
     bm25 = vdir / "bm25"
@@ -298,20 +288,25 @@ def verify_files(vdir: Path, manifest: dict[str, Any]) -> list[str]:
     return problems
 
 
-def verify_index(root: Path, version: str | None = None) -> list[str]:
-    """Every problem found with a version: checksums, counts, embedder dimension (empty list = healthy)."""
+def verify_index(root: Path, version: str | None = None, store_url: str | None = None) -> list[str]:
+    """Every problem found with a version: checksums, counts, embedder dimension, and the dense
+    store's own check (a database table's rows and vector checksum) (empty list = healthy)."""
     version = version or current_version(root)
     vdir, manifest = read_manifest(root, version)
     problems = verify_files(vdir, manifest)
     if not problems:
         try:
-            idx = HybridIndex.load(root, version=version, verify=False)  # the checksums were just checked
+            # the checksums were just checked
+            idx = HybridIndex.load(root, version=version, verify=False, store_url=store_url)
             counts = manifest.get("counts", {})
-            checks = [("vectors in dense.faiss", idx.dense.ntotal, counts.get("children")),
+            problems.extend(idx.dense.problems())
+            spec = idx.dense.spec
+            where = spec.get("file", "dense.faiss") if spec["store"] == "faiss" else f"table {spec.get('table')}"
+            checks = [(f"vectors in {where}", idx.dense.ntotal, counts.get("children")),
                       ("passages in chunks.jsonl", len(idx.children), counts.get("children")),
                       ("sections in chunks.jsonl", len(idx.parents), counts.get("parents")),
                       ("documents in the manifest", len(manifest.get("documents", {})), counts.get("documents")),
-                      ("dense.faiss dimension (embedder dimension)", idx.dense.d, manifest["embedder"]["dim"])]
+                      (f"{where} dimension (embedder dimension)", idx.dense.d, manifest["embedder"]["dim"])]
             num_docs = getattr(idx.bm25, "scores", {}).get("num_docs")
             if num_docs is not None:
                 checks.append(("passages in the BM25 index", int(num_docs), counts.get("children")))
@@ -329,7 +324,7 @@ class HybridIndex:
     """A loaded index version: chunks, FAISS and BM25, plus scope masks for patient filtering."""
 
     def __init__(self, root: Path, version: str, manifest: dict[str, Any], parents: dict[str, Chunk],
-                 children: list[Chunk], dense: Any, bm25: Any):
+                 children: list[Chunk], dense: VectorStore, bm25: Any):
         self.root = root
         self.version = version
         self.manifest = manifest
@@ -350,7 +345,7 @@ class HybridIndex:
 
     @classmethod
     def load(cls, root: Path, version: str | None = None, expect_embedder: dict[str, Any] | None = None,
-             verify: bool = True) -> HybridIndex:
+             verify: bool = True, store_url: str | None = None) -> HybridIndex:
         """Load ``version`` (default: the current one) fully into memory.
 
         With ``verify`` (the default) every file is checked against the manifest's sha256 first:
@@ -358,24 +353,24 @@ class HybridIndex:
         of being served. Long-lived readers load once per version switch, so this is paid once.
         Loading the current version can race with a writer that publishes and then prunes it;
         if the files vanish and CURRENT has moved on meanwhile, load the new current version.
+        ``store_url`` is the database of a PostgreSQL-backed version (default: ``$CDS_POSTGRES_URL``,
+        then the URL it was written to).
         """
         if version is not None:
-            return cls._load(root, version, expect_embedder, verify)
+            return cls._load(root, version, expect_embedder, verify, store_url)
         for _ in range(3):
             want = current_version(root)
             try:
-                return cls._load(root, want, expect_embedder, verify)
+                return cls._load(root, want, expect_embedder, verify, store_url)
             except IndexCorruptError:
                 if want is None or current_version(root) == want:
                     raise
                 log.info("index version %s was replaced while loading; loading the new current version", want)
-        return cls._load(root, current_version(root), expect_embedder, verify)
+        return cls._load(root, current_version(root), expect_embedder, verify, store_url)
 
     @classmethod
-    def _load(cls, root: Path, version: str | None, expect_embedder: dict[str, Any] | None, verify: bool = True
-              ) -> HybridIndex:
-        import faiss
-
+    def _load(cls, root: Path, version: str | None, expect_embedder: dict[str, Any] | None, verify: bool = True,
+              store_url: str | None = None) -> HybridIndex:
         bm25s = import_bm25s()
 
         vdir, manifest = read_manifest(root, version)
@@ -400,13 +395,16 @@ class HybridIndex:
                         parents[c.chunk_id] = c
                     else:
                         children.append(c)
-            dense = faiss.read_index(str(vdir / "dense.faiss"))
+            is_ehr = np.array([c.kind == "ehr" for c in children], dtype=bool)
+            dense = open_dense(vdir, manifest, is_ehr, store_url)
             bm25 = bm25s.BM25.load(str(vdir / "bm25"), mmap=False, show_progress=False)
         except (ValueError, TypeError, KeyError, RuntimeError, OSError) as e:
             raise IndexCorruptError(f"index at {vdir} cannot be read ({type(e).__name__}); rebuild with "
                                     "`python app.py index build`") from e
-        if dense.ntotal != len(children):
-            raise IndexCorruptError(f"index at {vdir}: {dense.ntotal} vectors for {len(children)} passages; "
+        ntotal = dense.ntotal
+        if ntotal != len(children):
+            dense.close()
+            raise IndexCorruptError(f"index at {vdir}: {ntotal} vectors for {len(children)} passages; "
                                     "rebuild with `python app.py index build`")
         return cls(root, str(manifest["version"]), manifest, parents, children, dense, bm25)
 

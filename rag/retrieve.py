@@ -2,7 +2,7 @@
 
 The fusion and merge functions are pure (ids and scores in, ids and scores out) so they are
 tested without models; :class:`HybridRetriever` wires them to a loaded :class:`HybridIndex`.
-Patient scoping is applied inside both searches (FAISS ID selector, BM25 score mask) and
+Patient scoping is applied inside both searches (the vector store's scoped search, BM25 score mask) and
 checked again on the fused result, so a record of another patient can never surface.
 """
 
@@ -172,19 +172,10 @@ class HybridRetriever:
         self.patient_slots = patient_slots
 
     def _dense(self, qv: np.ndarray, allowed: np.ndarray, k: int) -> list[tuple[str, float]]:
-        import faiss
-
-        n_allowed = int(allowed.sum())
-        if n_allowed == 0:
-            return []
-        # A bitmap selector costs one packbits per query (IDSelectorBatch would hash every allowed id).
-        # It is passed even when everything is allowed: for one query, FAISS's selector path was 4x
-        # faster than its default path on 115k vectors (multi-threading overhead; BENCHMARKS.md).
-        bitmap = np.packbits(allowed, bitorder="little")
-        params = faiss.SearchParameters(sel=faiss.IDSelectorBitmap(allowed.size, faiss.swig_ptr(bitmap)))  # type: ignore[call-arg]
-        scores, rows = self.index.dense.search(qv.reshape(1, -1), min(k, n_allowed), params=params)
-        return [(self.index.children[r].chunk_id, float(s)) for s, r in zip(scores[0], rows[0], strict=True)
-                if r >= 0]
+        # The store searches the patient's records exactly and the shared rows by its own method
+        # (rag.vectorstore), so scoping is the same for FAISS flat, FAISS HNSW and PostgreSQL.
+        hits = self.index.dense.search(qv, k, allowed)
+        return [(self.index.children[r].chunk_id, s) for r, s in hits]
 
     def _bm25(self, query: str, allowed: np.ndarray, k: int) -> list[tuple[str, float]]:
         tokens = bm25_tokenize(query)

@@ -11,6 +11,7 @@ from rag.embed_cache import EmbeddingCache
 from rag.index import current_version, list_versions, read_manifest
 from rag.lock import lock_holder
 from rag.update import read_history
+from rag.vectorstore import dense_spec
 
 
 def _version_row(root: Path, name: str, current: str | None) -> dict[str, Any]:
@@ -32,6 +33,7 @@ def index_status(root: Path) -> dict[str, Any]:
     status: dict[str, Any] = {k: m.get(k) for k in ("version", "parent_version", "created", "embedder", "chunking",
                                                     "counts")}
     status["index"] = str(root)
+    status["dense"] = {k: v for k, v in dense_spec(m).items() if k != "vectors_sha256"}
     status["patients"] = m.get("patients", [])
     status["patient_count"] = len(status["patients"])
     status["collection_kinds"] = {d.get("collection", ""): d.get("kind", "")

@@ -12,8 +12,9 @@ Every write goes through :func:`update_index` under the index lock (:mod:`rag.lo
 4. take vectors from the current version and the embedding cache (keyed by embedder
    fingerprint + passage text hash) and embed only what is new, saving to the cache as it
    goes, so an interrupted run resumes;
-5. rebuild FAISS and BM25 over all passages, write the version into a temporary directory,
-   fsync, rename into ``versions/`` and swap ``CURRENT`` (see :mod:`rag.index`);
+5. rebuild the dense store (:mod:`rag.vectorstore`: FAISS flat/HNSW file, or a PostgreSQL table
+   committed in one transaction) and BM25 over all passages, write the version into a temporary
+   directory, fsync, rename into ``versions/`` and swap ``CURRENT`` (see :mod:`rag.index`);
 6. prune versions beyond ``keep_versions`` and compact the cache.
 
 A SIGKILL at any point leaves the previous version current and loadable; the next writer
@@ -64,6 +65,7 @@ from rag.index import (
 )
 from rag.lock import IndexLock
 from rag.text import tokenize as bm25_tokenize
+from rag.vectorstore import DenseSettings, dense_spec, drop_dense, open_dense, write_dense
 
 log = logging.getLogger(__name__)
 
@@ -168,13 +170,15 @@ class _Stages:
 def update_index(docs: list[Document], embedder: Embedder, root: Path, chunking: dict[str, int], *,
                  full: bool = False, mode: str | None = None, skipped: Sequence[tuple[str, str]] = (),
                  per_source: list[dict[str, Any]] | None = None, keep_versions: int | None = None,
-                 lock_timeout: float = 300.0, max_removed: float = 1.0, progress: bool = False) -> UpdateResult:
+                 lock_timeout: float = 300.0, max_removed: float = 1.0, progress: bool = False,
+                 dense: DenseSettings | None = None) -> UpdateResult:
     """Bring the index at ``root`` to exactly ``docs`` and publish a new version if anything changed.
 
     ``full`` re-chunks and re-embeds everything (no cache reads) and always publishes; it is
     what ``index build`` and ``index update --rebuild`` do, and the only way to change the
     embedder or the chunking of an existing index. ``max_removed`` refuses an update that
     would remove more than that fraction of the indexed documents (a mistyped source list).
+    ``dense`` chooses where and how the vectors are stored (default: FAISS flat).
     """
     mode = mode or ("build" if full else "update")
     if not docs:
@@ -186,18 +190,34 @@ def update_index(docs: list[Document], embedder: Embedder, root: Path, chunking:
     root.mkdir(parents=True, exist_ok=True)
     versions_dir(root).mkdir(exist_ok=True)
     with IndexLock(root, timeout=lock_timeout, command=f"index {mode}"):
+        settings = dense or DenseSettings()
         n = clean_leftovers(root) + clean_cache_leftovers(root)
+        if settings.store == "postgres":
+            from rag.pgstore import clean_pg_leftovers
+
+            n += clean_pg_leftovers(settings, root, set(list_versions(root)))
         if n:
             log.warning("removed %d leftover(s) of an interrupted index job", n)
         return _update_locked(docs, embedder, root, chunking, full=full, mode=mode, skipped=list(skipped),
                               per_source=per_source or [], keep_versions=keep_versions, max_removed=max_removed,
-                              progress=progress)
+                              progress=progress, settings=settings)
 
 
-def _load_previous(root: Path, version: str) -> tuple[dict[str, Any], list[Chunk], np.ndarray]:
+def build_index(docs: list[Document], embedder: Embedder, root: Path, chunking: dict[str, int],
+                progress: bool = False, **kwargs: Any) -> tuple[str, dict[str, Any]]:
+    """Chunk, embed and index ``docs`` from scratch as a new published version under ``root``.
+
+    A thin wrapper over :func:`update_index` with ``full=True`` (the one writer path,
+    under the index lock); ``kwargs`` go to it (``keep_versions``, ``lock_timeout``, ...).
+    """
+    res = update_index(docs, embedder, root, chunking, full=True, progress=progress, **kwargs)
+    assert res.version is not None and res.manifest is not None  # a full build always publishes
+    return res.version, res.manifest
+
+
+def _load_previous(root: Path, version: str, url: str | None = None
+                   ) -> tuple[dict[str, Any], list[Chunk], np.ndarray]:
     """The current version's manifest, chunks (in file order) and child vectors, checksums verified."""
-    import faiss
-
     vdir, manifest = read_manifest(root, version)
     problems = verify_files(vdir, manifest)
     if problems:
@@ -205,8 +225,12 @@ def _load_previous(root: Path, version: str) -> tuple[dict[str, Any], list[Chunk
                                 "`index update --rebuild ...`)")
     with (vdir / "chunks.jsonl").open(encoding="utf-8") as f:
         chunks = [Chunk.from_dict(json.loads(line)) for line in f]
-    dense = faiss.read_index(str(vdir / "dense.faiss"))
-    vectors = dense.reconstruct_n(0, dense.ntotal) if dense.ntotal else np.zeros((0, dense.d), np.float32)
+    is_ehr = np.array([c.kind == "ehr" for c in chunks if c.level == "child"], dtype=bool)
+    store = open_dense(vdir, manifest, is_ehr, url)
+    try:
+        vectors = store.reconstruct_n(0, store.ntotal)
+    finally:
+        store.close()
     return manifest, chunks, vectors
 
 
@@ -270,7 +294,7 @@ def _check_compatible(m: dict[str, Any], previous: str, facts: dict[str, Any], c
 
 
 def _diff(docs: list[Document], embedder: Embedder, root: Path, chunking: dict[str, int], full: bool,
-          skipped: list[tuple[str, str]], max_removed: float) -> _Diff:
+          skipped: list[tuple[str, str]], max_removed: float, url: str | None = None) -> _Diff:
     facts = embedder_manifest(embedder)
     previous = current_version(root)
     m = _current_manifest(root, previous, full)
@@ -279,7 +303,7 @@ def _diff(docs: list[Document], embedder: Embedder, root: Path, chunking: dict[s
     prev_vectors = np.zeros((0, embedder.dim), np.float32)
     if m is not None and previous is not None and not full:
         _check_compatible(m, previous, facts, chunking, root)
-        prev_manifest, prev_chunks, prev_vectors = _load_previous(root, previous)
+        prev_manifest, prev_chunks, prev_vectors = _load_previous(root, previous, url)
     # A full build reuses nothing, but still reports what changed against the current version.
     prev_docs: dict[str, Any] = m.get("documents", {}) if m is not None else {}
     new_ids = {d.doc_id for d in docs}
@@ -334,7 +358,7 @@ def _chunk(docs: list[Document], diff: _Diff, embedder: Embedder, chunking: dict
 def _build_manifest(version: str, diff: _Diff, docs: list[Document], facts: dict[str, Any],
                     chunking: dict[str, int], parents: list[Chunk], children: list[Chunk], mode: str,
                     per_source: list[dict[str, Any]], skipped: list[tuple[str, str]], chunk_counts: dict[str, int],
-                    emb_counts: dict[str, int], files: dict[str, Any]) -> dict[str, Any]:
+                    emb_counts: dict[str, int], files: dict[str, Any], dense: dict[str, Any]) -> dict[str, Any]:
     documents_meta: dict[str, Any] = {}
     for d in docs:
         documents_meta[d.doc_id] = {"title": d.title, "kind": d.kind, "source": d.source,
@@ -351,6 +375,7 @@ def _build_manifest(version: str, diff: _Diff, docs: list[Document], facts: dict
         "embedder": facts,
         "chunking": dict(chunking),
         "bm25": {"impl": "bm25s", "tokenizer": BM25_TOKENIZER},
+        "dense": dense,
         "documents": documents_meta,
         "counts": {"documents": len(all_meta), "parents": len(parents), "children": len(children),
                    "documents_by_kind": dict(sorted(Counter(m["kind"] for m in all_meta).items())),
@@ -364,40 +389,46 @@ def _build_manifest(version: str, diff: _Diff, docs: list[Document], facts: dict
     }
 
 
-def _write_and_publish(root: Path, stage: _Stages, parents: list[Chunk], children: list[Chunk], dense: Any,
-                       bm25: Any, make_manifest: Any) -> tuple[str, dict[str, Any]]:
+def _write_and_publish(root: Path, stage: _Stages, parents: list[Chunk], children: list[Chunk],
+                       vectors: np.ndarray, bm25: Any, settings: DenseSettings, make_manifest: Any
+                       ) -> tuple[str, dict[str, Any]]:
     """Write the version into a temporary folder, then publish it (stages "write" and "publish")."""
-    import faiss
-
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root / "versions"))
+    dense: dict[str, Any] | None = None
     try:
         with stage("write"):
+            version = next_version_name(root)
             with (tmp / "chunks.jsonl").open("w", encoding="utf-8") as f:
                 for c in parents + children:
                     f.write(json.dumps(c.to_dict(), ensure_ascii=False) + "\n")
-            faiss.write_index(dense, str(tmp / "dense.faiss"))
+            dense = write_dense(settings, tmp, vectors, children, version, root)
             bm25.save(str(tmp / "bm25"), show_progress=False)
             files = {p.relative_to(tmp).as_posix(): {"sha256": file_sha256(p), "bytes": p.stat().st_size}
                      for p in sorted(tmp.rglob("*")) if p.is_file()}
-            version = next_version_name(root)
-            manifest = make_manifest(version, files)
+            manifest = make_manifest(version, files, dense)
             (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
         with stage("publish"):
             publish_version(root, tmp, version)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        if dense is not None and dense["store"] != "faiss":  # a table no version folder names
+            try:
+                drop_dense({"dense": dense}, settings.postgres_url)
+            except Exception as e:  # the next writer removes it (clean_pg_leftovers)
+                log.warning("could not drop the unpublished table (%s); the next index job removes it", e)
         raise
     return version, manifest
 
 
 def _update_locked(docs: list[Document], embedder: Embedder, root: Path, chunking: dict[str, int], *, full: bool,
                    mode: str, skipped: list[tuple[str, str]], per_source: list[dict[str, Any]],
-                   keep_versions: int | None, max_removed: float, progress: bool) -> UpdateResult:
+                   keep_versions: int | None, max_removed: float, progress: bool,
+                   settings: DenseSettings) -> UpdateResult:
     """The stages of :func:`update_index` under its lock: diff, chunk, embed, index, write, publish, prune."""
     stage = _Stages()
     facts = embedder_manifest(embedder)
     with stage("diff"):
-        diff = _diff(docs, embedder, root, chunking, full, skipped, max_removed)
+        diff = _diff(docs, embedder, root, chunking, full, skipped, max_removed, settings.postgres_url)
     previous = diff.previous
     for label, ids in (("added", diff.added), ("changed", diff.changed), ("removed", diff.removed),
                        ("kept (unreadable now)", diff.kept)):
@@ -416,12 +447,8 @@ def _update_locked(docs: list[Document], embedder: Embedder, root: Path, chunkin
     with stage("embed"):
         vectors, n_computed, n_cached = _vectors(children, embedder, root, facts, diff.prev_chunks,
                                                  diff.prev_vectors, full, progress)
-    with stage("index"):
-        import faiss
-
+    with stage("index"):  # the dense store is built while writing (rag.vectorstore.write_dense)
         bm25s = import_bm25s()
-        dense = faiss.IndexFlatIP(embedder.dim)
-        dense.add(np.ascontiguousarray(vectors, dtype=np.float32))
         bm25 = bm25s.BM25()
         bm25.index([bm25_tokenize(c.context_text()) for c in children], show_progress=False)
 
@@ -432,16 +459,16 @@ def _update_locked(docs: list[Document], embedder: Embedder, root: Path, chunkin
                     "total": len(children)}
     emb_counts = {"computed": n_computed, "cached": n_cached}
     version, manifest = _write_and_publish(
-        root, stage, parents, children, dense, bm25,
-        lambda v, files: _build_manifest(v, diff, docs, facts, chunking, parents, children, mode, per_source,
-                                         skipped, chunk_counts, emb_counts, files))
+        root, stage, parents, children, vectors, bm25, settings,
+        lambda v, files, dense: _build_manifest(v, diff, docs, facts, chunking, parents, children, mode,
+                                                per_source, skipped, chunk_counts, emb_counts, files, dense))
     append_history(root, {"action": "publish", "version": version, "from": previous, "mode": mode,
                           "documents": {k: len(v) for k, v in documents.items()}})
     log.info("published index version %s (%s): +%d ~%d -%d documents, %d passages (%d embedded, %d cached)",
              version, mode, len(diff.added), len(diff.changed), len(diff.removed), len(children), n_computed, n_cached)
     with stage("prune"):
         protect = {v for v in (version, previous) if v}
-        pruned = prune_versions(root, keep_versions, protect) if keep_versions else []
+        pruned = prune_versions(root, keep_versions, protect, settings.postgres_url) if keep_versions else []
         try:
             EmbeddingCache(root, facts).compact(text_key(c.context_text()) for c in children)
         except OSError as e:  # the version is published; a cache that cannot be compacted is only a cache
@@ -516,18 +543,25 @@ def read_history(root: Path, last: int = 20) -> list[dict[str, Any]]:
     return out[-last:]
 
 
-def prune_versions(root: Path, keep: int, protect: set[str]) -> list[str]:
+def prune_versions(root: Path, keep: int, protect: set[str], url: str | None = None) -> list[str]:
     """Delete all but the newest ``keep`` versions, never one in ``protect`` (current, previous).
 
     A version is first renamed to ``.trash-*`` (atomic), then deleted: a crash in between never
-    leaves a half-deleted version that could be rolled back to.
+    leaves a half-deleted version that could be rolled back to. A version's database table is
+    dropped after its folder is gone (a crash in between leaves a table the next writer removes).
     """
     versions = list_versions(root)
     doomed = [v for v in versions[:-keep] if v not in protect] if keep > 0 else []
     for v in doomed:
+        try:
+            spec = dense_spec(read_manifest(root, v)[1])
+        except IndexCorruptError:
+            spec = dense_spec({})
         trash = root / "versions" / f".trash-{v}"
         os.replace(root / "versions" / v, trash)
         shutil.rmtree(trash, ignore_errors=True)
+        if spec["store"] != "faiss":
+            drop_dense({"dense": spec}, url)
         log.info("pruned index version %s", v)
     return doomed
 
@@ -547,7 +581,8 @@ def resolve_version(root: Path, ref: str) -> str:
                      "(`python app.py index status`)")
 
 
-def rollback(root: Path, to: str | None = None, lock_timeout: float = 300.0) -> tuple[str, str]:
+def rollback(root: Path, to: str | None = None, lock_timeout: float = 300.0, store_url: str | None = None
+             ) -> tuple[str, str]:
     """Make an earlier version current again (default: the current version's parent). Returns (from, to)."""
     root = Path(root)
     if to is None:
@@ -564,27 +599,27 @@ def rollback(root: Path, to: str | None = None, lock_timeout: float = 300.0) -> 
             except IndexCorruptError as e:
                 log.warning("current version unreadable (%s); rolling back to %s", e, target)
                 cur = "-"
-            return _rollback_to(root, cur, target)
+            return _rollback_to(root, cur, target, store_url)
         _, m = read_manifest(root)
         cur = str(m["version"])
         parent = m.get("parent_version")
         versions = list_versions(root)
         if isinstance(parent, str) and parent in versions:
-            return _rollback_to(root, cur, parent)
+            return _rollback_to(root, cur, parent, store_url)
         older = [v for v in versions if int(v[1:5]) < int(cur[1:5])]
         if not older:
             raise InputError(f"no earlier version to roll back to from {cur}; see `index status` "
                              "(a build or update makes new versions)")
-        return _rollback_to(root, cur, older[-1])
+        return _rollback_to(root, cur, older[-1], store_url)
 
 
-def _rollback_to(root: Path, cur: str, target: str) -> tuple[str, str]:
+def _rollback_to(root: Path, cur: str, target: str, url: str | None = None) -> tuple[str, str]:
     """Verify ``target`` and make it current (the caller holds the lock)."""
     if target == cur:
         raise InputError(f"{target} is already the current version; name another with --to (`index status`)")
     from rag.index import verify_index
 
-    problems = verify_index(root, target)
+    problems = verify_index(root, target, store_url=url)
     if problems:
         raise IndexCorruptError(f"version {target} fails verification ({problems[0]}); not rolling back to it; "
                                 "pick another with --to or rebuild with `python app.py index build`")

@@ -26,7 +26,8 @@ def hash_index(tmp_path_factory: pytest.TempPathFactory, demo_sources: list[str]
     """The demo corpus indexed with the hash embedder (no model needed)."""
     from corpora import load_sources
     from rag.config import load_config
-    from rag.index import HybridIndex, build_index
+    from rag.index import HybridIndex
+    from rag.update import build_index
     from tests.fakes import HashEmbedder
 
     root = tmp_path_factory.mktemp("hash-index")

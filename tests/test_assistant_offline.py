@@ -126,7 +126,7 @@ def test_corrupted_files_detected(tmp_path, demo_sources):
     import shutil
 
     from corpora import load_sources
-    from rag.index import build_index
+    from rag.update import build_index
 
     root = tmp_path / "idx"
     build_index(load_sources(demo_sources[:1]).documents, HashEmbedder(), root, load_config().chunking.model_dump())
@@ -148,7 +148,8 @@ def test_corrupted_files_detected(tmp_path, demo_sources):
 
 def test_failed_build_leaves_previous_version_current(tmp_path, demo_sources):
     from corpora import load_sources
-    from rag.index import build_index, current_version
+    from rag.index import current_version
+    from rag.update import build_index
 
     root = tmp_path / "idx"
     docs = load_sources(demo_sources[:1]).documents
@@ -167,7 +168,7 @@ def test_failed_build_leaves_previous_version_current(tmp_path, demo_sources):
 
 def test_long_lived_assistant_picks_up_a_new_version(tmp_path, demo_sources):
     from corpora import load_sources
-    from rag.index import build_index
+    from rag.update import build_index
 
     root = tmp_path / "idx"
     chunking = load_config().chunking.model_dump()

@@ -13,8 +13,8 @@ import pytest
 from corpora import load_sources
 from rag.embed_cache import EmbeddingCache
 from rag.errors import EmbedderMismatchError, IndexCorruptError, InputError, SourceError
-from rag.index import HybridIndex, build_index, current_version, embedder_manifest, read_manifest, verify_index
-from rag.update import list_versions, read_history, read_sources, rollback, update_index
+from rag.index import HybridIndex, current_version, embedder_manifest, read_manifest, verify_index
+from rag.update import build_index, list_versions, read_history, read_sources, rollback, update_index
 from tests.fakes import HashEmbedder
 from tests.index_helpers import CHUNKING, CountingEmbedder, check_index, edit, leftovers, make_sources, vectors_of
 

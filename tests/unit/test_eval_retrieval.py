@@ -84,7 +84,7 @@ def test_gold_includes_identical_answers(tmp_path):
 def test_evaluate_end_to_end_on_fixture_index(tmp_path):
     from rag import Assistant
     from rag.config import load_config
-    from rag.index import build_index
+    from rag.update import build_index
     from tests.fakes import HashEmbedder
 
     sources = [FIX / "medquad", FIX / "ngc.jsonl", FIX / "wikidoc.json", FIX / "mtsamples.csv"]

@@ -87,7 +87,7 @@ def built(inputs: data.Inputs, tmp_path_factory: pytest.TempPathFactory):
     from corpora import load_sources
     from rag import Assistant
     from rag.config import load_config
-    from rag.index import build_index
+    from rag.update import build_index
     from tests.fakes import HashEmbedder
 
     root = tmp_path_factory.mktemp("ft-index")

@@ -1,0 +1,143 @@
+"""The vector-store interface with FAISS behind it: flat and HNSW, patient scoping, manifest, jobs.
+
+The PostgreSQL store has its own file (tests/test_pgstore.py: it starts a real server)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rag.index import HybridIndex, read_manifest, verify_index
+from rag.update import read_sources, rollback, update_index
+from rag.vectorstore import DenseSettings, build_faiss, faiss_spec
+from tests.fakes import HashEmbedder
+from tests.index_helpers import CHUNKING, check_index, edit, make_sources
+
+HNSW = DenseSettings(dense="hnsw", hnsw_m=16, hnsw_ef_construction=40, hnsw_ef_search=32)
+
+
+def _update(src, root, dense=None, **kw):
+    s = read_sources([src / "guidelines", src / "ehr"])
+    return update_index(s.documents, HashEmbedder(), root, CHUNKING, skipped=s.skipped, per_source=s.per_source,
+                        dense=dense, **kw)
+
+
+def synthetic(n: int = 4000, dim: int = 32, ehr_share: float = 0.6, patients: int = 50, seed: int = 0
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Clustered unit vectors; ``ehr_share`` of rows belong to one of ``patients`` patients."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(40, dim))
+    x = centres[rng.integers(0, 40, n)] + 0.6 * rng.normal(size=(n, dim))
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    is_ehr = rng.random(n) < ehr_share
+    patient = np.where(is_ehr, rng.integers(0, patients, n), -1)
+    return x, is_ehr, patient
+
+
+def exact(x: np.ndarray, q: np.ndarray, allowed: np.ndarray, k: int) -> list[int]:
+    s = np.where(allowed, x @ q, -np.inf)
+    return [int(i) for i in np.argsort(-s, kind="stable")[:k] if np.isfinite(s[i])]
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw"])
+def test_scoped_search_never_leaves_the_scope_and_finds_the_patients_own_records(kind):
+    x, is_ehr, patient = synthetic()
+    spec = faiss_spec(DenseSettings(dense=kind, hnsw_m=16, hnsw_ef_construction=40, hnsw_ef_search=32))
+    store = build_faiss(x, spec, is_ehr)
+    rng = np.random.default_rng(1)
+    recall, own_recall = [], []
+    for qi in rng.integers(0, len(x), 50):
+        q = x[qi] + 0.1 * rng.normal(size=x.shape[1]).astype(np.float32)
+        p = int(rng.integers(0, 50))
+        allowed = ~is_ehr | (patient == p)
+        hits = [r for r, _ in store.search(q, 10, allowed)]
+        assert hits and all(allowed[r] for r in hits)
+        want = exact(x, q, allowed, 10)
+        recall.append(len(set(hits) & set(want)) / len(want))
+        own = [r for r in want if is_ehr[r]]  # the patient's records that belong in the top 10
+        own_recall.append(all(r in hits for r in own))
+    assert all(own_recall)  # the patient's rows are searched exactly in both stores
+    assert np.mean(recall) >= (1.0 if kind == "flat" else 0.95), np.mean(recall)
+
+
+def test_hnsw_search_with_nothing_allowed_and_everything_allowed():
+    x, is_ehr, _ = synthetic(n=500)
+    spec = faiss_spec(HNSW)
+    store = build_faiss(x, spec, is_ehr)
+    assert store.search(x[0], 5, np.zeros(len(x), bool)) == []
+    hits = store.search(x[0], 5, np.ones(len(x), bool))
+    assert hits[0][0] == 0 and len(hits) == 5
+    assert store.reconstruct_n(0, 3).shape == (3, x.shape[1]) and np.allclose(store.reconstruct(2), x[2])
+
+
+def test_hnsw_index_is_recorded_in_the_manifest_and_jobs_behave_as_with_flat(tmp_path):
+    src = make_sources(tmp_path / "src", patients=("P001", "P002"))
+    root = tmp_path / "idx"
+    v1 = _update(src, root, dense=HNSW).version
+    _, m = read_manifest(root)
+    assert {k: m["dense"][k] for k in ("store", "type", "file", "ehr_file", "m", "ef_construction", "ef_search")} == {
+        "store": "faiss", "type": "hnsw", "file": "dense.faiss", "ehr_file": "dense-ehr.faiss", "m": 16,
+        "ef_construction": 40, "ef_search": 32}
+    assert {"dense.faiss", "dense-ehr.faiss"} <= set(m["files"])
+    import faiss
+
+    idx = HybridIndex.load(root)
+    graph = faiss.downcast_index(idx.dense.index.index)
+    assert type(graph).__name__ == "IndexHNSWFlat" and graph.hnsw.efSearch == 32
+    # The graph holds the shared passages, the other file the patient records, each keyed by row.
+    assert idx.dense.index.ntotal == int((~idx.is_ehr).sum()) and idx.dense.ehr.ntotal == int(idx.is_ehr.sum())
+    assert np.allclose(idx.dense.reconstruct_n(0, idx.dense.ntotal)[5], idx.dense.reconstruct(5))
+    check_index(root)
+    # An update reuses the HNSW version's vectors (read back from the graph's storage).
+    edit(src / "guidelines" / "cap.md", "hnsw")
+    res = _update(src, root, dense=HNSW)
+    assert res.published and res.embeddings["computed"] < res.chunks["total"]
+    assert verify_index(root) == []
+    # Patient scoping: P001's question never sees P002's records, in dense or fused results.
+    from rag.retrieve import HybridRetriever
+
+    idx = HybridIndex.load(root)
+    r = HybridRetriever(idx, HashEmbedder(), 30, 30, 60, 1.0, 1.0, 0.5, 8)
+    ret = r.retrieve("latest ejection fraction potassium creatinine", patient_id="P001")
+    seen = [idx.children[idx.child_pos[c]] for c, _ in ret.dense]
+    assert any(c.patient_id == "P001" for c in seen)
+    assert not any(c.kind == "ehr" and c.patient_id != "P001" for c in seen)
+    assert rollback(root) == (res.version, v1)
+    check_index(root)
+
+
+def test_flat_and_hnsw_versions_of_the_same_corpus_retrieve_nearly_the_same_dense_top_10(tmp_path):
+    src = make_sources(tmp_path / "src")
+    flat_root, hnsw_root = tmp_path / "flat", tmp_path / "hnsw"
+    _update(src, flat_root)
+    _update(src, hnsw_root, dense=HNSW)
+    assert read_manifest(flat_root)[1]["dense"]["type"] == "flat"
+    from rag.retrieve import HybridRetriever
+
+    tops = []
+    for root in (flat_root, hnsw_root):
+        r = HybridRetriever(HybridIndex.load(root), HashEmbedder(), 10, 10, 60, 1.0, 0.0, 0.5, 8)
+        tops.append(r.retrieve("beta blocker heart failure mortality").dense)
+    # Approximate: at least 9 of the exact top 10, and the best hit the same.
+    assert len({c for c, _ in tops[0]} & {c for c, _ in tops[1]}) >= 9 and tops[0][0] == tops[1][0]
+
+
+def test_a_manifest_without_a_dense_entry_reads_as_faiss_flat(tmp_path):
+    from rag.vectorstore import dense_spec, required_files
+
+    assert dense_spec({})["type"] == "flat" and required_files({}) == ("dense.faiss",)
+    assert required_files({"dense": {"store": "postgres", "table": "t"}}) == ()
+
+
+def test_config_selects_the_store(tmp_path):
+    from rag.config import load_config
+
+    cfg = load_config(overrides=["index.dense=hnsw", "index.hnsw_ef_search=128", "index.store=postgres",
+                                 "index.postgres_url=postgresql://u@db:5432/cds?sslmode=require"])
+    s = DenseSettings.from_config(cfg.index)
+    assert (s.store, s.dense, s.hnsw_ef_search, s.postgres_url) == (
+        "postgres", "hnsw", 128, "postgresql://u@db:5432/cds?sslmode=require")
+    from rag.errors import ConfigError
+
+    with pytest.raises(ConfigError):
+        load_config(overrides=["index.dense=ivf"])
