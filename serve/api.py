@@ -27,6 +27,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rag.answer import Answer
@@ -229,8 +230,10 @@ def create_app(config: AppConfig, engine: Engine | None = None, key: str | None 
         meta = {"request_id": rid, "question_chars": len(req.question), "patient": req.patient_id is not None,
                 "stream": req.stream}
         if req.stream:
-            return StreamingResponse(_stream(eng, req, meta, config), media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+            ticket = _Ticket(eng)  # released when the stream ends, or after the response if it never started
+            return StreamingResponse(_stream(eng, req, meta, config, ticket), media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+                                     background=BackgroundTask(ticket.release))
         try:
             answer = await asyncio.wait_for(_answer(eng, req), cfg.request_timeout_s)
         except TimeoutError:
@@ -332,7 +335,21 @@ def _sse(event: str, data: Any) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
 
 
-async def _stream(eng: Engine, req: QueryRequest, meta: dict[str, Any], config: AppConfig) -> AsyncIterator[bytes]:
+class _Ticket:
+    """One admitted question: released exactly once, whichever way its response ends."""
+
+    def __init__(self, eng: Engine):
+        self._eng = eng
+        self._done = False
+
+    def release(self) -> None:
+        if not self._done:
+            self._done = True
+            self._eng.release()
+
+
+async def _stream(eng: Engine, req: QueryRequest, meta: dict[str, Any], config: AppConfig, ticket: _Ticket
+                  ) -> AsyncIterator[bytes]:
     """Server-sent events: ``sources`` (what is being read), ``draft`` (unchecked tokens), then ``answer``
     (the checked answer JSON) or ``error``; the draft is never the answer."""
     loop = asyncio.get_running_loop()
@@ -387,7 +404,7 @@ async def _stream(eng: Engine, req: QueryRequest, meta: dict[str, Any], config: 
     finally:
         if not task.done():
             task.cancel()
-        eng.release()
+        ticket.release()
 
 
 def run(config: AppConfig, key: str | None) -> None:

@@ -282,3 +282,26 @@ def test_logs_are_json_without_record_text(hash_index, caplog):
         assert "\n" not in line and rec["level"]
         for needle in ("Zorblatt", "P002", "Q777ZZ", "SGLT2", "dapagliflozin"):
             assert needle not in line, line
+
+
+def test_a_prepared_question_is_finished_on_the_version_it_was_retrieved_from(tmp_path, demo_sources):
+    """The server retrieves in one thread and checks in another: a publish in between changes nothing."""
+    from corpora import load_sources
+    from rag.answer import Answer
+    from rag.index import build_index
+
+    root = tmp_path / "idx"
+    chunking = load_config().chunking.model_dump()
+    v1, _ = build_index(load_sources(demo_sources[:1]).documents, HashEmbedder(), root, chunking)
+    cfg = load_config(overrides=[f"index.dir={root}", "index.auto_build_demo=false", "verifier.answerable_min=0.0",
+                                 "confidence.abstain_below=0.0"])
+    a = Assistant(cfg, embedder=HashEmbedder(), generator=ScriptedGenerator(f"{SUPPORTED} [1]."),  # type: ignore[arg-type]
+                  verifier=LexicalVerifier())  # type: ignore[arg-type]
+    prepared = a.prepare(QUESTION)
+    assert not isinstance(prepared, Answer) and prepared.index.version == v1
+    v2, _ = build_index(load_sources(demo_sources).documents, HashEmbedder(), root, chunking)
+    answer = a.finish(prepared, a.generate(prepared))
+    assert answer.index_version == v1 and not answer.abstained
+    assert all(c.chunk_id in prepared.index.child_pos for c in answer.citations)
+    again = a.prepare(QUESTION)
+    assert not isinstance(again, Answer) and again.index.version == v2 != v1

@@ -155,6 +155,7 @@ def _text(html: str, element_id: str) -> str:
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
+    pytest.importorskip("websocket", reason="websocket-client (dev extras) drives chromium")
     b = Browser(tmp_path_factory.mktemp("chromium"))
     yield b
     b.close()
