@@ -94,7 +94,7 @@ class Engine:
     def __init__(self, config: AppConfig, assistant: Assistant | None = None):
         self.config = config
         self.cfg = config.serve
-        self._loader = assistant if assistant is not None else Assistant(config)
+        self._loader: Assistant | None = assistant if assistant is not None else Assistant(config)
         self.assistant: Assistant | None = None  # set when loaded
         self.pool = ThreadPoolExecutor(self.cfg.retrieval_workers, thread_name_prefix="cds-retrieve")
         self.metrics = Metrics()
@@ -120,6 +120,8 @@ class Engine:
         t = time.perf_counter()
         try:
             a = self._loader
+            if a is None:
+                return
             _ = a.index, a.calibration  # a missing or damaged index fails here, before any model loads
             verifier = a.verifier
             locked: Any = _Locked(verifier) if verifier is not None else None
@@ -135,6 +137,7 @@ class Engine:
             self.load_error = f"{type(e).__name__} while loading the models (see the server log)"
             log.exception("load failed", extra={"event": "load_failed", "error_type": type(e).__name__})
             return
+        self._loader = None  # its models live on in self.assistant; its copy of the index is let go
         self.metrics.set_gauge("cds_load_seconds", time.perf_counter() - t)
         self._ready.set()
         log.info("ready", extra={"event": "ready", "index_version": self.assistant.index.version,
