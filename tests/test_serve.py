@@ -32,8 +32,10 @@ class StreamingGenerator(ScriptedGenerator):
         super().__init__(reply)
         self.gate = gate
         self.batches: list[int] = []
+        self.entered = threading.Event()
 
     def generate(self, messages: Any, max_new_tokens: int, temperature: float = 0.0, on_text: Any = None) -> Any:
+        self.entered.set()
         if self.gate is not None:
             self.gate.wait(10)
         if on_text is not None:
@@ -43,6 +45,7 @@ class StreamingGenerator(ScriptedGenerator):
         return self._gen()
 
     def generate_batch(self, batch: Any, max_new_tokens: int) -> list[Any]:
+        self.entered.set()
         if self.gate is not None:
             self.gate.wait(10)
         self.batches.append(len(batch))
@@ -129,6 +132,15 @@ def test_index_status(served):
     (b'{"question": "What is HFrEF?", "patient_id": "P999"}', 400, "P999"),
     (json.dumps({"question": "a" * 2001}).encode(), 400, "limit"),
     (b"\xff\xfe", 400, "not valid JSON"),
+    (b'{"question": "What is HFrEF?\\u0000"}', 400, "control characters"),
+    (b'{"question": "What is HFrEF?", "patient_id": 5}', 422, "patient_id"),
+    (b'{"question": "What is HFrEF?", "stream": "maybe"}', 422, "stream"),
+    (b'{"question": "What is HFrEF?", "top_k": 1e99}', 422, "top_k"),
+    (b'{"question": ["What is HFrEF?"]}', 422, "question"),
+    (b'{}', 422, "question"),
+    (b"", 400, "not valid JSON"),
+    (b'"just a string"', 400, "JSON object"),
+    (b'{"question": "What is HFrEF?", "patient_id": "P002\\nforged log line"}', 400, "patient"),
 ])
 def test_bad_requests_are_4xx_with_one_line(served, body, status, needle):
     client, _ = served
@@ -247,9 +259,11 @@ def test_queue_full_is_429_and_waiting_questions_are_batched(hash_index):
         results: list[int] = []
         threads = [threading.Thread(target=lambda: results.append(
             client.post("/v1/query", json={"question": QUESTION}).status_code)) for _ in range(3)]
-        for t in threads:
+        threads[0].start()
+        assert gen.entered.wait(10), "the first question reached the generator (held there by the gate)"
+        for t in threads[1:]:
             t.start()
-        for _ in range(200):  # the first is generating (held by the gate), two wait
+        for _ in range(200):  # the first is generating, two wait
             if eng.in_progress == 3 and eng.waiting == 2:
                 break
             time.sleep(0.02)
@@ -305,3 +319,42 @@ def test_a_prepared_question_is_finished_on_the_version_it_was_retrieved_from(tm
     assert all(c.chunk_id in prepared.index.child_pos for c in answer.citations)
     again = a.prepare(QUESTION)
     assert not isinstance(again, Answer) and again.index.version == v2 != v1
+
+
+def test_no_failed_request_while_a_new_index_version_is_published(tmp_path, demo_sources):
+    """Questions keep being answered while `index update` publishes; the server moves to the new version."""
+    from corpora import load_sources
+    from rag.index import build_index
+
+    root = tmp_path / "idx"
+    chunking = load_config().chunking.model_dump()
+    v1, _ = build_index(load_sources(demo_sources).documents, HashEmbedder(), root, chunking)
+    cfg = load_config(overrides=[f"index.dir={root}", "index.auto_build_demo=false", "verifier.answerable_min=0.0",
+                                 "confidence.abstain_below=0.0", "serve.queue_size=64"])
+    eng = Engine(cfg, assistant=Assistant(cfg, embedder=HashEmbedder(),
+                                          generator=StreamingGenerator(f"{SUPPORTED} [1]."),  # type: ignore[arg-type]
+                                          verifier=LexicalVerifier()))  # type: ignore[arg-type]
+    statuses: list[int] = []
+    versions: set[str] = set()
+    with TestClient(create_app(cfg, engine=eng), raise_server_exceptions=False) as client:
+        assert eng.wait_ready(30)
+
+        def ask(n: int) -> None:
+            for i in range(n):
+                body = {"question": QUESTION} if i % 2 else {"question": "latest ejection fraction",
+                                                                "patient_id": "P002"}
+                r = client.post("/v1/query", json=body)
+                statuses.append(r.status_code)
+                if r.status_code == 200:
+                    versions.add(r.json()["index_version"])
+
+        threads = [threading.Thread(target=ask, args=(6,)) for _ in range(4)]
+        for t in threads:
+            t.start()
+        docs = load_sources(demo_sources).documents
+        v2, _ = build_index([*docs[:-1]], HashEmbedder(), root, chunking)  # one document removed
+        for t in threads:
+            t.join(60)
+        after = client.post("/v1/query", json={"question": QUESTION}).json()
+    assert statuses == [200] * 24, statuses
+    assert after["index_version"] == v2 != v1 and versions <= {v1, v2}
