@@ -218,13 +218,27 @@ def test_binding_beyond_loopback_needs_a_key():
     assert api_key(cfg, {"CDS_API_KEY": KEY}) == KEY
 
 
-def test_cli_refuses_a_public_bind_without_a_key(monkeypatch, capsys):
+@pytest.mark.parametrize(("argv", "key", "needle"), [
+    (["serve", "--host", "0.0.0.0"], None, "CDS_API_KEY"),
+    (["serve", "--host", "::"], None, "CDS_API_KEY"),
+    (["serve", "--host", "0.0.0.0"], "short", "shorter"),
+    (["serve", "--port", "70000"], None, "--port"),
+    (["serve", "--port", "http"], None, "--port"),
+    (["serve", "--set", "serve.queue_size=0"], None, "queue_size"),
+])
+def test_cli_refuses_bad_serve_options_before_loading(monkeypatch, capsys, argv, key, needle):
     import app
 
     monkeypatch.delenv("CDS_API_KEY", raising=False)
-    assert app.main(["serve", "--host", "0.0.0.0"]) == 2
+    if key is not None:
+        monkeypatch.setenv("CDS_API_KEY", key)
+    try:
+        code = app.main(argv)
+    except SystemExit as e:  # argparse's own errors
+        code = e.code
+    assert code == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "CDS_API_KEY" in err
+    assert err.count("\n") == 1 and err.startswith("error: ") and needle in err, err
 
 
 def test_not_ready_is_503(hash_index):
