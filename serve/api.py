@@ -14,6 +14,7 @@ import ipaddress
 import json
 import logging
 import os
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -335,6 +336,10 @@ def _sse(event: str, data: Any) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
 
 
+class GenerationStopped(Exception):
+    """Raised inside a streamed generation whose client has gone, to free the generator at once."""
+
+
 class _Ticket:
     """One admitted question: released exactly once, whichever way its response ends."""
 
@@ -357,7 +362,11 @@ async def _stream(eng: Engine, req: QueryRequest, meta: dict[str, Any], config: 
     t0 = time.perf_counter()
     first: list[float] = []
 
+    gone = threading.Event()  # the client left (or the request timed out): stop generating for it
+
     def on_text(text: str) -> None:  # called in the generation thread
+        if gone.is_set():
+            raise GenerationStopped("the client went away")
         if not first:
             first.append(time.perf_counter())
         loop.call_soon_threadsafe(events.put_nowait, ("draft", {"text": text, "unchecked": True}))
@@ -402,6 +411,7 @@ async def _stream(eng: Engine, req: QueryRequest, meta: dict[str, Any], config: 
         _log_answer(eng, answer, meta)
         yield _sse("answer", answer.to_dict())
     finally:
+        gone.set()
         if not task.done():
             task.cancel()
         ticket.release()

@@ -372,3 +372,49 @@ def test_no_failed_request_while_a_new_index_version_is_published(tmp_path, demo
         after = client.post("/v1/query", json={"question": QUESTION}).json()
     assert statuses == [200] * 24, statuses
     assert after["index_version"] == v2 != v1 and versions <= {v1, v2}
+
+
+def test_a_streamed_generation_stops_when_its_client_goes(tiny_generator):
+    """The stream raises inside the generator's text callback: a real model stops at the next word."""
+    from serve.api import GenerationStopped
+
+    seen: list[str] = []
+
+    def on_text(text: str) -> None:
+        seen.append(text)
+        raise GenerationStopped("the client went away")
+
+    with pytest.raises(GenerationStopped):
+        tiny_generator.generate([{"role": "user", "content": "heart failure"}], 64, on_text=on_text)
+    assert len(seen) == 1
+
+
+class SlowWords(StreamingGenerator):
+    def generate(self, messages: Any, max_new_tokens: int, temperature: float = 0.0, on_text: Any = None) -> Any:
+        self.sent = 0
+        for w in self.reply.split(" ") * 50:
+            time.sleep(0.01)
+            on_text(w + " ")
+            self.sent += 1
+        return self._gen()
+
+
+def test_leaving_a_stream_frees_the_generator(hash_index):
+    gen = SlowWords(f"{SUPPORTED} [1].")
+    client, eng = _client(hash_index, gen)
+    with client:
+        assert eng.wait_ready(30)
+        with client.stream("POST", "/v1/query", json={"question": QUESTION, "stream": True}) as r:
+            for line in r.iter_lines():
+                if line.startswith("event: draft"):
+                    break
+        for _ in range(200):
+            if eng.in_progress == 0:
+                break
+            time.sleep(0.02)
+        assert eng.in_progress == 0
+        time.sleep(0.5)
+        sent = gen.sent
+        time.sleep(0.5)
+        assert gen.sent == sent < 500, "the generation stopped after the client left (a whole one is 1,000 words)"
+        assert client.post("/v1/query", json={"question": QUESTION, "generate": False}).status_code == 200
