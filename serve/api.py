@@ -14,6 +14,7 @@ import ipaddress
 import json
 import logging
 import os
+import re
 import threading
 import time
 import uuid
@@ -45,6 +46,7 @@ NOTICE = ("Not a medical device: research and demonstration software. It does no
           "been validated for clinical use. Verify every answer against the cited guideline and the patient's record.")
 DRAFT_NOTICE = "unchecked draft: citations and support are checked when it is complete; the checked answer follows"
 MIN_KEY_CHARS = 16
+_REQUEST_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
 
 class QueryRequest(BaseModel):
@@ -138,7 +140,9 @@ def create_app(config: AppConfig, engine: Engine | None = None, key: str | None 
 
     @app.middleware("http")
     async def _observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        rid = request.headers.get("x-request-id", "")[:64] or uuid.uuid4().hex[:16]
+        rid = request.headers.get("x-request-id", "")
+        if not _REQUEST_ID.fullmatch(rid):  # a client's id is logged only when it cannot carry text
+            rid = uuid.uuid4().hex[:16]
         request.state.request_id = rid
         t = time.perf_counter()
         length = request.headers.get("content-length")
@@ -309,6 +313,7 @@ async def _answer(eng: Engine, req: QueryRequest, on_text: Callable[[str], None]
     t = time.perf_counter()
     step = await loop.run_in_executor(eng.pool, eng.prepare, req.question, req.patient_id, req.top_k, req.generate)
     if isinstance(step, Answer):
+        eng.metrics.observe("cds_request_seconds", time.perf_counter() - t)
         return step
     if on_prepared is not None:
         on_prepared(step)

@@ -105,6 +105,9 @@ def test_query_returns_the_answer_json(served):
             "index_version", "models", "timings_ms"} <= set(d)
     assert not d["abstained"] and "SGLT2" in d["answer"] and d["citations"][0]["end"] > d["citations"][0]["start"]
     assert r.headers["x-request-id"]
+    assert client.get("/healthz", headers={"x-request-id": "abc-123"}).headers["x-request-id"] == "abc-123"
+    forged = client.get("/healthz", headers={"x-request-id": "P002 has diabetes"}).headers["x-request-id"]
+    assert "P002" not in forged and len(forged) == 16
 
 
 def test_query_with_patient_and_evidence_only(served):
