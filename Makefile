@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 QUESTION ?= What drug classes reduce mortality in heart failure with reduced ejection fraction?
 
-.PHONY: demo demo-base test setup models lint typecheck unit clean-index
+.PHONY: demo demo-base test setup models lint typecheck unit clean-index browser serve
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -32,7 +32,17 @@ lint: setup
 unit: setup
 	$(BIN)/python -m pytest -q -m "not integration"
 
-test: models lint
+# Debian's chromium for the clinician page's browser test (tests/test_serve_browser.py, skipped without it).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -q --no-install-recommends chromium >/dev/null; } || \
+		echo "chromium could not be installed (not root?): the browser tests will be skipped"
+
+# The warm API and the clinician page on http://127.0.0.1:8000 (README, "Serving").
+serve: models
+	$(BIN)/python app.py serve
+
+test: models lint browser
 	$(BIN)/python -m pytest -q
 
 clean-index:

@@ -99,6 +99,18 @@ def _add_query(sub: Any, common: argparse.ArgumentParser) -> None:
     _with_index(q)
 
 
+def _add_serve(sub: Any, common: argparse.ArgumentParser) -> None:
+    sv = sub.add_parser("serve", parents=[common], help="warm HTTP API and clinician page (models load once)",
+                        description="Serve POST /v1/query, GET /v1/index/status, /healthz, /readyz, /metrics, the "
+                                    "OpenAPI docs at /docs and the clinician page at /. Binding anything but "
+                                    "loopback needs an API key in the environment (serve.api_key_env, default "
+                                    "CDS_API_KEY). Logs are JSON lines on stderr, without record text.")
+    sv.add_argument("--host", help="address to bind (default: serve.host, 127.0.0.1)")
+    sv.add_argument("--port", type=int, help="port (default: serve.port, 8000)")
+    sv.add_argument("--adapter", help="LoRA adapter folder for the generator")
+    _with_index(sv)
+
+
 def _add_risk(sub: Any, common: argparse.ArgumentParser) -> None:
     rk = sub.add_parser("risk", parents=[common], help="heart-failure risk of a case description: inputs read from "
                         "the text, a validated model, contributions, missing inputs, guideline sources")
@@ -313,7 +325,7 @@ def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="app.py", description="CDS Assistant: cited answers from guidelines and "
                 "patient records. Not a medical device.", parents=[_common(defaults=True)])
     sub = p.add_subparsers(dest="command", required=True)
-    for add in (_add_query, _add_risk, _add_index, _add_eval, _add_train_and_models):
+    for add in (_add_query, _add_serve, _add_risk, _add_index, _add_eval, _add_train_and_models):
         add(sub, common)
     return p
 
@@ -394,6 +406,27 @@ def cmd_query(args: argparse.Namespace) -> int:
           f"{answer.models['generator'] or '-'}{lora}; retrieval {t.get('retrieval_search', 0):.0f} ms, generation "
           f"{t.get('generation', 0):.0f} ms")
     print("Demo/decision support only: not a medical device; verify against the cited guideline.")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from serve import api_key, run
+    from serve.logs import json_handler
+
+    if args.port is not None and not 1 <= args.port <= 65535:
+        from rag.errors import InputError
+
+        raise InputError("--port must be between 1 and 65535")
+    cfg = _load_config(args)
+    if args.host is not None:
+        cfg.serve.host = args.host
+    if args.port is not None:
+        cfg.serve.port = args.port
+    key = api_key(cfg.serve)  # refuses a non-loopback bind without a key, before any model loads
+    logging.basicConfig(force=True, handlers=[json_handler()], level=logging.DEBUG if args.verbose else logging.WARNING)
+    for name in ("serve", "uvicorn.error"):
+        logging.getLogger(name).setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    run(cfg, key)
     return 0
 
 
@@ -1024,7 +1057,8 @@ def main(argv: list[str] | None = None) -> int:
             hf_logging.set_verbosity_error()
     from rag.errors import CDSError
 
-    handlers = {"query": cmd_query, "index": cmd_index, "models": cmd_models, "eval": cmd_eval, "train": cmd_train,
+    handlers = {"query": cmd_query, "serve": cmd_serve,
+                "index": cmd_index, "models": cmd_models, "eval": cmd_eval, "train": cmd_train,
                 "risk": cmd_risk}
     try:
         return handlers[args.command](args)

@@ -140,13 +140,18 @@ class Assistant:
                                              store_url=self.config.index.postgres_url)
 
     @contextmanager
-    def _pin(self) -> Iterator[HybridIndex]:
-        """Run one query against one version, even if another thread reloads meanwhile."""
+    def _pin(self, index: HybridIndex | None = None) -> Iterator[HybridIndex]:
+        """Run one query against one version, even if another thread reloads meanwhile.
+
+        ``index``: the version a :class:`Prepared` question was retrieved from (its answer is
+        checked against the same passages, whichever thread finishes it).
+        """
         if getattr(self._pinned, "index", None) is not None:  # nested (ask -> retrieve)
             yield self._pinned.index
             return
-        self._refresh()
-        self._pinned.index = self.index
+        if index is None:
+            self._refresh()
+        self._pinned.index = index if index is not None else self.index
         try:
             yield self._pinned.index
         finally:
@@ -239,9 +244,36 @@ class Assistant:
             step = self._prepare(question, patient_id, top_k, generate, t_all, withhold)
             if isinstance(step, Answer):
                 return step
-            gen_cfg = self.config.generator
-            out = self.generator.generate(step.messages, gen_cfg.max_new_tokens, gen_cfg.temperature, on_text)
-            return self._finish(step, out)
+            return self._finish(step, self.generate(step, on_text))
+
+    # -- the same pipeline in stages, for a server that retrieves in parallel and generates in one queue --
+    def prepare(self, question: str, patient_id: str | None = None, top_k: int | None = None,
+                generate: bool = True) -> Answer | Prepared:
+        """Validate, retrieve and gate: an :class:`Answer` when no generation is needed (evidence only,
+        an abstention), else the :class:`Prepared` prompt for :meth:`generate` and :meth:`finish`.
+
+        Thread-safe like :meth:`ask`; the Prepared question keeps the index version it was retrieved from.
+        """
+        self._validate_question(question)
+        clean_patient_id(patient_id)
+        if top_k is not None and not 1 <= top_k <= 50:
+            raise InputError("top_k must be between 1 and 50")
+        with self._pin():
+            return self._prepare(question, patient_id, top_k, generate, time.perf_counter())
+
+    def generate(self, prepared: Prepared, on_text: Callable[[str], None] | None = None) -> Generation:
+        """The generator's reply to a prepared prompt (the model is not thread-safe: call from one thread)."""
+        gen_cfg = self.config.generator
+        return self.generator.generate(prepared.messages, gen_cfg.max_new_tokens, gen_cfg.temperature, on_text)
+
+    def generate_batch(self, prepared: list[Prepared]) -> list[Generation]:
+        """Greedy replies to several prepared prompts in one batch (same thread rule as :meth:`generate`)."""
+        return self.generator.generate_batch([p.messages for p in prepared], self.config.generator.max_new_tokens)
+
+    def finish(self, prepared: Prepared, out: Generation) -> Answer:
+        """Check the reply's citations against the prepared question's sources and score it."""
+        with self._pin(prepared.index):
+            return self._finish(prepared, out)
 
     def ask_many(self, questions: list[str], patient_id: str | None = None, top_k: int | None = None,
                  withhold: list[set[str]] | None = None, batch_size: int = 8,
@@ -262,7 +294,7 @@ class Assistant:
         answers: list[Answer | None] = [None] * len(questions)
         with self._pin():
             for start in range(0, len(questions), batch_size):
-                pending: list[tuple[int, _Pending]] = []
+                pending: list[tuple[int, Prepared]] = []
                 for i in range(start, min(start + batch_size, len(questions))):
                     self._validate_question(questions[i])
                     step = self._prepare(questions[i], patient_ids[i] if patient_ids else patient_id, top_k, True,
@@ -272,8 +304,7 @@ class Assistant:
                     else:
                         pending.append((i, step))
                 if pending:
-                    gen_cfg = self.config.generator
-                    outs = self.generator.generate_batch([p.messages for _, p in pending], gen_cfg.max_new_tokens)
+                    outs = self.generate_batch([p for _, p in pending])
                     for (i, p), out in zip(pending, outs, strict=True):
                         answers[i] = self._finish(p, out)
                 if on_answer is not None:
@@ -295,7 +326,7 @@ class Assistant:
         return ret
 
     def _prepare(self, question: str, patient_id: str | None, top_k: int | None, generate: bool, t_all: float,
-                 withhold: set[str] | None = None) -> Answer | _Pending:
+                 withhold: set[str] | None = None) -> Answer | Prepared:
         """Retrieval and the prompt; an Answer already when no generation is needed."""
         timings: dict[str, float] = {}
         t = time.perf_counter()
@@ -363,9 +394,10 @@ class Assistant:
                 abstain_reason="retrieval too weak: no indexed passage is close to the question" if weak else None,
                 **base)  # type: ignore[arg-type]
 
-        return _Pending(q, shown, build_messages(q, sources, pid), signals, timings, base, t_all, answerable)
+        return Prepared(q, shown, build_messages(q, sources, pid), signals, timings, base, t_all, answerable,
+                        self.index)
 
-    def _finish(self, p: _Pending, out: Generation) -> Answer:
+    def _finish(self, p: Prepared, out: Generation) -> Answer:
         """Check the generated answer's citations, score confidence, and answer or abstain."""
         q, units, signals, timings, base = p.question, p.units, p.signals, p.timings, p.base
         cfg = self.config.confidence
@@ -533,8 +565,8 @@ class Assistant:
 
 
 @dataclass
-class _Pending:
-    """A question retrieved and prompted, waiting for its generation."""
+class Prepared:
+    """A question retrieved, gated and prompted, waiting for its generation (see :meth:`Assistant.prepare`)."""
 
     question: str
     units: list[Unit]
@@ -544,6 +576,11 @@ class _Pending:
     base: dict[str, Any]
     t_all: float
     answerable: list[float]
+    index: HybridIndex  # the version retrieved from: the answer is checked against the same passages
+
+    @property
+    def patient_id(self) -> str | None:
+        return self.base.get("patient_id")
 
 
 def _with_markers(sentence: str, ns: list[int]) -> str:
@@ -555,4 +592,4 @@ def _with_markers(sentence: str, ns: list[int]) -> str:
     return f"{body} {marks}"
 
 
-__all__ = ["ABSTAIN_MESSAGE", "ABSTAIN_TOKEN", "Assistant"]
+__all__ = ["ABSTAIN_MESSAGE", "ABSTAIN_TOKEN", "Assistant", "Prepared"]

@@ -182,6 +182,25 @@ class QueryConfig(_Section):
     max_question_chars: int = Field(2000, ge=10, description="longer questions are rejected")
 
 
+class ServeConfig(_Section):
+    """`app.py serve`: the warm HTTP API and the clinician page (serve/)."""
+
+    host: str = Field("127.0.0.1", description="address to bind; anything but loopback needs an API key "
+                                               "(the environment variable named by api_key_env)")
+    port: int = Field(8000, ge=1, le=65535)
+    api_key_env: str = Field("CDS_API_KEY", description="environment variable holding the API key; when set, "
+                                                        "/v1/* and /metrics need `Authorization: Bearer KEY`")
+    max_body_bytes: int = Field(16384, ge=256, description="larger request bodies are refused (413)")
+    queue_size: int = Field(16, ge=1, description="questions admitted at once (being answered or waiting); "
+                                                  "more are refused with 429")
+    batch_size: int = Field(4, ge=1, le=32, description="waiting non-streamed questions generated together in "
+                                                        "one batch")
+    retrieval_workers: int = Field(2, ge=1, le=32, description="threads for retrieval, the gate and the citation "
+                                                               "check (generation has one thread of its own)")
+    request_timeout_s: float = Field(300.0, gt=0.0, description="a question not answered by then gets 504")
+    warmup: bool = Field(True, description="load the models and the index at start (readyz is 503 until done)")
+
+
 class ModelsConfig(_Section):
     cache_dir: str = Field(".cds/models", description="converted models (relative paths are from the project root)")
 
@@ -263,6 +282,7 @@ class AppConfig(_Section):
     verifier: VerifierConfig = Field(default_factory=VerifierConfig)  # type: ignore[arg-type]
     index: IndexConfig = Field(default_factory=IndexConfig)  # type: ignore[arg-type]
     query: QueryConfig = Field(default_factory=QueryConfig)  # type: ignore[arg-type]
+    serve: ServeConfig = Field(default_factory=ServeConfig)  # type: ignore[arg-type]
     models: ModelsConfig = Field(default_factory=ModelsConfig)  # type: ignore[arg-type]
     train: TrainConfig = Field(default_factory=TrainConfig)  # type: ignore[arg-type]
 

@@ -1,0 +1,261 @@
+"""The warm answering engine behind the HTTP API: models loaded once, retrieval in a thread pool,
+generation in one thread that batches waiting questions.
+
+The generator is not thread-safe (one model, one KV cache at a time), so every reply is made by
+one worker thread. Retrieval, the answerability gate and the citation check run in a small pool
+meanwhile, so a question is retrieved while another is being generated. The embedder and the
+verifier are shared by those threads; each is called under its own lock (a fast tokenizer
+raises "Already borrowed" when two threads change its padding at once), held only for the few
+milliseconds of an encode, never for a generation.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from rag.answer import Answer
+from rag.assistant import Assistant, Prepared
+from rag.config import AppConfig
+from rag.errors import CDSError
+from rag.generate import Generation
+from serve.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+class Busy(Exception):
+    """Too many questions admitted: the client should retry later (HTTP 429)."""
+
+
+class NotReady(Exception):
+    """Models or index not loaded (yet), or the engine is stopping (HTTP 503)."""
+
+
+class _Locked:
+    """Calls the wrapped model's methods under a lock; attributes pass through."""
+
+    def __init__(self, inner: Any):
+        self._inner = inner
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._inner, name)
+        if not callable(value):
+            return value
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                return value(*args, **kwargs)
+
+        return call
+
+
+class _CountingGenerator:
+    """The generator, with token counting (used while preparing prompts) on a tokenizer of its own.
+
+    Counting runs in the retrieval threads while the worker thread generates with the shared
+    tokenizer; a copy keeps them from touching one Rust tokenizer at once.
+    """
+
+    def __init__(self, inner: Any):
+        self._inner = inner
+        self._lock = threading.Lock()
+        tok = getattr(inner, "tokenizer", None)
+        self._tokenizer = copy.deepcopy(tok) if tok is not None else None
+
+    def count_tokens(self, text: str) -> int:
+        with self._lock:
+            if self._tokenizer is None:
+                return int(self._inner.count_tokens(text))
+            return len(self._tokenizer.encode(text, add_special_tokens=False))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+@dataclass
+class _Job:
+    prepared: Prepared
+    future: Future[Generation] = field(default_factory=Future)
+    on_text: Callable[[str], None] | None = None  # streamed: generated alone, token by token
+
+
+class Engine:
+    """Answers questions for the API: :meth:`prepare` (pool), :meth:`generate` (the worker), :meth:`finish` (pool)."""
+
+    def __init__(self, config: AppConfig, assistant: Assistant | None = None):
+        self.config = config
+        self.cfg = config.serve
+        self._loader: Assistant | None = assistant if assistant is not None else Assistant(config)
+        self.assistant: Assistant | None = None  # set when loaded
+        self.pool = ThreadPoolExecutor(self.cfg.retrieval_workers, thread_name_prefix="cds-retrieve")
+        self.metrics = Metrics()
+        self.load_error: str | None = None
+        self.started = time.time()
+        self._ready = threading.Event()
+        self._stopping = False
+        self._jobs: deque[_Job] = deque()
+        self._cond = threading.Condition()
+        self._admitted = 0
+        self._admit_lock = threading.Lock()
+        self._worker = threading.Thread(target=self._run, name="cds-generate", daemon=True)
+
+    # -- life cycle -----------------------------------------------------------------------------
+    def start(self, warm: bool | None = None) -> None:
+        """Start the generation worker and load the models (in the background: readyz tells when)."""
+        self._worker.start()
+        if self.cfg.warmup if warm is None else warm:
+            self.pool.submit(self.load)
+
+    def load(self) -> None:
+        """Load the index and every model once; the engine is ready afterwards (or records why not)."""
+        t = time.perf_counter()
+        try:
+            a = self._loader
+            if a is None:
+                return
+            _ = a.index, a.calibration  # a missing or damaged index fails here, before any model loads
+            verifier = a.verifier
+            locked: Any = _Locked(verifier) if verifier is not None else None
+            self.assistant = Assistant(a.config, embedder=_Locked(a.embedder),
+                                       generator=_CountingGenerator(a.generator),  # type: ignore[arg-type]
+                                       verifier=locked)
+            _ = self.assistant.index, self.assistant.calibration
+        except CDSError as e:
+            self.load_error = str(e)
+            log.error("load failed", extra={"event": "load_failed", "error_type": type(e).__name__})
+            return
+        except Exception as e:  # recorded and reported by readyz, never a silent hang
+            self.load_error = f"{type(e).__name__} while loading the models (see the server log)"
+            log.exception("load failed", extra={"event": "load_failed", "error_type": type(e).__name__})
+            return
+        self._loader = None  # its models live on in self.assistant; its copy of the index is let go
+        self.metrics.set_gauge("cds_load_seconds", time.perf_counter() - t)
+        self._ready.set()
+        log.info("ready", extra={"event": "ready", "index_version": self.assistant.index.version,
+                                 "load_s": round(time.perf_counter() - t, 2)})
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set() and not self._stopping
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        return self._ready.wait(timeout)
+
+    def stop(self) -> None:
+        self._stopping = True
+        with self._cond:
+            for job in self._jobs:
+                job.future.cancel()
+            self._jobs.clear()
+            self._cond.notify_all()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    def require_ready(self) -> Assistant:
+        if self._stopping:
+            raise NotReady("the server is shutting down; retry on another instance")
+        if self.load_error:
+            raise NotReady(f"the server could not load: {self.load_error}")
+        if not self._ready.is_set() or self.assistant is None:
+            raise NotReady("the models are still loading; retry in a few seconds (GET /readyz says when)")
+        return self.assistant
+
+    # -- admission ------------------------------------------------------------------------------
+    def admit(self) -> None:
+        """Count a question in, or raise :class:`Busy` when ``serve.queue_size`` are already in."""
+        with self._admit_lock:
+            if self._admitted >= self.cfg.queue_size:
+                self.metrics.inc("cds_rejected_total", reason="queue_full")
+                raise Busy(f"the server is busy ({self._admitted} questions in progress); retry shortly")
+            self._admitted += 1
+            self.metrics.set_gauge("cds_questions_in_progress", self._admitted)
+
+    def release(self) -> None:
+        with self._admit_lock:
+            self._admitted -= 1
+            self.metrics.set_gauge("cds_questions_in_progress", self._admitted)
+
+    @property
+    def in_progress(self) -> int:
+        return self._admitted
+
+    @property
+    def waiting(self) -> int:
+        return len(self._jobs)
+
+    # -- the three stages -----------------------------------------------------------------------
+    def prepare(self, question: str, patient_id: str | None, top_k: int | None, generate: bool) -> Answer | Prepared:
+        return self.require_ready().prepare(question, patient_id, top_k, generate)
+
+    def finish(self, prepared: Prepared, out: Generation) -> Answer:
+        return self.require_ready().finish(prepared, out)
+
+    def generate(self, prepared: Prepared, on_text: Callable[[str], None] | None = None) -> Future[Generation]:
+        """Queue a prepared question for the generation worker; the future holds its reply."""
+        if self._stopping:
+            raise NotReady("the server is shutting down; retry on another instance")
+        job = _Job(prepared, on_text=on_text)
+        with self._cond:
+            self._jobs.append(job)
+            self.metrics.set_gauge("cds_generation_queue", len(self._jobs))
+            self._cond.notify()
+        return job.future
+
+    def _take(self) -> list[_Job] | None:
+        """The next job, with the waiting non-streamed jobs that can share its batch (greedy only)."""
+        with self._cond:
+            while not self._jobs and not self._stopping:
+                self._cond.wait()
+            if self._stopping:
+                return None
+            first = self._jobs.popleft()
+            batch = [first]
+            if first.on_text is None and self.config.generator.temperature == 0:
+                for job in list(self._jobs):
+                    if len(batch) >= self.cfg.batch_size:
+                        break
+                    if job.on_text is None:
+                        self._jobs.remove(job)
+                        batch.append(job)
+            self.metrics.set_gauge("cds_generation_queue", len(self._jobs))
+            return batch
+
+    def _run(self) -> None:
+        while True:
+            batch = self._take()
+            if batch is None:
+                return
+            # A job whose client gave up (timeout, disconnect) is cancelled: skip its generation.
+            batch = [j for j in batch if j.future.set_running_or_notify_cancel()]
+            if not batch:
+                continue
+            a = self.assistant
+            t = time.perf_counter()
+            try:
+                if a is None:
+                    raise NotReady("the models are not loaded")
+                if len(batch) == 1:
+                    outs = [a.generate(batch[0].prepared, batch[0].on_text)]
+                else:
+                    outs = a.generate_batch([j.prepared for j in batch])
+            except BaseException as e:  # the worker must survive any one request's failure
+                for j in batch:
+                    j.future.set_exception(e)
+                continue
+            finally:
+                self.metrics.observe("cds_generation_seconds", time.perf_counter() - t)
+                self.metrics.observe("cds_generation_batch_size", len(batch), buckets=(1, 2, 4, 8, 16, 32))
+            for j, out in zip(batch, outs, strict=True):
+                j.future.set_result(out)
