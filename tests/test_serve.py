@@ -319,7 +319,7 @@ def test_a_prepared_question_is_finished_on_the_version_it_was_retrieved_from(tm
     """The server retrieves in one thread and checks in another: a publish in between changes nothing."""
     from corpora import load_sources
     from rag.answer import Answer
-    from rag.index import build_index
+    from rag.update import build_index
 
     root = tmp_path / "idx"
     chunking = load_config().chunking.model_dump()
@@ -341,7 +341,7 @@ def test_a_prepared_question_is_finished_on_the_version_it_was_retrieved_from(tm
 def test_no_failed_request_while_a_new_index_version_is_published(tmp_path, demo_sources):
     """Questions keep being answered while `index update` publishes; the server moves to the new version."""
     from corpora import load_sources
-    from rag.index import build_index
+    from rag.update import build_index
 
     root = tmp_path / "idx"
     chunking = load_config().chunking.model_dump()
