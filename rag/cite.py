@@ -262,91 +262,137 @@ def check_support(text: str, sentence_vectors: np.ndarray, source_vectors: Mappi
     sentences = split_sentences(text)
     if len(sentences) != len(sentence_vectors):
         raise ValueError("one vector per sentence is required")
-    exempt = set(exempt_numbers)
-
-    def numbers_ok(sent: str, ns: list[int]) -> bool:
-        if source_texts is None:
-            return True
-        found = set().union(*(numbers_in(t) for n in ns for t in source_texts.get(n, [])))
-        if not numbers_in(sent) - exempt <= found:
-            return False
-        return not record_rules or value_of_other_measure(sent, lines_of(ns), exempt) is None
-
-    def by_record(sent: str, ns: list[int], fact: bool | None) -> bool:
-        """A one-fact sentence the cited record's own lines verify, whatever its embedding similarity."""
-        if not record_rules or not records & set(ns) or not single_fact(sent) or fact is False:
-            return False
-        has_numbers = bool(numbers_in(sent) - exempt)
-        value = record_value(sent, lines_of(ns), exempt)
-        # Every kind of claim it makes is verified: its numbers on their measurement's lines, its
-        # yes/no conditions and sex on theirs; and it makes at least one.
-        return (value or not has_numbers) and (fact is True or (fact is None and value))
-
-    def lines_of(ns: list[int]) -> list[str]:
-        """The lines of the cited sources that are the patient's records."""
-        if source_texts is None:
-            return []
-        return [line for n in ns if n in records for t in source_texts.get(n, []) for line in t.splitlines()]
-
-    check_records = record_sources is not None and about_patient is not None
-    records = set(record_sources or ())
-    out: list[SentenceSupport] = []
     if scores is not None and len(scores) != len(sentences):
         raise ValueError("one score mapping per sentence is required")
-    for i, (sent, vec) in enumerate(zip(sentences, sentence_vectors, strict=True)):
-        sims = dict(scores[i]) if scores is not None else {n: source_vectors[n] @ vec for n in source_vectors}
-        cited = list(dict.fromkeys(n for n in parse_markers(sent) if n in source_vectors))
-        best = {n: int(np.argmax(sims[n])) for n in cited}
-        best_score = max((float(sims[n][best[n]]) for n in cited), default=0.0)
-        needs_record = check_records and about_patient is not None and about_patient(strip_markers(sent))
-        fact = record_fact(sent, lines_of(cited)) if records and record_rules else None
-        # Embedding similarity to each source's best passage, once per sentence (rescue, ranking, audit).
-        cos = {n: float(np.max(v @ vec)) for n, v in source_vectors.items() if v.shape[-1] == vec.shape[-1]}
-        cos_cited = max((cos[n] for n in cited if n in cos), default=None)
-        rescued = cosine_min is not None and cos_cited is not None and cos_cited >= cosine_min
-        if rescued and best_score < threshold:
-            # Supported by near-verbatim similarity: show the passage that holds the sentence.
-            best = {n: int(np.argmax(source_vectors[n] @ vec)) for n in cited if n in source_vectors
-                    and source_vectors[n].shape[-1] == vec.shape[-1]}
-        supported = (bool(cited) and (best_score >= threshold or rescued or by_record(sent, cited, fact))
-                     and fact is not False
-                     and numbers_ok(sent, cited) and (not needs_record or bool(records & set(cited))))
-        attributed = False
-        if not supported and attribute_uncited:
-            # The best-matching source that actually supports the sentence, if any does; this
-            # also corrects a marker that points at the wrong source (the sentence is re-cited).
-            # A patient record whose yes/no line agrees with the sentence supports it at any similarity.
-            def cos_to(n: int, cos: dict[int, float] = cos) -> float:
-                return cos.get(n, -1.0)
+    judge = _SupportJudge(source_vectors, threshold, source_texts, set(exempt_numbers), record_sources,
+                          about_patient, record_rules, cosine_min, with_scores=scores is not None)
+    return [judge.judge(sent, vec, dict(scores[i]) if scores is not None else None, attribute_uncited)
+            for i, (sent, vec) in enumerate(zip(sentences, sentence_vectors, strict=True))]
 
-            # With scores (the verifier), candidates are ranked by embedding similarity: the source that
-            # holds the sentence (near-)verbatim is the best evidence, and the verifier alone once put a
-            # verbatim HFrEF sentence on an HFpEF passage at 0.52 (README sample).
-            rank = cos_to if scores is not None else (lambda n, sims=sims: float(np.max(sims[n])))
-            for n in sorted(sims, key=lambda n: -rank(n)):
-                fact_n = record_fact(sent, lines_of([n])) if n in records and record_rules else None
-                passes = float(np.max(sims[n])) >= threshold or (cosine_min is not None and cos_to(n) >= cosine_min)
-                if fact_n is False or (not passes and not by_record(sent, [n], fact_n)):
-                    continue
-                if needs_record and n not in records:
-                    continue
-                if numbers_ok(sent, [n]):
-                    cited, attributed, supported = [n], True, True
-                    best, best_score = {n: int(np.argmax(sims[n]))}, float(np.max(sims[n]))
-                    if scores is not None and best_score < threshold and cos_to(n) >= (cosine_min or 2.0):
-                        best = {n: int(np.argmax(source_vectors[n] @ vec))}  # the passage that holds it
-                    break
-        rec_lines = lines_of(cited)
+
+@dataclass
+class _Judged:
+    """One sentence's verdict while it is being made (see :meth:`_SupportJudge.judge`)."""
+
+    cited: list[int]
+    best: dict[int, int]
+    best_score: float
+    supported: bool
+    attributed: bool = False
+
+
+class _SupportJudge:
+    """The sources of one answer and the rules of :func:`check_support`, applied sentence by sentence."""
+
+    def __init__(self, source_vectors: Mapping[int, np.ndarray], threshold: float,
+                 source_texts: Mapping[int, list[str]] | None, exempt: set[str],
+                 record_sources: Collection[int] | None, about_patient: Callable[[str], bool] | None,
+                 record_rules: bool, cosine_min: float | None, with_scores: bool):
+        self.vectors, self.threshold, self.texts, self.exempt = source_vectors, threshold, source_texts, exempt
+        self.records = set(record_sources or ())
+        self.check_records = record_sources is not None and about_patient is not None
+        self.about_patient, self.record_rules, self.cosine_min = about_patient, record_rules, cosine_min
+        self.with_scores = with_scores
+
+    # -- the rules ------------------------------------------------------------------------------------
+    def lines_of(self, ns: list[int]) -> list[str]:
+        """The lines of the cited sources that are the patient's records."""
+        if self.texts is None:
+            return []
+        return [line for n in ns if n in self.records for t in self.texts.get(n, []) for line in t.splitlines()]
+
+    def numbers_ok(self, sent: str, ns: list[int]) -> bool:
+        if self.texts is None:
+            return True
+        found = set().union(*(numbers_in(t) for n in ns for t in self.texts.get(n, [])))
+        if not numbers_in(sent) - self.exempt <= found:
+            return False
+        return not self.record_rules or value_of_other_measure(sent, self.lines_of(ns), self.exempt) is None
+
+    def by_record(self, sent: str, ns: list[int], fact: bool | None) -> bool:
+        """A one-fact sentence the cited record's own lines verify, whatever its embedding similarity."""
+        if not self.record_rules or not self.records & set(ns) or not single_fact(sent) or fact is False:
+            return False
+        has_numbers = bool(numbers_in(sent) - self.exempt)
+        value = record_value(sent, self.lines_of(ns), self.exempt)
+        # Every kind of claim it makes is verified: its numbers on their measurement's lines, its
+        # yes/no conditions and sex on theirs; and it makes at least one.
+        return bool((value or not has_numbers) and (fact is True or (fact is None and value)))
+
+    def fact(self, sent: str, ns: list[int]) -> bool | None:
+        return record_fact(sent, self.lines_of(ns)) if self.records and self.record_rules else None
+
+    def nearest(self, vec: np.ndarray, ns: Collection[int]) -> dict[int, int]:
+        """Per source, the passage most similar to the sentence (the one that holds it near-verbatim)."""
+        return {n: int(np.argmax(self.vectors[n] @ vec)) for n in ns
+                if n in self.vectors and self.vectors[n].shape[-1] == vec.shape[-1]}
+
+    # -- one sentence ---------------------------------------------------------------------------------
+    def judge(self, sent: str, vec: np.ndarray, scored: dict[int, np.ndarray] | None,
+              attribute_uncited: bool) -> SentenceSupport:
+        sims = scored if scored is not None else {n: self.vectors[n] @ vec for n in self.vectors}
+        cited = list(dict.fromkeys(n for n in parse_markers(sent) if n in self.vectors))
+        needs_record = bool(self.check_records and self.about_patient is not None
+                            and self.about_patient(strip_markers(sent)))
+        # Embedding similarity to each source's best passage, once per sentence (rescue, ranking, audit).
+        cos = {n: float(np.max(v @ vec)) for n, v in self.vectors.items() if v.shape[-1] == vec.shape[-1]}
+        v, rescued = self._as_cited(sent, vec, sims, cited, cos, needs_record)
+        if not v.supported and attribute_uncited:
+            v = self._attribute(sent, vec, sims, cos, needs_record) or v
+        rec_lines = self.lines_of(v.cited)
         checks: dict[str, bool | None] = {
-            "numbers": numbers_ok(sent, cited) if cited else None,
+            "numbers": self.numbers_ok(sent, v.cited) if v.cited else None,
             # The record-line rules' verdict, recorded even when they are off (evaluation measures them).
             "record_rules": (record_fact(sent, rec_lines) is not False
-                             and value_of_other_measure(sent, rec_lines, exempt) is None) if rec_lines else None,
-            "cites_record": bool(records & set(cited)) if needs_record else None}
-        cosine = max((cos[n] for n in cited if n in cos), default=None)
-        checks["rescued_by_cosine"] = bool(rescued and best_score < threshold) if cosine_min is not None else None
-        out.append(SentenceSupport(sent, cited, supported, best_score, best, attributed, checks, cosine))
-    return out
+                             and value_of_other_measure(sent, rec_lines, self.exempt) is None) if rec_lines else None,
+            "cites_record": bool(self.records & set(v.cited)) if needs_record else None}
+        cosine = max((cos[n] for n in v.cited if n in cos), default=None)
+        checks["rescued_by_cosine"] = (bool(rescued and v.best_score < self.threshold) if self.cosine_min is not None
+                                       else None)
+        return SentenceSupport(sent, v.cited, v.supported, v.best_score, v.best, v.attributed, checks, cosine)
+
+    def _as_cited(self, sent: str, vec: np.ndarray, sims: dict[int, np.ndarray], cited: list[int],
+                  cos: dict[int, float], needs_record: bool) -> tuple[_Judged, bool]:
+        """The verdict on the sources the sentence cites, and whether the cosine rescue applied."""
+        best = {n: int(np.argmax(sims[n])) for n in cited}
+        best_score = max((float(sims[n][best[n]]) for n in cited), default=0.0)
+        fact = self.fact(sent, cited)
+        cos_cited = max((cos[n] for n in cited if n in cos), default=None)
+        rescued = self.cosine_min is not None and cos_cited is not None and cos_cited >= self.cosine_min
+        if rescued and best_score < self.threshold:
+            best = self.nearest(vec, cited)  # supported by near-verbatim similarity: show the passage holding it
+        supported = (bool(cited) and (best_score >= self.threshold or rescued or self.by_record(sent, cited, fact))
+                     and fact is not False and self.numbers_ok(sent, cited)
+                     and (not needs_record or bool(self.records & set(cited))))
+        return _Judged(cited, best, best_score, supported), rescued
+
+    def _attribute(self, sent: str, vec: np.ndarray, sims: dict[int, np.ndarray], cos: dict[int, float],
+                   needs_record: bool) -> _Judged | None:
+        """The best-matching source that actually supports the sentence, if any does.
+
+        This also corrects a marker that points at the wrong source (the sentence is re-cited). A
+        patient record whose yes/no line agrees with the sentence supports it at any similarity. With
+        scores (the verifier), candidates are ranked by embedding similarity: the source that holds the
+        sentence (near-)verbatim is the best evidence, and the verifier alone once put a verbatim HFrEF
+        sentence on an HFpEF passage at 0.52 (README sample).
+        """
+        def rank(n: int) -> float:
+            return cos.get(n, -1.0) if self.with_scores else float(np.max(sims[n]))
+
+        for n in sorted(sims, key=lambda n: -rank(n)):
+            fact_n = record_fact(sent, self.lines_of([n])) if n in self.records and self.record_rules else None
+            passes = (float(np.max(sims[n])) >= self.threshold
+                      or (self.cosine_min is not None and cos.get(n, -1.0) >= self.cosine_min))
+            if fact_n is False or (not passes and not self.by_record(sent, [n], fact_n)):
+                continue
+            if needs_record and n not in self.records:
+                continue
+            if self.numbers_ok(sent, [n]):
+                best, best_score = {n: int(np.argmax(sims[n]))}, float(np.max(sims[n]))
+                if self.with_scores and best_score < self.threshold and cos.get(n, -1.0) >= (self.cosine_min or 2.0):
+                    best = self.nearest(vec, [n])  # the passage that holds it
+                return _Judged([n], best, best_score, True, attributed=True)
+        return None
 
 
 def strip_markers(text: str) -> str:
