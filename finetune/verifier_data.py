@@ -155,6 +155,18 @@ def flip_negation(sentence: str) -> str | None:
     return None
 
 
+def perturbed(sentence: str, passage: str, rng: random.Random,
+              order: tuple[str, ...] = ("number", "negation", "unit")) -> tuple[str, str] | None:
+    """(kind, the sentence changed so the passage no longer states it): the first of ``order`` that applies."""
+    makers = {"number": lambda x: change_number(x, rng, body(passage)), "unit": lambda x: change_unit(x, rng),
+              "negation": flip_negation}
+    for kind in order:
+        alt = makers[kind](sentence)
+        if alt and alt != sentence:
+            return kind, alt
+    return None
+
+
 def swap_subject(sentence: str, focus: str, other: str) -> str:
     """The sentence said of ``other`` instead of ``focus`` (the subject-swap failure)."""
     if focus and re.search(re.escape(focus), sentence, re.I):
@@ -261,12 +273,9 @@ def qa_pairs(qdocs: list[QADoc], pool: list[QADoc], rng: random.Random, stats: C
                 re.escape(d.focus), q, re.I) else f"What about {other_focus}?"
             yield Pair("support", support_text(q_other, swap_subject(s, d.focus, other_focus)), passage, 0, "swap",
                        d.source)
-        for kind, fn in (("number", lambda x, p=passage: change_number(x, rng, body(p))),
-                         ("unit", lambda x: change_unit(x, rng)), ("negation", flip_negation)):
-            alt = fn(s)
-            if alt and alt != s:
-                yield Pair("support", support_text(q, alt), passage, 0, kind, d.source)
-                break
+        changed = perturbed(s, passage, rng, ("number", "unit", "negation"))
+        if changed:
+            yield Pair("support", support_text(q, changed[1]), passage, 0, changed[0], d.source)
         wrong = [flat[j][1] for j in lex.top(s, 8) if flat[j][0].focus.lower() != norm_focus
                  and flat[j][0].group != d.group]
         if wrong:
@@ -370,12 +379,9 @@ def guideline_pairs(docs: list[Document], rng: random.Random, per_doc: int, pass
             i = rng.randrange(len(sents))
             s = sents[i]
             yield Pair("support", support_text(q, reword(sents, i, "", rng)), passage, 1, "pos", "ngc")
-            for kind, fn in (("number", lambda x, p=passage: change_number(x, rng, body(p))),
-                             ("negation", flip_negation), ("unit", lambda x: change_unit(x, rng))):
-                alt = fn(s)
-                if alt and alt != s:
-                    yield Pair("support", support_text(q, alt), passage, 0, kind, "ngc")
-                    break
+            changed = perturbed(s, passage, rng)
+            if changed:
+                yield Pair("support", support_text(q, changed[1]), passage, 0, changed[0], "ngc")
             wrong = [passages[j][1] for j in lex.top(s, 6) if passages[j][0].doc_id != d.doc_id]
             if wrong:
                 yield Pair("support", support_text(q, s), wrong[0], 0, "other_passage", "ngc")
@@ -422,12 +428,9 @@ def detail_pairs(docs: list[Document], passages_of: Passages, rng: random.Random
             if other:
                 yield Pair("answerable", answerability_text(q), other[0], 0, "bm25", source)
             yield Pair("support", support_text(q, s), passage, 1, "detail", source)
-            for kind, fn in (("number", lambda x, p=passage: change_number(x, rng, body(p))),
-                             ("negation", flip_negation), ("unit", lambda x: change_unit(x, rng))):
-                alt = fn(s)
-                if alt and alt != s:
-                    yield Pair("support", support_text(q, alt), passage, 0, kind, source)
-                    break
+            changed = perturbed(s, passage, rng)
+            if changed:
+                yield Pair("support", support_text(q, changed[1]), passage, 0, changed[0], source)
             wrong = [passages[j][1] for j in lex.top(s, 6) if passages[j][0].doc_id != d.doc_id
                      and s not in passages[j][1]]
             if wrong:
