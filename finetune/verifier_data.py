@@ -359,14 +359,23 @@ def _flip(r: HFRecord, attr: str) -> HFRecord:
     return replace(r, **changes)
 
 
-# -- guideline summaries (NGC) -------------------------------------------------------------------
-def guideline_pairs(docs: list[Document], rng: random.Random, per_doc: int, passages_of: Passages | None = None
-                    ) -> Iterator[Pair]:
+def _passage_table(docs: list[Document], passages_of: Passages | None
+                   ) -> tuple[list[tuple[Document, str]], Lexical | None, dict[str, list[str]]]:
+    """Every passage with its document, BM25 over them (hard negatives; None without passages), and the
+    passages of each document."""
     passages = [(d, p) for d in docs for p in (passages_of(d) if passages_of else windows(d.text, d.title))]
-    lex = Lexical([p for _, p in passages])
     by_doc: dict[str, list[str]] = defaultdict(list)
     for d, p in passages:
         by_doc[d.doc_id].append(p)
+    return passages, (Lexical([p for _, p in passages]) if passages else None), by_doc
+
+
+# -- guideline summaries (NGC) -------------------------------------------------------------------
+def guideline_pairs(docs: list[Document], rng: random.Random, per_doc: int, passages_of: Passages | None = None
+                    ) -> Iterator[Pair]:
+    passages, lex, by_doc = _passage_table(docs, passages_of)
+    if lex is None:
+        return
     for d in docs:
         ps = by_doc[d.doc_id]
         if not ps:
@@ -396,14 +405,10 @@ def detail_pairs(docs: list[Document], passages_of: Passages, rng: random.Random
     of another guideline with at most half of them (0). Support: the fact's sentence (1), with a
     changed number, negation or unit (0), against another guideline's passage (0).
     """
-    passages = [(d, p) for d in docs for p in passages_of(d)]
-    if not passages:
+    passages, lex, by_doc = _passage_table(docs, passages_of)
+    if lex is None:
         return
     idf = idf_table([p for _, p in passages])
-    lex = Lexical([p for _, p in passages])
-    by_doc: dict[str, list[str]] = defaultdict(list)
-    for d, p in passages:
-        by_doc[d.doc_id].append(p)
     for d in docs:
         ps = by_doc[d.doc_id]
         # Questions are asked of what a guideline recommends, not of its methods or sources sections.
