@@ -1062,33 +1062,29 @@ def main(argv: list[str] | None = None) -> int:
                 "risk": cmd_risk}
     try:
         return handlers[args.command](args)
-    except CDSError as e:
-        if args.verbose:
-            raise
-        print(f"error: {_one_line(str(e))}", file=sys.stderr)
-        return e.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except PermissionError as e:
-        if args.verbose:
-            raise
-        print(f"error: permission denied: {_one_line(str(e.filename or e))}; check its permissions, or run as the "
-              "owner of the files", file=sys.stderr)
-        return 2
-    except OSError as e:
-        if args.verbose:
-            raise
-        print(f"error: {_one_line(e.strerror or str(e))}: {_one_line(str(e.filename or ''))}; check the path, the "
-              "free disk space and the folder's permissions (run with -v for the traceback)", file=sys.stderr)
-        return 1
     except Exception as e:
         if args.verbose:
             raise
-        print(f"error: {type(e).__name__}: {_one_line(str(e).splitlines()[0] if str(e) else '')} "
-              "(an unexpected failure: run with -v for the traceback and report it)", file=sys.stderr)
-        return 1
+        message, code = _error_line(e, CDSError)
+        print(f"error: {message}", file=sys.stderr)
+        return code
 
+
+def _error_line(e: Exception, cds_error: type[Exception]) -> tuple[str, int]:
+    """One line saying what went wrong and what to do, and the exit code (2 input, 1 runtime)."""
+    if isinstance(e, cds_error):
+        return _one_line(str(e)), int(getattr(e, "exit_code", 1))
+    if isinstance(e, PermissionError):
+        return (f"permission denied: {_one_line(str(e.filename or e))}; check its permissions, or run as the "
+                "owner of the files"), 2
+    if isinstance(e, OSError):
+        return (f"{_one_line(e.strerror or str(e))}: {_one_line(str(e.filename or ''))}; check the path, the "
+                "free disk space and the folder's permissions (run with -v for the traceback)"), 1
+    return (f"{type(e).__name__}: {_one_line(str(e).splitlines()[0] if str(e) else '')} "
+            "(an unexpected failure: run with -v for the traceback and report it)"), 1
 
 if __name__ == "__main__":
     sys.exit(main())
