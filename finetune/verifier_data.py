@@ -42,7 +42,16 @@ from corpora.heart_failure import HFRecord, read_records, render_record
 from corpora.report import LoadReport
 from finetune.data import assign_splits
 from finetune.ehr_grounded import FACTS, UNANSWERABLE, Fact
-from finetune.verifier_styles import RECORD_SHORTHAND, detail_question, idf_table, overlap, restyle
+from finetune.verifier_styles import (
+    RECORD_SHORTHAND,
+    attribute_lead,
+    detail_question,
+    idf_table,
+    overlap,
+    restyle,
+    swap_term,
+    vignette,
+)
 from rag.chunk import HierarchicalChunker
 from rag.text import split_sentences, tokenize
 from rag.verifier import answerability_text, support_text
@@ -192,6 +201,16 @@ def reword(sentences: list[str], i: int, focus: str, rng: random.Random) -> str:
     return s
 
 
+def _v3_support(q: str, s: str, passage: str, rng: random.Random, source: str) -> Iterator[Pair]:
+    """Version 3's support pairs for a sentence ``s`` of ``passage``: the sentence with a lead naming
+    the source (1, as the generator phrases it) and with one treatment, condition, population, route
+    or frequency swapped for a sibling the passage never mentions (0)."""
+    yield Pair("support", support_text(q, attribute_lead(s, rng)), passage, 1, "lead", source)
+    swapped = swap_term(s, body(passage), rng)
+    if swapped:
+        yield Pair("support", support_text(q, swapped), passage, 0, "term_swap", source)
+
+
 # -- MedQuAD / WikiDoc ---------------------------------------------------------------------------
 def qa_docs(docs: Iterable[Document], passages_of: Passages | None = None) -> list[QADoc]:
     out = []
@@ -215,10 +234,16 @@ def qa_docs(docs: Iterable[Document], passages_of: Passages | None = None) -> li
     return out
 
 
-def styled(qdocs: list[QADoc], rng: random.Random, share: float) -> list[QADoc]:
-    """``share`` of the questions rewritten as clinicians or patients type them (verifier_styles)."""
-    return [replace(d, question=restyle(d.question, d.focus, d.qtype, rng)) if rng.random() < share else d
-            for d in qdocs]
+def styled(qdocs: list[QADoc], rng: random.Random, share: float, vignette_share: float = 0.0) -> list[QADoc]:
+    """``share`` of the questions rewritten as clinicians or patients type them (verifier_styles), and
+    ``vignette_share`` of all of them put after a short case description."""
+    out = []
+    for d in qdocs:
+        q = restyle(d.question, d.focus, d.qtype, rng) if rng.random() < share else d.question
+        if vignette_share and rng.random() < vignette_share:
+            q = vignette(q, rng)
+        out.append(replace(d, question=q) if q != d.question else d)
+    return out
 
 
 class Lexical:
@@ -267,6 +292,7 @@ def qa_pairs(qdocs: list[QADoc], pool: list[QADoc], rng: random.Random, stats: C
         s = sents[i]
         yield Pair("support", support_text(q, s), passage, 1, "pos", d.source)
         yield Pair("support", support_text(q, reword(sents, i, d.focus, rng)), passage, 1, "reword", d.source)
+        yield from _v3_support(q, s, passage, rng, d.source)
         other_focus = rng.choice(focuses)
         if other_focus.lower() != norm_focus:
             q_other = re.sub(re.escape(d.focus), other_focus, q, flags=re.I) if re.search(
@@ -388,6 +414,7 @@ def guideline_pairs(docs: list[Document], rng: random.Random, per_doc: int, pass
             i = rng.randrange(len(sents))
             s = sents[i]
             yield Pair("support", support_text(q, reword(sents, i, "", rng)), passage, 1, "pos", "ngc")
+            yield from _v3_support(q, s, passage, rng, "ngc")
             changed = perturbed(s, passage, rng)
             if changed:
                 yield Pair("support", support_text(q, changed[1]), passage, 0, changed[0], "ngc")
@@ -396,14 +423,15 @@ def guideline_pairs(docs: list[Document], rng: random.Random, per_doc: int, pass
                 yield Pair("support", support_text(q, s), wrong[0], 0, "other_passage", "ngc")
 
 
-def detail_pairs(docs: list[Document], passages_of: Passages, rng: random.Random, per_doc: int, source: str
-                 ) -> Iterator[Pair]:
+def detail_pairs(docs: list[Document], passages_of: Passages, rng: random.Random, per_doc: int, source: str,
+                 vignette_share: float = 0.0) -> Iterator[Pair]:
     """Detail questions (one fact of one passage, terse wording) against guideline passages.
 
     Answerability: the passage holding the fact (1); a passage of the same guideline that shares
     at most a third of the question's keywords (on topic, does not answer: 0); the BM25 top passage
     of another guideline with at most half of them (0). Support: the fact's sentence (1), with a
-    changed number, negation or unit (0), against another guideline's passage (0).
+    changed number, negation or unit (0), against another guideline's passage (0). ``vignette_share``
+    of the questions come after a short case description (the label is unchanged).
     """
     passages, lex, by_doc = _passage_table(docs, passages_of)
     if lex is None:
@@ -424,6 +452,8 @@ def detail_pairs(docs: list[Document], passages_of: Passages, rng: random.Random
             if made is None:
                 continue
             q, kws = made
+            if rng.random() < vignette_share:
+                q = vignette(q, rng)
             yield Pair("answerable", answerability_text(q), passage, 1, "detail", source)
             same = [p for p in ps if p != passage and overlap(kws, p) <= 0.34]
             if same:
@@ -433,6 +463,7 @@ def detail_pairs(docs: list[Document], passages_of: Passages, rng: random.Random
             if other:
                 yield Pair("answerable", answerability_text(q), other[0], 0, "bm25", source)
             yield Pair("support", support_text(q, s), passage, 1, "detail", source)
+            yield from _v3_support(q, s, passage, rng, source)
             changed = perturbed(s, passage, rng)
             if changed:
                 yield Pair("support", support_text(q, changed[1]), passage, 0, changed[0], source)
@@ -457,6 +488,9 @@ class VerifierDataOptions:
     record_shorthand_share: float = 0.35
     detail_per_doc: int = 8
     uspstf_detail_per_doc: int = 2
+    # Version 3: shares of questions put after a short case description (verifier_styles.vignette).
+    vignette_share: float = 0.15
+    detail_vignette_share: float = 0.4
 
 
 def build(data_dir: Path, held_out_doc_ids: set[str], opts: VerifierDataOptions, passages_of: Passages | None = None
@@ -496,21 +530,26 @@ def build(data_dir: Path, held_out_doc_ids: set[str], opts: VerifierDataOptions,
     pool_train = q_train + q_wd_train
     pick = rng.sample(q_train, min(opts.medquad_docs, len(q_train))) + rng.sample(
         q_wd_train, min(opts.wikidoc_docs, len(q_wd_train)))
-    train = list(qa_pairs(styled(pick, rng, opts.styled_share), pool_train, rng, stats))
+    train = list(qa_pairs(styled(pick, rng, opts.styled_share, opts.vignette_share), pool_train, rng, stats))
     train += list(record_pairs(rec_train, rng, stats, passages_of, opts.record_shorthand_share))
     train += list(guideline_pairs(ngc_train, rng, opts.ngc_per_doc, passages_of))
     if passages_of is not None:
-        train += list(detail_pairs(ngc_train, passages_of, rng, opts.detail_per_doc, "ngc"))
-        train += list(detail_pairs(usp_train, passages_of, rng, opts.uspstf_detail_per_doc, "uspstf"))
+        train += list(detail_pairs(ngc_train, passages_of, rng, opts.detail_per_doc, "ngc",
+                                        opts.detail_vignette_share))
+        train += list(detail_pairs(usp_train, passages_of, rng, opts.uspstf_detail_per_doc, "uspstf",
+                                        opts.detail_vignette_share))
 
     q_held = qa_docs(mq_held, passages_of) + qa_docs(wd_held, passages_of)
     pick_held = rng.sample(q_held, min(opts.heldout_medquad_docs, len(q_held)))
-    heldout = list(qa_pairs(styled(pick_held, rng, opts.styled_share), q_held, rng, stats))
+    heldout = list(qa_pairs(styled(pick_held, rng, opts.styled_share, opts.vignette_share), q_held, rng,
+                              stats))
     heldout += list(record_pairs(rec_held, rng, stats, passages_of, opts.record_shorthand_share))
     heldout += list(guideline_pairs(ngc_held, rng, opts.ngc_per_doc, passages_of))
     if passages_of is not None:
-        heldout += list(detail_pairs(ngc_held, passages_of, rng, opts.detail_per_doc, "ngc"))
-        heldout += list(detail_pairs(usp_held, passages_of, rng, opts.uspstf_detail_per_doc, "uspstf"))
+        heldout += list(detail_pairs(ngc_held, passages_of, rng, opts.detail_per_doc, "ngc",
+                                        opts.detail_vignette_share))
+        heldout += list(detail_pairs(usp_held, passages_of, rng, opts.uspstf_detail_per_doc, "uspstf",
+                                        opts.detail_vignette_share))
     rng.shuffle(train)
     card: dict[str, Any] = {"options": asdict(opts), "stats": dict(stats)}
     for name, pairs in (("train", train), ("heldout", heldout)):

@@ -43,6 +43,13 @@ _BACKGROUND = ("I'm {age} and ", "My {rel} is {age}. ", "{age}yo, ", "Pt {age}{s
 
 # Wording clinicians shorten (both directions are used: the question may carry either form).
 ABBREVIATIONS: tuple[tuple[str, str], ...] = (
+    # Longer forms first: "acute decompensated heart failure" must not become "acute decompensated HF".
+    ("acute decompensated heart failure", "ADHF"), ("heart failure with reduced ejection fraction", "HFrEF"),
+    ("heart failure with preserved ejection fraction", "HFpEF"), ("acute coronary syndrome", "ACS"),
+    ("angiotensin-converting enzyme inhibitor", "ACEi"), ("mineralocorticoid receptor antagonist", "MRA"),
+    ("guideline-directed medical therapy", "GDMT"), ("community-acquired pneumonia", "CAP"),
+    ("acute kidney injury", "AKI"), ("estimated glomerular filtration rate", "eGFR"), ("by mouth", "PO"),
+    ("twice daily", "bd"), ("potassium", "K+"), ("creatinine", "Cr"), ("blood glucose", "BG"),
     ("heart failure", "HF"), ("atrial fibrillation", "AF"), ("blood pressure", "BP"),
     ("chronic kidney disease", "CKD"), ("type 2 diabetes", "T2D"), ("myocardial infarction", "MI"),
     ("chronic obstructive pulmonary disease", "COPD"), ("ejection fraction", "EF"),
@@ -195,3 +202,107 @@ RECORD_SHORTHAND: dict[str, tuple[str, ...]] = {
     "anaemia": ("anaemic?", "anemia?", "{who} anaemic?", "is {who} anemic?"),
     "smoking": ("smoker?", "smoking status?", "does {who} smoke?", "tobacco use?"),
 }
+
+
+# -- clinical vignettes (version 3) ----------------------------------------------------------------
+# Version 2 gated out clinicians' questions that open with the patient ("NSTEMI pt now hypotensive
+# ... how quickly to angiography?": answerability 0.01 on the passage that answers it): its training
+# questions never carried a case before the ask. These fragments are ours and deliberately generic:
+# a context that does not change what is asked, so the pair keeps its label and the model learns to
+# read past the case to the question.
+_CASE_PROBLEMS = ("HTN", "T2D", "CKD stage 3", "AF", "COPD", "obesity", "prior MI", "HFrEF", "osteoarthritis",
+                  "hypothyroidism", "depression", "asthma", "gout", "hyperlipidaemia", "previous stroke",
+                  "anaemia", "sleep apnoea", "no past history")
+_CASE_DRUGS = ("metformin", "ramipril", "amlodipine", "atorvastatin", "bisoprolol", "apixaban", "furosemide",
+               "levothyroxine", "sertraline", "omeprazole", "salbutamol inhaler", "aspirin", "insulin glargine",
+               "no regular medicines")
+_CASE_SETTINGS = ("seen in clinic", "admitted overnight", "in ED", "on the ward", "at a routine review",
+                  "referred by the GP", "follow-up visit")
+_CASE_FORMS = ("{age}{sex}, {p1}, {p2}, on {d1}. ", "{age}yo {sexw} with {p1} and {p2}, {setting}. ",
+               "Pt {age}{sex} {setting}; PMH {p1}, {p2}; meds {d1}, {d2}. ",
+               "{age}-year-old {sexw}, {p1}, takes {d1}. ", "{setting}: {age}{sex}, {p1}. BP {sbp}/{dbp}, HR {hr}. ")
+_LAY_CASE_FORMS = ("My {rel} is {age} and has {p1}; she takes {d1}. ", "I'm {age}, I have {p1} and take {d1}. ",
+                   "My {rel} ({age}) was {setting_lay}. ", "I am a {age} year old {sexw} with {p1}. ")
+_LAY_SETTINGS = ("seen by the doctor today", "in hospital last week", "told to come back in a month")
+
+
+def vignette(question: str, rng: random.Random, lay: bool | None = None) -> str:
+    """``question`` after a short, generic case description, as clinicians (or patients) write them."""
+    lay = rng.random() < 0.3 if lay is None else lay
+    p1, p2 = rng.sample(_CASE_PROBLEMS, 2)
+    d1, d2 = rng.sample(_CASE_DRUGS, 2)
+    sex = rng.choice("MF")
+    fields = {"age": rng.randint(24, 91), "sex": sex, "sexw": "man" if sex == "M" else "woman", "p1": p1, "p2": p2,
+              "d1": d1, "d2": d2, "setting": rng.choice(_CASE_SETTINGS), "setting_lay": rng.choice(_LAY_SETTINGS),
+              "rel": rng.choice(_RELATIVES), "sbp": (sbp := rng.randint(100, 175)), "dbp": sbp - rng.randint(30, 70),
+              "hr": rng.randint(52, 118)}
+    case = rng.choice(_LAY_CASE_FORMS if lay else _CASE_FORMS).format(**fields)
+    case = case[0].upper() + case[1:]
+    q = question.strip()
+    return case + (q[0].upper() + q[1:] if q else q)
+
+
+# -- term swaps (version 3) ------------------------------------------------------------------------
+# A sentence copied from its passage with one treatment or condition replaced by a sibling ("start an
+# ACE inhibitor" -> "start an ARB") read as supported by version 2: most of the words still match.
+# Groups of terms a clinician would never accept one for the other; the swap stays inside a group so
+# the sentence remains fluent.
+TERM_GROUPS: tuple[tuple[str, ...], ...] = (
+    ("ACE inhibitor", "angiotensin receptor blocker", "beta-blocker", "calcium channel blocker",
+     "thiazide diuretic", "loop diuretic", "mineralocorticoid receptor antagonist", "SGLT2 inhibitor",
+     "statin", "nitrate", "digoxin", "aspirin"),
+    ("ACE inhibitors", "angiotensin receptor blockers", "beta-blockers", "calcium channel blockers",
+     "thiazide diuretics", "loop diuretics", "SGLT2 inhibitors", "statins", "nitrates", "anticoagulants",
+     "antiplatelet agents", "opioids", "corticosteroids", "antibiotics", "antidepressants", "NSAIDs"),
+    ("metformin", "insulin", "sulfonylurea", "pioglitazone", "warfarin", "apixaban", "heparin", "clopidogrel",
+     "amoxicillin", "doxycycline", "azithromycin", "ciprofloxacin", "furosemide", "spironolactone", "lisinopril",
+     "amlodipine", "atorvastatin", "prednisone", "ibuprofen", "acetaminophen", "morphine", "levothyroxine"),
+    ("hypertension", "hypotension", "diabetes", "heart failure", "atrial fibrillation", "asthma", "COPD",
+     "pneumonia", "sepsis", "stroke", "chronic kidney disease", "osteoporosis", "depression", "obesity",
+     "anaemia", "anemia", "cancer", "epilepsy", "migraine", "hypothyroidism", "tuberculosis", "HIV"),
+    ("children", "adults", "older adults", "women", "men", "pregnant women", "infants", "adolescents"),
+    ("daily", "weekly", "monthly", "yearly", "annually", "twice daily", "every 3 years", "every 10 years"),
+    ("increase", "decrease", "reduce", "raise", "lower"),
+    ("oral", "intravenous", "intramuscular", "subcutaneous", "topical", "inhaled"),
+    ("mild", "moderate", "severe"),
+    ("before", "after"),
+    ("first-line", "second-line", "last-resort"),
+)
+
+
+def swap_term(sentence: str, passage: str, rng: random.Random) -> str | None:
+    """``sentence`` with one listed term replaced by a sibling the passage never mentions (None: no term)."""
+    found = []
+    for group in TERM_GROUPS:
+        for term in group:
+            m = re.search(rf"(?<![\w-]){re.escape(term)}(?![\w-])", sentence, re.I)
+            if m:
+                found.append((group, term, m))
+    rng.shuffle(found)
+    low = passage.lower()
+    for group, term, m in found:
+        options = [t for t in group if t.lower() != term.lower() and not re.search(
+            rf"(?<![\w-]){re.escape(t.lower())}(?![\w-])", low)]
+        if options:
+            new = rng.choice(options)
+            if m.group(0)[0].isupper():
+                new = new[0].upper() + new[1:]
+            return sentence[:m.start()] + new + sentence[m.end():]
+    return None
+
+
+# Positive rewordings the generator produces: the guideline named as the speaker, a trailing aside dropped.
+_LEADS = ("The guideline recommends that ", "According to the guideline, ", "Guidance: ", "The source states that ",
+          "It is recommended that ")
+
+
+def attribute_lead(sentence: str, rng: random.Random) -> str:
+    """``sentence`` as the generator often phrases it: with a lead naming the source, or without a final
+    parenthetical aside. The statement is unchanged."""
+    s = sentence.strip()
+    if rng.random() < 0.4 and re.search(r"\s*\([^()]{2,40}\)\.?$", s):
+        return re.sub(r"\s*\([^()]{2,40}\)(\.?)$", r"\1", s)
+    lead = rng.choice(_LEADS)
+    first = s.split()[0] if s.split() else ""
+    # "The ECG ..." -> "... that the ECG ..."; "HbA1c ..." and "ACE inhibitors ..." keep their case.
+    return lead + (s[0].lower() + s[1:] if first[:1].isupper() and first[1:].islower() else s)

@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import random
+import re
 
 from corpora.document import Document
 from eval.trust_jobs import ReplayGenerator
 from finetune.verifier_data import body, chunk_passages, detail_pairs
-from finetune.verifier_styles import abbreviate, detail_question, focus_of, idf_table, overlap, qtype_of, restyle
+from finetune.verifier_styles import (
+    abbreviate,
+    attribute_lead,
+    detail_question,
+    focus_of,
+    idf_table,
+    overlap,
+    qtype_of,
+    restyle,
+    swap_term,
+    vignette,
+)
 
 
 def test_focus_of_free_questions():
@@ -96,3 +108,44 @@ def test_replay_generator_reuses_drafts_and_generates_the_rest():
                               [{"role": "user", "content": "Question: BNP?"}]], 100)
     assert out[0].text == "EF is 45% [1]." and abs(out[0].token_probs[0] - 0.7) < 1e-9
     assert out[1].text == "fresh" and Real.calls == 1 and gen.replayed == 1 and gen.generated == 1
+
+
+def test_vignette_puts_a_case_before_the_unchanged_question():
+    rng = random.Random(3)
+    for _ in range(30):
+        q = vignette("HFrEF GDMT classes?", rng)
+        assert q.endswith("HFrEF GDMT classes?") and len(q) > len("HFrEF GDMT classes?") + 10
+        assert q[0].isupper() or q[0].isdigit()
+    lay = vignette("can I keep taking it?", random.Random(0), lay=True)
+    assert lay.endswith("Can I keep taking it?") and re.search(r"\b(my|I)\b", lay, re.I)
+
+
+def test_swap_term_replaces_a_sibling_the_passage_never_mentions():
+    passage = "Start an ACE inhibitor or a beta-blocker in adults with heart failure."
+    for seed in range(20):
+        out = swap_term("Start an ACE inhibitor in adults with heart failure.", passage, random.Random(seed))
+        assert out is not None and out != "Start an ACE inhibitor in adults with heart failure."
+        # The replacement is never a term the passage states (that would still be supported).
+        assert "beta-blocker in adults" not in out
+    assert swap_term("Rest and fluids help.", "Rest and fluids help.", random.Random(0)) is None
+    # Capitalised at the start of a sentence, a hyphenated word is not split.
+    out = swap_term("Metformin is first-line.", "Metformin is first-line.", random.Random(1))
+    assert out is not None and out[0].isupper()
+
+
+def test_attribute_lead_keeps_the_statement_and_its_case():
+    rng = random.Random(0)
+    outs = {attribute_lead("HbA1c should be measured twice a year.", rng) for _ in range(20)}
+    assert all("HbA1c should be measured twice a year" in o for o in outs)
+    assert any(o != "HbA1c should be measured twice a year." for o in outs)
+    assert any("the ECG should be read" in attribute_lead("The ECG should be read.", random.Random(s))
+               for s in range(10))
+    leads = ("The guideline recommends that ", "According to the guideline, ", "Guidance: ",
+             "The source states that ", "It is recommended that ")
+    assert attribute_lead("Read the ECG within 10 minutes (class I).", random.Random(2)) in {
+        "Read the ECG within 10 minutes.", *(lead + "read the ECG within 10 minutes (class I)." for lead in leads)}
+
+
+def test_abbreviate_prefers_the_longest_form():
+    assert abbreviate("acute decompensated heart failure", random.Random(0), p=1.0) == "ADHF"
+    assert abbreviate("heart failure with reduced ejection fraction", random.Random(0), p=1.0) == "HFrEF"
