@@ -18,6 +18,13 @@ structure gives the label:
   another measurement, another patient's value, the yes/no flipped, or the wrong section (0).
   Guideline summaries (NGC) add recommendation sentences with the same perturbations.
 
+Version 3 adds: questions after a short case description (``verifier_styles.vignette``; the label is
+unchanged), support positives with a lead naming the source ("The guideline recommends that ..."), and
+support negatives for a sibling term swapped in (``verifier_styles.swap_term``: another drug class,
+condition, population, route or frequency the passage never names) and for *off-question* claims: a
+true sentence of a sibling page, or the record's true value of another measurement, as an answer to a
+question it does not answer ("CPK?" answered with the sodium).
+
 Splits: MedQuAD documents of the held-out retrieval split (eval/splits) never enter training, and
 neither does any page whose focus one of them has; heart-failure patients keep the split of the
 generator's data (test/val patients out); WikiDoc and NGC are split by a hash of the document. The
@@ -276,7 +283,14 @@ def qa_pairs(qdocs: list[QADoc], pool: list[QADoc], rng: random.Random, stats: C
         yield Pair("answerable", answerability_text(q), first, 1, "pos", d.source)
         sibs = [s for s in by_group[d.group] if s.doc_id != d.doc_id and s.question.lower() != q.lower()]
         if sibs:
-            yield Pair("answerable", answerability_text(q), rng.choice(sibs).passages[0], 0, "sibling", d.source)
+            sib = rng.choice(sibs)
+            yield Pair("answerable", answerability_text(q), sib.passages[0], 0, "sibling", d.source)
+            # Version 3: a true sentence of the same topic that answers another question ("how many people
+            # have X?" answered with a sentence on X's breathing problems) is not support for this one.
+            sib_sents = [x for x in split_sentences(body(sib.passages[0])) if 6 <= len(x.split()) <= 60]
+            if sib_sents:
+                yield Pair("support", support_text(q, rng.choice(sib_sents)), sib.passages[0], 0, "off_question",
+                           d.source)
         hard = [flat[i] for i in lex.top(q, 12) if flat[i][0].focus.lower() != norm_focus
                 and flat[i][0].group != d.group]
         for _other, p in hard[:2]:
@@ -351,6 +365,12 @@ def record_pairs(records: list[HFRecord], rng: random.Random, stats: Counter[str
             yield Pair("support", support_text(q, claim), rng.choice([s for s in sections if s != sec]), 0,
                        "other_section", "record")
             yield from _record_negatives(fact, r, rng.choice(others), who, q, claim, sec, rng)
+            # Version 3: the record's true value of another measurement ("CPK?" answered with the sodium).
+            other_fact = rng.choice([f for f in FACTS if f.key != fact.key])
+            other_secs = [x for x in sections if other_fact.needle(r) in x]
+            if other_secs:
+                off = split_sentences(re.sub(r"\s*\[\d+\]", "", other_fact.answer(r, who, 1)))[0]
+                yield Pair("support", support_text(q, off), other_secs[0], 0, "off_question", "record")
         q = rng.choice(UNANSWERABLE).format(who="this patient")
         for sec in rng.sample(sections, 2):
             yield Pair("answerable", answerability_text(q), sec, 0, "not_in_record", "record")
