@@ -118,3 +118,21 @@ def test_gate_model_replays_like_the_runtime():
     assert trust.gate_value(row, {"gate": gate}) == pytest.approx(want)
     assert _model(gate).probability(sig) == pytest.approx(want)
     assert trust.gate_value(row, None) == pytest.approx(0.3)
+
+
+def test_calibration_chooses_its_signals_by_cross_validated_log_loss():
+    rng = random.Random(4)
+    rows = []
+    for _ in range(120):
+        p = rng.uniform(0.5, 1.0)
+        row = _row("medquad", True, 0.8, p, right_doc=rng.random() < (p - 0.5) * 2)  # right iff support is high
+        row["signals"]["generation"] = rng.uniform(0.0, 1.0)  # noise
+        rows.append(row)
+    calib = trust.fit_calibration(rows, {}, gate=0.05)
+    assert "support_prob" in calib["features"] and calib["cv_log_loss"] < 0.69
+    # A fixed set is fitted as given.
+    fixed = trust.fit_calibration(rows, {}, gate=0.05, features=("generation",))
+    assert fixed["features"] == ["generation"]
+    base = {**calib, "gate": None}
+    probs = [trust.replay(r, 0.05, 0.0, base, {})["confidence"] for r in rows]
+    assert max(probs) - min(probs) > 0.3  # not collapsed to the base rate
