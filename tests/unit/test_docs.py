@@ -191,19 +191,44 @@ def test_make_targets_in_readme_exist() -> None:
     assert names <= targets, f"README names make targets the Makefile lacks: {sorted(names - targets)}"
 
 
-def test_readme_relative_links_exist() -> None:
-    text = README.read_text(encoding="utf-8")
+def _broken_links(doc: Path) -> list[str]:
+    text = doc.read_text(encoding="utf-8")
     links = re.findall(r"!?\[[^\]]*\]\(([^)\s]+)\)", text)
-    assert links, "no links found: the pattern is broken"
+    assert links, f"no links found in {doc.name}: the pattern is broken"
     missing = []
     for target in links:
         if re.match(r"^[a-z]+:", target) or target.startswith("#"):
-            continue  # http(s):, mailto:, in-page anchors
-        path = target.split("#", 1)[0]
-        if not (ROOT / path).exists():
+            continue  # http(s):, mailto:, in-page anchors (checked below for BENCHMARKS)
+        if not (doc.parent / target.split("#", 1)[0]).exists():
             missing.append(target)
+    return missing
+
+
+def test_readme_relative_links_exist() -> None:
+    missing = _broken_links(README)
     assert not missing, f"README.md links to missing files: {missing}"
 
+
+@pytest.mark.parametrize("doc", [BENCHMARKS, *sorted((ROOT / "docs").glob("*.md"))], ids=lambda p: p.name)
+def test_other_documents_relative_links_exist(doc: Path) -> None:
+    missing = _broken_links(doc)
+    assert not missing, f"{doc.name} links to missing files: {missing}"
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor for a Markdown heading."""
+    text = heading.lstrip("#").strip().lower()
+    return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
+
+
+def test_benchmarks_contents_links_match_headings() -> None:
+    text = BENCHMARKS.read_text(encoding="utf-8")
+    slugs = {_slug(h) for h in re.findall(r"^#{1,6} .+$", text, flags=re.M)}
+    anchors = re.findall(r"\]\(#([^)]+)\)", text)
+    assert len(anchors) >= 10, "BENCHMARKS.md has lost its table of contents"
+    assert "appendix-superseded-runs" in anchors
+    dangling = [a for a in anchors if a not in slugs]
+    assert not dangling, f"BENCHMARKS.md contents link to no heading: {dangling}"
 
 def _config_key_exists(key: str) -> bool:
     from pydantic import BaseModel
