@@ -116,11 +116,11 @@ def bench(sources: list[Path], config: str | None, change: list[str], repeats: i
 
 
 def warm_update(srcs: list[str], idx: Path, config: str | None, path: Path) -> dict[str, Any]:
-    """A long-running process (``Assistant.update``) whose models and imports are already loaded."""
-    from rag.assistant import Assistant
+    """A long-running process (``IndexJobs.update``) whose models and imports are already loaded."""
     from rag.config import load_config
+    from rag.index_jobs import IndexJobs
 
-    a = Assistant(load_config(config, [f"index.dir={idx}", "index.auto_build_demo=false"]))
+    a = IndexJobs(load_config(config, [f"index.dir={idx}", "index.auto_build_demo=false"]))
     a.embedder.encode_passages(["warm up"])
     _edit(path, 98)
     a.update(srcs)  # warms the chunker (NLTK sentence model) and the first forward pass

@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 
-from corpora import Kind, ReadOptions
 from rag import confidence as conf
 from rag.answer import Answer, Citation, SentenceRecord
 from rag.cite import (
@@ -27,16 +26,15 @@ from rag.cite import (
     unanswered_measures,
 )
 from rag.config import AppConfig, load_config, resolve_path
-from rag.embed import Embedder, TransformersEmbedder
+from rag.embed import Embedder, load_embedder
 from rag.errors import InputError, UnknownPatientError
 from rag.generate import ABSTAIN_TOKEN, Generation, Generator, PromptSource, build_messages, fit_sources, is_abstention
 from rag.index import HybridIndex, current_version, embedder_manifest, read_manifest
+from rag.index_jobs import IndexJobs
 from rag.inputs import clean_patient_id, clean_question
-from rag.models import EmbedderSpec, embedder_spec, resolve
+from rag.models import EmbedderSpec, resolve
 from rag.retrieve import HybridRetriever, Retrieval, Unit
 from rag.text import split_sentences
-from rag.update import UpdateResult, read_sources, rollback, update_index
-from rag.vectorstore import DenseSettings
 from rag.verifier import Verifier
 
 log = logging.getLogger(__name__)
@@ -49,6 +47,9 @@ class Assistant:
     """Hybrid retrieval + grounded generation. Models and index load lazily on first use.
 
     ``embedder``/``generator`` may be injected (tests pass a hash embedder and a tiny model).
+    Answering only: the index is built and managed by :class:`rag.index_jobs.IndexJobs`, and a
+    missing demo index is built by the explicit :meth:`open` / :meth:`ensure_index`, never by
+    reading :attr:`index`.
     """
 
     def __init__(self, config: AppConfig, embedder: Embedder | None = None, generator: Generator | None = None,
@@ -68,16 +69,44 @@ class Assistant:
     @classmethod
     def from_config(cls, path: str | Path | None = None, overrides: list[str] | None = None,
                     **kwargs: Any) -> Assistant:
+        """An assistant for the preset at ``path`` (default configs/default.yaml); builds nothing."""
         return cls(load_config(path, overrides), **kwargs)
+
+    @classmethod
+    def open(cls, config: AppConfig | str | Path | None = None, overrides: list[str] | None = None,
+             build_missing: bool = True, **kwargs: Any) -> Assistant:
+        """An assistant ready to answer: with ``build_missing``, :meth:`ensure_index` runs first.
+
+        ``config``: an :class:`AppConfig`, or a preset path (``overrides`` apply to it).
+        """
+        if not isinstance(config, AppConfig):
+            config = load_config(config, overrides)
+        assistant = cls(config, **kwargs)
+        if build_missing:
+            assistant.ensure_index()
+        return assistant
+
+    def ensure_index(self) -> dict[str, Any] | None:
+        """Build the demo index when there is none and ``index.auto_build_demo`` allows it (one-time).
+
+        Returns the new manifest, or None when nothing was built. The only place an assistant builds.
+        """
+        return IndexJobs.of(self).build_demo()
+
+    def check_input(self, question: str, patient_id: str | None = None, top_k: int | None = None,
+                    top_k_name: str = "--top-k") -> None:
+        """The checks that need no model or index (InputError on bad input): run before anything loads."""
+        self._validate_question(question)
+        clean_patient_id(patient_id)
+        if top_k is not None and not 1 <= top_k <= 50:
+            raise InputError(f"{top_k_name} must be between 1 and 50")
 
     # -- components -------------------------------------------------------------------------
     @property
     def embedder(self) -> Embedder:
         if self._embedder is None:
             cfg = self.config.embedder
-            resolved = resolve(cfg.model, self.cache_dir)
-            spec: EmbedderSpec = embedder_spec(resolved.model_id)
-            self._embedder = TransformersEmbedder(resolved.path, spec, cfg.batch_size, cfg.max_length, cfg.dtype)
+            self._embedder = load_embedder(cfg.model, self.cache_dir, cfg.batch_size, cfg.max_length, cfg.dtype)
         return self._embedder
 
     @property
@@ -113,14 +142,12 @@ class Assistant:
 
     @property
     def index(self) -> HybridIndex:
+        """The loaded index version (loads the current one on first use; a missing index is an error)."""
         pinned = getattr(self._pinned, "index", None)
         if pinned is not None:
             return pinned
         with self._index_lock:
             if self._index is None:
-                if current_version(self.index_root) is None and self.config.index.auto_build_demo:
-                    log.warning("no index at %s: building the demo index first (one-time)", self.index_root)
-                    self.build([str(resolve_path(s)) for s in self.config.index.demo_sources])
                 read_manifest(self.index_root)  # a missing/corrupt index fails before any model loads
                 self._index = HybridIndex.load(self.index_root, expect_embedder=embedder_manifest(self.embedder),
                                              store_url=self.config.index.postgres_url)
@@ -157,52 +184,10 @@ class Assistant:
         finally:
             self._pinned.index = None
 
-    # -- indexing ----------------------------------------------------------------------------
-    def build(self, sources: list[str], kind: Kind | None = None, strict: bool = True,
-              lock_timeout: float | None = None) -> dict[str, Any]:
-        """Read sources, build and publish a new index version from scratch; returns its manifest."""
-        res = self.update(sources, kind=kind, strict=strict, rebuild=True, mode="build", lock_timeout=lock_timeout,
-                          max_removed=1.0)  # a build replaces the index by design
-        assert res.manifest is not None
-        manifest = res.manifest
-        manifest["skipped"] = res.skipped
-        manifest["load_stats"] = res.load_stats
-        return manifest
-
-    def update(self, sources: list[str], kind: Kind | None = None, strict: bool = False, rebuild: bool = False,
-               lock_timeout: float | None = None, max_removed: float | None = None, mode: str | None = None
-               ) -> UpdateResult:
-        """Bring the index up to date with ``sources`` (the complete set), publishing only if anything changed.
-
-        Unreadable files are skipped and reported (``strict`` raises instead, publishing nothing).
-        ``rebuild`` re-chunks and re-embeds everything, e.g. after changing the embedder.
-        """
-        cfg = self.config.index
-        t = time.perf_counter()
-        src = read_sources(sources, kind=kind, strict=strict, options=ReadOptions(max_file_mb=cfg.max_file_mb))
-        read_s = time.perf_counter() - t
-        res = update_index(src.documents, self.embedder, self.index_root, self.config.chunking.model_dump(),
-                           full=rebuild, mode=mode or ("rebuild" if rebuild else "update"), skipped=src.skipped,
-                           per_source=src.per_source, keep_versions=cfg.keep_versions,
-                           lock_timeout=cfg.lock_timeout if lock_timeout is None else lock_timeout,
-                           max_removed=cfg.max_removed if max_removed is None else max_removed,
-                           progress=self.progress, dense=DenseSettings.from_config(cfg))
-        res.seconds = {"read": read_s, **res.seconds}
-        res.load_stats = dict(src.stats)
-        if res.manifest is not None:
-            res.manifest["seconds"] = dict(res.seconds)
-        if res.published:
-            with self._index_lock:
-                self._index = None
-        return res
-
-    def rollback(self, to: str | None = None, lock_timeout: float | None = None) -> tuple[str, str]:
-        """Make an earlier version current again (default: the current version's parent)."""
-        t = self.config.index.lock_timeout if lock_timeout is None else lock_timeout
-        moved = rollback(self.index_root, to, lock_timeout=t, store_url=self.config.index.postgres_url)
+    def forget_index(self) -> None:
+        """Drop the loaded version (after a publish or rollback): the next use loads the current one."""
         with self._index_lock:
             self._index = None
-        return moved
 
     # -- querying ----------------------------------------------------------------------------
     def _validate_question(self, question: str) -> str:
@@ -235,10 +220,7 @@ class Assistant:
         answer's page, to check that the assistant abstains without it.
         Thread-safe: the whole answer comes from the index version current when it started.
         """
-        self._validate_question(question)  # cheap checks before any model or index is loaded
-        clean_patient_id(patient_id)
-        if top_k is not None and not 1 <= top_k <= 50:
-            raise InputError("--top-k must be between 1 and 50")
+        self.check_input(question, patient_id, top_k)  # cheap checks before any model or index is loaded
         t_all = time.perf_counter()
         with self._pin():
             step = self._prepare(question, patient_id, top_k, generate, t_all, withhold)
@@ -254,10 +236,7 @@ class Assistant:
 
         Thread-safe like :meth:`ask`; the Prepared question keeps the index version it was retrieved from.
         """
-        self._validate_question(question)
-        clean_patient_id(patient_id)
-        if top_k is not None and not 1 <= top_k <= 50:
-            raise InputError("top_k must be between 1 and 50")
+        self.check_input(question, patient_id, top_k, top_k_name="top_k")
         with self._pin():
             return self._prepare(question, patient_id, top_k, generate, time.perf_counter())
 

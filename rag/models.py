@@ -204,6 +204,13 @@ def resolve(ref: str, cache_dir: Path) -> ResolvedModel:
     )
 
 
+def load_tokenizer(ref: str, cache_dir: Path) -> Any:
+    """The tokenizer of model ``ref`` (a bundle, folder or hub id resolved like :func:`resolve`)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(resolve(ref, cache_dir).path))
+
+
 def _model_id_from_folder(folder: Path, default: str) -> str:
     """Bundled/converted folders record their canonical id; plain folders are named by path."""
     marker = folder / COMPLETE_MARKER

@@ -238,7 +238,7 @@ def run(cfg: AppConfig, spec: RunSpec, progress: bool = False, say: Any = print,
                 if assistant is None:
                     from rag import Assistant
 
-                    assistant = Assistant(cfg, progress=progress)
+                    assistant = Assistant.open(cfg, progress=progress)
                 say("retrieving sources for every question (once for all +rag conditions) ...")
                 rag_cache = retrieve_all(assistant, items, spec.rag_k, spec.rag_tokens, gen.count_tokens)
             template = PromptTemplate("mmlu" if spec.bench == "mmlu" else "qa", spec.k_shot, spec.chat_template,
