@@ -11,7 +11,7 @@ fresh index there. Every job runs as the real CLI in a fresh process (`app.py in
   process wall time (adds interpreter start and model load);
 - update after editing one document (one sentence appended to its last section), repeated
   ``--repeats`` times on different documents: the same two figures; the ratio update / build;
-- the same update in a warm process (``Assistant.update`` in a long-running service: imports,
+- the same update in a warm process (``IndexJobs.update`` in a long-running service: imports,
   model and chunker already loaded), i.e. the marginal cost of one changed document;
 - time to publish: the update's write + publish stages (temporary dir, checksums, fsync, renames);
 - kill -9 trials (``eval/crash_trials.py``): the CLI update killed at random points; after each

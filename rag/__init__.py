@@ -1,7 +1,7 @@
 """CDS Assistant retrieval-augmented generation library.
 
     from rag import Assistant
-    assistant = Assistant.from_config("configs/default.yaml")
+    assistant = Assistant.open("configs/default.yaml")  # builds the demo index if missing
     answer = assistant.ask("What reduces mortality in HFrEF?")
 """
 

@@ -316,83 +316,80 @@ class Assistant:
         q, pid = self._validate(question, patient_id)
         ret = self._retrieve(q, pid, top_k, withhold)
         timings.update({f"retrieval_{k}": v for k, v in ret.timings_ms.items()})
-        spec = self.embedder.spec
-        signals = self._retrieval_signals(ret, spec)
+        signals = self._retrieval_signals(ret, self.embedder.spec)
         cfg = self.config.confidence
-        models: dict[str, str | None] = {"embedder": self.embedder.model_id,
-                                         "generator": self._generator.model_id if generate and self._generator
-                                         else None,
-                                         "adapter": self._generator.adapter if generate and self._generator
-                                         else None}
-        base = {"question": q, "index_version": self.index.version, "models": models, "patient_id": pid}
+        base: dict[str, Any] = {"question": q, "index_version": self.index.version, "models": self._models(generate),
+                                "patient_id": pid}
+
+        def unanswered(**fields: Any) -> Answer:
+            """An answer decided before any generation (no source, the gate, evidence only)."""
+            timings["total"] = (time.perf_counter() - t_all) * 1000
+            return Answer(timings_ms=timings, confidence_signals=signals, generated=False, **fields, **base)
 
         if not ret.units:
-            timings["total"] = (time.perf_counter() - t_all) * 1000
-            return Answer(answer=ABSTAIN_MESSAGE, abstained=True, confidence=0.0, confidence_label="low",
-                          citations=[], sentences=[], timings_ms=timings, abstain_reason="no source retrieved",
-                          confidence_signals=signals, generated=False, **base)  # type: ignore[arg-type]
-
-        sources: list[PromptSource] = []
-        if generate:
-            # What the generator will see: the gate asks whether *these* sources answer.
-            sources = fit_sources([PromptSource(n, u.chunk.title, u.chunk.section, u.chunk.kind, u.chunk.patient_id,
-                                                u.chunk.text) for n, u in enumerate(ret.units, start=1)],
-                                  self.generator.count_tokens, self.config.generator.max_context_tokens)
+            return unanswered(answer=ABSTAIN_MESSAGE, abstained=True, confidence=0.0, confidence_label="low",
+                              citations=[], sentences=[], abstain_reason="no source retrieved")
+        # What the generator will see: the gate asks whether *these* sources answer.
+        sources = self._prompt_sources(ret.units) if generate else []
         shown = ret.units[: len(sources)] if generate else ret.units
-        answerable: list[float] = []
         verifier = self.verifier
-        if verifier is not None:
-            t = time.perf_counter()
-            answerable = self._answerability(verifier, q, shown)
-            signals["answerability"] = max(answerable, default=0.0)
-            signals["answerability_logit"] = conf.answerability_logit(signals["answerability"])
-            gate_model = self.calibration.meta.get("gate") if self.calibration is not None else None
-            if gate_model is not None and gate_model.usable(signals):
-                signals["answerable_p"] = gate_model.probability(signals)
-            timings["answerability"] = (time.perf_counter() - t) * 1000
+        answerable = self._gate(verifier, q, shown, signals, timings) if verifier is not None else []
         gate = self.config.verifier.answerable_min
         gate_value = signals.get("answerable_p", signals.get("answerability", 1.0))
         if generate and verifier is not None and gate_value < gate:
-            citations = [self._citation(n, u, None, answerable) for n, u in enumerate(ret.units, start=1)]
-            timings["total"] = (time.perf_counter() - t_all) * 1000
-            return Answer(
-                answer=ABSTAIN_MESSAGE, abstained=True, confidence=0.0, confidence_label="low", citations=citations,
-                sentences=[], timings_ms=timings, confidence_signals=signals, generated=False,
+            return unanswered(
+                answer=ABSTAIN_MESSAGE, abstained=True, confidence=0.0, confidence_label="low", sentences=[],
+                citations=[self._citation(n, u, None, answerable) for n, u in enumerate(ret.units, start=1)],
                 abstain_reason=f"no retrieved passage answers the question (answerability gate "
-                               f"{gate_value:.2f} < {gate:.2f})", **base)  # type: ignore[arg-type]
-
+                               f"{gate_value:.2f} < {gate:.2f})")
         if not generate or signals["retrieval"] < cfg.retrieval_floor:
             citations = [self._citation(n, u, None, answerable) for n, u in enumerate(ret.units, start=1)]
             c = conf.combine(signals, cfg)
             weak = signals["retrieval"] < cfg.retrieval_floor
-            timings["total"] = (time.perf_counter() - t_all) * 1000
-            return Answer(
+            return unanswered(
                 answer=ABSTAIN_MESSAGE if weak else "Evidence only (--no-generate): see the numbered sources.",
                 abstained=weak, confidence=c, confidence_label=conf.label(c, cfg), citations=citations,
-                sentences=[], timings_ms=timings, confidence_signals=signals, generated=False,
-                abstain_reason="retrieval too weak: no indexed passage is close to the question" if weak else None,
-                **base)  # type: ignore[arg-type]
-
+                sentences=[],
+                abstain_reason="retrieval too weak: no indexed passage is close to the question" if weak else None)
         return Prepared(q, shown, build_messages(q, sources, pid), signals, timings, base, t_all, answerable,
                         self.index)
 
+    def _models(self, generate: bool) -> dict[str, str | None]:
+        """The models an answer names (the generator only when it generates)."""
+        gen = self._generator if generate else None
+        return {"embedder": self.embedder.model_id, "generator": gen.model_id if gen else None,
+                "adapter": gen.adapter if gen else None}
+
+    def _prompt_sources(self, units: list[Unit]) -> list[PromptSource]:
+        """The numbered sources that fit the generator's context, in retrieval order."""
+        return fit_sources([PromptSource(n, u.chunk.title, u.chunk.section, u.chunk.kind, u.chunk.patient_id,
+                                         u.chunk.text) for n, u in enumerate(units, start=1)],
+                           self.generator.count_tokens, self.config.generator.max_context_tokens)
+
+    def _gate(self, verifier: Verifier, question: str, shown: list[Unit], signals: dict[str, float],
+              timings: dict[str, float]) -> list[float]:
+        """Answerability of each shown source; sets the gate's signals (and ``answerable_p`` with a gate model)."""
+        t = time.perf_counter()
+        answerable = self._answerability(verifier, question, shown)
+        signals["answerability"] = max(answerable, default=0.0)
+        signals["answerability_logit"] = conf.answerability_logit(signals["answerability"])
+        gate_model = self.calibration.meta.get("gate") if self.calibration is not None else None
+        if gate_model is not None and gate_model.usable(signals):
+            signals["answerable_p"] = gate_model.probability(signals)
+        timings["answerability"] = (time.perf_counter() - t) * 1000
+        return answerable
+
     def _finish(self, p: Prepared, out: Generation) -> Answer:
         """Check the generated answer's citations, score confidence, and answer or abstain."""
-        q, units, signals, timings, base = p.question, p.units, p.signals, p.timings, p.base
+        units, signals, timings = p.units, p.signals, p.timings
         cfg = self.config.confidence
-        timings["generation"] = out.total_ms
-        timings["first_token"] = out.first_token_ms
-        # Decode speed after the first token (prefill time is reported as first_token).
-        timings["decode_tokens_per_s"] = max(out.new_tokens - 1, 0) / max((out.total_ms - out.first_token_ms) / 1000,
-                                                                             1e-9)
-        timings["new_tokens"] = out.new_tokens
-        timings["prompt_tokens"] = out.prompt_tokens
+        _record_generation(timings, out)
         signals["generation"] = conf.generation_probability(out.token_probs)
 
         t = time.perf_counter()
         text, removed = clean_markers(out.text, set(range(1, len(units) + 1)))
         model_abstained = is_abstention(text) or not text
-        support = self._support(text, units, q, p.base.get("patient_id")) if not model_abstained else []
+        support = self._support(text, units, p.question, p.patient_id) if not model_abstained else []
         # Sources and questions are data, never instructions: an answer that says its rules or its
         # patient scope changed was steered by text in them, so it is refused whatever else it says.
         steered = [s for s in support if claims_rule_change(s.text)]
@@ -404,28 +401,8 @@ class Assistant:
         if self.verifier is not None:
             signals["support_prob"] = float(np.mean([max(s.score, 0.0) for s in support])) if support else 0.0
         c = conf.combine(signals, cfg, self.calibration if cfg.calibrated_answers else None)
-
-        reason = None
-        if model_abstained:
-            reason = "the generator found no answer in the sources"
-        elif steered:
-            reason = ("the answer claims its rules or scope changed (an instruction inside the question or a source?); "
-                      "refused")
-        elif not any(s.supported for s in support):
-            reason = "no answer sentence is supported by a cited source"
-        elif cfg.record_rules and p.base.get("patient_id") and (
-                missed := unanswered_measures(q, [s.text for s in support if s.supported])):
-            # A record question answered with another field's (true, cited) value is not an answer.
-            reason = f"no supported sentence gives the {', '.join(sorted(missed))} the question asks about"
-        elif c < cfg.abstain_below:
-            reason = f"confidence {c:.2f} is below the abstention threshold {cfg.abstain_below:.2f}"
-        best: dict[int, tuple[float, int]] = {}
-        for s in support:
-            for n, i in s.best.items():
-                if n not in best or s.score > best[n][0]:
-                    best[n] = (s.score, i)
-        citations = [self._citation(n, u, best.get(n, (0.0, None))[1], p.answerable)
-                     for n, u in enumerate(units, start=1)]
+        reason = self._abstain_reason(p, support, model_abstained, bool(steered), c)
+        citations = self._cited(units, support, p.answerable)
         sentences = [SentenceRecord(_with_markers(strip_markers(s.text), s.citations) if s.attributed else s.text,
                                     s.citations,
                                     s.supported, round(s.score, 4), s.attributed, dict(s.checks),
@@ -440,7 +417,35 @@ class Assistant:
             answer=ABSTAIN_MESSAGE if reason else text, abstained=reason is not None, confidence=c,
             confidence_label=conf.label(c, cfg) if reason is None else "low", citations=citations,
             sentences=sentences, timings_ms=timings, abstain_reason=reason, confidence_signals=signals,
-            removed_citations=removed, draft=out.text, **base)
+            removed_citations=removed, draft=out.text, **p.base)
+
+    def _abstain_reason(self, p: Prepared, support: list[Any], model_abstained: bool, steered: bool,
+                        confidence: float) -> str | None:
+        """Why the checked answer is withheld (the first rule that applies), or None to answer."""
+        cfg = self.config.confidence
+        if model_abstained:
+            return "the generator found no answer in the sources"
+        if steered:
+            return ("the answer claims its rules or scope changed (an instruction inside the question or a source?); "
+                    "refused")
+        if not any(s.supported for s in support):
+            return "no answer sentence is supported by a cited source"
+        if cfg.record_rules and p.patient_id and (
+                missed := unanswered_measures(p.question, [s.text for s in support if s.supported])):
+            # A record question answered with another field's (true, cited) value is not an answer.
+            return f"no supported sentence gives the {', '.join(sorted(missed))} the question asks about"
+        if confidence < cfg.abstain_below:
+            return f"confidence {confidence:.2f} is below the abstention threshold {cfg.abstain_below:.2f}"
+        return None
+
+    def _cited(self, units: list[Unit], support: list[Any], answerable: list[float]) -> list[Citation]:
+        """One citation per source, spanning the passage that best supports a sentence citing it."""
+        best: dict[int, tuple[float, int]] = {}
+        for s in support:
+            for n, i in s.best.items():
+                if n not in best or s.score > best[n][0]:
+                    best[n] = (s.score, i)
+        return [self._citation(n, u, best.get(n, (0.0, None))[1], answerable) for n, u in enumerate(units, start=1)]
 
     # -- helpers -----------------------------------------------------------------------------
     def _retrieval_signals(self, ret: Retrieval, spec: EmbedderSpec) -> dict[str, float]:
@@ -560,6 +565,16 @@ class Prepared:
     @property
     def patient_id(self) -> str | None:
         return self.base.get("patient_id")
+
+
+def _record_generation(timings: dict[str, float], out: Generation) -> None:
+    timings["generation"] = out.total_ms
+    timings["first_token"] = out.first_token_ms
+    # Decode speed after the first token (prefill time is reported as first_token).
+    timings["decode_tokens_per_s"] = max(out.new_tokens - 1, 0) / max((out.total_ms - out.first_token_ms) / 1000,
+                                                                         1e-9)
+    timings["new_tokens"] = out.new_tokens
+    timings["prompt_tokens"] = out.prompt_tokens
 
 
 def _with_markers(sentence: str, ns: list[int]) -> str:

@@ -12,11 +12,14 @@ from eval.cli import advance, bar
 from rag.cli import load_config, print_json, with_index
 
 
-def _model_run(p: argparse.ArgumentParser, files: str) -> None:
-    """Options of a base-vs-tuned measurement."""
+def _model_run(p: argparse.ArgumentParser, files: str, records: bool = False) -> None:
+    """Options of a base-vs-tuned measurement (``records``: on the held-out heart-failure patients)."""
     p.add_argument("--output", required=True, help=f"run folder: {files}")
     p.add_argument("--adapter", help="LoRA adapter folder for the generator (default: generator.adapter)")
     p.add_argument("--base", action="store_true", help="ignore generator.adapter: evaluate the base model")
+    if records:
+        p.add_argument("--data", help="training-data folder with test.jsonl (default: train.data_dir)")
+        p.add_argument("--csv", help="UCI heart-failure CSV (default: the config's source set)")
 
 
 def add(esub: Any, common: argparse.ArgumentParser) -> None:
@@ -37,9 +40,7 @@ def add(esub: Any, common: argparse.ArgumentParser) -> None:
     eg.set_defaults(handler=grounded)
     eh = esub.add_parser("hf-risk", parents=[common], help="stated heart-failure risk categories vs outcome (AUROC) "
                          "against logistic regression")
-    _model_run(eh, "summary.json, replies.jsonl")
-    eh.add_argument("--data", help="training-data folder with test.jsonl (default: train.data_dir)")
-    eh.add_argument("--csv", help="UCI heart-failure CSV (default: the config's source set)")
+    _model_run(eh, "summary.json, replies.jsonl", records=True)
     eh.add_argument("--batch-size", type=int, default=8)
     eh.add_argument("--json", action="store_true")
     eh.set_defaults(handler=hf_risk)
@@ -50,9 +51,7 @@ def add(esub: Any, common: argparse.ArgumentParser) -> None:
     ex.set_defaults(handler=risk_extraction)
     ep = esub.add_parser("patient-records", parents=[common], help="held-out patients' record questions through "
                          "the assistant: states the value and cites the record? abstains when it is not there?")
-    _model_run(ep, "summary.json, answers.jsonl")
-    ep.add_argument("--data", help="training-data folder with test.jsonl (default: train.data_dir)")
-    ep.add_argument("--csv", help="UCI heart-failure CSV (default: the config's source set)")
+    _model_run(ep, "summary.json, answers.jsonl", records=True)
     ep.add_argument("--limit", type=int, help="first N questions (default: all)")
     ep.add_argument("--batch-size", type=int, default=8)
     ep.add_argument("--json", action="store_true")

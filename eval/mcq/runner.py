@@ -27,6 +27,7 @@ import numpy as np
 from eval.mcq import report, stats
 from eval.mcq.prompts import Passage, PromptTemplate, prefix_body, render, suffix_body
 from eval.mcq.readers import LETTERS, CopBase, Dataset, MCQItem, fewshot_pool, read_bench
+from eval.mcq.results import ConditionResult
 from eval.mcq.scoring import LoglikScorer, Prompt, generate_answers, parse_letter, softmax
 from rag.config import PROJECT_ROOT, AppConfig, resolve_path
 from rag.errors import InputError
@@ -60,15 +61,6 @@ class RunSpec:
     prefix_cache: bool = True
     overwrite: bool = False
     skip_missing_adapter: bool = False  # the matrix skips tuned conditions when there is no adapter
-
-
-@dataclass
-class ConditionResult:
-    name: str
-    folder: Path
-    summary: dict[str, Any]
-    correct: np.ndarray
-    ids: list[str]
 
 
 def folder_name(condition: str) -> str:
