@@ -161,8 +161,6 @@ def claims_rule_change(sentence: str) -> bool:
     return _RULE_CHANGE.search(sentence) is not None
 
 
-
-
 def record_fact(sentence: str, record_lines: list[str]) -> bool | None:
     """Whether the yes/no conditions a sentence asserts agree with the record's "X: yes/no" lines.
 
