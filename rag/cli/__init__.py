@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -75,7 +76,5 @@ def excerpt(text: str, limit: int = 300) -> str:
 
 def say(quiet: bool, file: Any = None) -> Any:
     """A ``say(message)`` callback printing progress lines (to stderr by default), silent with ``--quiet``."""
-    import sys
-
     out = sys.stderr if file is None else file
     return (lambda m: None) if quiet else (lambda m: print(m, file=out, flush=True))

@@ -9,9 +9,13 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rag.cli import fraction, load_config, print_json, with_index, with_lock
+
+if TYPE_CHECKING:
+    from rag.config import AppConfig
+    from rag.index_jobs import IndexJobs
 
 KINDS = ["guideline", "ehr", "reference"]
 
@@ -60,16 +64,16 @@ def add(sub: Any, common: argparse.ArgumentParser) -> None:
     r.set_defaults(handler=rollback)
 
 
-def _jobs(args: argparse.Namespace) -> Any:
+def _jobs(args: argparse.Namespace) -> tuple[IndexJobs, AppConfig]:
+    """The jobs on the command's index, with the embedder queries use (tests swap it for a hash embedder)."""
     from rag import Assistant
     from rag.index_jobs import IndexJobs
 
-    # The assistant's embedder (the one queries use; tests swap it for a hash embedder).
     cfg = load_config(args)
     return IndexJobs.of(Assistant(cfg, progress=not args.quiet and not getattr(args, "json", False))), cfg
 
 
-def _sources(args: argparse.Namespace, cfg: Any) -> list[str]:
+def _sources(args: argparse.Namespace, cfg: AppConfig) -> list[str]:
     """SOURCE paths given on the command line plus those of ``--source-set NAME``."""
     from rag.config import source_set
     from rag.errors import InputError
