@@ -56,7 +56,7 @@ def cold_start(config: str | None) -> dict[str, Any]:
 def warm(config: str | None, overrides: list[str], repeats: int) -> dict[str, Any]:
     from rag import Assistant
 
-    assistant = Assistant.from_config(config, overrides)
+    assistant = Assistant.open(config, overrides)
     assistant.ask(QUESTIONS[0][0])  # load models and index, warm caches
     rows: list[dict[str, float]] = []
     for _ in range(repeats):

@@ -44,7 +44,7 @@ def warm() -> dict[str, Any]:
     from rag.risk import assess, cite_guidelines, explain, index_retriever
 
     model = RiskModel.load()
-    assistant = Assistant.from_config(None)
+    assistant = Assistant.open()
     retrieve = index_retriever(assistant)
     r = assess(CASE, model)
     cite_guidelines(r, retrieve)  # loads the embedder and the index

@@ -78,7 +78,7 @@ def run(limit: int, part: str, overrides: list[str]) -> dict[str, Any]:
     from rag.risk import assess, check_explanation, explain, generator_explanation
 
     model = RiskModel.load()
-    assistant = Assistant.from_config(None, overrides)
+    assistant = Assistant.open(None, overrides)
     gen = assistant.generator
     rows: list[dict[str, Any]] = []
     seconds: list[float] = []

@@ -11,7 +11,7 @@ fresh index there. Every job runs as the real CLI in a fresh process (`app.py in
   process wall time (adds interpreter start and model load);
 - update after editing one document (one sentence appended to its last section), repeated
   ``--repeats`` times on different documents: the same two figures; the ratio update / build;
-- the same update in a warm process (``Assistant.update`` in a long-running service: imports,
+- the same update in a warm process (``IndexJobs.update`` in a long-running service: imports,
   model and chunker already loaded), i.e. the marginal cost of one changed document;
 - time to publish: the update's write + publish stages (temporary dir, checksums, fsync, renames);
 - kill -9 trials (``eval/crash_trials.py``): the CLI update killed at random points; after each
@@ -116,11 +116,11 @@ def bench(sources: list[Path], config: str | None, change: list[str], repeats: i
 
 
 def warm_update(srcs: list[str], idx: Path, config: str | None, path: Path) -> dict[str, Any]:
-    """A long-running process (``Assistant.update``) whose models and imports are already loaded."""
-    from rag.assistant import Assistant
+    """A long-running process (``IndexJobs.update``) whose models and imports are already loaded."""
     from rag.config import load_config
+    from rag.index_jobs import IndexJobs
 
-    a = Assistant(load_config(config, [f"index.dir={idx}", "index.auto_build_demo=false"]))
+    a = IndexJobs(load_config(config, [f"index.dir={idx}", "index.auto_build_demo=false"]))
     a.embedder.encode_passages(["warm up"])
     _edit(path, 98)
     a.update(srcs)  # warms the chunker (NLTK sentence model) and the first forward pass

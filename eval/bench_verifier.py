@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
-    with_v = Assistant(load_config(args.config, args.overrides))
+    with_v = Assistant.open(load_config(args.config, args.overrides))
     without = Assistant(load_config(args.config, [*args.overrides, "verifier.enabled=false"]),
                         embedder=with_v.embedder, generator=with_v.generator)
     with_v.ask(QUESTIONS[0][0])  # warm-up: loads every model once

@@ -22,8 +22,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from rag import hf_rule as hf_cases
-from rag.cite import NEGATION
 from rag.hf_extract import extract
+from rag.negation import NEGATION
 
 _NUM = r"(\d+(?:\.\d+)?)"
 _FLAT_TERMS = {"anaemia": ("anaemia", "anemia"), "diabetes": ("diabetes", "diabetic"),

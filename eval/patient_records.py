@@ -35,6 +35,7 @@ from finetune.data import read_examples
 from rag.answer import Answer
 from rag.cite import strip_markers
 from rag.errors import InputError
+from rag.negation import NEGATION
 from rag.text import split_sentences
 
 BOOLEAN = {"diabetes", "high_blood_pressure", "anaemia", "smoking"}
@@ -46,10 +47,8 @@ CONDITION_TERMS: dict[str, re.Pattern[str]] = {fact: re.compile(rx, re.I) for fa
     "anaemia": r"\bana?emi(?:a|c)\b",
     "smoking": r"\b(?:non-?)?smok(?:e|ed|er|ers|es|ing)\b",
 }.items()}
-# A negation in the clause before the condition ("no diabetes", "does not smoke", "denies smoking").
-_NEGATED_BEFORE = re.compile(r"\b(?:no|not|never|denies|denied|without|neither|nor|lacks|negative for|free of|"
-                             r"absence of)\b|n't\b", re.I)
-# ... or right after it ("Diabetes: no", "hypertension is absent", "anaemia is not recorded").
+# A negation in the clause before the condition ("no diabetes", "does not smoke", "denies smoking": the shared
+# cues of rag.negation), or right after it ("Diabetes: no", "hypertension is absent", "anaemia is not recorded").
 _NEGATED_AFTER = re.compile(r"^\W*(?:(?:is|was|are|were|has been)\s+)?(?:not|no|none|absent|negative)\b", re.I)
 # A clause ends at , ; or a conjunction: "does not smoke and has diabetes" states diabetes.
 _CLAUSE_END = re.compile(r"[,;]|\b(?:and|but|whereas|although|though|however|while)\b", re.I)
@@ -78,7 +77,7 @@ def condition_polarities(text: str, fact: str) -> list[bool]:
             before, after = sentence[start:m.start()], sentence[m.end():nxt.start() if nxt else len(sentence)]
             if re.search(r"\bwhether\b", before, re.I) or "?" in sentence:
                 continue
-            negated = (m.group(0).lower().startswith("non") or bool(_NEGATED_BEFORE.search(before))
+            negated = (m.group(0).lower().startswith("non") or bool(NEGATION.search(before))
                        or bool(_NEGATED_AFTER.search(after)))
             out.append(not negated)
     return out

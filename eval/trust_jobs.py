@@ -122,8 +122,9 @@ def run_part(config: Any, trust_index: str, part: str, data: Path, rows_path: Pa
         generator = ReplayGenerator(trust.load_rows(replay), lambda: plain.generator)
         first = Assistant(cfgs[0], generator=generator)
     # One set of models for both indexes (same embedder, generator and verifier).
-    assistants = {"trust": first, "demo": Assistant(cfgs[1], embedder=first.embedder,
-                                                    generator=generator or first.generator, verifier=first.verifier)}
+    assistants = {"trust": first, "demo": Assistant.open(cfgs[1], embedder=first.embedder,
+                                                         generator=generator or first.generator,
+                                                         verifier=first.verifier)}
     rows = trust.run(assistants, qs, data / trust_set.HF_CSV, batch_size,
                      on_answer=progress(len(qs)) if progress else None)
     for r in rows:

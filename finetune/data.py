@@ -20,7 +20,7 @@ assistant turn; ``completion``: the assistant's reply), so the loss falls on the
    key measurements and the target says what is missing and why it matters.
 
 Held-out evaluation questions never enter: the MedQuAD retrieval split (test and dev,
-:func:`eval.splits.held_out_doc_ids`), every pair whose answer text equals a held-out answer,
+:func:`finetune.heldout.held_out_doc_ids`), every pair whose answer text equals a held-out answer,
 and every question equal to a held-out question. Splits are by group: MedQuAD XML file (so
 sibling questions stay together), WikiDoc entry, heart-failure patient.
 """

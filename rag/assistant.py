@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 
-from corpora import Kind, ReadOptions
 from rag import confidence as conf
 from rag.answer import Answer, Citation, SentenceRecord
 from rag.cite import (
@@ -27,16 +26,15 @@ from rag.cite import (
     unanswered_measures,
 )
 from rag.config import AppConfig, load_config, resolve_path
-from rag.embed import Embedder, TransformersEmbedder
+from rag.embed import Embedder, load_embedder
 from rag.errors import InputError, UnknownPatientError
 from rag.generate import ABSTAIN_TOKEN, Generation, Generator, PromptSource, build_messages, fit_sources, is_abstention
 from rag.index import HybridIndex, current_version, embedder_manifest, read_manifest
+from rag.index_jobs import IndexJobs
 from rag.inputs import clean_patient_id, clean_question
-from rag.models import EmbedderSpec, embedder_spec, resolve
+from rag.models import EmbedderSpec, resolve
 from rag.retrieve import HybridRetriever, Retrieval, Unit
 from rag.text import split_sentences
-from rag.update import UpdateResult, read_sources, rollback, update_index
-from rag.vectorstore import DenseSettings
 from rag.verifier import Verifier
 
 log = logging.getLogger(__name__)
@@ -49,6 +47,9 @@ class Assistant:
     """Hybrid retrieval + grounded generation. Models and index load lazily on first use.
 
     ``embedder``/``generator`` may be injected (tests pass a hash embedder and a tiny model).
+    Answering only: the index is built and managed by :class:`rag.index_jobs.IndexJobs`, and a
+    missing demo index is built by the explicit :meth:`open` / :meth:`ensure_index`, never by
+    reading :attr:`index`.
     """
 
     def __init__(self, config: AppConfig, embedder: Embedder | None = None, generator: Generator | None = None,
@@ -68,16 +69,44 @@ class Assistant:
     @classmethod
     def from_config(cls, path: str | Path | None = None, overrides: list[str] | None = None,
                     **kwargs: Any) -> Assistant:
+        """An assistant for the preset at ``path`` (default configs/default.yaml); builds nothing."""
         return cls(load_config(path, overrides), **kwargs)
+
+    @classmethod
+    def open(cls, config: AppConfig | str | Path | None = None, overrides: list[str] | None = None,
+             build_missing: bool = True, **kwargs: Any) -> Assistant:
+        """An assistant ready to answer: with ``build_missing``, :meth:`ensure_index` runs first.
+
+        ``config``: an :class:`AppConfig`, or a preset path (``overrides`` apply to it).
+        """
+        if not isinstance(config, AppConfig):
+            config = load_config(config, overrides)
+        assistant = cls(config, **kwargs)
+        if build_missing:
+            assistant.ensure_index()
+        return assistant
+
+    def ensure_index(self) -> dict[str, Any] | None:
+        """Build the demo index when there is none and ``index.auto_build_demo`` allows it (one-time).
+
+        Returns the new manifest, or None when nothing was built. The only place an assistant builds.
+        """
+        return IndexJobs.of(self).build_demo()
+
+    def check_input(self, question: str, patient_id: str | None = None, top_k: int | None = None,
+                    top_k_name: str = "--top-k") -> None:
+        """The checks that need no model or index (InputError on bad input): run before anything loads."""
+        self._validate_question(question)
+        clean_patient_id(patient_id)
+        if top_k is not None and not 1 <= top_k <= 50:
+            raise InputError(f"{top_k_name} must be between 1 and 50")
 
     # -- components -------------------------------------------------------------------------
     @property
     def embedder(self) -> Embedder:
         if self._embedder is None:
             cfg = self.config.embedder
-            resolved = resolve(cfg.model, self.cache_dir)
-            spec: EmbedderSpec = embedder_spec(resolved.model_id)
-            self._embedder = TransformersEmbedder(resolved.path, spec, cfg.batch_size, cfg.max_length, cfg.dtype)
+            self._embedder = load_embedder(cfg.model, self.cache_dir, cfg.batch_size, cfg.max_length, cfg.dtype)
         return self._embedder
 
     @property
@@ -113,14 +142,12 @@ class Assistant:
 
     @property
     def index(self) -> HybridIndex:
+        """The loaded index version (loads the current one on first use; a missing index is an error)."""
         pinned = getattr(self._pinned, "index", None)
         if pinned is not None:
             return pinned
         with self._index_lock:
             if self._index is None:
-                if current_version(self.index_root) is None and self.config.index.auto_build_demo:
-                    log.warning("no index at %s: building the demo index first (one-time)", self.index_root)
-                    self.build([str(resolve_path(s)) for s in self.config.index.demo_sources])
                 read_manifest(self.index_root)  # a missing/corrupt index fails before any model loads
                 self._index = HybridIndex.load(self.index_root, expect_embedder=embedder_manifest(self.embedder),
                                              store_url=self.config.index.postgres_url)
@@ -157,52 +184,10 @@ class Assistant:
         finally:
             self._pinned.index = None
 
-    # -- indexing ----------------------------------------------------------------------------
-    def build(self, sources: list[str], kind: Kind | None = None, strict: bool = True,
-              lock_timeout: float | None = None) -> dict[str, Any]:
-        """Read sources, build and publish a new index version from scratch; returns its manifest."""
-        res = self.update(sources, kind=kind, strict=strict, rebuild=True, mode="build", lock_timeout=lock_timeout,
-                          max_removed=1.0)  # a build replaces the index by design
-        assert res.manifest is not None
-        manifest = res.manifest
-        manifest["skipped"] = res.skipped
-        manifest["load_stats"] = res.load_stats
-        return manifest
-
-    def update(self, sources: list[str], kind: Kind | None = None, strict: bool = False, rebuild: bool = False,
-               lock_timeout: float | None = None, max_removed: float | None = None, mode: str | None = None
-               ) -> UpdateResult:
-        """Bring the index up to date with ``sources`` (the complete set), publishing only if anything changed.
-
-        Unreadable files are skipped and reported (``strict`` raises instead, publishing nothing).
-        ``rebuild`` re-chunks and re-embeds everything, e.g. after changing the embedder.
-        """
-        cfg = self.config.index
-        t = time.perf_counter()
-        src = read_sources(sources, kind=kind, strict=strict, options=ReadOptions(max_file_mb=cfg.max_file_mb))
-        read_s = time.perf_counter() - t
-        res = update_index(src.documents, self.embedder, self.index_root, self.config.chunking.model_dump(),
-                           full=rebuild, mode=mode or ("rebuild" if rebuild else "update"), skipped=src.skipped,
-                           per_source=src.per_source, keep_versions=cfg.keep_versions,
-                           lock_timeout=cfg.lock_timeout if lock_timeout is None else lock_timeout,
-                           max_removed=cfg.max_removed if max_removed is None else max_removed,
-                           progress=self.progress, dense=DenseSettings.from_config(cfg))
-        res.seconds = {"read": read_s, **res.seconds}
-        res.load_stats = dict(src.stats)
-        if res.manifest is not None:
-            res.manifest["seconds"] = dict(res.seconds)
-        if res.published:
-            with self._index_lock:
-                self._index = None
-        return res
-
-    def rollback(self, to: str | None = None, lock_timeout: float | None = None) -> tuple[str, str]:
-        """Make an earlier version current again (default: the current version's parent)."""
-        t = self.config.index.lock_timeout if lock_timeout is None else lock_timeout
-        moved = rollback(self.index_root, to, lock_timeout=t, store_url=self.config.index.postgres_url)
+    def forget_index(self) -> None:
+        """Drop the loaded version (after a publish or rollback): the next use loads the current one."""
         with self._index_lock:
             self._index = None
-        return moved
 
     # -- querying ----------------------------------------------------------------------------
     def _validate_question(self, question: str) -> str:
@@ -235,10 +220,7 @@ class Assistant:
         answer's page, to check that the assistant abstains without it.
         Thread-safe: the whole answer comes from the index version current when it started.
         """
-        self._validate_question(question)  # cheap checks before any model or index is loaded
-        clean_patient_id(patient_id)
-        if top_k is not None and not 1 <= top_k <= 50:
-            raise InputError("--top-k must be between 1 and 50")
+        self.check_input(question, patient_id, top_k)  # cheap checks before any model or index is loaded
         t_all = time.perf_counter()
         with self._pin():
             step = self._prepare(question, patient_id, top_k, generate, t_all, withhold)
@@ -254,10 +236,7 @@ class Assistant:
 
         Thread-safe like :meth:`ask`; the Prepared question keeps the index version it was retrieved from.
         """
-        self._validate_question(question)
-        clean_patient_id(patient_id)
-        if top_k is not None and not 1 <= top_k <= 50:
-            raise InputError("top_k must be between 1 and 50")
+        self.check_input(question, patient_id, top_k, top_k_name="top_k")
         with self._pin():
             return self._prepare(question, patient_id, top_k, generate, time.perf_counter())
 
@@ -337,83 +316,80 @@ class Assistant:
         q, pid = self._validate(question, patient_id)
         ret = self._retrieve(q, pid, top_k, withhold)
         timings.update({f"retrieval_{k}": v for k, v in ret.timings_ms.items()})
-        spec = self.embedder.spec
-        signals = self._retrieval_signals(ret, spec)
+        signals = self._retrieval_signals(ret, self.embedder.spec)
         cfg = self.config.confidence
-        models: dict[str, str | None] = {"embedder": self.embedder.model_id,
-                                         "generator": self._generator.model_id if generate and self._generator
-                                         else None,
-                                         "adapter": self._generator.adapter if generate and self._generator
-                                         else None}
-        base = {"question": q, "index_version": self.index.version, "models": models, "patient_id": pid}
+        base: dict[str, Any] = {"question": q, "index_version": self.index.version, "models": self._models(generate),
+                                "patient_id": pid}
+
+        def unanswered(**fields: Any) -> Answer:
+            """An answer decided before any generation (no source, the gate, evidence only)."""
+            timings["total"] = (time.perf_counter() - t_all) * 1000
+            return Answer(timings_ms=timings, confidence_signals=signals, generated=False, **fields, **base)
 
         if not ret.units:
-            timings["total"] = (time.perf_counter() - t_all) * 1000
-            return Answer(answer=ABSTAIN_MESSAGE, abstained=True, confidence=0.0, confidence_label="low",
-                          citations=[], sentences=[], timings_ms=timings, abstain_reason="no source retrieved",
-                          confidence_signals=signals, generated=False, **base)  # type: ignore[arg-type]
-
-        sources: list[PromptSource] = []
-        if generate:
-            # What the generator will see: the gate asks whether *these* sources answer.
-            sources = fit_sources([PromptSource(n, u.chunk.title, u.chunk.section, u.chunk.kind, u.chunk.patient_id,
-                                                u.chunk.text) for n, u in enumerate(ret.units, start=1)],
-                                  self.generator.count_tokens, self.config.generator.max_context_tokens)
+            return unanswered(answer=ABSTAIN_MESSAGE, abstained=True, confidence=0.0, confidence_label="low",
+                              citations=[], sentences=[], abstain_reason="no source retrieved")
+        # What the generator will see: the gate asks whether *these* sources answer.
+        sources = self._prompt_sources(ret.units) if generate else []
         shown = ret.units[: len(sources)] if generate else ret.units
-        answerable: list[float] = []
         verifier = self.verifier
-        if verifier is not None:
-            t = time.perf_counter()
-            answerable = self._answerability(verifier, q, shown)
-            signals["answerability"] = max(answerable, default=0.0)
-            signals["answerability_logit"] = conf.answerability_logit(signals["answerability"])
-            gate_model = self.calibration.meta.get("gate") if self.calibration is not None else None
-            if gate_model is not None and gate_model.usable(signals):
-                signals["answerable_p"] = gate_model.probability(signals)
-            timings["answerability"] = (time.perf_counter() - t) * 1000
+        answerable = self._gate(verifier, q, shown, signals, timings) if verifier is not None else []
         gate = self.config.verifier.answerable_min
         gate_value = signals.get("answerable_p", signals.get("answerability", 1.0))
         if generate and verifier is not None and gate_value < gate:
-            citations = [self._citation(n, u, None, answerable) for n, u in enumerate(ret.units, start=1)]
-            timings["total"] = (time.perf_counter() - t_all) * 1000
-            return Answer(
-                answer=ABSTAIN_MESSAGE, abstained=True, confidence=0.0, confidence_label="low", citations=citations,
-                sentences=[], timings_ms=timings, confidence_signals=signals, generated=False,
+            return unanswered(
+                answer=ABSTAIN_MESSAGE, abstained=True, confidence=0.0, confidence_label="low", sentences=[],
+                citations=[self._citation(n, u, None, answerable) for n, u in enumerate(ret.units, start=1)],
                 abstain_reason=f"no retrieved passage answers the question (answerability gate "
-                               f"{gate_value:.2f} < {gate:.2f})", **base)  # type: ignore[arg-type]
-
+                               f"{gate_value:.2f} < {gate:.2f})")
         if not generate or signals["retrieval"] < cfg.retrieval_floor:
             citations = [self._citation(n, u, None, answerable) for n, u in enumerate(ret.units, start=1)]
             c = conf.combine(signals, cfg)
             weak = signals["retrieval"] < cfg.retrieval_floor
-            timings["total"] = (time.perf_counter() - t_all) * 1000
-            return Answer(
+            return unanswered(
                 answer=ABSTAIN_MESSAGE if weak else "Evidence only (--no-generate): see the numbered sources.",
                 abstained=weak, confidence=c, confidence_label=conf.label(c, cfg), citations=citations,
-                sentences=[], timings_ms=timings, confidence_signals=signals, generated=False,
-                abstain_reason="retrieval too weak: no indexed passage is close to the question" if weak else None,
-                **base)  # type: ignore[arg-type]
-
+                sentences=[],
+                abstain_reason="retrieval too weak: no indexed passage is close to the question" if weak else None)
         return Prepared(q, shown, build_messages(q, sources, pid), signals, timings, base, t_all, answerable,
                         self.index)
 
+    def _models(self, generate: bool) -> dict[str, str | None]:
+        """The models an answer names (the generator only when it generates)."""
+        gen = self._generator if generate else None
+        return {"embedder": self.embedder.model_id, "generator": gen.model_id if gen else None,
+                "adapter": gen.adapter if gen else None}
+
+    def _prompt_sources(self, units: list[Unit]) -> list[PromptSource]:
+        """The numbered sources that fit the generator's context, in retrieval order."""
+        return fit_sources([PromptSource(n, u.chunk.title, u.chunk.section, u.chunk.kind, u.chunk.patient_id,
+                                         u.chunk.text) for n, u in enumerate(units, start=1)],
+                           self.generator.count_tokens, self.config.generator.max_context_tokens)
+
+    def _gate(self, verifier: Verifier, question: str, shown: list[Unit], signals: dict[str, float],
+              timings: dict[str, float]) -> list[float]:
+        """Answerability of each shown source; sets the gate's signals (and ``answerable_p`` with a gate model)."""
+        t = time.perf_counter()
+        answerable = self._answerability(verifier, question, shown)
+        signals["answerability"] = max(answerable, default=0.0)
+        signals["answerability_logit"] = conf.answerability_logit(signals["answerability"])
+        gate_model = self.calibration.meta.get("gate") if self.calibration is not None else None
+        if gate_model is not None and gate_model.usable(signals):
+            signals["answerable_p"] = gate_model.probability(signals)
+        timings["answerability"] = (time.perf_counter() - t) * 1000
+        return answerable
+
     def _finish(self, p: Prepared, out: Generation) -> Answer:
         """Check the generated answer's citations, score confidence, and answer or abstain."""
-        q, units, signals, timings, base = p.question, p.units, p.signals, p.timings, p.base
+        units, signals, timings = p.units, p.signals, p.timings
         cfg = self.config.confidence
-        timings["generation"] = out.total_ms
-        timings["first_token"] = out.first_token_ms
-        # Decode speed after the first token (prefill time is reported as first_token).
-        timings["decode_tokens_per_s"] = max(out.new_tokens - 1, 0) / max((out.total_ms - out.first_token_ms) / 1000,
-                                                                             1e-9)
-        timings["new_tokens"] = out.new_tokens
-        timings["prompt_tokens"] = out.prompt_tokens
+        _record_generation(timings, out)
         signals["generation"] = conf.generation_probability(out.token_probs)
 
         t = time.perf_counter()
         text, removed = clean_markers(out.text, set(range(1, len(units) + 1)))
         model_abstained = is_abstention(text) or not text
-        support = self._support(text, units, q, p.base.get("patient_id")) if not model_abstained else []
+        support = self._support(text, units, p.question, p.patient_id) if not model_abstained else []
         # Sources and questions are data, never instructions: an answer that says its rules or its
         # patient scope changed was steered by text in them, so it is refused whatever else it says.
         steered = [s for s in support if claims_rule_change(s.text)]
@@ -425,28 +401,8 @@ class Assistant:
         if self.verifier is not None:
             signals["support_prob"] = float(np.mean([max(s.score, 0.0) for s in support])) if support else 0.0
         c = conf.combine(signals, cfg, self.calibration if cfg.calibrated_answers else None)
-
-        reason = None
-        if model_abstained:
-            reason = "the generator found no answer in the sources"
-        elif steered:
-            reason = ("the answer claims its rules or scope changed (an instruction inside the question or a source?); "
-                      "refused")
-        elif not any(s.supported for s in support):
-            reason = "no answer sentence is supported by a cited source"
-        elif cfg.record_rules and p.base.get("patient_id") and (
-                missed := unanswered_measures(q, [s.text for s in support if s.supported])):
-            # A record question answered with another field's (true, cited) value is not an answer.
-            reason = f"no supported sentence gives the {', '.join(sorted(missed))} the question asks about"
-        elif c < cfg.abstain_below:
-            reason = f"confidence {c:.2f} is below the abstention threshold {cfg.abstain_below:.2f}"
-        best: dict[int, tuple[float, int]] = {}
-        for s in support:
-            for n, i in s.best.items():
-                if n not in best or s.score > best[n][0]:
-                    best[n] = (s.score, i)
-        citations = [self._citation(n, u, best.get(n, (0.0, None))[1], p.answerable)
-                     for n, u in enumerate(units, start=1)]
+        reason = self._abstain_reason(p, support, model_abstained, bool(steered), c)
+        citations = self._cited(units, support, p.answerable)
         sentences = [SentenceRecord(_with_markers(strip_markers(s.text), s.citations) if s.attributed else s.text,
                                     s.citations,
                                     s.supported, round(s.score, 4), s.attributed, dict(s.checks),
@@ -461,7 +417,35 @@ class Assistant:
             answer=ABSTAIN_MESSAGE if reason else text, abstained=reason is not None, confidence=c,
             confidence_label=conf.label(c, cfg) if reason is None else "low", citations=citations,
             sentences=sentences, timings_ms=timings, abstain_reason=reason, confidence_signals=signals,
-            removed_citations=removed, draft=out.text, **base)
+            removed_citations=removed, draft=out.text, **p.base)
+
+    def _abstain_reason(self, p: Prepared, support: list[Any], model_abstained: bool, steered: bool,
+                        confidence: float) -> str | None:
+        """Why the checked answer is withheld (the first rule that applies), or None to answer."""
+        cfg = self.config.confidence
+        if model_abstained:
+            return "the generator found no answer in the sources"
+        if steered:
+            return ("the answer claims its rules or scope changed (an instruction inside the question or a source?); "
+                    "refused")
+        if not any(s.supported for s in support):
+            return "no answer sentence is supported by a cited source"
+        if cfg.record_rules and p.patient_id and (
+                missed := unanswered_measures(p.question, [s.text for s in support if s.supported])):
+            # A record question answered with another field's (true, cited) value is not an answer.
+            return f"no supported sentence gives the {', '.join(sorted(missed))} the question asks about"
+        if confidence < cfg.abstain_below:
+            return f"confidence {confidence:.2f} is below the abstention threshold {cfg.abstain_below:.2f}"
+        return None
+
+    def _cited(self, units: list[Unit], support: list[Any], answerable: list[float]) -> list[Citation]:
+        """One citation per source, spanning the passage that best supports a sentence citing it."""
+        best: dict[int, tuple[float, int]] = {}
+        for s in support:
+            for n, i in s.best.items():
+                if n not in best or s.score > best[n][0]:
+                    best[n] = (s.score, i)
+        return [self._citation(n, u, best.get(n, (0.0, None))[1], answerable) for n, u in enumerate(units, start=1)]
 
     # -- helpers -----------------------------------------------------------------------------
     def _retrieval_signals(self, ret: Retrieval, spec: EmbedderSpec) -> dict[str, float]:
@@ -581,6 +565,16 @@ class Prepared:
     @property
     def patient_id(self) -> str | None:
         return self.base.get("patient_id")
+
+
+def _record_generation(timings: dict[str, float], out: Generation) -> None:
+    timings["generation"] = out.total_ms
+    timings["first_token"] = out.first_token_ms
+    # Decode speed after the first token (prefill time is reported as first_token).
+    timings["decode_tokens_per_s"] = max(out.new_tokens - 1, 0) / max((out.total_ms - out.first_token_ms) / 1000,
+                                                                         1e-9)
+    timings["new_tokens"] = out.new_tokens
+    timings["prompt_tokens"] = out.prompt_tokens
 
 
 def _with_markers(sentence: str, ns: list[int]) -> str:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from rag.negation import NEGATION
 from rag.text import split_sentences
 
 _MARKER = re.compile(r"\[\s*(\d+(?:\s*(?:,|;|-|–)\s*\d+)*)\s*\]")
@@ -158,9 +159,6 @@ _RULE_CHANGE = re.compile(
 def claims_rule_change(sentence: str) -> bool:
     """True when a sentence says the assistant's rules or patient scope were lifted or overridden."""
     return _RULE_CHANGE.search(sentence) is not None
-
-
-NEGATION = re.compile(r"\b(?:no|not|without|denies|never|non|neither|nor)\b|n't\b", re.I)
 
 
 def record_fact(sentence: str, record_lines: list[str]) -> bool | None:

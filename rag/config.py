@@ -327,6 +327,15 @@ def source_set(config: AppConfig, name: str) -> list[str]:
     return out
 
 
+def source_in_set(config: AppConfig, name: str, fmt: str) -> Path:
+    """The path of the ``fmt:`` entry of source set ``name`` (e.g. the UCI heart-failure CSV of 'full')."""
+    for entry in source_set(config, name):
+        if entry.startswith(f"{fmt}:"):
+            return Path(entry.partition(":")[2])
+    raise ConfigError(f"source set '{name}' has no {fmt}: entry; add one to index.source_sets.{name} or pass the "
+                      "file explicitly")
+
+
 def _parse_override(item: str) -> tuple[list[str], Any]:
     if "=" not in item:
         raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set retrieval.top_k=8")

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from rag.models import EmbedderSpec
+from rag.models import EmbedderSpec, embedder_spec, resolve
 
 log = logging.getLogger(__name__)
 
@@ -130,3 +130,10 @@ class TransformersEmbedder:
 
     def encode_passages(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
         return self._encode([self.spec.passage_prefix + t for t in texts], progress=progress)
+
+
+def load_embedder(model: str, cache_dir: Path, batch_size: int = 32, max_length: int | None = None,
+                  dtype: str = "float32") -> TransformersEmbedder:
+    """The configured embedder (``embedder.model`` resolved in the model cache), loaded once per caller."""
+    resolved = resolve(model, cache_dir)
+    return TransformersEmbedder(resolved.path, embedder_spec(resolved.model_id), batch_size, max_length, dtype)

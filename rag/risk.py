@@ -28,6 +28,7 @@ from rag.errors import InputError
 from rag.hf_extract import LABELS, Extraction, extract
 from rag.hf_model import NAMES, WHY_IT_MATTERS, Prediction, RiskModel
 from rag.hf_rule import stated_category
+from rag.negation import CUE_PATTERN
 
 MAX_CASE_CHARS = 8000  # a case description, not a record dump
 NOTICE = ("Not a medical device: research and demonstration software. The estimate comes from a model fitted on "
@@ -277,7 +278,8 @@ _UP = (rf"\b(?:rais|increas|worsen|elevat|driv)\w*{_OBJ}|\bhigh(?:er)?\s+(?:risk
 _DOWN = (rf"\b(?:lower|decreas|reduc)\w*{_OBJ}|\blow(?:er)?\s+(?:risk|odds)\b|\bprotect|"
          rf"{_RISK_IS}(?:low|lower|reduced|decreased)\b")
 # How a yes/no input is stated in a clause: 1 (has it), 0 (does not), or None (not said).
-_NEGATED = r"\b(?:no|not|without|non-?|never|former|ex-?)\s*(?:\w+[\s-]+){0,2}?"
+# A negation cue (or "former"/"ex-" for smoking) at most two words before the term.
+_NEGATED = rf"(?:{CUE_PATTERN}|\b(?:former|ex)\b)-?\s*(?:\w+[\s-]+){{0,2}}?"
 _STATED_AS = {
     "anaemia": r"ana?emi\w*", "diabetes": r"diabet\w*", "high_blood_pressure": r"hypertensi\w*|high blood pressure",
     "smoking": r"(?:current\s+)?smok\w*",

@@ -122,6 +122,7 @@ class Engine:
             a = self._loader
             if a is None:
                 return
+            a.ensure_index()  # the demo index on first start (index.auto_build_demo)
             _ = a.index, a.calibration  # a missing or damaged index fails here, before any model loads
             verifier = a.verifier
             locked: Any = _Locked(verifier) if verifier is not None else None

@@ -111,6 +111,35 @@ def test_missing_index(tmp_path):
         Assistant(cfg, embedder=HashEmbedder()).ask("What is HFrEF?", generate=False)
 
 
+def test_reading_the_index_never_builds_it_open_does(tmp_path):
+    """Issue 17: the demo index is built by the explicit step (Assistant.open / ensure_index), not by a property."""
+    cfg = load_config(overrides=[f"index.dir={tmp_path / 'idx'}"])  # index.auto_build_demo is on by default
+    plain = Assistant(cfg, embedder=HashEmbedder())
+    with pytest.raises(IndexMissingError):
+        _ = plain.index
+    assert not (tmp_path / "idx").exists()
+    opened = Assistant.open(cfg, embedder=HashEmbedder())
+    assert opened.index.patients and opened.ensure_index() is None  # built once; the second call builds nothing
+    ans = opened.ask("Which drug classes reduce mortality in HFrEF?", generate=False)
+    assert ans.citations and ans.index_version == opened.index.version
+
+
+def test_index_jobs_publish_and_roll_back_under_a_live_assistant(tmp_path, demo_sources):
+    from rag.index_jobs import IndexJobs
+
+    cfg = load_config(overrides=[f"index.dir={tmp_path / 'idx'}", "index.auto_build_demo=false"])
+    a = Assistant(cfg, embedder=HashEmbedder())
+    jobs = IndexJobs.of(a)
+    v1 = jobs.build(demo_sources[:1])["version"]
+    assert a.index.version == v1 and not a.index.patients and jobs.verify() == []
+    res = jobs.update(demo_sources)
+    assert res.published and a.index.version == res.version != v1  # the assistant dropped v1 on publish
+    assert jobs.rollback() == (res.version, v1) and a.index.version == v1
+    assert jobs.status()["version"] == v1
+    alone = IndexJobs(cfg, embedder=HashEmbedder())  # the same jobs without an assistant
+    assert alone.exists() and alone.update(demo_sources[:1]).published is False
+
+
 def test_mismatched_embedder_refused(hash_index):
     root, _ = hash_index
 

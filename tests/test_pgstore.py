@@ -177,12 +177,13 @@ def test_a_stopped_server_gives_a_one_line_error_and_a_restarted_one_is_reconnec
 def test_assistant_with_postgres_store_from_config(pg, tmp_path):
     from rag.assistant import Assistant
     from rag.config import load_config
+    from rag.index_jobs import IndexJobs
 
     src = make_sources(tmp_path / "src", patients=("P001", "P002"))
     cfg = load_config(overrides=[f"index.dir={tmp_path / 'idx'}", "index.auto_build_demo=false",
                                  "index.store=postgres", "index.dense=hnsw", f"index.postgres_url={pg}"])
     a = Assistant(cfg, embedder=HashEmbedder())
-    m = a.build([str(src / "guidelines"), str(src / "ehr")])
+    m = IndexJobs.of(a).build([str(src / "guidelines"), str(src / "ehr")])
     assert m["dense"]["store"] == "postgres" and m["dense"]["type"] == "hnsw"
     ans = a.ask("What is the latest ejection fraction?", patient_id="P002", generate=False)
     assert ans.citations and not any(c.kind == "ehr" and c.patient_id != "P002" for c in ans.citations)

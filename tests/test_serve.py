@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from rag.assistant import Assistant
 from rag.config import load_config
 from rag.errors import InputError
+from rag.index import current_version
 from serve.api import DRAFT_NOTICE, api_key, create_app
 from serve.engine import Engine
 from serve.logs import JsonFormatter
@@ -265,6 +266,18 @@ def test_missing_index_is_reported_by_readyz(tmp_path):
         r = client.get("/readyz")
         assert r.status_code == 503 and "index" in r.json()["reason"]
         assert client.post("/v1/query", json={"question": QUESTION}).status_code == 503
+
+
+def test_first_start_builds_the_demo_index(tmp_path):
+    """The server's explicit first-run step (Engine.load -> Assistant.ensure_index): no index yet, demo built."""
+    cfg = load_config(overrides=[f"index.dir={tmp_path / 'idx'}", "verifier.answerable_min=0.0",
+                                 "confidence.abstain_below=0.0"])
+    a = Assistant(cfg, embedder=HashEmbedder(), generator=StreamingGenerator(f"{SUPPORTED} [1]."),  # type: ignore[arg-type]
+                  verifier=LexicalVerifier())  # type: ignore[arg-type]
+    eng = Engine(cfg, assistant=a)
+    with TestClient(create_app(cfg, engine=eng), raise_server_exceptions=False) as client:
+        assert eng.wait_ready(60), eng.load_error
+        assert client.get("/readyz").json()["index_version"] == current_version(tmp_path / "idx")
 
 
 def test_queue_full_is_429_and_waiting_questions_are_batched(hash_index):

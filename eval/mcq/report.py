@@ -7,12 +7,10 @@ import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from eval.mcq import stats
-
-if TYPE_CHECKING:
-    from eval.mcq.runner import ConditionResult
+from eval.mcq.results import ConditionResult
 
 log = logging.getLogger(__name__)
 

@@ -27,6 +27,7 @@ import numpy as np
 from eval.mcq import report, stats
 from eval.mcq.prompts import Passage, PromptTemplate, prefix_body, render, suffix_body
 from eval.mcq.readers import LETTERS, CopBase, Dataset, MCQItem, fewshot_pool, read_bench
+from eval.mcq.results import ConditionResult
 from eval.mcq.scoring import LoglikScorer, Prompt, generate_answers, parse_letter, softmax
 from rag.config import PROJECT_ROOT, AppConfig, resolve_path
 from rag.errors import InputError
@@ -60,15 +61,6 @@ class RunSpec:
     prefix_cache: bool = True
     overwrite: bool = False
     skip_missing_adapter: bool = False  # the matrix skips tuned conditions when there is no adapter
-
-
-@dataclass
-class ConditionResult:
-    name: str
-    folder: Path
-    summary: dict[str, Any]
-    correct: np.ndarray
-    ids: list[str]
 
 
 def folder_name(condition: str) -> str:
@@ -238,7 +230,7 @@ def run(cfg: AppConfig, spec: RunSpec, progress: bool = False, say: Any = print,
                 if assistant is None:
                     from rag import Assistant
 
-                    assistant = Assistant(cfg, progress=progress)
+                    assistant = Assistant.open(cfg, progress=progress)
                 say("retrieving sources for every question (once for all +rag conditions) ...")
                 rag_cache = retrieve_all(assistant, items, spec.rag_k, spec.rag_tokens, gen.count_tokens)
             template = PromptTemplate("mmlu" if spec.bench == "mmlu" else "qa", spec.k_shot, spec.chat_template,

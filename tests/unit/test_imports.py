@@ -43,8 +43,10 @@ def test_the_runtime_never_imports_training_or_evaluation_code():
     assert upward == []
 
 
-@pytest.mark.parametrize(("layer", "higher"), [("corpora", ("rag", "finetune", "eval", "app")),
-                                               ("finetune", ("eval", "app")), ("eval", ("app",))])
+@pytest.mark.parametrize(("layer", "higher"), [("corpora", ("rag", "finetune", "eval", "serve", "app")),
+                                               ("rag", ("serve",)),
+                                               ("finetune", ("eval", "serve", "app")), ("eval", ("serve", "app")),
+                                               ("serve", ("finetune", "eval", "app"))])
 def test_lower_layers_never_import_higher_ones(layer, higher):
     """corpora (sources, errors) <- rag (runtime) <- finetune / eval <- app.py, checked on every module."""
     import ast
@@ -56,3 +58,12 @@ def test_lower_layers_never_import_higher_ones(layer, higher):
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
             upward += [f"{path.relative_to(PROJECT_ROOT)}: {n}" for n in names if n.split(".")[0] in higher]
     assert upward == []
+
+
+def test_help_imports_no_heavy_backend():
+    """Every command's arguments are declared at import: that must not load torch, FastAPI or the models."""
+    code = ("import sys, app; app._parser(); "
+            "print(sorted(m for m in ('torch', 'transformers', 'faiss', 'fastapi', 'numpy') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"

@@ -1,0 +1,118 @@
+"""``app.py eval trust split|build|run|fit|report``: abstention, strict correctness and calibrated confidence
+(:mod:`eval.trust`, :mod:`eval.trust_jobs`); dev fits, test reports."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from eval.cli import advance, bar
+from rag.cli import load_config, print_json
+
+
+def add(esub: Any, common: argparse.ArgumentParser) -> None:
+    et = esub.add_parser("trust", parents=[common], help="trust: abstention out of corpus, strict correctness, "
+                         "calibrated confidence (dev fits, test reports)",
+                         description="split: write eval/splits/trust.json; build: the trust index; run: ask a part; "
+                                     "fit: calibration + thresholds from dev; report: replay the config's settings")
+    et.add_argument("action", choices=["split", "build", "run", "fit", "report"])
+    et.add_argument("--part", choices=["dev", "test"], default="dev")
+    et.add_argument("--output", default=".cds/eval/trust", help="run folder (rows-PART.jsonl, summaries, plots)")
+    et.add_argument("--trust-index", default=".cds/index/trust", help="the trust index folder (`build` writes it)")
+    et.add_argument("--floor", type=float, default=0.05,
+                    help="`run`: generate when answerability reaches this (stricter gates are replayed)")
+    et.add_argument("--batch-size", type=int, default=8)
+    et.add_argument("--limit", type=int, help="`run`: the first N questions of each suite only (a smoke test)")
+    et.add_argument("--regenerate-above", type=float, metavar="P",
+                    help="`run`: ask again, with no gate, the questions of an earlier run that were not generated "
+                         "but whose gate probability (the dev-fitted gate model in --gate-from) reaches P; merged "
+                         "into that run's records")
+    et.add_argument("--gate-from", help="calibration JSON with the gate model (for --regenerate-above)")
+    et.add_argument("--replay", metavar="ROWS.jsonl",
+                    help="`run`: reuse the generator's drafts of an earlier run for the same prompts (every check is "
+                         "recomputed with the current verifier and settings; only new prompts are generated)")
+    et.add_argument("--calibration-out", default="configs/calibration/default.json", help="`fit`: where to write")
+    et.add_argument("--json", action="store_true")
+    et.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from eval import trust_set
+    from rag.config import data_dir
+
+    cfg = load_config(args)
+    if args.action == "split":
+        split = trust_set.make(data_dir(cfg))
+        trust_set.write(split)
+        print(f"wrote {trust_set.TRUST_SPLIT}: {split['counts']}; trust index: {len(split['index_medquad_files'])} "
+              "MedQuAD files + the demo corpus + the heart-failure records")
+        return 0
+    if args.action == "build":
+        return _build(args, cfg)
+    from corpora.heart_failure import read_records
+    from corpora.report import LoadReport
+
+    # Read first: a missing or malformed records CSV fails before any model loads.
+    records = {r.patient_id: r for r in read_records(data_dir(cfg) / trust_set.HF_CSV,
+                                                     LoadReport(fmt="uci-heart-failure"))}
+    if args.action == "run":
+        return _run_part(args, cfg)
+    return _fit_or_report(args, cfg, records)
+
+
+def _build(args: argparse.Namespace, cfg: Any) -> int:
+    from eval import trust_jobs, trust_set
+    from rag import Assistant
+    from rag.config import data_dir, resolve_path
+    from rag.index_jobs import IndexJobs
+
+    sources = trust_set.materialise(trust_set.load(), data_dir(cfg), resolve_path(".cds/trust/medquad"))
+    jobs = IndexJobs.of(Assistant(trust_jobs.trust_config(cfg, args.trust_index), progress=not args.quiet))
+    manifest = jobs.build(sources)
+    print(f"trust index built at {resolve_path(args.trust_index)}: {manifest['counts']}")
+    return 0
+
+
+def _run_part(args: argparse.Namespace, cfg: Any) -> int:
+    from eval import trust_jobs
+    from rag.config import data_dir, resolve_path
+
+    rows_path = resolve_path(args.output) / f"rows-{args.part}.jsonl"
+    rows = trust_jobs.run_part(cfg, args.trust_index, args.part, data_dir(cfg), rows_path, args.floor,
+                               args.batch_size, args.limit, args.regenerate_above,
+                               resolve_path(args.gate_from) if args.gate_from else None,
+                               None if args.quiet else (lambda n: advance(bar(n))),
+                               resolve_path(args.replay) if args.replay else None)
+    print(f"{len(rows)} {args.part} questions answered or abstained; records in {rows_path}")
+    return 0
+
+
+def _fit_or_report(args: argparse.Namespace, cfg: Any, records: dict[str, Any]) -> int:
+    from eval import trust
+    from rag.config import resolve_path
+    from rag.errors import InputError
+
+    out = resolve_path(args.output)
+    rows_path = out / f"rows-{args.part}.jsonl"
+    if not rows_path.exists():
+        raise InputError(f"{rows_path} not found; run `python app.py eval trust run --part {args.part}` first")
+    rows = trust.load_rows(rows_path)
+    floor = max(float(r.get("floor", args.floor)) for r in rows)
+    if args.action == "fit":
+        if args.part != "dev":
+            raise InputError("`eval trust fit` fits on dev only; report test with `eval trust report --part test`")
+        calib = trust.fit_dev(rows, records, floor, resolve_path(args.calibration_out))
+        if args.json:
+            print_json(calib)
+            return 0
+        print(f"calibration written to {resolve_path(args.calibration_out)}; chosen on dev: "
+              f"verifier.answerable_min={calib['answerable_min']} confidence.abstain_below={calib['abstain_below']}")
+        return 0
+    summary = trust.report(rows, trust.settings_from(cfg, floor), records, out, args.part)
+    if args.json:
+        print_json(summary)
+        return 0
+    print(trust.markdown(summary))
+    print(f"figures and summary-{args.part}.json in {out}")
+    return 0
+

@@ -1,0 +1,134 @@
+"""``app.py train [run|data|verifier|risk]``: fine-tuning and the data it needs (:mod:`finetune`)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from rag.cli import load_config, print_json, say
+
+
+def add(sub: Any, common: argparse.ArgumentParser) -> None:
+    tr = sub.add_parser("train", parents=[common], help="fine-tune the generator (LoRA/QLoRA) or build its data",
+                        description="`train data` builds the SFT dataset; `train` (or `train run`) trains an adapter "
+                                    "with the config's train: section, e.g. --config configs/train-qwen0.5b-cpu.yaml")
+    tr.add_argument("action", nargs="?", choices=["run", "data", "verifier", "risk"], default="run",
+                    help="run: the generator's adapter; data: its dataset; verifier: the evidence verifier "
+                         "(pairs from ../shared/data, then the LoRA cross-encoder; resumable); risk: fit and "
+                         "validate the heart-failure risk model (configs/risk/, docs/risk-calibration.png)")
+    tr.add_argument("--max-steps", type=int, help="stop after N optimizer steps (overrides train.epochs)")
+    tr.add_argument("--resume", action="store_true", help="continue from the last checkpoint in train.run_dir")
+    tr.add_argument("--overwrite", action="store_true", help="discard existing checkpoints and start again")
+    tr.add_argument("--out", help="`train data`: output folder (default: train.data_dir)")
+    tr.add_argument("--source-set", default="full", help="`train data`: source set with the MedQuAD, WikiDoc and "
+                                                          "heart-failure inputs (default: full)")
+    tr.add_argument("--no-index", action="store_true", help="`train data`: skip the grounded part (needs the "
+                                                            "full index)")
+    tr.add_argument("--json", action="store_true")
+    tr.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = load_config(args)
+    actions = {"data": _data, "verifier": _verifier, "risk": _risk, "run": _adapter}
+    return actions[args.action](args, cfg)
+
+
+def _adapter(args: argparse.Namespace, cfg: Any) -> int:
+    from finetune.train import train
+
+    card = train(cfg, max_steps=args.max_steps, resume=args.resume, overwrite=args.overwrite, quiet=args.quiet)
+    if args.json:
+        print_json(card)
+        return 0
+    v = card["val_loss"]
+    print(f"adapter written to {cfg.train.output_dir}: {card['steps']} steps, {card['trainable_parameters']:,} "
+          f"trainable parameters ({', '.join(card['lora']['target_modules'])}); val loss {v['base']} -> {v['final']}; "
+          f"{card['train_samples_per_second']} samples/s")
+    return 0
+
+
+def _risk(args: argparse.Namespace, cfg: Any) -> int:
+    from finetune.hf_risk_model import comparison_table, train
+    from rag.config import PROJECT_ROOT, data_dir, resolve_path
+    from rag.errors import InputError
+    from rag.hf_model import DEFAULT_MODEL
+
+    csv_path = data_dir(cfg) / "heart_failure" / "heart_failure_clinical_records_dataset.csv"
+    if not csv_path.is_file():
+        raise InputError(f"{csv_path} not found; set index.data_dir (or CDS_DATA_DIR) to the folder holding "
+                         "heart_failure/")
+    out = resolve_path(args.out) if args.out else DEFAULT_MODEL
+    card = train(csv_path, out, PROJECT_ROOT / "docs" / "risk-calibration.png", say=say(args.quiet))
+    if args.json:
+        print_json(card)
+        return 0
+    print(comparison_table(card), end="")
+    print(f"model and card written to {out} and {out.parent / 'MODEL_CARD.md'}; plot docs/risk-calibration.png")
+    return 0
+
+
+def _verifier(args: argparse.Namespace, cfg: Any) -> int:
+    import shutil
+
+    from finetune import verifier, verifier_data
+    from finetune.heldout import held_out_doc_ids
+    from rag.config import data_dir, resolve_path
+    from rag.models import load_tokenizer, resolve
+
+    data_out = resolve_path(".cds/verifier/data")
+    run_dir = resolve_path(".cds/verifier/run")
+    if args.overwrite and run_dir.exists():
+        shutil.rmtree(run_dir)
+    if not (data_out / "train.jsonl").exists() or args.overwrite:
+        # Pairs cut by the index's own chunker and the embedder's tokenizer: what the verifier reads at run time.
+        tok = load_tokenizer(cfg.embedder.model, resolve_path(cfg.models.cache_dir))
+        ch = cfg.chunking
+        passages_of = verifier_data.chunk_passages(lambda t: tok.encode(t, add_special_tokens=False),
+                                                   ch.parent_max_tokens, ch.child_tokens, ch.child_overlap)
+        parts, card = verifier_data.build(data_dir(cfg), held_out_doc_ids(), verifier_data.VerifierDataOptions(),
+                                          passages_of)
+        verifier_data.write(parts, card, data_out)
+    base = resolve(cfg.verifier.model, resolve_path(cfg.models.cache_dir)).path
+    out = resolve_path(args.out or cfg.verifier.adapter)
+    card = verifier.train(data_out, base, out, run_dir, verifier.VerifierTrainOptions(), progress=not args.quiet)
+    if args.json:
+        print_json(card)
+        return 0
+    for task, m in card["heldout"].items():
+        print(f"{task}: AUROC {m['auroc']}, precision {m['precision']}, recall {m['recall']} at {m['threshold']} "
+              f"({m['n']} held-out pairs)")
+    print(f"verifier adapter written to {out}")
+    return 0
+
+
+def _data(args: argparse.Namespace, cfg: Any) -> int:
+    from finetune import data
+    from finetune.heldout import held_out_doc_ids
+    from rag import Assistant
+    from rag.config import resolve_path, source_set
+    from rag.models import load_tokenizer
+
+    t = cfg.train
+    inputs = data.inputs_from_sources(source_set(cfg, args.source_set))
+    opts = data.DataOptions(seed=t.seed, grounded_questions=0 if args.no_index else t.grounded_questions,
+                            withheld_share=t.withheld_share, source_tokens=t.source_tokens, hf_format=t.hf_format)
+    tok = load_tokenizer(cfg.generator.model, resolve_path(cfg.models.cache_dir))
+
+    def count(text: str) -> int:
+        return len(tok.encode(text, add_special_tokens=False))
+
+    assistant = None if args.no_index else Assistant.open(cfg, progress=not args.quiet)
+    examples, card = data.build(inputs, held_out_doc_ids(), opts, assistant, count, progress=not args.quiet)
+    out = Path(args.out) if args.out else resolve_path(t.data_dir)
+    data.write(examples, card, out)
+    if args.json:
+        print_json(card)
+        return 0
+    print(data.card_markdown(card))
+    print(f"written to {out}")
+    return 0
+
+
+

@@ -1,0 +1,48 @@
+"""``app.py models list|fetch``: the offline models (:mod:`rag.models`)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from rag.cli import load_config, print_json
+
+
+def add(sub: Any, common: argparse.ArgumentParser) -> None:
+    m = sub.add_parser("models", parents=[common], help="list or fetch offline models")
+    msub = m.add_subparsers(dest="models_command", required=True)
+    ml = msub.add_parser("list", parents=[common], help="models available locally")
+    ml.add_argument("--json", action="store_true")
+    ml.set_defaults(handler=list_local)
+    mf = msub.add_parser("fetch", parents=[common], help="install and convert offline bundles")
+    mf.add_argument("names", nargs="*", help="bundle names (default: the configured embedder and generator)")
+    mf.set_defaults(handler=fetch)
+
+
+def list_local(args: argparse.Namespace) -> int:
+    from rag.config import PROJECT_ROOT, resolve_path
+    from rag.models import list_models
+
+    cfg = load_config(args)
+    rows = list_models(resolve_path(cfg.models.cache_dir),
+                       [PROJECT_ROOT / "adapters", resolve_path(cfg.train.output_dir).parent])
+    if args.json:
+        print_json([r.__dict__ for r in rows])
+    else:
+        for r in rows:
+            print(f"{r.name:40s} {r.role:10s} {r.status:12s} {r.model_id}")
+        if cfg.generator.adapter:
+            print(f"configured adapter: {cfg.generator.adapter}")
+    return 0
+
+
+def fetch(args: argparse.Namespace) -> int:
+    from rag.config import resolve_path
+    from rag.models import fetch as fetch_bundle
+
+    cfg = load_config(args)
+    wanted = [cfg.embedder.model, cfg.generator.model] + ([cfg.verifier.model] if cfg.verifier.enabled else [])
+    names = args.names or list(dict.fromkeys(m.split(":", 1)[1] for m in wanted if m.startswith("bundle:")))
+    for name in names:
+        print(f"ready: bundle:{name} -> {fetch_bundle(name, resolve_path(cfg.models.cache_dir)).path}")
+    return 0
