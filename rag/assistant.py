@@ -16,6 +16,7 @@ import numpy as np
 from corpora import Kind, ReadOptions
 from rag import confidence as conf
 from rag.answer import Answer, Citation, SentenceRecord
+from rag.backends import Backend, load_backend
 from rag.cite import (
     about_patient,
     check_support,
@@ -29,7 +30,7 @@ from rag.cite import (
 from rag.config import AppConfig, load_config, resolve_path
 from rag.embed import Embedder, TransformersEmbedder
 from rag.errors import InputError, UnknownPatientError
-from rag.generate import ABSTAIN_TOKEN, Generation, Generator, PromptSource, build_messages, fit_sources, is_abstention
+from rag.generate import ABSTAIN_TOKEN, Generation, PromptSource, build_messages, fit_sources, is_abstention
 from rag.index import HybridIndex, current_version, embedder_manifest, read_manifest
 from rag.inputs import clean_patient_id, clean_question
 from rag.models import EmbedderSpec, embedder_spec, resolve
@@ -51,7 +52,7 @@ class Assistant:
     ``embedder``/``generator`` may be injected (tests pass a hash embedder and a tiny model).
     """
 
-    def __init__(self, config: AppConfig, embedder: Embedder | None = None, generator: Generator | None = None,
+    def __init__(self, config: AppConfig, embedder: Embedder | None = None, generator: Backend | None = None,
                  progress: bool = False, verifier: Verifier | None = None):
         self.config = config
         self.progress = progress
@@ -81,14 +82,10 @@ class Assistant:
         return self._embedder
 
     @property
-    def generator(self) -> Generator:
+    def generator(self) -> Backend:
+        """The configured generation backend (``generator.backend``), loaded on first use."""
         if self._generator is None:
-            cfg = self.config.generator
-            resolved = resolve(cfg.model, self.cache_dir)
-            adapter = resolve_path(cfg.adapter) if cfg.adapter else None
-            if adapter is not None and not (adapter / "adapter_config.json").exists():
-                raise InputError(f"adapter folder {adapter} has no adapter_config.json; pass a peft adapter folder")
-            self._generator = Generator(resolved.path, resolved.model_id, adapter, cfg.dtype, cfg.merge_adapter)
+            self._generator = load_backend(self.config.generator, self.cache_dir)
         return self._generator
 
     @property
@@ -345,6 +342,10 @@ class Assistant:
                                          else None,
                                          "adapter": self._generator.adapter if generate and self._generator
                                          else None}
+        if generate and self._generator is not None:
+            info = getattr(self._generator, "info", None)  # test doubles may have none
+            if isinstance(info, dict):
+                models.update({f"generator_{k}": str(v) for k, v in info.items()})
         base = {"question": q, "index_version": self.index.version, "models": models, "patient_id": pid}
 
         if not ret.units:
@@ -408,6 +409,7 @@ class Assistant:
                                                                              1e-9)
         timings["new_tokens"] = out.new_tokens
         timings["prompt_tokens"] = out.prompt_tokens
+        timings["prompt_tokens_cached"] = out.cached_tokens
         signals["generation"] = conf.generation_probability(out.token_probs)
 
         t = time.perf_counter()
