@@ -191,6 +191,10 @@ def _add_train_and_models(sub: Any, common: argparse.ArgumentParser) -> None:
     ml.add_argument("--json", action="store_true")
     mf = msub.add_parser("fetch", parents=[common], help="install and convert offline bundles")
     mf.add_argument("names", nargs="*", help="bundle names (default: the configured embedder and generator)")
+    mc = msub.add_parser("convert-lora", parents=[common], help="write a peft LoRA adapter as a GGUF LoRA "
+                         "(for generator.backend llamacpp)")
+    mc.add_argument("adapter", nargs="?", help="adapter folder (default: generator.adapter)")
+    mc.add_argument("--out", help="output file (default: ADAPTER/adapter_model.gguf)")
 
 
 
@@ -801,6 +805,12 @@ def cmd_models(args: argparse.Namespace) -> int:
                 print(f"{r.name:40s} {r.role:10s} {r.status:12s} {r.model_id}")
             if cfg.generator.adapter:
                 print(f"configured adapter: {cfg.generator.adapter}")
+        return 0
+    if args.models_command == "convert-lora":
+        from rag.gguf_lora import convert_adapter
+
+        r = convert_adapter(cfg, args.adapter, args.out)
+        print(f"GGUF LoRA written to {r.path}: {r.tensors} tensors ({r.arch}, rank {r.rank}, alpha {r.alpha:g})")
         return 0
     wanted = [cfg.embedder.model, cfg.generator.model] + ([cfg.verifier.model] if cfg.verifier.enabled else [])
     names = args.names or list(dict.fromkeys(m.split(":", 1)[1] for m in wanted if m.startswith("bundle:")))

@@ -14,6 +14,7 @@ a stale conversion is refused instead of silently answering with an older adapte
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -165,3 +166,28 @@ def checked(adapter_dir: Path, gguf_path: Path | None = None) -> Path:
     if field is not None and weights.is_file() and str(field.contents()) != _sha256(weights):
         raise ModelNotAvailableError(f"{path} was converted from other adapter weights than {weights}; {hint}")
     return path
+
+
+def convert_adapter(cfg: Any, adapter: str | None = None, out: str | None = None) -> LoraGGUF:
+    """``app.py models convert-lora``: the configured (or given) adapter, against the generator's base config.
+
+    The base model's ``config.json`` comes from ``generator.model`` when it is available here, else
+    from the adapter's ``base_config.json`` if one was saved beside it.
+    """
+    from rag.config import resolve_path
+    from rag.models import resolve
+
+    ref = adapter or cfg.generator.adapter
+    if not ref:
+        raise InputError("no adapter given and generator.adapter is not set; pass the adapter folder")
+    adapter_dir = resolve_path(ref)
+    _adapter_files(adapter_dir)
+    candidates = [adapter_dir / "base_config.json"]
+    with contextlib.suppress(ModelNotAvailableError, InputError):
+        candidates.insert(0, resolve(cfg.generator.model, resolve_path(cfg.models.cache_dir)).path / "config.json")
+    base = next((c for c in candidates if c.is_file()), None)
+    if base is None:
+        raise ModelNotAvailableError(f"the base model's config.json is needed to name the tensors: fetch "
+                                     f"{cfg.generator.model} (`python app.py models fetch`) or put it in {adapter_dir}"
+                                     "/base_config.json")
+    return convert(adapter_dir, json.loads(base.read_text(encoding="utf-8")), resolve_path(out) if out else None)

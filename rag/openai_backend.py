@@ -114,8 +114,9 @@ class OpenAIBackend:
                  on_text: Callable[[str], None] | None = None) -> Generation:
         body = chat_request(messages, max_new_tokens, temperature)
         body["model"] = self.model_id
-        if self.prefix_cache:
-            body["cache_prompt"] = True  # llama.cpp's name; vLLM caches prefixes server-side and ignores it
+        # llama.cpp's switch (on by default there); vLLM caches prefixes server-wide
+        # (--enable-prefix-caching) and ignores the extra field.
+        body["cache_prompt"] = self.prefix_cache
         headers = {"Content-Type": "application/json", "Accept": "text/event-stream"}
         if self._key:
             headers["Authorization"] = f"Bearer {self._key}"
