@@ -809,8 +809,9 @@ def cmd_models(args: argparse.Namespace) -> int:
     if args.models_command == "convert-lora":
         from rag.gguf_lora import convert_adapter
 
-        r = convert_adapter(cfg, args.adapter, args.out)
-        print(f"GGUF LoRA written to {r.path}: {r.tensors} tensors ({r.arch}, rank {r.rank}, alpha {r.alpha:g})")
+        lora = convert_adapter(cfg, args.adapter, args.out)
+        print(f"GGUF LoRA written to {lora.path}: {lora.tensors} tensors ({lora.arch}, rank {lora.rank}, "
+              f"alpha {lora.alpha:g})")
         return 0
     wanted = [cfg.embedder.model, cfg.generator.model] + ([cfg.verifier.model] if cfg.verifier.enabled else [])
     names = args.names or list(dict.fromkeys(m.split(":", 1)[1] for m in wanted if m.startswith("bundle:")))

@@ -69,6 +69,7 @@ def run_variant(name: str, overrides: list[str], n_questions: int, n_cold: int =
 
     from eval.bench_query import QUESTIONS
     from rag import Assistant
+    from rag.answer import Answer
     from rag.backends import cpu_threads
     from rag.config import load_config
     from rag.generate import Generation, build_messages
@@ -109,7 +110,7 @@ def run_variant(name: str, overrides: list[str], n_questions: int, n_cold: int =
         for i, (q, pid) in enumerate(QUESTIONS[:n_questions]):
             t0 = time.perf_counter()
             prep = a.prepare(q, pid)
-            if not hasattr(prep, "messages"):
+            if isinstance(prep, Answer):  # answered without generating (the gate abstained)
                 rows.append({"question": q, "generated": False})
                 continue
             first: list[float] = []

@@ -36,8 +36,12 @@ def test_explicit_dtype_is_kept_and_no_cpuinfo_means_no_bf16():
 
 
 def test_defaults_transformers_and_auto():
-    g = load_config().generator
+    from rag.config import GeneratorConfig
+
+    g = GeneratorConfig()
     assert g.backend == "transformers" and g.dtype == "auto" and g.prefix_cache
+    # The default preset states float32: its calibration was fitted on float32 answers.
+    assert load_config().generator.dtype == "float32"
 
 
 def test_openai_backend_needs_url_and_model():
