@@ -47,10 +47,15 @@ class ModelNotAvailableError(InputError):
 class SourceError(InputError):
     """A source file or folder cannot be read or parsed."""
 
+
+class GenerationError(CDSError):
+    """The generation backend failed at run time (a server unreachable or answering an error)."""
+
 __all__ = [
     "CDSError",
     "ConfigError",
     "EmbedderMismatchError",
+    "GenerationError",
     "IndexCorruptError",
     "IndexMissingError",
     "InputError",

@@ -15,6 +15,7 @@ import numpy as np
 
 from rag import confidence as conf
 from rag.answer import Answer, Citation, SentenceRecord
+from rag.backends import Backend, load_backend
 from rag.cite import (
     about_patient,
     check_support,
@@ -28,7 +29,7 @@ from rag.cite import (
 from rag.config import AppConfig, load_config, resolve_path
 from rag.embed import Embedder, load_embedder
 from rag.errors import InputError, UnknownPatientError
-from rag.generate import ABSTAIN_TOKEN, Generation, Generator, PromptSource, build_messages, fit_sources, is_abstention
+from rag.generate import ABSTAIN_TOKEN, Generation, PromptSource, build_messages, fit_sources, is_abstention
 from rag.index import HybridIndex, current_version, embedder_manifest, read_manifest
 from rag.index_jobs import IndexJobs
 from rag.inputs import clean_patient_id, clean_question
@@ -52,7 +53,7 @@ class Assistant:
     reading :attr:`index`.
     """
 
-    def __init__(self, config: AppConfig, embedder: Embedder | None = None, generator: Generator | None = None,
+    def __init__(self, config: AppConfig, embedder: Embedder | None = None, generator: Backend | None = None,
                  progress: bool = False, verifier: Verifier | None = None):
         self.config = config
         self.progress = progress
@@ -110,14 +111,10 @@ class Assistant:
         return self._embedder
 
     @property
-    def generator(self) -> Generator:
+    def generator(self) -> Backend:
+        """The configured generation backend (``generator.backend``), loaded on first use."""
         if self._generator is None:
-            cfg = self.config.generator
-            resolved = resolve(cfg.model, self.cache_dir)
-            adapter = resolve_path(cfg.adapter) if cfg.adapter else None
-            if adapter is not None and not (adapter / "adapter_config.json").exists():
-                raise InputError(f"adapter folder {adapter} has no adapter_config.json; pass a peft adapter folder")
-            self._generator = Generator(resolved.path, resolved.model_id, adapter, cfg.dtype, cfg.merge_adapter)
+            self._generator = load_backend(self.config.generator, self.cache_dir)
         return self._generator
 
     @property
@@ -355,10 +352,15 @@ class Assistant:
                         self.index)
 
     def _models(self, generate: bool) -> dict[str, str | None]:
-        """The models an answer names (the generator only when it generates)."""
+        """The models an answer names (the generator, its backend and dtype only when it generates)."""
         gen = self._generator if generate else None
-        return {"embedder": self.embedder.model_id, "generator": gen.model_id if gen else None,
-                "adapter": gen.adapter if gen else None}
+        models: dict[str, str | None] = {"embedder": self.embedder.model_id,
+                                         "generator": gen.model_id if gen else None,
+                                         "adapter": gen.adapter if gen else None}
+        info = getattr(gen, "info", None)  # test doubles may have none
+        if isinstance(info, dict):
+            models.update({f"generator_{k}": str(v) for k, v in info.items()})
+        return models
 
     def _prompt_sources(self, units: list[Unit]) -> list[PromptSource]:
         """The numbered sources that fit the generator's context, in retrieval order."""
@@ -575,6 +577,7 @@ def _record_generation(timings: dict[str, float], out: Generation) -> None:
                                                                          1e-9)
     timings["new_tokens"] = out.new_tokens
     timings["prompt_tokens"] = out.prompt_tokens
+    timings["prompt_tokens_cached"] = out.cached_tokens
 
 
 def _with_markers(sentence: str, ns: list[int]) -> str:

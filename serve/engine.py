@@ -127,7 +127,7 @@ class Engine:
             verifier = a.verifier
             locked: Any = _Locked(verifier) if verifier is not None else None
             self.assistant = Assistant(a.config, embedder=_Locked(a.embedder),
-                                       generator=_CountingGenerator(a.generator),  # type: ignore[arg-type]
+                                       generator=_CountingGenerator(a.generator),
                                        verifier=locked)
             _ = self.assistant.index, self.assistant.calibration
         except CDSError as e:

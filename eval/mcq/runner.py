@@ -239,7 +239,7 @@ def run(cfg: AppConfig, spec: RunSpec, progress: bool = False, say: Any = print,
             folder = out / folder_name(cond) if multi else out
             res = _run_condition(cond, gen, template, items, exemplars, rag_cache if use_rag else None, spec,
                                  folder, progress, say)
-            res.summary.update(model={"id": gen.model_id, "path": str(resolved.path), "dtype": cfg.generator.dtype,
+            res.summary.update(model={"id": gen.model_id, "path": str(resolved.path), "dtype": gen.dtype,
                                       "load_s": round(load_s, 1)},
                                adapter=adapter_info(adapter), data=data_info, git=git,
                                index=rag_cache[2] if use_rag and rag_cache else None)

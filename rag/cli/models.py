@@ -1,4 +1,4 @@
-"""``app.py models list|fetch``: the offline models (:mod:`rag.models`)."""
+"""``app.py models list|fetch|convert-lora``: the offline models (:mod:`rag.models`, :mod:`rag.gguf_lora`)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,11 @@ def add(sub: Any, common: argparse.ArgumentParser) -> None:
     mf = msub.add_parser("fetch", parents=[common], help="install and convert offline bundles")
     mf.add_argument("names", nargs="*", help="bundle names (default: the configured embedder and generator)")
     mf.set_defaults(handler=fetch)
+    mc = msub.add_parser("convert-lora", parents=[common], help="write a peft LoRA adapter as a GGUF LoRA "
+                         "(for generator.backend llamacpp)")
+    mc.add_argument("adapter", nargs="?", help="adapter folder (default: generator.adapter)")
+    mc.add_argument("--out", help="output file (default: ADAPTER/adapter_model.gguf)")
+    mc.set_defaults(handler=convert_lora)
 
 
 def list_local(args: argparse.Namespace) -> int:
@@ -45,4 +50,13 @@ def fetch(args: argparse.Namespace) -> int:
     names = args.names or list(dict.fromkeys(m.split(":", 1)[1] for m in wanted if m.startswith("bundle:")))
     for name in names:
         print(f"ready: bundle:{name} -> {fetch_bundle(name, resolve_path(cfg.models.cache_dir)).path}")
+    return 0
+
+
+def convert_lora(args: argparse.Namespace) -> int:
+    from rag.gguf_lora import convert_adapter
+
+    lora = convert_adapter(load_config(args), args.adapter, args.out)
+    print(f"GGUF LoRA written to {lora.path}: {lora.tensors} tensors ({lora.arch}, rank {lora.rank}, "
+          f"alpha {lora.alpha:g})")
     return 0
