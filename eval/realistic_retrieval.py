@@ -128,15 +128,16 @@ class Runner:
                 if form == "exp" and not e.found:  # nothing to expand: the same candidates
                     c.dense["exp"], c.bm25["exp"] = c.dense["orig"], c.bm25["orig"]
                     continue
-                t = time.perf_counter()
+                t, c0 = time.perf_counter(), time.process_time()
                 qv = emb.encode_queries([dtext])[0].astype(np.float32)
-                t1 = time.perf_counter()
+                t1, c1 = time.perf_counter(), time.process_time()
                 c.dense[form] = self.ev.r._dense(qv, self.ev.all_allowed, self.ev.depth)
                 t2 = time.perf_counter()
                 c.bm25[form] = self.ev.r._bm25(btext, self.ev.all_allowed, self.ev.depth)
                 t3 = time.perf_counter()
                 if form == "orig":
                     self.latency["encode_ms"].append((t1 - t) * 1000)
+                    self.latency["encode_cpu_ms"].append((c1 - c0) * 1000)
                     self.latency["dense_search_ms"].append((t2 - t1) * 1000)
                     self.latency["bm25_search_ms"].append((t3 - t2) * 1000)
             out.append(c)
@@ -148,10 +149,12 @@ class Runner:
         if missing or timed:
             texts = [self.idx.children[self.idx.child_pos[c]].context_text() for c in (missing or
                                                                                       [f.chunk_id for f in head])]
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             scores = self.a.verifier.answerability(question, texts)
             if timed:  # the full top-N read, as the product does per question
                 self.latency[f"rerank_top{len(texts)}_ms"].append((time.perf_counter() - t) * 1000)
+                # CPU time: what the read costs without the other jobs sharing this core
+                self.latency[f"rerank_top{len(texts)}_cpu_ms"].append((time.process_time() - c) * 1000)
             for cid, s in zip(missing or [f.chunk_id for f in head], scores, strict=True):
                 self.cache[(question, cid)] = float(s)
         return np.array([self.cache[(question, f.chunk_id)] for f in head])
@@ -265,6 +268,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-medquad", action="store_true")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (this machine lends one core)")
     ap.add_argument("--out", default=".cds/eval/realistic")
+    ap.add_argument("--probs-cache", default=None, help="verifier scores (and rerank latencies) to reuse / keep: "
+                                                        "a JSON file, read if present, written at the end")
+    ap.add_argument("--precompute-only", action="store_true",
+                    help="only read the fused heads with the verifier (fills --probs-cache; scores nothing)")
     args = ap.parse_args(argv)
     if args.sweep and args.part == "test":
         raise InputError("--sweep chooses settings: run it on --part dev only")
@@ -297,12 +304,27 @@ def main(argv: list[str] | None = None) -> int:
     if args.chosen:
         f, bw, ex, rr, rw = args.chosen.split(",")
         variants.append(Variant("chosen", f, float(bw), expand=ex == "1", rerank=rr == "1", rerank_weight=float(rw)))
-    # Latency of the product's rerank: the verifier reading the fused top N (timed for every question).
+    cache_path = resolve_path(args.probs_cache) if args.probs_cache else None
+    if cache_path is not None and cache_path.exists():
+        saved = json.loads(cache_path.read_text(encoding="utf-8"))
+        runner.cache = {(k.split("\x1f")[0], k.split("\x1f")[1]): v for k, v in saved["probs"].items()}
+        for k, vals in saved["latency"].items():
+            runner.latency[k] = vals
+    # Latency of the product's rerank: the verifier reading the fused top N (timed for every question), and the
+    # expanded query's head (the other rerank methods read the same heads).
     for q, c in zip(qs, cands, strict=True):
-        fused = fuse({"dense": c.dense["orig"], "bm25": c.bm25["orig"]}, {"dense": 1.0, "bm25": w}, fusion,
-                     r.rrf_k)
-        if len(fused) >= runner.top_n:
-            runner.probs(q.text, fused, timed=True)
+        for form in ("orig", "exp") if not args.precompute_only else ("orig",):
+            fused = fuse({"dense": c.dense[form], "bm25": c.bm25[form]}, {"dense": 1.0, "bm25": w}, fusion, r.rrf_k)
+            # timed once per question: a head already in the cache was timed by the run that scored it
+            timed = form == "orig" and len(fused) >= runner.top_n and (q.text, fused[0].chunk_id) not in runner.cache
+            runner.probs(q.text, fused, timed=timed)
+    if cache_path is not None:
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+        cache_path.write_text(json.dumps({"probs": {f"{k[0]}\x1f{k[1]}": v for k, v in runner.cache.items()},
+                                          "latency": runner.latency}), encoding="utf-8")
+    if args.precompute_only:
+        print(f"verifier scores for {len(qs)} questions in {cache_path}; nothing scored")
+        return 0
     per = evaluate(runner, qs, cands, variants, lambda n: print(f"  scored {n}", flush=True) if args.sweep else None)
     sets = [("realistic", "realistic questions, all"), ("realistic:medquad", "realistic, MedQuAD gold"),
             ("ngc", "realistic, NGC gold"), *((f"realistic:{s}", f"realistic, {s}") for s in STYLES),
