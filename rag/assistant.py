@@ -28,7 +28,7 @@ from rag.cite import (
 )
 from rag.config import AppConfig, load_config, resolve_path
 from rag.embed import Embedder, load_embedder
-from rag.errors import InputError, UnknownPatientError
+from rag.errors import ConfigError, InputError, UnknownPatientError
 from rag.generate import ABSTAIN_TOKEN, Generation, PromptSource, build_messages, fit_sources, is_abstention
 from rag.index import HybridIndex, current_version, embedder_manifest, read_manifest
 from rag.index_jobs import IndexJobs
@@ -201,8 +201,16 @@ class Assistant:
 
     def retriever(self) -> HybridRetriever:
         r = self.config.retrieval
+        reranker = None
+        if r.rerank:
+            verifier = self.verifier
+            if verifier is None:
+                raise ConfigError("retrieval.rerank needs the verifier; set verifier.enabled=true or "
+                                  "retrieval.rerank=false")
+            reranker = verifier.answerability
         return HybridRetriever(self.index, self.embedder, r.dense_k, r.bm25_k, r.rrf_k, r.dense_weight,
-                               r.bm25_weight, r.merge_threshold, r.top_k, r.patient_slots, r.fusion, r.merge_score)
+                               r.bm25_weight, r.merge_threshold, r.top_k, r.patient_slots, r.fusion, r.merge_score,
+                               r.expand_abbreviations, reranker, r.rerank_top_n, r.rerank_weight)
 
     def retrieve(self, question: str, patient_id: str | None = None, top_k: int | None = None) -> Retrieval:
         with self._pin():
@@ -296,7 +304,7 @@ class Assistant:
         allowed = idx.allowed_mask(pid)
         allowed[[i for i, c in enumerate(idx.children) if c.doc_id in withhold]] = False
         t = time.perf_counter()
-        qv = self.embedder.encode_queries([q])[0].astype(np.float32)
+        qv = self.embedder.encode_queries([retriever.dense_query(q)])[0].astype(np.float32)
         ret = retriever.search(q, qv, pid, top_k, allowed=allowed)
         ret.timings_ms = {"query_encode": (time.perf_counter() - t) * 1000, **ret.timings_ms}
         return ret

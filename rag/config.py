@@ -104,6 +104,16 @@ class RetrievalConfig(_Section):
     patient_slots: int = Field(
         2, ge=0, description="with --patient, sources reserved for that patient's records when any are retrieved"
     )
+    expand_abbreviations: bool = Field(
+        False, description="write out clinical abbreviations (rag/abbrev.py) for BM25 and the dense query, keeping "
+                           "the original (measured on the realistic questions: BENCHMARKS.md)")
+    rerank: bool = Field(
+        False, description="reorder the fused top rerank_top_n passages by the verifier's answerability "
+                           "(needs verifier.enabled; BENCHMARKS.md, 'Retrieval on realistic questions')")
+    rerank_top_n: int = Field(20, ge=1, le=100, description="fused passages the verifier reads when reranking")
+    rerank_weight: float = Field(
+        1.0, ge=0.0, le=1.0, description="share of the verifier's probability in the rerank score (the rest is the "
+                                         "fusion score, min-max normalised over the reranked passages)")
 
     @model_validator(mode="after")
     def _some_weight(self) -> RetrievalConfig:

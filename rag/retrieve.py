@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from rag.abbrev import expand
 from rag.chunk import Chunk
 from rag.embed import Embedder
 from rag.index import HybridIndex
@@ -157,10 +158,18 @@ class Retrieval:
     timings_ms: dict[str, float]
 
 
+# Scores (question, passage) pairs: the verifier's answerability (Verifier.answerability's signature).
+Scorer = Callable[[str, Sequence[str]], np.ndarray]
+
+
 class HybridRetriever:
     def __init__(self, index: HybridIndex, embedder: Embedder, dense_k: int, bm25_k: int, rrf_k: int,
                  dense_weight: float, bm25_weight: float, merge_threshold: float, top_k: int,
-                 patient_slots: int = 0, fusion: str = "rrf", merge_score: str = "sum"):
+                 patient_slots: int = 0, fusion: str = "rrf", merge_score: str = "sum",
+                 expand_abbreviations: bool = False, reranker: Scorer | None = None, rerank_top_n: int = 20,
+                 rerank_weight: float = 1.0):
+        self.expand_abbreviations = expand_abbreviations
+        self.reranker, self.rerank_top_n, self.rerank_weight = reranker, rerank_top_n, rerank_weight
         self.fusion = fusion
         self.merge_score = merge_score
         self.index = index
@@ -190,9 +199,13 @@ class HybridRetriever:
         top = top[np.argsort(-scores[top], kind="stable")]
         return [(self.index.children[i].chunk_id, float(scores[i])) for i in top if scores[i] > 0]
 
+    def dense_query(self, query: str) -> str:
+        """The text the embedder encodes: abbreviations written out after themselves when expansion is on."""
+        return expand(query).dense_text if self.expand_abbreviations else query
+
     def retrieve(self, query: str, patient_id: str | None = None, top_k: int | None = None) -> Retrieval:
         t = time.perf_counter()
-        qv = self.embedder.encode_queries([query])[0].astype(np.float32)
+        qv = self.embedder.encode_queries([self.dense_query(query)])[0].astype(np.float32)
         encode_ms = (time.perf_counter() - t) * 1000
         ret = self.search(query, qv, patient_id, top_k)
         ret.timings_ms = {"query_encode": encode_ms, **ret.timings_ms}
@@ -212,9 +225,14 @@ class HybridRetriever:
             allowed = self.index.allowed_mask(patient_id)
         dense = self._dense(qv, allowed, self.dense_k) if self.weights["dense"] > 0 else []
         # Patient notes carry their id in the title, so naming it lets BM25 prefer them.
-        bm25_query = f"{query} {patient_id}" if patient_id else query
+        text = expand(query).bm25_text if self.expand_abbreviations else query
+        bm25_query = f"{text} {patient_id}" if patient_id else text
         bm25 = self._bm25(bm25_query, allowed, self.bm25_k) if self.weights["bm25"] > 0 else []
         fused = fuse({"dense": dense, "bm25": bm25}, self.weights, self.fusion, self.rrf_k)
+        if self.reranker is not None and fused:
+            t_r = time.perf_counter()
+            fused = self.rerank(query, fused)
+            timings["rerank"] = (time.perf_counter() - t_r) * 1000
         by_id = {c.chunk_id: c for c in (self.index.children[self.index.child_pos[f.chunk_id]] for f in fused)}
         # Defence in depth: the searches were already scoped; re-check every hit anyway.
         for c in by_id.values():
@@ -227,3 +245,12 @@ class HybridRetriever:
         units = units[:k]
         timings["search"] = (time.perf_counter() - t) * 1000
         return Retrieval(units, fused, dense, bm25, qv, timings)
+
+    def rerank(self, query: str, fused: list[Fused]) -> list[Fused]:
+        """The fused list with its first ``rerank_top_n`` passages reordered by the verifier (rag/rerank.py)."""
+        from rag.rerank import rerank
+
+        assert self.reranker is not None
+        head = fused[: self.rerank_top_n]
+        texts = [self.index.children[self.index.child_pos[f.chunk_id]].context_text() for f in head]
+        return rerank(fused, self.reranker(query, texts), self.rerank_weight)

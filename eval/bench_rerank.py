@@ -1,0 +1,82 @@
+"""Cost of reranking the fused top N with the verifier, float32 vs dynamic int8, N = 10 and 20.
+
+    python -m eval.bench_rerank [--config configs/realistic.yaml] [--questions 12] [--threads 1]
+
+For each of the first realistic dev questions, the configured retriever's fused top N passages
+are scored by the verifier as the product would (one batch). Reports CPU time per question
+(``time.process_time``: robust to other jobs sharing the core, unlike wall time), wall time,
+and how far int8 scores move from float32 (max |diff|, and whether the top passage changes).
+int8 is ``torch.ao.quantization.quantize_dynamic`` over the Linear layers (no calibration data).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+import os
+import time
+import warnings
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    ap.add_argument("--config", default="configs/realistic.yaml")
+    ap.add_argument("--questions", type=int, default=12)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args(argv)
+    warnings.filterwarnings("ignore")
+    logging.disable(logging.WARNING)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from eval.realistic_retrieval import load_realistic
+    from rag import Assistant
+    from rag.config import load_config
+
+    a = Assistant(load_config(args.config, ["index.auto_build_demo=false"]))
+    v = a.verifier
+    assert v is not None
+    v.batch_size = 20
+    r = a.retriever()
+    qs = load_realistic(part="dev")[: args.questions]
+    heads = []
+    for q in qs:
+        ret = r.retrieve(q.text)
+        heads.append((q.text, [a.index.children[a.index.child_pos[f.chunk_id]].context_text() for f in ret.fused[:20]]))
+    v.answerability("warm up", heads[0][1][:2])
+    fp32 = v._model
+    int8 = torch.ao.quantization.quantize_dynamic(copy.deepcopy(fp32), {torch.nn.Linear}, dtype=torch.qint8)
+    rows = []
+    scores: dict[str, list[np.ndarray]] = {}
+    for name, model in (("float32", fp32), ("int8", int8)):
+        v._model = model
+        v.answerability("warm up", heads[0][1][:2])
+        for n in (10, 20):
+            cpu, wall, out = [], [], []
+            for question, texts in heads:
+                t, c = time.perf_counter(), time.process_time()
+                out.append(v.answerability(question, texts[:n]))
+                wall.append((time.perf_counter() - t) * 1000)
+                cpu.append((time.process_time() - c) * 1000)
+            scores[f"{name}-{n}"] = out
+            rows.append((name, n, float(np.median(cpu)), float(np.percentile(cpu, 95)), float(np.median(wall))))
+    v._model = fp32
+    print(f"{len(heads)} questions, {args.threads} thread(s)\n")
+    print("| model | top N | CPU ms p50 | CPU ms p95 | wall ms p50 (shared core) |\n|---|---|---|---|---|")
+    for name, n, c50, c95, w50 in rows:
+        print(f"| {name} | {n} | {c50:.0f} | {c95:.0f} | {w50:.0f} |")
+    diff = max(float(np.abs(x - y).max()) for x, y in zip(scores["float32-20"], scores["int8-20"], strict=True))
+    same_top = np.mean([int(np.argmax(x) == np.argmax(y)) for x, y in zip(scores["float32-20"], scores["int8-20"],
+                                                                         strict=True)])
+    print(f"\nint8 vs float32 on the top 20: max |p diff| {diff:.3f}; same top passage for {100 * same_top:.0f}% "
+          "of questions")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,53 @@
+"""Build the index the realistic-question benchmark runs on (``configs/realistic.yaml``).
+
+Corpus: every MedQuAD page of the held-out retrieval split (never seen by the generator or the
+verifier in training) and the NGC guideline summaries (USPSTF left out: it restates NGC). The MedQuAD
+files are copied (not linked: the readers skip symlinks leaving a folder) to ``.cds/realistic``.
+Passages already embedded by another index can be reused by copying its ``cache`` folder into
+the new index root first; ``update`` reads the cache, ``build`` would not.
+
+    python -m eval.realistic_index [--config configs/realistic.yaml]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+from eval.splits import load_split
+
+SPLIT = Path("eval/splits/medquad_retrieval.json")
+
+
+def materialise(data_dir: Path, out: Path, split_path: Path = SPLIT) -> list[str]:
+    """Copy the split's MedQuAD files to ``out``; return the index's source list."""
+    split = load_split(split_path)
+    files = sorted(set(split["files"]["test"]) | set(split["files"]["dev"]))
+    if out.exists():
+        shutil.rmtree(out)
+    for rel in files:
+        dst = out / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(data_dir / "medquad" / rel, dst)
+    # USPSTF is left out: its recommendations restate NGC summaries, so a question's gold would be ambiguous.
+    return [f"medquad:{out}", f"ngc:{data_dir / 'guidelines' / 'ngc_usgov_guideline_summaries.jsonl'}"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    from rag import Assistant
+    from rag.index_jobs import IndexJobs
+    from rag.config import data_dir, load_config, resolve_path
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    ap.add_argument("--config", default="configs/realistic.yaml")
+    args = ap.parse_args(argv)
+    cfg = load_config(args.config)
+    sources = materialise(data_dir(cfg), resolve_path(".cds/realistic/medquad"))
+    res = IndexJobs.of(Assistant(cfg, progress=True)).update(sources, strict=True)
+    print(f"index {resolve_path(cfg.index.dir)}: {res.summary()}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
