@@ -157,7 +157,10 @@ def bm25_top(scores: np.ndarray, allowed: np.ndarray, k: int) -> np.ndarray:
     if k <= 0:
         return cand[:0]
     if cand.size > k:
-        cand = cand[np.argpartition(-scores[cand], k - 1)[:k]]
+        s = scores[cand]
+        kth = -np.partition(-s, k - 1)[k - 1]  # the k-th best score
+        better = cand[s > kth]
+        cand = np.concatenate([better, cand[s == kth][:k - better.size]])  # ties at the cut: lowest rows
     return cand[np.lexsort((cand, -scores[cand]))]
 
 
