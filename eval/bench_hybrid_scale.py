@@ -353,30 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  write {res['write_s']:.0f} s (dense {args.dense} built inside), publish {res['publish_s']:.1f} s, "
               f"disk {sum(res['disk_mb'].values()):.0f} MB {shown}", flush=True)
 
-        # a one-document update: before this change every publish rebuilt BM25 and the dense store
-        # (the stages just timed, plus loading the previous version); now the graph is updated in place
-        upd = one_document_update(root, version, settings, facts, parents, rng, args.noise_cos)
-        res["update_one_document"] = upd
-        res["update_one_document_rebuild_s"] = (upd["load_previous_s"] + upd["vectors_s"] + res["bm25_tokenize_s"]
-                                                + res["bm25_index_s"] + res["write_s"] + res["publish_s"])
-        print(f"  one-document update: load previous {upd['load_previous_s']:.1f} s + vectors {upd['vectors_s']:.1f} s "
-              f"+ BM25 {upd['bm25_s']:.1f} s + write {upd['write_s']:.1f} s ({args.dense}, tombstones "
-              f"{upd['tombstones']:.0f}) + publish {upd['publish_s']:.1f} s = {upd['total_s']:.0f} s; with the graph "
-              f"rebuilt: {res['update_one_document_rebuild_s']:.0f} s", flush=True)
-
-        # memory of a serving process: load the version in a fresh process (RSS before/after)
-        import subprocess
-
-        probe = ("import sys, time; sys.path.insert(0, '.'); from eval.bench_scale import rss_mb; "
-                 "from rag.index import HybridIndex, import_bm25s; import faiss; import_bm25s(); r0 = rss_mb(); "
-                 f"t = time.perf_counter(); i = HybridIndex.load(__import__('pathlib').Path({str(root)!r})); "
-                 "print(time.perf_counter() - t, rss_mb() - r0)")
-        out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split()
-        res["load_verified_s"], res["rss_loaded_mb"] = float(out[-2]), float(out[-1])
-        print(f"  fresh process: load with checksums {res['load_verified_s']:.0f} s, "
-              f"RSS +{res['rss_loaded_mb']:.0f} MB", flush=True)
-
-        # serve: load the (updated) version as the app does, search with the default retriever
+        # serve: load the version as the app does, search with the default retriever
         t = time.perf_counter()
         idx = HybridIndex.load(root, verify=False)
         res["load_s"] = time.perf_counter() - t
@@ -404,7 +381,6 @@ def main(argv: list[str] | None = None) -> int:
                 got2 = got
         hnsw_store, idx.dense = idx.dense, flat
         ref, runs["flat"] = run_queries(ret, questions, qvs)
-        runs["flat"].update(parts(ret, idx, questions, qvs))
         idx.dense = hnsw_store
         if args.dense == "hnsw":
             for name, g in ((args.dense, got), (f"hnsw-ef{res['ef_chosen']}", got2)):
@@ -417,21 +393,49 @@ def main(argv: list[str] | None = None) -> int:
             extra = (f" | vs exact: dense recall@10 {s['dense_recall@10']:.3f}, fused top-10 overlap "
                      f"{s['fused_top10_overlap']:.3f} (identical {s['fused_top10_identical']:.0%})"
                      if "dense_recall@10" in s else "")
+            detail = (f"; dense alone CPU p50 {s['dense_cpu_p50_ms']:.2f}, BM25 alone CPU p50 "
+                      f"{s['bm25_cpu_p50_ms']:.2f} p95 {s['bm25_cpu_p95_ms']:.2f} ms (bm25s scoring p50 "
+                      f"{s['bm25_get_scores_cpu_p50_ms']:.2f}, top-k {s['bm25_top_cpu_p50_ms']:.2f}, before "
+                      f"{s['bm25_legacy_top_cpu_p50_ms']:.2f} ms, same scores {s['bm25_top_same_as_legacy']:.0%})"
+                      if "dense_cpu_p50_ms" in s else "")
             print(f"  {name}: hybrid wall p50 {s['p50_ms']:.2f} p95 {s['p95_ms']:.2f} ms, CPU p50 "
-                  f"{s['cpu_p50_ms']:.2f} p95 {s['cpu_p95_ms']:.2f} ms; dense alone CPU p50 "
-                  f"{s['dense_cpu_p50_ms']:.2f}, BM25 alone CPU p50 {s['bm25_cpu_p50_ms']:.2f} "
-                  f"p95 {s['bm25_cpu_p95_ms']:.2f} ms "
-                  f"(bm25s scoring p50 {s['bm25_get_scores_cpu_p50_ms']:.2f}, top-k {s['bm25_top_cpu_p50_ms']:.2f}, "
-                  f"before {s['bm25_legacy_top_cpu_p50_ms']:.2f} ms, same scores {s['bm25_top_same_as_legacy']:.0%})"
-                  f"{extra}", flush=True)
+                  f"{s['cpu_p50_ms']:.2f} p95 {s['cpu_p95_ms']:.2f} ms{detail}{extra}", flush=True)
         res["runs"] = runs
         print(f"  load {res['load_s']:.0f} s", flush=True)
         del idx, ret, got, ref
-        shutil.rmtree(root, ignore_errors=True)
         results["sizes"][str(n)] = res
         if args.json:
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
             Path(args.json).write_text(json.dumps(results, indent=2))
+
+        # a one-document update: before this change every publish rebuilt BM25 and the dense store
+        # (the stages just timed, plus loading the previous version); now the graph is updated in place
+        upd = one_document_update(root, version, settings, facts, parents, rng, args.noise_cos)
+        res["update_one_document"] = upd
+        res["update_one_document_rebuild_s"] = (upd["load_previous_s"] + upd["vectors_s"] + res["bm25_tokenize_s"]
+                                                + res["bm25_index_s"] + res["write_s"] + res["publish_s"])
+        print(f"  one-document update: load previous {upd['load_previous_s']:.1f} s + vectors {upd['vectors_s']:.1f} s "
+              f"+ BM25 {upd['bm25_s']:.1f} s + write {upd['write_s']:.1f} s ({args.dense}, tombstones "
+              f"{upd['tombstones']:.0f}) + publish {upd['publish_s']:.1f} s = {upd['total_s']:.0f} s; with the graph "
+              f"rebuilt: {res['update_one_document_rebuild_s']:.0f} s", flush=True)
+
+        # memory of a serving process: load the version in a fresh process (RSS before/after)
+        import subprocess
+
+        probe = ("import sys, time; sys.path.insert(0, '.'); from eval.bench_scale import rss_mb; "
+                 "from rag.index import HybridIndex, import_bm25s; import faiss; import_bm25s(); r0 = rss_mb(); "
+                 f"t = time.perf_counter(); i = HybridIndex.load(__import__('pathlib').Path({str(root)!r})); "
+                 "print(time.perf_counter() - t, rss_mb() - r0)")
+        out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split()
+        res["load_verified_s"], res["rss_loaded_mb"] = float(out[-2]), float(out[-1])
+        print(f"  fresh process: load with checksums {res['load_verified_s']:.0f} s, "
+              f"RSS +{res['rss_loaded_mb']:.0f} MB", flush=True)
+
+        results["sizes"][str(n)] = res
+        if args.json:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.json).write_text(json.dumps(results, indent=2))
+        shutil.rmtree(root, ignore_errors=True)
     return 0
 
 
