@@ -54,9 +54,9 @@ def synth_corpus(real_children: list[Any], real_vecs: np.ndarray, n: int, swap: 
     from rag.text import tokenize
 
     n_syn = max(0, n - len(real_children))
-    toks = [tokenize(c.text) for c in real_children]
     vocab: dict[str, int] = {}
-    ids = [np.array([vocab.setdefault(t, len(vocab)) for t in ts], dtype=np.int64) for ts in toks]
+    ids = [np.array([vocab.setdefault(t, len(vocab)) for t in tokenize(c.text)], dtype=np.int64)
+           for c in real_children]
     words = np.array(list(vocab), dtype=object)
     pool = np.concatenate([i for i in ids if i.size])  # every token occurrence: frequency-weighted draws
     rare_words = np.array([f"zq{i}x" for i in range(rare_vocab)], dtype=object)
@@ -68,7 +68,7 @@ def synth_corpus(real_children: list[Any], real_vecs: np.ndarray, n: int, swap: 
     u = rng.random(flat.size)
     swapped = u < swap
     flat[swapped] = pool[rng.integers(0, pool.size, int(swapped.sum()))]
-    toks = words[flat]  # object array of word strings, shared with the vocabulary
+    toks: np.ndarray = words[flat]  # object array of word strings, shared with the vocabulary
     rared = (u >= swap) & (u < swap + rare)
     toks[rared] = rare_words[rng.integers(0, rare_vocab, int(rared.sum()))]
     del flat, u, swapped, rared

@@ -60,8 +60,10 @@ class PgLexical:
         self.conn.execute(f"CREATE INDEX {table}_tsv ON {table} USING gin (tsv)")
         self.conn.execute(f"ANALYZE {table}")
         self.build_s = time.perf_counter() - t
-        self.size_mb = self.conn.execute("SELECT pg_total_relation_size(%s)", (table,)).fetchone()[0] / 2**20
-        self.pid = int(self.conn.execute("SELECT pg_backend_pid()").fetchone()[0])
+        size = self.conn.execute("SELECT pg_total_relation_size(%s)", (table,)).fetchone()
+        pid = self.conn.execute("SELECT pg_backend_pid()").fetchone()
+        assert size is not None and pid is not None
+        self.size_mb, self.pid = size[0] / 2**20, int(pid[0])
 
     def search(self, query: str, patient_id: str | None, k: int) -> list[tuple[int, float]]:
         sql = (f"WITH x AS (SELECT replace(plainto_tsquery('english', %s)::text, '&', '|')::tsquery AS q) "
@@ -103,6 +105,8 @@ def quality(assistant: Any, idx: Any, pg: PgLexical, rows: list[dict[str, Any]],
                           r.merge_threshold, 10, r.patient_slots, r.fusion, r.merge_score)
 
     class PgRetriever(HybridRetriever):
+        _patient: str | None = None  # the question's patient (the SQL scopes by it)
+
         def _bm25(self, query: str, allowed: np.ndarray, k: int) -> list[tuple[str, float]]:
             pid = self._patient
             return [(idx.children[row].chunk_id, s) for row, s in pg.search(query, pid, k) if allowed[row]]
@@ -113,7 +117,7 @@ def quality(assistant: Any, idx: Any, pg: PgLexical, rows: list[dict[str, Any]],
     per: dict[str, dict[str, list[float]]] = {}
     for x, qv in zip(rows, qvs, strict=True):
         gold, q, p = set(x["gold"]), str(x["question"]), x.get("patient_id")
-        pgret._patient = p  # type: ignore[attr-defined]
+        pgret._patient = p
         ranked = {
             "bm25s": dedupe([idx.children[i].doc_id for i in bm25_rows(ret, idx, q, p, 30)]),
             "postgres": dedupe([idx.children[i].doc_id for i, _ in pg.search(f"{q} {p}" if p else q, p, 30)]),
