@@ -36,8 +36,8 @@ def materialise(data_dir: Path, out: Path, split_path: Path = SPLIT) -> list[str
 
 def main(argv: list[str] | None = None) -> int:
     from rag import Assistant
-    from rag.index_jobs import IndexJobs
     from rag.config import data_dir, load_config, resolve_path
+    from rag.index_jobs import IndexJobs
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     ap.add_argument("--config", default="configs/realistic.yaml")

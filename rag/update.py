@@ -65,7 +65,7 @@ from rag.index import (
 )
 from rag.lock import IndexLock
 from rag.text import tokenize as bm25_tokenize
-from rag.vectorstore import DenseSettings, dense_spec, drop_dense, open_dense, write_dense
+from rag.vectorstore import DenseSettings, VectorStore, dense_spec, drop_dense, open_dense, write_dense
 
 log = logging.getLogger(__name__)
 
@@ -215,9 +215,10 @@ def build_index(docs: list[Document], embedder: Embedder, root: Path, chunking: 
     return res.version, res.manifest
 
 
-def _load_previous(root: Path, version: str, url: str | None = None
-                   ) -> tuple[dict[str, Any], list[Chunk], np.ndarray]:
-    """The current version's manifest, chunks (in file order) and child vectors, checksums verified."""
+def _load_previous(root: Path, version: str, url: str | None = None, keep_graph: bool = False
+                   ) -> tuple[dict[str, Any], list[Chunk], np.ndarray, VectorStore | None]:
+    """The current version's manifest, chunks (in file order) and child vectors, checksums verified;
+    with ``keep_graph``, also its FAISS HNSW store (else None), which the next version updates in place."""
     vdir, manifest = read_manifest(root, version)
     problems = verify_files(vdir, manifest)
     if problems:
@@ -227,11 +228,14 @@ def _load_previous(root: Path, version: str, url: str | None = None
         chunks = [Chunk.from_dict(json.loads(line)) for line in f]
     is_ehr = np.array([c.kind == "ehr" for c in chunks if c.level == "child"], dtype=bool)
     store = open_dense(vdir, manifest, is_ehr, url)
+    spec = dense_spec(manifest)
+    keep = keep_graph and spec["store"] == "faiss" and spec.get("type") == "hnsw"
     try:
         vectors = store.reconstruct_n(0, store.ntotal)
     finally:
-        store.close()
-    return manifest, chunks, vectors
+        if not keep:
+            store.close()
+    return manifest, chunks, vectors, store if keep else None
 
 
 def _kept_documents(skipped: list[tuple[str, str]], prev_docs: dict[str, Any], present: set[str]) -> list[str]:
@@ -254,6 +258,7 @@ class _Diff:
     manifest: dict[str, Any] | None  # the current version's manifest (None: no index, or unreadable and full)
     prev_chunks: list[Chunk]  # loaded only for an incremental update
     prev_vectors: np.ndarray
+    prev_store: VectorStore | None  # the previous HNSW store, updated in place by the next version
     prev_docs: dict[str, Any]
     added: list[str]
     changed: list[str]
@@ -294,16 +299,18 @@ def _check_compatible(m: dict[str, Any], previous: str, facts: dict[str, Any], c
 
 
 def _diff(docs: list[Document], embedder: Embedder, root: Path, chunking: dict[str, int], full: bool,
-          skipped: list[tuple[str, str]], max_removed: float, url: str | None = None) -> _Diff:
+          skipped: list[tuple[str, str]], max_removed: float, url: str | None = None, keep_graph: bool = False
+          ) -> _Diff:
     facts = embedder_manifest(embedder)
     previous = current_version(root)
     m = _current_manifest(root, previous, full)
     prev_manifest: dict[str, Any] | None = None
     prev_chunks: list[Chunk] = []
     prev_vectors = np.zeros((0, embedder.dim), np.float32)
+    prev_store: VectorStore | None = None
     if m is not None and previous is not None and not full:
         _check_compatible(m, previous, facts, chunking, root)
-        prev_manifest, prev_chunks, prev_vectors = _load_previous(root, previous, url)
+        prev_manifest, prev_chunks, prev_vectors, prev_store = _load_previous(root, previous, url, keep_graph)
     # A full build reuses nothing, but still reports what changed against the current version.
     prev_docs: dict[str, Any] = m.get("documents", {}) if m is not None else {}
     new_ids = {d.doc_id for d in docs}
@@ -322,7 +329,8 @@ def _diff(docs: list[Document], embedder: Embedder, root: Path, chunking: dict[s
         raise InputError(f"this update would remove {len(removed)} of {len(prev_docs)} indexed documents "
                          f"(more than {max_removed:.0%}); check the source list, or allow it with "
                          "--max-removed 1")
-    return _Diff(previous, m, prev_chunks, prev_vectors, prev_docs, added, changed, unchanged, removed, kept)
+    return _Diff(previous, m, prev_chunks, prev_vectors, prev_store, prev_docs, added, changed, unchanged, removed,
+                 kept)
 
 
 def _chunk(docs: list[Document], diff: _Diff, embedder: Embedder, chunking: dict[str, int], full: bool,
@@ -390,9 +398,12 @@ def _build_manifest(version: str, diff: _Diff, docs: list[Document], facts: dict
 
 
 def _write_and_publish(root: Path, stage: _Stages, parents: list[Chunk], children: list[Chunk],
-                       vectors: np.ndarray, bm25: Any, settings: DenseSettings, make_manifest: Any
-                       ) -> tuple[str, dict[str, Any]]:
-    """Write the version into a temporary folder, then publish it (stages "write" and "publish")."""
+                       vectors: np.ndarray, bm25: Any, settings: DenseSettings, make_manifest: Any,
+                       previous: tuple[VectorStore, np.ndarray] | None = None) -> tuple[str, dict[str, Any]]:
+    """Write the version into a temporary folder, then publish it (stages "write" and "publish").
+
+    ``previous``: the previous version's HNSW store and each passage's row in it (-1: new), so the
+    graph is updated instead of rebuilt (:func:`rag.vectorstore.update_faiss`)."""
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root / "versions"))
     dense: dict[str, Any] | None = None
     try:
@@ -401,7 +412,7 @@ def _write_and_publish(root: Path, stage: _Stages, parents: list[Chunk], childre
             with (tmp / "chunks.jsonl").open("w", encoding="utf-8") as f:
                 for c in parents + children:
                     f.write(json.dumps(c.to_dict(), ensure_ascii=False) + "\n")
-            dense = write_dense(settings, tmp, vectors, children, version, root)
+            dense = write_dense(settings, tmp, vectors, children, version, root, previous)
             bm25.save(str(tmp / "bm25"), show_progress=False)
             files = {p.relative_to(tmp).as_posix(): {"sha256": file_sha256(p), "bytes": p.stat().st_size}
                      for p in sorted(tmp.rglob("*")) if p.is_file()}
@@ -428,13 +439,10 @@ def _update_locked(docs: list[Document], embedder: Embedder, root: Path, chunkin
     stage = _Stages()
     facts = embedder_manifest(embedder)
     with stage("diff"):
-        diff = _diff(docs, embedder, root, chunking, full, skipped, max_removed, settings.postgres_url)
+        diff = _diff(docs, embedder, root, chunking, full, skipped, max_removed, settings.postgres_url,
+                     keep_graph=settings.store == "faiss" and settings.dense == "hnsw")
     previous = diff.previous
-    for label, ids in (("added", diff.added), ("changed", diff.changed), ("removed", diff.removed),
-                       ("kept (unreadable now)", diff.kept)):
-        for i in ids:
-            log.info("%s %s", label, i)
-
+    _log_diff(diff)
     if not full and previous is not None and not (diff.added or diff.changed or diff.removed):
         log.info("no changes against version %s: nothing published", previous)
         n = len([c for c in diff.prev_chunks if c.level == "child"])
@@ -458,10 +466,16 @@ def _update_locked(docs: list[Document], embedder: Embedder, root: Path, chunkin
     chunk_counts = {"added": len(children) - n_reused, "removed": n_prev - n_reused, "reused": n_reused,
                     "total": len(children)}
     emb_counts = {"computed": n_computed, "cached": n_cached}
-    version, manifest = _write_and_publish(
-        root, stage, parents, children, vectors, bm25, settings,
-        lambda v, files, dense: _build_manifest(v, diff, docs, facts, chunking, parents, children, mode,
-                                                per_source, skipped, chunk_counts, emb_counts, files, dense))
+    previous_graph = _previous_graph(diff, children, vectors)
+    try:
+        version, manifest = _write_and_publish(
+            root, stage, parents, children, vectors, bm25, settings,
+            lambda v, files, dense: _build_manifest(v, diff, docs, facts, chunking, parents, children, mode,
+                                                    per_source, skipped, chunk_counts, emb_counts, files, dense),
+            previous_graph)
+    finally:
+        if diff.prev_store is not None:
+            diff.prev_store.close()
     append_history(root, {"action": "publish", "version": version, "from": previous, "mode": mode,
                           "documents": {k: len(v) for k, v in documents.items()}})
     log.info("published index version %s (%s): +%d ~%d -%d documents, %d passages (%d embedded, %d cached)",
@@ -476,6 +490,31 @@ def _update_locked(docs: list[Document], embedder: Embedder, root: Path, chunkin
     manifest["seconds"] = dict(stage.seconds)
     return UpdateResult(version, previous, mode, documents, chunk_counts, emb_counts, skipped, pruned,
                         stage.seconds, manifest)
+
+
+def _log_diff(diff: Any) -> None:
+    for label, ids in (("added", diff.added), ("changed", diff.changed), ("removed", diff.removed),
+                       ("kept (unreadable now)", diff.kept)):
+        for i in ids:
+            log.info("%s %s", label, i)
+
+
+def _previous_graph(diff: Any, children: list[Chunk], vectors: np.ndarray) -> tuple[Any, np.ndarray] | None:
+    """The previous HNSW graph and each passage's row in it, for an in-place update (None: rebuild).
+    Kept passages take exactly the vectors the graph holds (``vectors`` is changed in place)."""
+    if diff.prev_store is None:
+        return None
+    prev_rows = previous_rows(children, diff.prev_chunks)
+    kept = prev_rows >= 0
+    vectors[kept] = diff.prev_vectors[prev_rows[kept]]
+    return diff.prev_store, prev_rows
+
+
+def previous_rows(children: list[Chunk], prev_chunks: list[Chunk]) -> np.ndarray:
+    """Each passage's row in the previous version, or -1. A passage is kept when ``_chunk`` reused
+    it from the previous version (the same object: its document did not change)."""
+    row = {id(c): i for i, c in enumerate(c for c in prev_chunks if c.level == "child")}
+    return np.array([row.get(id(c), -1) for c in children], dtype=np.int64)
 
 
 def _vectors(children: list[Chunk], embedder: Embedder, root: Path, facts: dict[str, Any], prev_chunks: list[Chunk],

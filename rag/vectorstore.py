@@ -17,6 +17,13 @@ non-EHR passages plus one patient's records) and splits them:
   filter (FAISS) or exactly (PostgreSQL).
 
 So a patient's own records are never lost to an approximate search, whatever the backend.
+
+Updates. A flat store is rebuilt for every version (copying the vectors costs less than any
+bookkeeping). An HNSW graph is updated in place when the previous version's store is at hand
+(:func:`update_faiss`): kept passages are renumbered (the ``IndexIDMap2`` row ids), new shared
+passages are added to the graph, and removed ones stay in it as *tombstones* (ids at
+``TOMBSTONE_BASE`` and above, which every search filters out), until they exceed
+``MAX_TOMBSTONE_SHARE`` of the graph and the next version is rebuilt from scratch (compaction).
 """
 
 from __future__ import annotations
@@ -37,6 +44,10 @@ log = logging.getLogger(__name__)
 
 FAISS_FILE = "dense.faiss"
 FAISS_EHR_FILE = "dense-ehr.faiss"  # HNSW versions: the patient records, searched exactly
+# Graph entries of passages removed by an incremental update: an id no row can have (a scope
+# bitmap holds one bit per row, so these are never members) and unique per graph entry.
+TOMBSTONE_BASE = 1 << 40
+MAX_TOMBSTONE_SHARE = 0.1  # past this share of dead graph entries, the next version rebuilds the graph
 URL_ENV = "CDS_POSTGRES_URL"
 VERSIONS_TABLE = "cds_index_versions"
 
@@ -124,12 +135,20 @@ class FaissStore:
         self.ehr = ehr
         self.spec = spec
         self.hnsw = spec.get("type") == "hnsw"
-        n = int(index.ntotal) + (int(ehr.ntotal) if ehr is not None else 0)
+        self.tombstones = int((self._graph_ids() >= TOMBSTONE_BASE).sum()) if self.hnsw else 0
+        n = int(index.ntotal) - self.tombstones + (int(ehr.ntotal) if ehr is not None else 0)
         self.is_ehr = is_ehr if is_ehr is not None else np.zeros(n, dtype=bool)
+
+    def _graph_ids(self) -> np.ndarray:
+        """Row id of each graph entry, in insertion order (tombstones included)."""
+        import faiss
+
+        return faiss.vector_to_array(self.index.id_map)
 
     @property
     def ntotal(self) -> int:
-        return int(self.index.ntotal) + (int(self.ehr.ntotal) if self.ehr is not None else 0)
+        """Live rows (the graph's tombstones are not rows)."""
+        return int(self.index.ntotal) - self.tombstones + (int(self.ehr.ntotal) if self.ehr is not None else 0)
 
     @property
     def d(self) -> int:
@@ -151,7 +170,8 @@ class FaissStore:
         for part in (self.index, self.ehr):
             if part is not None and part.ntotal:
                 ids = faiss.vector_to_array(part.id_map)
-                out[ids] = faiss.downcast_index(part.index).reconstruct_n(0, part.ntotal)
+                live = ids < TOMBSTONE_BASE
+                out[ids[live]] = faiss.downcast_index(part.index).reconstruct_n(0, part.ntotal)[live]
         return out[start:start + n]
 
     def _exact_rows(self, qv: np.ndarray, rows: np.ndarray, k: int) -> list[tuple[int, float]]:
@@ -168,12 +188,14 @@ class FaissStore:
         # It is passed even when everything is allowed: for one query, FAISS's selector path was 4x
         # faster than its default path on 115k flat vectors (multi-threading overhead; BENCHMARKS.md).
         bitmap = np.packbits(allowed, bitorder="little")
-        sel = faiss.IDSelectorBitmap(allowed.size, faiss.swig_ptr(bitmap))
+        sel = faiss.IDSelectorBitmap(bitmap.size, faiss.swig_ptr(bitmap))  # size in bytes
         params: Any
         if self.hnsw:
             params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]  # missing from faiss's stubs
             params.efSearch = max(int(self.spec["ef_search"]), k)
-            if n_allowed < int(self.index.ntotal):  # an arbitrary subset (evaluation): filter in the walk
+            # A subset of the graph's entries (tombstones, or an evaluation's arbitrary mask): filter in
+            # the walk. Tombstones are few (MAX_TOMBSTONE_SHARE), so the walk loses little.
+            if n_allowed < int(self.index.ntotal):
                 params.sel = sel
         else:
             params = faiss.SearchParameters(sel=sel)  # type: ignore[call-arg]
@@ -198,8 +220,11 @@ class FaissStore:
         out = []
         for name, part, want in (("graph", self.index, ~self.is_ehr), ("patient records", self.ehr, self.is_ehr)):
             have = np.sort(faiss.vector_to_array(part.id_map)) if part is not None else np.zeros(0, np.int64)
-            if not np.array_equal(have, np.flatnonzero(want)):
+            if not np.array_equal(have[have < TOMBSTONE_BASE], np.flatnonzero(want)):
                 out.append(f"dense {name} index holds other rows than the passages of its kind")
+        if self.tombstones != int(self.spec.get("tombstones", 0)):
+            out.append(f"dense graph holds {self.tombstones} removed passages, the manifest says "
+                       f"{int(self.spec.get('tombstones', 0))}")
         return out
 
     def close(self) -> None:
@@ -238,12 +263,62 @@ def build_faiss(vectors: np.ndarray, spec: dict[str, Any], is_ehr: np.ndarray | 
     return FaissStore(shared, spec, is_ehr, ehr)
 
 
+def update_faiss(prev: Any, prev_rows: np.ndarray, vectors: np.ndarray, spec: dict[str, Any],
+                 is_ehr: np.ndarray) -> FaissStore | None:
+    """The next version's HNSW store made from the previous one's, or None when it must be rebuilt.
+
+    ``prev_rows[i]`` is the previous row of new row ``i`` when that passage is kept with the same
+    vector (-1: new). Kept graph entries are renumbered, new shared passages added to the graph,
+    dropped ones left in it as tombstones; the patient records' exact index is rebuilt (a copy).
+    None (rebuild) for a flat store, another store or graph shape, or when the tombstones would
+    pass ``MAX_TOMBSTONE_SHARE`` of the graph. ``prev`` is changed in place: pass a store loaded
+    for this job, never one that serves queries.
+    """
+    import faiss
+
+    if not (isinstance(prev, FaissStore) and prev.hnsw and spec.get("type") == "hnsw"):
+        return None
+    if any(int(prev.spec.get(k, -1)) != int(spec[k]) for k in ("m", "ef_construction")) or prev.d != vectors.shape[1]:
+        return None
+    prev_rows = np.asarray(prev_rows, dtype=np.int64)
+    is_ehr = np.asarray(is_ehr, dtype=bool)
+    kept = prev_rows >= 0
+    if kept.any() and (int(prev_rows.max()) >= prev.ntotal or np.any(prev.is_ehr[prev_rows[kept]] != is_ehr[kept])):
+        raise ValueError("prev_rows names rows the previous store does not hold, or of another kind")
+    new_of_prev = np.full(prev.ntotal, -1, dtype=np.int64)
+    new_of_prev[prev_rows[kept]] = np.flatnonzero(kept)
+    old = prev._graph_ids()
+    live = old < TOMBSTONE_BASE
+    ids = np.full(old.size, -1, dtype=np.int64)
+    ids[live] = new_of_prev[old[live]]
+    dead = ids < 0
+    ids[dead] = TOMBSTONE_BASE + np.flatnonzero(dead)  # unique: the entry's position
+    add = np.flatnonzero(~kept & ~is_ehr)
+    tombstones = int(dead.sum())
+    if tombstones > MAX_TOMBSTONE_SHARE * (old.size + add.size):
+        return None
+    graph = prev.index
+    faiss.copy_array_to_vector(ids, graph.id_map)
+    graph.construct_rev_map()
+    hnsw: Any = faiss.downcast_index(graph.index)
+    hnsw.hnsw.efSearch = int(spec["ef_search"])
+    if add.size:
+        graph.add_with_ids(np.ascontiguousarray(vectors[add], dtype=np.float32), add)
+    ehr = faiss.IndexIDMap2(faiss.IndexFlatIP(vectors.shape[1]))
+    rows = np.flatnonzero(is_ehr)
+    if rows.size:
+        ehr.add_with_ids(np.ascontiguousarray(vectors[rows], dtype=np.float32), rows.astype(np.int64))
+    return FaissStore(graph, {**spec, "tombstones": tombstones}, is_ehr, ehr)
+
+
 # -- writing and opening -----------------------------------------------------------------------
 def write_dense(settings: DenseSettings, vdir: Path, vectors: np.ndarray, children: list[Any], version: str,
-                root: Path) -> dict[str, Any]:
+                root: Path, previous: tuple[Any, np.ndarray] | None = None) -> dict[str, Any]:
     """Store a version's vectors; returns the manifest's ``dense`` entry.
 
-    FAISS writes ``dense.faiss`` into the (temporary) version folder. PostgreSQL creates the
+    FAISS writes ``dense.faiss`` into the (temporary) version folder; with ``previous`` (the previous
+    version's store, loaded for this job, and each new row's previous row or -1) an HNSW graph is
+    updated instead of rebuilt when it can be (:func:`update_faiss`). PostgreSQL creates the
     version's table, fills it and builds its indexes in one transaction, committed before the
     folder is published: a version that CURRENT names always has a complete table.
     """
@@ -254,7 +329,14 @@ def write_dense(settings: DenseSettings, vdir: Path, vectors: np.ndarray, childr
     import faiss
 
     spec = faiss_spec(settings)
-    store = build_faiss(vectors, spec, np.array([c.kind == "ehr" for c in children], dtype=bool))
+    is_ehr = np.array([c.kind == "ehr" for c in children], dtype=bool)
+    store = update_faiss(previous[0], previous[1], vectors, spec, is_ehr) if previous is not None else None
+    if store is not None:
+        spec = store.spec
+        log.info("dense graph updated in place: %d passages added, %d removed passages kept as tombstones",
+                 int(((previous[1] if previous else np.zeros(0)) < 0).sum()), store.tombstones)
+    else:
+        store = build_faiss(vectors, spec, is_ehr)
     faiss.write_index(store.index, str(vdir / FAISS_FILE))
     if store.ehr is not None:
         faiss.write_index(store.ehr, str(vdir / FAISS_EHR_FILE))

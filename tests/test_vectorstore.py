@@ -141,3 +141,92 @@ def test_config_selects_the_store(tmp_path):
 
     with pytest.raises(ConfigError):
         load_config(overrides=["index.dense=ivf"])
+
+
+# -- incremental HNSW updates -----------------------------------------------------------------
+EXACT_HNSW = DenseSettings(dense="hnsw", hnsw_m=16, hnsw_ef_construction=40, hnsw_ef_search=4000)
+
+
+def _next_version(x, is_ehr, rng, n_remove, n_add):
+    """A next version: some rows removed, some added, the rest kept in a new order."""
+    keep = np.sort(rng.choice(len(x), len(x) - n_remove, replace=False))
+    new_x, new_ehr, _ = synthetic(n=n_add, seed=7)
+    order = rng.permutation(len(keep) + n_add)  # kept rows land anywhere among the new ones
+    prev_rows = np.concatenate([keep, np.full(n_add, -1)])[order]
+    vecs = np.concatenate([x[keep], new_x])[order]
+    ehr = np.concatenate([is_ehr[keep], new_ehr])[order]
+    return prev_rows, vecs, ehr
+
+
+def test_an_updated_hnsw_graph_answers_as_a_rebuilt_one():
+    from rag.vectorstore import TOMBSTONE_BASE, update_faiss
+
+    rng = np.random.default_rng(3)
+    x, is_ehr, _ = synthetic(n=1500)
+    spec = faiss_spec(EXACT_HNSW)
+    store = build_faiss(x, spec, is_ehr)
+    for _ in range(2):  # twice: the second update renumbers the first one's tombstones too
+        prev_rows, vecs, ehr = _next_version(x, is_ehr, rng, n_remove=40, n_add=60)
+        upd = update_faiss(store, prev_rows, vecs, spec, ehr)
+        assert upd is not None
+        ref = build_faiss(vecs, spec, ehr)
+        assert upd.ntotal == ref.ntotal == len(vecs)
+        assert upd.tombstones == upd.spec["tombstones"] > 0 and upd.problems() == []
+        assert np.array_equal(upd.reconstruct_n(0, upd.ntotal), vecs)
+        graph_ids = upd._graph_ids()
+        assert (graph_ids >= TOMBSTONE_BASE).sum() == upd.tombstones
+        patients = np.flatnonzero(ehr)
+        for qi in rng.integers(0, len(vecs), 40):
+            q = vecs[qi] + 0.1 * rng.normal(size=vecs.shape[1]).astype(np.float32)
+            mine = np.zeros(len(vecs), bool)
+            mine[patients[:: 7]] = True  # one "patient": a subset of the records
+            for allowed in (~ehr, ~ehr | mine, np.ones(len(vecs), bool)):
+                got = [r for r, _ in upd.search(q, 10, allowed)]
+                assert got == [r for r, _ in ref.search(q, 10, allowed)] == exact(vecs, q, allowed, 10)
+        store, x, is_ehr = upd, vecs, ehr
+
+
+def test_hnsw_update_falls_back_to_a_rebuild_when_it_must():
+    from rag.vectorstore import update_faiss
+
+    rng = np.random.default_rng(4)
+    x, is_ehr, _ = synthetic(n=1000)
+    hnsw = faiss_spec(EXACT_HNSW)
+    prev_rows, vecs, ehr = _next_version(x, is_ehr, rng, n_remove=200, n_add=10)  # 200 of ~400 graph rows
+    assert update_faiss(build_faiss(x, hnsw, is_ehr), prev_rows, vecs, hnsw, ehr) is None  # too many tombstones
+    flat = faiss_spec(DenseSettings())
+    prev_rows, vecs, ehr = _next_version(x, is_ehr, rng, n_remove=5, n_add=5)
+    assert update_faiss(build_faiss(x, flat, is_ehr), prev_rows, vecs, hnsw, ehr) is None  # flat: rebuild
+    other = faiss_spec(DenseSettings(dense="hnsw", hnsw_m=8, hnsw_ef_construction=40))
+    assert update_faiss(build_faiss(x, other, is_ehr), prev_rows, vecs, hnsw, ehr) is None  # another graph shape
+    with pytest.raises(ValueError):
+        update_faiss(build_faiss(x, hnsw, is_ehr), prev_rows, vecs, hnsw, ~ehr)  # a kept row changed kind
+
+
+def test_an_update_job_extends_the_previous_graph_and_matches_a_full_rebuild(tmp_path):
+    from tests.index_helpers import DEMO
+
+    # every demo guideline: one changed document stays under the tombstone limit (10% of the graph)
+    src = make_sources(tmp_path / "src", guidelines=sorted(p.name for p in (DEMO / "guidelines").glob("*.md")),
+                       patients=("P001", "P002"))
+    root, fresh = tmp_path / "idx", tmp_path / "fresh"
+    v1 = _update(src, root, dense=EXACT_HNSW).version
+    edit(src / "guidelines" / "cap.md", "incremental")  # a changed section: passages removed and added
+    edit(src / "guidelines" / "sepsis.md", "incremental")
+    res = _update(src, root, dense=EXACT_HNSW)
+    _, m = read_manifest(root)
+    assert res.published and m["dense"]["tombstones"] > 0  # the graph was updated, not rebuilt
+    check_index(root)
+    _update(src, fresh, dense=EXACT_HNSW, full=True)
+    assert read_manifest(fresh)[1]["dense"].get("tombstones") is None
+    from rag.retrieve import HybridRetriever
+
+    a, b = HybridIndex.load(root), HybridIndex.load(fresh)
+    assert [c.chunk_id for c in a.children] == [c.chunk_id for c in b.children]
+    assert np.allclose(a.dense.reconstruct_n(0, a.dense.ntotal), b.dense.reconstruct_n(0, b.dense.ntotal), atol=1e-6)
+    ra, rb = (HybridRetriever(i, HashEmbedder(), 10, 10, 60, 1.0, 1.0, 0.5, 8) for i in (a, b))
+    for q, p in (("beta blocker heart failure mortality", None), ("community acquired pneumonia antibiotics", None),
+                 ("latest ejection fraction potassium", "P001"), ("creatinine", "P002")):
+        assert [c for c, _ in ra.retrieve(q, patient_id=p).dense] == [c for c, _ in rb.retrieve(q, patient_id=p).dense]
+    assert rollback(root)[1] == v1
+    check_index(root)

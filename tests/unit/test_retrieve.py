@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 
 from rag.retrieve import Fused, auto_merge, rrf_fuse
@@ -177,3 +178,18 @@ def test_parent_missing_from_mapping_keeps_children(corpus):
 
 def test_empty_fused():
     assert auto_merge([], {}, {}, threshold=0.5, top_k=5) == []
+
+
+def test_bm25_top_ranks_the_best_positive_scores_in_scope_with_ties_by_row():
+    from rag.retrieve import bm25_top
+
+    rng = np.random.default_rng(0)
+    scores = np.where(rng.random(5000) < 0.3, rng.integers(1, 20, 5000), 0).astype(np.float32)  # many ties
+    allowed = rng.random(5000) < 0.7
+    for k in (1, 10, 30, 5000):
+        got = bm25_top(scores, allowed, k)
+        masked = np.where(allowed & (scores > 0), scores, -np.inf)
+        want = sorted(np.flatnonzero(np.isfinite(masked)), key=lambda i: (-masked[i], i))[:k]
+        assert got.tolist() == want
+    assert bm25_top(scores, allowed, 0).size == 0
+    assert bm25_top(np.zeros(10, np.float32), np.ones(10, bool), 5).size == 0  # no term matched: nothing

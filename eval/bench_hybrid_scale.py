@@ -1,0 +1,443 @@
+"""Hybrid retrieval (dense + BM25 + fusion) at 100k-1M passages: latency, recall, build, publish, memory.
+
+    taskset -c 1 nice -n 10 python eval/bench_hybrid_scale.py --sizes 100000,1000000 \\
+        --json runs/bench_hybrid_scale.json
+
+The corpus: the trust index's real passages (text and MiniLM vectors, unchanged, patient records
+included) and, beyond them, synthetic passages made from real ones. A synthetic passage copies a
+random real passage (its title, section, kind) with a perturbed vector (the source's plus Gaussian
+noise, cosine ~0.85, as in ``eval/bench_scale.py``) and perturbed text: each BM25 token of the
+source is replaced, with probability ``--swap``, by a token drawn from the whole real corpus
+(frequency-weighted, so the term distribution stays Zipf-like), and with probability ``--rare`` by
+one of ``--rare-vocab`` rare terms that no question uses (a larger corpus has a larger vocabulary).
+Copies of patient records go to 1,000 synthetic patients, so the real patients' scopes stay as they are.
+
+Everything runs through the product's code: the version is written and published by
+``rag.update._write_and_publish`` (chunks.jsonl, the dense store of ``--dense``, bm25s arrays, checksums,
+fsync, atomic rename), loaded by ``HybridIndex.load``, and searched by ``HybridRetriever.search`` (the
+default config's dense_k/bm25_k/RRF/auto-merge/patient slots). Questions: the trust test rows (with
+their patient) plus one record question per real patient, encoded once; latency excludes encoding.
+Recall: the dense top 10 against exact search (FAISS flat) under the same scope, and the fused
+top 10 against the fused top 10 with exact dense search. "Publish a one-document update" is the sum
+of the stages an update runs with the current code at this size (load the previous version,
+reuse its vectors, re-index BM25, write + publish the version), each timed through the real function.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from eval.bench_backends import PATIENT_QUESTIONS
+from eval.bench_scale import pct, proc_cpu_s, rss_mb
+
+
+def dir_mb(path: Path) -> float:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20
+
+
+def synth_corpus(real_children: list[Any], real_vecs: np.ndarray, n: int, swap: float, rare: float,
+                 rare_vocab: int, noise_cos: float, rng: np.random.Generator) -> tuple[list[Any], np.ndarray]:
+    """``n`` passages: the real ones, then synthetic copies (see the module docstring)."""
+    from rag.chunk import Chunk
+    from rag.text import tokenize
+
+    n_syn = max(0, n - len(real_children))
+    vocab: dict[str, int] = {}
+    ids = [np.array([vocab.setdefault(t, len(vocab)) for t in tokenize(c.text)], dtype=np.int64)
+           for c in real_children]
+    words = np.array(list(vocab), dtype=object)
+    pool = np.concatenate([i for i in ids if i.size])  # every token occurrence: frequency-weighted draws
+    rare_words = np.array([f"zq{i}x" for i in range(rare_vocab)], dtype=object)
+    src = rng.integers(0, len(real_children), n_syn)
+    children = list(real_children)
+    lens = np.array([i.size for i in ids], dtype=np.int64)[src]
+    ends = np.cumsum(lens)
+    flat = np.concatenate([ids[s] for s in src]) if n_syn else np.zeros(0, np.int64)
+    u = rng.random(flat.size)
+    swapped = u < swap
+    flat[swapped] = pool[rng.integers(0, pool.size, int(swapped.sum()))]
+    toks: np.ndarray = words[flat]  # object array of word strings, shared with the vocabulary
+    rared = (u >= swap) & (u < swap + rare)
+    toks[rared] = rare_words[rng.integers(0, rare_vocab, int(rared.sum()))]
+    del flat, u, swapped, rared
+    patient = rng.integers(0, 1000, n_syn)
+    for j, s in enumerate(src):
+        c = real_children[s]
+        pid = f"SYN{patient[j]:04d}" if c.kind == "ehr" else None
+        children.append(Chunk(f"syn-{j}", f"syn-doc-{j // 4}", "child", " ".join(toks[ends[j] - lens[j]:ends[j]]), 0,
+                              0, c.section, c.title, c.kind, c.source, pid, None))
+    del toks
+    # vectors: the real ones, then the sources' vectors plus noise (cosine ~1 - noise_cos)
+    vecs = np.empty((len(children), real_vecs.shape[1]), np.float32)
+    vecs[:len(real_vecs)] = real_vecs
+    target = np.sqrt(1 / (1 - noise_cos) ** 2 - 1) / np.sqrt(real_vecs.shape[1])
+    for a in range(0, n_syn, 100_000):
+        b = min(n_syn, a + 100_000)
+        x = real_vecs[src[a:b]] + rng.normal(size=(b - a, real_vecs.shape[1])).astype(np.float32) * target
+        vecs[len(real_vecs) + a:len(real_vecs) + b] = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return children, vecs
+
+
+def manifest_maker(facts: dict[str, Any], parents: list[Any], children: list[Any]) -> Any:
+    """The manifest a synthetic version is published with (what loading and verifying read)."""
+    patients = sorted({c.patient_id for c in children if c.patient_id})
+
+    def make(v: str, files: dict[str, Any], dense: dict[str, Any]) -> dict[str, Any]:
+        return {"format_version": 1, "version": v, "embedder": facts, "documents": {},
+                "counts": {"documents": 0, "parents": len(parents), "children": len(children)},
+                "patients": patients, "files": files, "dense": dense}
+    return make
+
+
+def one_document_update(root: Path, version: str, settings: Any, facts: dict[str, Any], parents: list[Any],
+                        rng: np.random.Generator, noise_cos: float) -> dict[str, float]:
+    """Publish the next version with one synthetic document (4 passages) replaced, through the update
+    job's own stages: load the previous version (keeping its HNSW graph), reuse its vectors, re-index
+    BM25 over every passage, write (graph updated in place, or rebuilt) and publish."""
+    import dataclasses
+
+    from rag.index import import_bm25s
+    from rag.text import tokenize
+    from rag.update import _load_previous, _Stages, _vectors, _write_and_publish, previous_rows
+
+    out: dict[str, float] = {}
+    t = time.perf_counter()
+    _m, prev_chunks, prev_vectors, prev_store = _load_previous(root, version, keep_graph=True)
+    out["load_previous_s"] = time.perf_counter() - t
+    prev_children = [c for c in prev_chunks if c.level == "child"]
+    doc = next(c.doc_id for c in reversed(prev_children) if c.doc_id.startswith("syn-doc-"))
+    old = [c for c in prev_children if c.doc_id == doc]
+    new = [dataclasses.replace(c, chunk_id=c.chunk_id + "-v2", text=c.text + " revised") for c in old]
+    children = [c for c in prev_children if c.doc_id != doc] + new
+    t = time.perf_counter()
+    vectors, _, _ = _vectors(children[:-len(new)], None, root, facts, prev_chunks,  # type: ignore[arg-type]
+                             prev_vectors, False, False)
+    x = prev_vectors[[prev_children.index(c) for c in old]]  # the new passages: their old vectors, perturbed
+    x = x + rng.normal(size=x.shape).astype(np.float32) * (np.sqrt(1 / (1 - noise_cos) ** 2 - 1) / np.sqrt(x.shape[1]))
+    vectors = np.concatenate([vectors, x / np.linalg.norm(x, axis=1, keepdims=True)]).astype(np.float32)
+    prev_rows = previous_rows(children, prev_chunks)
+    kept = prev_rows >= 0
+    vectors[kept] = prev_vectors[prev_rows[kept]]
+    out["vectors_s"] = time.perf_counter() - t
+    del prev_vectors
+    t = time.perf_counter()
+    bm25 = import_bm25s().BM25()
+    bm25.index([tokenize(c.context_text()) for c in children], show_progress=False)
+    out["bm25_s"] = time.perf_counter() - t
+    stage = _Stages()
+    previous = (prev_store, prev_rows) if prev_store is not None else None
+    _write_and_publish(root, stage, parents, children, vectors, bm25, settings,
+                       manifest_maker(facts, parents, children), previous)
+    out["write_s"], out["publish_s"] = stage.seconds["write"], stage.seconds["publish"]
+    out["total_s"] = sum(out.values())
+    from rag.index import read_manifest
+
+    out["tombstones"] = float(read_manifest(root)[1]["dense"].get("tombstones", 0))
+    return out
+
+
+def run_queries(ret: Any, questions: list[tuple[str, str | None]], qvs: np.ndarray, backend_pid: int | None = None
+                ) -> tuple[list[Any], dict[str, float]]:
+    for _ in range(3):
+        ret.search(questions[0][0], qvs[0], questions[0][1])
+    lat, cpu_lat, out = [], [], []
+    cpu0, srv0 = time.process_time(), proc_cpu_s(backend_pid) if backend_pid else 0.0
+    for (q, p), qv in zip(questions, qvs, strict=True):
+        t, c = time.perf_counter(), time.process_time()
+        out.append(ret.search(q, qv, p))
+        lat.append((time.perf_counter() - t) * 1000)
+        cpu_lat.append((time.process_time() - c) * 1000)
+    cpu = time.process_time() - cpu0 + ((proc_cpu_s(backend_pid) - srv0) if backend_pid else 0.0)
+    # CPU time per query: the steady figure when other jobs share the core (wall time waits for them)
+    return out, {"p50_ms": pct(lat, 50), "p95_ms": pct(lat, 95), "mean_ms": float(np.mean(lat)),
+                 "cpu_p50_ms": pct(cpu_lat, 50), "cpu_p95_ms": pct(cpu_lat, 95),
+                 "cpu_ms_per_query": cpu * 1000 / len(questions)}
+
+
+def legacy_bm25_top(scores: np.ndarray, allowed: np.ndarray, k: int) -> list[int]:
+    """The retriever's BM25 top-k before bm25_top: mask and partition every score."""
+    scores = np.where(allowed, scores, -np.inf)
+    k = min(k, int(np.isfinite(scores).sum()))
+    if k <= 0:
+        return []
+    top = np.argpartition(-scores, k - 1)[:k]
+    top = top[np.argsort(-scores[top], kind="stable")]
+    return [int(i) for i in top if scores[i] > 0]
+
+
+def parts(ret: Any, idx: Any, questions: list[tuple[str, str | None]], qvs: np.ndarray) -> dict[str, float]:
+    """CPU time of the dense and the BM25 search alone (the retriever's own methods), and of BM25's
+    two steps: bm25s scoring every passage, then the scoped top k (now and before bm25_top)."""
+    from rag.retrieve import bm25_top
+    from rag.text import tokenize
+
+    dense, bm25, score, top, legacy, same, tok_n = [], [], [], [], [], [], []
+    for (q, p), qv in zip(questions, qvs, strict=True):
+        allowed = idx.allowed_mask(p)
+        t = time.process_time()
+        ret._dense(qv, allowed, ret.dense_k)
+        t1 = time.process_time()
+        ret._bm25(f"{q} {p}" if p else q, allowed, ret.bm25_k)
+        t2 = time.process_time()
+        dense.append((t1 - t) * 1000)
+        bm25.append((t2 - t1) * 1000)
+        tokens = tokenize(f"{q} {p}" if p else q)
+        tok_n.append(len(tokens))
+        if not tokens:
+            continue
+        t = time.process_time()
+        sc = np.asarray(idx.bm25.get_scores(tokens), dtype=np.float32)
+        t1 = time.process_time()
+        a = bm25_top(sc, allowed, ret.bm25_k)
+        t2 = time.process_time()
+        b = legacy_bm25_top(sc, allowed, ret.bm25_k)
+        t3 = time.process_time()
+        score.append((t1 - t) * 1000)
+        top.append((t2 - t1) * 1000)
+        legacy.append((t3 - t2) * 1000)
+        # the same scores (rows may differ only among passages tied at the k-th score)
+        same.append(np.array_equal(np.sort(sc[a]), np.sort(sc[np.asarray(b, dtype=np.int64)])))
+    return {"dense_cpu_p50_ms": pct(dense, 50), "dense_cpu_p95_ms": pct(dense, 95),
+            "bm25_cpu_p50_ms": pct(bm25, 50), "bm25_cpu_p95_ms": pct(bm25, 95),
+            "bm25_get_scores_cpu_p50_ms": pct(score, 50),
+            "bm25_get_scores_cpu_p95_ms": pct(score, 95), "bm25_top_cpu_p50_ms": pct(top, 50),
+            "bm25_legacy_top_cpu_p50_ms": pct(legacy, 50), "bm25_top_same_as_legacy": float(np.mean(same)),
+            "query_tokens_mean": float(np.mean(tok_n))}
+
+
+def ef_sweep(ret: Any, idx: Any, flat: Any, questions: list[tuple[str, str | None]], qvs: np.ndarray,
+             efs: list[int]) -> dict[int, dict[str, float]]:
+    """Dense recall@10 of the HNSW store against exact search, and its CPU p50, per efSearch (dev questions)."""
+    exact = [{r for r, _ in flat.search(qv, 10, idx.allowed_mask(p))} for (_, p), qv in zip(questions, qvs,
+                                                                                               strict=True)]
+    out: dict[int, dict[str, float]] = {}
+    for ef in efs:
+        idx.dense.spec["ef_search"] = ef
+        rec, lat = [], []
+        for (_, p), qv, want in zip(questions, qvs, exact, strict=True):
+            allowed = idx.allowed_mask(p)
+            t = time.process_time()
+            got = idx.dense.search(qv, ret.dense_k, allowed)
+            lat.append((time.process_time() - t) * 1000)
+            rec.append(len({r for r, _ in got[:10]} & want) / max(1, len(want)))
+        out[ef] = {"dense_recall@10": float(np.mean(rec)), "dense_cpu_p50_ms": pct(lat, 50)}
+    return out
+
+
+def overlaps(ref: list[Any], got: list[Any]) -> dict[str, float]:
+    fused, dense = [], []
+    for a, b in zip(ref, got, strict=True):
+        fa, fb = {f.chunk_id for f in a.fused[:10]}, {f.chunk_id for f in b.fused[:10]}
+        fused.append(len(fa & fb) / max(1, len(fa)))
+        da, db = {c for c, _ in a.dense[:10]}, {c for c, _ in b.dense[:10]}
+        dense.append(len(da & db) / max(1, len(da)))
+    return {"dense_recall@10": float(np.mean(dense)), "fused_top10_overlap": float(np.mean(fused)),
+            "fused_top10_identical": float(np.mean([x == 1.0 for x in fused]))}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--config", default=None)
+    ap.add_argument("--index", default=".cds/index/trust")
+    ap.add_argument("--rows", default=".cds/eval/trust/rows-test.jsonl")
+    ap.add_argument("--sizes", default="100000")
+    ap.add_argument("--dense", default="hnsw", choices=("flat", "hnsw"))
+    ap.add_argument("--work", default=".cds/scale", help="scratch folder for the written versions (deleted)")
+    ap.add_argument("--swap", type=float, default=0.15)
+    ap.add_argument("--rare", type=float, default=0.02)
+    ap.add_argument("--rare-vocab", type=int, default=2_000_000)
+    ap.add_argument("--noise-cos", type=float, default=0.15)
+    ap.add_argument("--max-questions", type=int, default=0, help="0: all")
+    ap.add_argument("--dev-rows", default=".cds/eval/trust/rows-dev.jsonl",
+                    help="questions that choose efSearch (the test rows are only reported)")
+    ap.add_argument("--ef-sweep", default="64,128,256,512,1024,2048", help="efSearch values tried on the dev questions")
+    ap.add_argument("--target-recall", type=float, default=0.975,
+                    help="choose the smallest efSearch whose dev dense recall@10 reaches this")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+
+    import faiss
+
+    from rag.assistant import Assistant
+    from rag.config import load_config
+    from rag.index import HybridIndex, embedder_manifest, import_bm25s
+    from rag.retrieve import HybridRetriever
+    from rag.text import tokenize
+    from rag.update import _Stages, _write_and_publish
+    from rag.vectorstore import DenseSettings, build_faiss, faiss_spec
+
+    faiss.omp_set_num_threads(1)
+    cfg = load_config(Path(args.config) if args.config else None,
+                      overrides=[f"index.dir={Path(args.index).resolve()}", "index.auto_build_demo=false",
+                                 *args.overrides])
+    assistant = Assistant(cfg)
+    real = HybridIndex.load(Path(args.index), verify=False)
+    real_vecs = real.dense.reconstruct_n(0, real.dense.ntotal).astype(np.float32)
+    rows = [json.loads(line) for line in Path(args.rows).read_text(encoding="utf-8").splitlines() if line.strip()]
+    questions = [(str(x["question"]), x.get("patient_id")) for x in rows]
+    questions += [(PATIENT_QUESTIONS[i % len(PATIENT_QUESTIONS)], p) for i, p in enumerate(sorted(real.patients))]
+    if args.max_questions:
+        questions = questions[:args.max_questions]
+    qvs = assistant.embedder.encode_queries([q for q, _ in questions]).astype(np.float32)
+    dev_rows = [json.loads(line) for line in Path(args.dev_rows).read_text(encoding="utf-8").splitlines()
+                if line.strip()]
+    dev_q = [(str(x["question"]), x.get("patient_id")) for x in dev_rows]
+    dev_qvs = assistant.embedder.encode_queries([q for q, _ in dev_q]).astype(np.float32)
+    facts = embedder_manifest(assistant.embedder)
+    settings = DenseSettings(dense=args.dense, hnsw_m=cfg.index.hnsw_m,
+                             hnsw_ef_construction=cfg.index.hnsw_ef_construction,
+                             hnsw_ef_search=cfg.index.hnsw_ef_search)
+    r = cfg.retrieval
+    results: dict[str, Any] = {
+        "command": " ".join(["python", "eval/bench_hybrid_scale.py", *(argv if argv is not None else sys.argv[1:])]),
+        "machine": {"cpus_allowed": len(os.sched_getaffinity(0)), "python": platform.python_version(),
+                    "faiss": faiss.__version__, "bm25s": import_bm25s().__version__},
+        "params": {"dense": args.dense, "hnsw_m": settings.hnsw_m, "ef_construction": settings.hnsw_ef_construction,
+                   "ef_search": settings.hnsw_ef_search, "dense_k": r.dense_k, "bm25_k": r.bm25_k,
+                   "questions": len(questions), "patient_questions": sum(1 for _, p in questions if p),
+                   "real_passages": len(real.children), "swap": args.swap, "rare": args.rare},
+        "sizes": {}}
+    work = Path(args.work)
+    for n in (int(v) for v in args.sizes.split(",")):
+        rng = np.random.default_rng(0)
+        res: dict[str, Any] = {}
+        rss0 = rss_mb()
+        t = time.perf_counter()
+        children, vecs = synth_corpus(real.children, real_vecs, n, args.swap, args.rare, args.rare_vocab,
+                                      args.noise_cos, rng)
+        parents = list(real.parents.values())
+        res["synth_s"] = time.perf_counter() - t
+        res["rss_corpus_mb"] = rss_mb() - rss0
+        print(f"n={n:,}: corpus {res['synth_s']:.0f} s, RSS +{res['rss_corpus_mb']:.0f} MB", flush=True)
+
+        # BM25 index: the product's path (rag.update, stage "index")
+        bm25s = import_bm25s()
+        t = time.perf_counter()
+        tokens = [tokenize(c.context_text()) for c in children]
+        res["bm25_tokenize_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        bm25 = bm25s.BM25()
+        bm25.index(tokens, show_progress=False)
+        res["bm25_index_s"] = time.perf_counter() - t
+        del tokens
+        res["bm25_vocab"] = len(bm25.vocab_dict)
+        print(f"  bm25: tokenize {res['bm25_tokenize_s']:.0f} s, index {res['bm25_index_s']:.0f} s, "
+              f"vocabulary {res['bm25_vocab']:,}", flush=True)
+
+        # write + publish a version (the dense store is built inside write_dense)
+        root = work / f"n{n}"
+        shutil.rmtree(root, ignore_errors=True)
+        (root / "versions").mkdir(parents=True)
+        stage = _Stages()
+        _write_and_publish(root, stage, parents, children, vecs, bm25, settings,
+                           manifest_maker(facts, parents, children))
+        res["write_s"], res["publish_s"] = stage.seconds["write"], stage.seconds["publish"]
+        version = (root / "CURRENT").read_text().strip()
+        vdir = root / "versions" / version
+        res["disk_mb"] = {p.name: (dir_mb(p) if p.is_dir() else p.stat().st_size / 2**20) for p in vdir.iterdir()}
+        del bm25, vecs, children
+        shown = json.dumps({k: round(v) for k, v in res["disk_mb"].items()})
+        print(f"  write {res['write_s']:.0f} s (dense {args.dense} built inside), publish {res['publish_s']:.1f} s, "
+              f"disk {sum(res['disk_mb'].values()):.0f} MB {shown}", flush=True)
+
+        # serve: load the version as the app does, search with the default retriever
+        t = time.perf_counter()
+        idx = HybridIndex.load(root, verify=False)
+        res["load_s"] = time.perf_counter() - t
+        ret = HybridRetriever(idx, assistant.embedder, r.dense_k, r.bm25_k, r.rrf_k, r.dense_weight, r.bm25_weight,
+                              r.merge_threshold, r.top_k, r.patient_slots, r.fusion, r.merge_score)
+        flat = build_faiss(idx.dense.reconstruct_n(0, idx.dense.ntotal), faiss_spec(DenseSettings()), idx.is_ehr)
+        ef0 = int(idx.dense.spec.get("ef_search", 0))
+        runs: dict[str, Any] = {}
+        got, runs[f"{args.dense}"] = run_queries(ret, questions, qvs)
+        if args.dense == "hnsw":
+            res["ef_sweep_dev"] = ef_sweep(ret, idx, flat, dev_q, dev_qvs, [int(e) for e in args.ef_sweep.split(",")])
+            ok = [ef for ef, v in res["ef_sweep_dev"].items() if v["dense_recall@10"] >= args.target_recall]
+            res["ef_chosen"] = min(ok) if ok else max(res["ef_sweep_dev"])
+            print("  efSearch on dev: " + ", ".join(f"{ef}: recall {v['dense_recall@10']:.3f} CPU p50 "
+                                                    f"{v['dense_cpu_p50_ms']:.2f} ms"
+                                                    for ef, v in res["ef_sweep_dev"].items())
+                  + f" -> {res['ef_chosen']}", flush=True)
+            idx.dense.spec["ef_search"] = ef0
+            runs["hnsw"]["ef_search"] = ef0
+            if res["ef_chosen"] != ef0:
+                idx.dense.spec["ef_search"] = res["ef_chosen"]
+                got2, runs[f"hnsw-ef{res['ef_chosen']}"] = run_queries(ret, questions, qvs)
+                runs[f"hnsw-ef{res['ef_chosen']}"]["ef_search"] = res["ef_chosen"]
+            else:
+                got2 = got
+        hnsw_store, idx.dense = idx.dense, flat
+        ref, runs["flat"] = run_queries(ret, questions, qvs)
+        idx.dense = hnsw_store
+        if args.dense == "hnsw":
+            for name, g in ((args.dense, got), (f"hnsw-ef{res['ef_chosen']}", got2)):
+                if name in runs:
+                    idx.dense.spec["ef_search"] = runs[name]["ef_search"]
+                    runs[name].update(overlaps(ref, g))
+                    runs[name].update(parts(ret, idx, questions, qvs))
+        del flat
+        for name, s in runs.items():
+            extra = (f" | vs exact: dense recall@10 {s['dense_recall@10']:.3f}, fused top-10 overlap "
+                     f"{s['fused_top10_overlap']:.3f} (identical {s['fused_top10_identical']:.0%})"
+                     if "dense_recall@10" in s else "")
+            detail = (f"; dense alone CPU p50 {s['dense_cpu_p50_ms']:.2f}, BM25 alone CPU p50 "
+                      f"{s['bm25_cpu_p50_ms']:.2f} p95 {s['bm25_cpu_p95_ms']:.2f} ms (bm25s scoring p50 "
+                      f"{s['bm25_get_scores_cpu_p50_ms']:.2f}, top-k {s['bm25_top_cpu_p50_ms']:.2f}, before "
+                      f"{s['bm25_legacy_top_cpu_p50_ms']:.2f} ms, same scores {s['bm25_top_same_as_legacy']:.0%})"
+                      if "dense_cpu_p50_ms" in s else "")
+            print(f"  {name}: hybrid wall p50 {s['p50_ms']:.2f} p95 {s['p95_ms']:.2f} ms, CPU p50 "
+                  f"{s['cpu_p50_ms']:.2f} p95 {s['cpu_p95_ms']:.2f} ms{detail}{extra}", flush=True)
+        res["runs"] = runs
+        print(f"  load {res['load_s']:.0f} s", flush=True)
+        del idx, ret, got, ref
+        results["sizes"][str(n)] = res
+        if args.json:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.json).write_text(json.dumps(results, indent=2))
+
+        # a one-document update: before this change every publish rebuilt BM25 and the dense store
+        # (the stages just timed, plus loading the previous version); now the graph is updated in place
+        upd = one_document_update(root, version, settings, facts, parents, rng, args.noise_cos)
+        res["update_one_document"] = upd
+        res["update_one_document_rebuild_s"] = (upd["load_previous_s"] + upd["vectors_s"] + res["bm25_tokenize_s"]
+                                                + res["bm25_index_s"] + res["write_s"] + res["publish_s"])
+        print(f"  one-document update: load previous {upd['load_previous_s']:.1f} s + vectors {upd['vectors_s']:.1f} s "
+              f"+ BM25 {upd['bm25_s']:.1f} s + write {upd['write_s']:.1f} s ({args.dense}, tombstones "
+              f"{upd['tombstones']:.0f}) + publish {upd['publish_s']:.1f} s = {upd['total_s']:.0f} s; with the graph "
+              f"rebuilt: {res['update_one_document_rebuild_s']:.0f} s", flush=True)
+
+        # memory of a serving process: load the version in a fresh process (RSS before/after)
+        import subprocess
+
+        probe = ("import sys, time; sys.path.insert(0, '.'); from eval.bench_scale import rss_mb; "
+                 "from rag.index import HybridIndex, import_bm25s; import faiss; import_bm25s(); r0 = rss_mb(); "
+                 f"t = time.perf_counter(); i = HybridIndex.load(__import__('pathlib').Path({str(root)!r})); "
+                 "print(time.perf_counter() - t, rss_mb() - r0)")
+        out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split()
+        res["load_verified_s"], res["rss_loaded_mb"] = float(out[-2]), float(out[-1])
+        print(f"  fresh process: load with checksums {res['load_verified_s']:.0f} s, "
+              f"RSS +{res['rss_loaded_mb']:.0f} MB", flush=True)
+
+        results["sizes"][str(n)] = res
+        if args.json:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.json).write_text(json.dumps(results, indent=2))
+        shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
