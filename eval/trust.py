@@ -209,7 +209,7 @@ def fit_gate(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def fit_calibration(rows: list[dict[str, Any]], records: dict[str, Any], gate: float,
                     features: Sequence[str] | None = None, gate_model: dict[str, Any] | None = None,
-                    support_cosine: float | None = None) -> dict[str, Any]:
+                    support_cosine: float | None = None, support_min: float = 0.5) -> dict[str, Any]:
     """Logistic regression of strict rightness on the signals, over the questions answered at ``gate``.
 
     ``features=None`` chooses the signal set among :data:`FEATURE_SETS` together with the
@@ -220,7 +220,7 @@ def fit_calibration(rows: list[dict[str, Any]], records: dict[str, Any], gate: f
     sigs, ys = [], []
     for r in rows:
         v = replay(r, gate, 0.0, {"gate": gate_model} if gate_model else None, records,
-                   support_cosine=support_cosine)
+                   support_cosine=support_cosine, support_min=support_min)
         if not v["answered"]:
             continue
         sig = dict(r["signals"])
@@ -277,22 +277,27 @@ def outcomes(rows: list[dict[str, Any]], settings: dict[str, Any], records: dict
 
 
 def choose(rows: list[dict[str, Any]], records: dict[str, Any], calib: dict[str, Any], floor: float,
-           min_ooc_abstain: float = 0.95, cosines: Sequence[float | None] = (None,)) -> dict[str, Any]:
-    """The gate and abstention threshold with the most right answers, abstaining on >= 95% out of corpus."""
+           min_ooc_abstain: float = 0.95, cosines: Sequence[float | None] = (None,),
+           support_mins: Sequence[float] = (0.5,)) -> dict[str, Any]:
+    """The gate, abstention threshold, cosine rescue and support bar with the most right answers,
+    abstaining on >= 95% out of corpus (ties: the stricter setting)."""
     best: tuple[float, ...] | None = None
     chosen: dict[str, Any] = {}
-    for gate, ab, cos in ((g, a, c) for g in np.round(np.arange(max(floor, 0.05), 0.951, 0.05), 3)
-                          for a in np.round(np.arange(0.0, 0.951, 0.025), 3) for c in cosines):
-        s = {"gate": float(gate), "abstain_below": float(ab), "calibration": calib, "support_cosine": cos}
+    for gate, ab, cos, smin in ((g, a, c, m) for g in np.round(np.arange(max(floor, 0.05), 0.951, 0.05), 3)
+                                for a in np.round(np.arange(0.0, 0.951, 0.025), 3) for c in cosines
+                                for m in support_mins):
+        s = {"gate": float(gate), "abstain_below": float(ab), "calibration": calib, "support_cosine": cos,
+             "support_min": float(smin)}
         out = outcomes(rows, s, records)
         ooc = [o for o in out if not o["answerable"]]
         ans = [o for o in out if o["answerable"]]
         ooc_abst = sum(not o["answered"] for o in ooc) / max(len(ooc), 1)
         if ooc_abst < min_ooc_abstain:
             continue
-        key = (sum(o["right"] for o in ans), -float(gate), -float(ab), -(cos or 2.0))
+        key = (sum(o["right"] for o in ans), -float(gate), -float(ab), -(cos or 2.0), float(smin))
         if best is None or key > best:
-            best, chosen = key, {"gate": float(gate), "abstain_below": float(ab), "support_cosine": cos}
+            best, chosen = key, {"gate": float(gate), "abstain_below": float(ab), "support_cosine": cos,
+                                 "support_min": float(smin)}
     if not chosen:
         raise ValueError(f"no setting abstains on {min_ooc_abstain:.0%} of dev out-of-corpus questions")
     return chosen
@@ -443,16 +448,19 @@ def fit_dev(rows: list[dict[str, Any]], records: dict[str, Any], floor: float, o
 
     gate = fit_gate(rows)
     cosines = (None, 0.8, 0.85, 0.9, 0.95)
+    # The support bar is chosen too: a retrained verifier's probabilities need not sit around 0.5.
+    support_mins = (0.2, 0.3, 0.4, 0.5)
     calib = fit_calibration(rows, records, gate=floor, gate_model=gate)
     calib["gate"] = gate
-    chosen = choose(rows, records, calib, floor, cosines=cosines)
+    chosen = choose(rows, records, calib, floor, cosines=cosines, support_mins=support_mins)
     # Refit at the chosen gate and support rule: the calibration should describe the answers given.
     calib = fit_calibration(rows, records, gate=chosen["gate"], gate_model=gate,
-                            support_cosine=chosen["support_cosine"])
+                            support_cosine=chosen["support_cosine"], support_min=chosen["support_min"])
     calib["gate"] = gate
-    chosen = choose(rows, records, calib, floor, cosines=cosines)
+    chosen = choose(rows, records, calib, floor, cosines=cosines, support_mins=support_mins)
     calib.update({"chosen_on": "trust dev split (eval/splits/trust.json)", "answerable_min": chosen["gate"],
                   "abstain_below": chosen["abstain_below"], "support_cosine": chosen["support_cosine"],
+                  "support_min": chosen["support_min"],
                   "created": datetime.now(UTC).isoformat(timespec="seconds"),
                   "note": "P(answer strictly right) = sigmoid(intercept + coef . signals); refit with "
                           "`python app.py eval trust fit` when the generator, verifier or retrieval changes"})

@@ -106,7 +106,8 @@ def _fit_or_report(args: argparse.Namespace, cfg: Any, records: dict[str, Any]) 
             print_json(calib)
             return 0
         print(f"calibration written to {resolve_path(args.calibration_out)}; chosen on dev: "
-              f"verifier.answerable_min={calib['answerable_min']} confidence.abstain_below={calib['abstain_below']}")
+              f"verifier.answerable_min={calib['answerable_min']} confidence.abstain_below={calib['abstain_below']} "
+              f"verifier.support_min={calib['support_min']} verifier.support_cosine={calib['support_cosine']}")
         return 0
     summary = trust.report(rows, trust.settings_from(cfg, floor), records, out, args.part)
     if args.json:
