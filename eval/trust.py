@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ import numpy as np
 
 from corpora.heart_failure import read_records
 from corpora.report import LoadReport
+from eval import key_facts
 from eval.grounded import share
 from eval.mcq import stats
 from eval.patient_records import expected, states_value
@@ -68,10 +68,6 @@ def record(q: dict[str, Any], a: Answer) -> dict[str, Any]:
     }
 
 
-def _dash(text: str) -> str:
-    return re.sub(r"\s+", " ", text.replace("–", "-").replace("—", "-").lower())
-
-
 def right_if_answered(row: dict[str, Any], shown: list[dict[str, Any]], records: dict[str, Any]) -> dict[str, bool]:
     """Strict verdicts for an answer made of the ``shown`` (supported) sentences."""
     text = " ".join(s["text"] for s in shown)
@@ -81,13 +77,16 @@ def right_if_answered(row: dict[str, Any], shown: list[dict[str, Any]], records:
         return {"right": False, "model_cited": False}
     if suite in ("medquad", "demo_answerable"):
         gold = set(row["gold"])
-        cites = any(gold & set(s["cited_docs"]) for s in shown)
-        cites_model = any(gold & set(s["cited_docs"]) for s in model)
-        facts = row.get("key_facts") or []
-        fact_ok = not facts or any(_dash(f) in _dash(text) for f in facts if f.lower() not in ("yes", "no"))
-        if facts and all(f.lower() in ("yes", "no") for f in facts):
-            fact_ok = True
-        return {"right": cites and fact_ok, "model_cited": cites_model and fact_ok}
+        if suite == "medquad":
+            return {"right": any(gold & set(s["cited_docs"]) for s in shown),
+                    "model_cited": any(gold & set(s["cited_docs"]) for s in model)}
+        # Every required fact group stated, in sentences that cite a gold document (a fact cited to
+        # another source is not sourced). Rows without groups: every non-yes/no key fact is required.
+        required = row.get("required") or [[f] for f in row.get("key_facts") or [] if f.lower() not in ("yes", "no")]
+        cited = " ".join(s["text"] for s in shown if gold & set(s["cited_docs"]))
+        cited_model = " ".join(s["text"] for s in model if gold & set(s["cited_docs"]))
+        return {"right": bool(cited) and not key_facts.missing_groups(required, cited),
+                "model_cited": bool(cited_model) and not key_facts.missing_groups(required, cited_model)}
     if suite == "patient":
         pid = row["patient_id"]
         value = expected(records[pid], row["fact"])

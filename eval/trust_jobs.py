@@ -86,7 +86,7 @@ def trust_config(config: Any, trust_index: str) -> Any:
 def run_part(config: Any, trust_index: str, part: str, data: Path, rows_path: Path, floor: float = 0.05,
              batch_size: int = 8, limit: int | None = None, regenerate_above: float | None = None,
              gate_from: Path | None = None, progress: Callable[[int], Callable[[int, int], None]] | None = None,
-             replay: Path | None = None) -> list[dict[str, Any]]:
+             replay: Path | None = None, suites: list[str] | None = None) -> list[dict[str, Any]]:
     """Ask one part through the assistant (demo suites on ``config``'s index, the rest on the trust index).
 
     Questions are generated when the gate value reaches ``floor``. With ``regenerate_above``, only the
@@ -94,9 +94,16 @@ def run_part(config: Any, trust_index: str, part: str, data: Path, rows_path: Pa
     (the gate model in ``gate_from``) reaches it are asked again, with no gate, and merged in.
     With ``replay`` (an earlier run's records), the generator's earlier drafts are reused for the
     same prompts (:class:`ReplayGenerator`): every check is recomputed, only new prompts generate.
+    ``suites`` keeps only those suites (a diagnostic run: its records are not a whole part).
     """
     split = trust_set.load()
     qs = trust_set.questions(split, part, data)
+    if suites:
+        unknown = set(suites) - {q["suite"] for q in qs}
+        if unknown:
+            raise InputError(f"--suite {sorted(unknown)[0]}: no such suite in the {part} part; "
+                             f"one of {sorted({q['suite'] for q in qs})}")
+        qs = [q for q in qs if q["suite"] in suites]
     earlier: list[dict[str, Any]] = []
     if regenerate_above is not None:
         if gate_from is None or not rows_path.exists():

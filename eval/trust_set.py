@@ -215,5 +215,5 @@ def questions(split: dict[str, Any], part: str, data_dir: Path) -> list[dict[str
             r = rows[qid]
             out.append({"suite": name, "id": qid, "question": r["question"],
                         "answerable": name == "demo_answerable", "gold": r.get("gold_doc_ids", []),
-                        "key_facts": r.get("key_facts", [])})
+                        "key_facts": r.get("key_facts", []), "required": r.get("required", [])})
     return out
