@@ -250,9 +250,14 @@ class Assistant:
         gen_cfg = self.config.generator
         return self.generator.generate(prepared.messages, gen_cfg.max_new_tokens, gen_cfg.temperature, on_text)
 
-    def generate_batch(self, prepared: list[Prepared]) -> list[Generation]:
-        """Greedy replies to several prepared prompts in one batch (same thread rule as :meth:`generate`)."""
-        return self.generator.generate_batch([p.messages for p in prepared], self.config.generator.max_new_tokens)
+    def generate_batch(self, prepared: list[Prepared], should_stop: Callable[[], bool] | None = None
+                       ) -> list[Generation]:
+        """Greedy replies to several prepared prompts in one batch (same thread rule as :meth:`generate`);
+        ``should_stop`` ends the batch early (the server: every request in it was abandoned)."""
+        messages, max_new = [p.messages for p in prepared], self.config.generator.max_new_tokens
+        if should_stop is None:
+            return self.generator.generate_batch(messages, max_new)
+        return self.generator.generate_batch(messages, max_new, should_stop=should_stop)
 
     def finish(self, prepared: Prepared, out: Generation) -> Answer:
         """Check the reply's citations against the prepared question's sources and score it."""

@@ -45,7 +45,10 @@ class Backend(Protocol):
     def generate(self, messages: list[dict[str, str]], max_new_tokens: int, temperature: float = 0.0,
                  on_text: Callable[[str], None] | None = None) -> Generation: ...
 
-    def generate_batch(self, batch: list[list[dict[str, str]]], max_new_tokens: int) -> list[Generation]: ...
+    def generate_batch(self, batch: list[list[dict[str, str]]], max_new_tokens: int,
+                       should_stop: Callable[[], bool] | None = None) -> list[Generation]:
+        """Greedy replies; ``should_stop`` (polled while decoding) ends the batch early when it says so."""
+        ...
 
 
 def cpu_threads() -> int:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from rag.errors import GenerationError, ModelNotAvailableError
-from rag.generate import Generation
+from rag.generate import Generation, stop_guard
 from rag.openai_backend import StreamCollector, chat_request
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,9 @@ class LlamaCppBackend:
             out.add(result)
         return out.result()
 
-    def generate_batch(self, batch: list[list[dict[str, str]]], max_new_tokens: int) -> list[Generation]:
+    def generate_batch(self, batch: list[list[dict[str, str]]], max_new_tokens: int,
+                       should_stop: Callable[[], bool] | None = None) -> list[Generation]:
         """Concurrent requests share llama.cpp's slots (continuous batching) when ``generator.parallel`` > 1."""
+        on_text = stop_guard(should_stop)
         with ThreadPoolExecutor(max(1, min(self.parallel, len(batch)))) as pool:
-            return list(pool.map(lambda m: self.generate(m, max_new_tokens), batch))
+            return list(pool.map(lambda m: self.generate(m, max_new_tokens, on_text=on_text), batch))

@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from rag.errors import GenerationError
-from rag.generate import Generation
+from rag.generate import Generation, stop_guard
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,9 @@ class OpenAIBackend:
                                   "confidence score needs them (use a server that supports logprobs)")
         return out.result()
 
-    def generate_batch(self, batch: list[list[dict[str, str]]], max_new_tokens: int) -> list[Generation]:
+    def generate_batch(self, batch: list[list[dict[str, str]]], max_new_tokens: int,
+                       should_stop: Callable[[], bool] | None = None) -> list[Generation]:
         """Concurrent requests: the server batches them (continuous batching in vLLM and llama.cpp)."""
+        on_text = stop_guard(should_stop)
         with ThreadPoolExecutor(max(1, min(self.parallel, len(batch)))) as pool:
-            return list(pool.map(lambda m: self.generate(m, max_new_tokens), batch))
+            return list(pool.map(lambda m: self.generate(m, max_new_tokens, on_text=on_text), batch))

@@ -320,8 +320,8 @@ async def _answer(eng: Engine, req: QueryRequest, on_text: Callable[[str], None]
     fut = eng.generate(step, on_text)
     try:
         out = await asyncio.wrap_future(fut)
-    except asyncio.CancelledError:
-        fut.cancel()
+    except asyncio.CancelledError:  # timed out (504) or the client left: stop generating for it
+        eng.abandon(fut)
         raise
     answer = await loop.run_in_executor(eng.pool, eng.finish, step, out)
     eng.metrics.observe("cds_request_seconds", time.perf_counter() - t)

@@ -15,6 +15,7 @@ import copy
 import logging
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -25,7 +26,7 @@ from rag.answer import Answer
 from rag.assistant import Assistant, Prepared
 from rag.config import AppConfig
 from rag.errors import CDSError
-from rag.generate import Generation
+from rag.generate import Generation, Stopped
 from serve.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,22 @@ class _Job:
     prepared: Prepared
     future: Future[Generation] = field(default_factory=Future)
     on_text: Callable[[str], None] | None = None  # streamed: generated alone, token by token
+    stop: threading.Event = field(default_factory=threading.Event)  # set when its request is abandoned
+
+
+def _guarded(job: _Job) -> Callable[[str], None]:
+    """The job's streaming callback, ending the generation once its request is abandoned."""
+    def on_text(text: str) -> None:
+        if job.stop.is_set():
+            raise Stopped("generation stopped: its request was abandoned")
+        if job.on_text is not None:
+            job.on_text(text)
+
+    return on_text
+
+
+def _all_abandoned(batch: list[_Job]) -> Callable[[], bool]:
+    return lambda: all(j.stop.is_set() for j in batch)
 
 
 class Engine:
@@ -106,6 +123,7 @@ class Engine:
         self._cond = threading.Condition()
         self._admitted = 0
         self._admit_lock = threading.Lock()
+        self._by_future: weakref.WeakKeyDictionary[Future[Generation], _Job] = weakref.WeakKeyDictionary()
         self._worker = threading.Thread(target=self._run, name="cds-generate", daemon=True)
 
     # -- life cycle -----------------------------------------------------------------------------
@@ -208,11 +226,20 @@ class Engine:
         if self._stopping:
             raise NotReady("the server is shutting down; retry on another instance")
         job = _Job(prepared, on_text=on_text)
+        self._by_future[job.future] = job
         with self._cond:
             self._jobs.append(job)
             self.metrics.set_gauge("cds_generation_queue", len(self._jobs))
             self._cond.notify()
         return job.future
+
+    def abandon(self, future: Future[Generation]) -> None:
+        """The request behind ``future`` gave up (timeout, disconnect): drop it if waiting, else stop its
+        generation at the next token (a batch stops when every request in it is abandoned)."""
+        job = self._by_future.get(future)
+        if not future.cancel() and job is not None:
+            job.stop.set()
+            self.metrics.inc("cds_generation_abandoned_total")
 
     def _take(self) -> list[_Job] | None:
         """The next job, with the waiting non-streamed jobs that can share its batch (greedy only)."""
@@ -248,9 +275,9 @@ class Engine:
                 if a is None:
                     raise NotReady("the models are not loaded")
                 if len(batch) == 1:
-                    outs = [a.generate(batch[0].prepared, batch[0].on_text)]
+                    outs = [a.generate(batch[0].prepared, _guarded(batch[0]))]
                 else:
-                    outs = a.generate_batch([j.prepared for j in batch])
+                    outs = a.generate_batch([j.prepared for j in batch], should_stop=_all_abandoned(batch))
             except BaseException as e:  # the worker must survive any one request's failure
                 for j in batch:
                     j.future.set_exception(e)

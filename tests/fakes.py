@@ -135,5 +135,5 @@ class ScriptedGenerator:
     def generate(self, messages: Any, max_new_tokens: int, temperature: float = 0.0, on_text: Any = None) -> Any:
         return self._gen()
 
-    def generate_batch(self, batch: Any, max_new_tokens: int) -> list[Any]:
+    def generate_batch(self, batch: Any, max_new_tokens: int, should_stop: Any = None) -> list[Any]:
         return [self._gen() for _ in batch]

@@ -45,7 +45,7 @@ class StreamingGenerator(ScriptedGenerator):
         self.batches.append(1)
         return self._gen()
 
-    def generate_batch(self, batch: Any, max_new_tokens: int) -> list[Any]:
+    def generate_batch(self, batch: Any, max_new_tokens: int, should_stop: Any = None) -> list[Any]:
         self.entered.set()
         if self.gate is not None:
             self.gate.wait(10)
@@ -434,3 +434,31 @@ def test_leaving_a_stream_frees_the_generator(hash_index):
         time.sleep(0.5)
         assert gen.sent == sent < 500, "the generation stopped after the client left (a whole one is 1,000 words)"
         assert client.post("/v1/query", json={"question": QUESTION, "generate": False}).status_code == 200
+
+
+def test_a_timed_out_request_stops_its_generation(hash_index):
+    """504 for the client, and the worker stops decoding for it at the next word (not after 1,000)."""
+    gen = SlowWords(f"{SUPPORTED} [1].")
+    client, eng = _client(hash_index, gen, None, "serve.request_timeout_s=1")
+    with client:
+        assert eng.wait_ready(30)
+        r = client.post("/v1/query", json={"question": QUESTION})
+        assert r.status_code == 504 and "serve.request_timeout_s" in r.json()["error"]
+        time.sleep(0.3)
+        sent = gen.sent
+        time.sleep(0.5)
+        assert gen.sent == sent < 500, "generation went on after the 504"
+        assert "cds_generation_abandoned_total" in client.get("/metrics").text
+
+
+def test_a_batch_stops_when_every_request_in_it_is_abandoned(tiny_generator):
+    """The transformers batch path polls should_stop after each decoding step."""
+    chats = [[{"role": "user", "content": "heart failure"}], [{"role": "user", "content": "kidney"}]]
+    calls: list[int] = []
+
+    def stop() -> bool:
+        calls.append(1)
+        return len(calls) >= 3
+
+    outs = tiny_generator.generate_batch(chats, 64, should_stop=stop)
+    assert len(outs) == 2 and all(o.new_tokens <= 3 for o in outs)
