@@ -59,8 +59,8 @@ def record(q: dict[str, Any], a: Answer) -> dict[str, Any]:
         **q, "abstained": a.abstained, "reason": a.abstain_reason, "answer": a.answer, "draft": a.draft,
         "generated": a.generated, "confidence": a.confidence, "signals": a.confidence_signals,
         "timings_ms": a.timings_ms,
-        "sources": [{"n": c.n, "doc_id": c.doc_id, "patient_id": c.patient_id, "answerability": c.answerability}
-                    for c in a.citations],
+        "sources": [{"n": c.n, "doc_id": c.doc_id, "patient_id": c.patient_id, "answerability": c.answerability,
+                     "section": c.section, "text": c.text} for c in a.citations],
         "sentences": [{"text": s.text, "citations": s.citations, "supported": s.supported, "prob": s.support_score,
                        "cosine": s.cosine, "attributed": s.attributed, "checks": s.checks,
                        "cited_docs": sorted({by_n[n].doc_id for n in s.citations if n in by_n}),
@@ -75,6 +75,31 @@ def _annotated_required() -> dict[str, list[list[str]]]:
     path = Path(__file__).parent / "questions" / "demo_answerable.jsonl"
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     return {r["id"]: r.get("required", []) for r in rows}
+
+
+def _states_with_sources(row: dict[str, Any], required: list[list[str]], sentences: list[dict[str, Any]]) -> bool:
+    """Every required group is stated by a sentence AND by the text of a gold source that sentence cites.
+
+    Citing the right guideline is not enough: the cited section must say it (a threshold cited to the
+    definition section is not sourced). Records written before source texts were kept are checked per
+    document only.
+    """
+    gold = set(row["gold"])
+    sources = {s["n"]: s for s in row.get("sources", [])}
+    if not any(gold & set(s["cited_docs"]) for s in sentences):
+        return False
+    for group in required:
+        if not any(key_facts.states(alt, s["text"]) and _cited_text_states(alt, s, sources, gold)
+                   for s in sentences if gold & set(s["cited_docs"]) for alt in group):
+            return False
+    return True
+
+
+def _cited_text_states(fact: str, sentence: dict[str, Any], sources: dict[int, dict[str, Any]], gold: set[str]) -> bool:
+    texts = [sources[n].get("text") for n in sentence["citations"] if n in sources and sources[n]["doc_id"] in gold]
+    if not texts or any(t is None for t in texts):
+        return True  # no source text recorded (an older run): the document-level check above decides
+    return any(key_facts.states(fact, str(t)) for t in texts)
 
 
 def right_if_answered(row: dict[str, Any], shown: list[dict[str, Any]], records: dict[str, Any]) -> dict[str, bool]:
@@ -93,10 +118,8 @@ def right_if_answered(row: dict[str, Any], shown: list[dict[str, Any]], records:
         # another source is not sourced). Rows without groups: every non-yes/no key fact is required.
         required = row.get("required") or _annotated_required().get(row["id"]) or \
             [[f] for f in row.get("key_facts") or [] if f.lower() not in ("yes", "no")]
-        cited = " ".join(s["text"] for s in shown if gold & set(s["cited_docs"]))
-        cited_model = " ".join(s["text"] for s in model if gold & set(s["cited_docs"]))
-        return {"right": bool(cited) and not key_facts.missing_groups(required, cited),
-                "model_cited": bool(cited_model) and not key_facts.missing_groups(required, cited_model)}
+        return {"right": _states_with_sources(row, required, shown),
+                "model_cited": _states_with_sources(row, required, model)}
     if suite == "patient":
         pid = row["patient_id"]
         value = expected(records[pid], row["fact"])

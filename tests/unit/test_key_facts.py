@@ -41,7 +41,7 @@ def _row(required):
 
 
 def _sent(text, docs=("demo-hfref-gdmt",), attributed=False):
-    return {"text": text, "cited_docs": list(docs), "attributed": attributed}
+    return {"text": text, "cited_docs": list(docs), "attributed": attributed, "citations": [1]}
 
 
 def test_every_required_group_must_be_stated_not_any_one_fact():
@@ -74,3 +74,13 @@ def test_every_required_group_is_stated_by_a_gold_document():
         assert r["required"], r["id"]
         for group in r["required"]:
             assert any(key_facts.states(alt, text) for alt in group), (r["id"], group)
+
+
+def test_the_cited_section_must_state_the_fact_not_only_the_right_document():
+    row = _row([["36 hours"]])
+    row["sources"] = [{"n": 1, "doc_id": "demo-hfref-gdmt", "text": "ARNI is preferred over an ACE inhibitor."},
+                      {"n": 2, "doc_id": "demo-hfref-gdmt", "text": "Stop the ACE inhibitor 36 hours before."}]
+    wrong_section = [{**_sent("Wait 36 hours [1]."), "citations": [1]}]
+    right_section = [{**_sent("Wait 36 hours [2]."), "citations": [2]}]
+    assert trust.right_if_answered(row, wrong_section, {})["right"] is False
+    assert trust.right_if_answered(row, right_section, {})["right"] is True
