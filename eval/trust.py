@@ -52,15 +52,22 @@ OUT_OF_CORPUS = ("topic_removed", "non_medical", "demo_out_of_corpus")
 
 
 # -- asking and strict scoring -------------------------------------------------------------------------
-def record(q: dict[str, Any], a: Answer) -> dict[str, Any]:
-    """One question's record: the answer as the pipeline gave it, with everything replay needs."""
+def _shown_text(c: Any, parents: dict[str, Any] | None) -> str:
+    """The text the generator was shown for a source: its parent section when merged, else the passage."""
+    parent = parents.get(c.parent_id) if parents is not None and c.merged and c.parent_id else None
+    return str(parent.text) if parent is not None else str(c.text)
+
+
+def record(q: dict[str, Any], a: Answer, parents: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One question's record: the answer as the pipeline gave it, with everything replay needs
+    (``parents``: the index's parent sections, so the scorer can read what each source showed)."""
     by_n = {c.n: c for c in a.citations}
     return {
         **q, "abstained": a.abstained, "reason": a.abstain_reason, "answer": a.answer, "draft": a.draft,
         "generated": a.generated, "confidence": a.confidence, "signals": a.confidence_signals,
         "timings_ms": a.timings_ms,
         "sources": [{"n": c.n, "doc_id": c.doc_id, "patient_id": c.patient_id, "answerability": c.answerability,
-                     "section": c.section, "text": c.text} for c in a.citations],
+                     "section": c.section, "text": _shown_text(c, parents)} for c in a.citations],
         "sentences": [{"text": s.text, "citations": s.citations, "supported": s.supported, "prob": s.support_score,
                        "cosine": s.cosine, "attributed": s.attributed, "checks": s.checks,
                        "cited_docs": sorted({by_n[n].doc_id for n in s.citations if n in by_n}),
@@ -149,7 +156,7 @@ def run(assistants: dict[str, Any], qs: list[dict[str, Any]], hf_csv: Path, batc
         answers = assistant.ask_many([qs[i]["question"] for i in idx], batch_size=batch_size, on_answer=tick,
                                      patient_ids=[qs[i].get("patient_id") for i in idx])
         for i, a in zip(idx, answers, strict=True):
-            rows[i] = record(qs[i], a)
+            rows[i] = record(qs[i], a, assistant.index.parents)
     out = [r for r in rows if r is not None]
     for r in out:
         r["score"] = right_if_answered(r, [s for s in r["sentences"] if s["supported"]], records) \

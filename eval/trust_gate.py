@@ -1,0 +1,99 @@
+"""The answerability gate alone, per verifier: how many out-of-corpus questions it stops before any
+generation, and how many answerable ones it lets through (no generation: minutes, not hours).
+
+    python -m eval.trust_gate --adapter v2=adapters/verifier-minilm --adapter v3=adapters/verifier-minilm-v3 \
+        --output .cds/eval/gate
+
+Per adapter, every question of both trust parts is retrieved and gated as the runtime does (the demo
+suites on the demo index, the rest on the trust index); the gate model (``trust.fit_gate``: answerability
+logit, retrieval, agreement) is fitted on **dev** and the threshold is chosen on dev as the one that
+lets the most answerable questions through while stopping >= ``--target`` of the out-of-corpus ones;
+test is reported at that threshold. The gate is a lower bound on abstention: the checks after
+generation only abstain more.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from eval import trust, trust_jobs, trust_set
+from eval.mcq import stats
+from rag import Assistant
+from rag.answer import Answer
+from rag.confidence import answerability_logit
+from rag.config import data_dir, load_config, resolve_path
+
+log = logging.getLogger(__name__)
+GRID = tuple(round(0.01 * i, 2) for i in range(1, 100))
+
+
+def signals(adapter: str, part: str, trust_index: str) -> list[dict[str, Any]]:
+    """Each question's gate signals with the verifier ``adapter`` (no calibration, no generation)."""
+    cfg = load_config(overrides=[f"verifier.adapter={adapter}", "verifier.answerable_min=0.0",
+                                 "confidence.calibration=null"])
+    first = Assistant(trust_jobs.trust_config(cfg, trust_index))
+    assistants = {"trust": first, "demo": Assistant.open(cfg, embedder=first.embedder, verifier=first.verifier)}
+    rows = []
+    for q in trust_set.questions(trust_set.load(), part, data_dir(cfg)):
+        a = assistants["demo" if q["suite"].startswith("demo_") else "trust"]
+        step = a.prepare(q["question"], q.get("patient_id"), None, True)
+        sig = dict(step.confidence_signals if isinstance(step, Answer) else step.signals)
+        sig.setdefault("answerability", 0.0)
+        sig["answerability_logit"] = answerability_logit(sig["answerability"])
+        rows.append({"id": q["id"], "suite": q["suite"], "answerable": q["answerable"], "signals": sig})
+    return rows
+
+
+def _rates(rows: list[dict[str, Any]], gate: dict[str, Any], t: float) -> dict[str, Any]:
+    p = [trust.probability(gate, r["signals"]) for r in rows]
+    ooc = [pi < t for pi, r in zip(p, rows, strict=True) if not r["answerable"]]
+    ans = [pi < t for pi, r in zip(p, rows, strict=True) if r["answerable"]]
+    by_suite: dict[str, list[int]] = {}
+    for pi, r in zip(p, rows, strict=True):
+        by_suite.setdefault(r["suite"], [0, 0])
+        by_suite[r["suite"]][0] += pi < t
+        by_suite[r["suite"]][1] += 1
+    return {"threshold": t, "ooc_stopped": sum(ooc), "ooc": len(ooc), "answerable_stopped": sum(ans),
+            "answerable": len(ans), "ooc_stopped_ci": stats.wilson(sum(ooc), len(ooc)),
+            "answerable_stopped_ci": stats.wilson(sum(ans), len(ans)),
+            "stopped_by_suite": {k: f"{v[0]}/{v[1]}" for k, v in sorted(by_suite.items())}}
+
+
+def study(adapter: str, trust_index: str, target: float) -> dict[str, Any]:
+    dev, test = signals(adapter, "dev", trust_index), signals(adapter, "test", trust_index)
+    gate = trust.fit_gate(dev)
+    curve = [_rates(dev, gate, t) for t in GRID]
+    ok = [c for c in curve if c["ooc_stopped"] >= target * c["ooc"]]
+    chosen = min(ok, key=lambda c: (c["answerable_stopped"], -c["ooc_stopped"])) if ok else curve[-1]
+    return {"adapter": adapter, "gate": gate, "dev": chosen, "test": _rates(test, gate, chosen["threshold"]),
+            "dev_rows": dev, "test_rows": test}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--adapter", action="append", required=True, metavar="NAME=PATH")
+    ap.add_argument("--trust-index", default=".cds/index/trust")
+    ap.add_argument("--target", type=float, default=0.95, help="out-of-corpus share the gate must stop on dev")
+    ap.add_argument("--output", default=".cds/eval/gate")
+    args = ap.parse_args(argv)
+    out = resolve_path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    for spec in args.adapter:
+        name, _, path = spec.partition("=")
+        r = study(path, args.trust_index, args.target)
+        Path(out / f"gate-{name}.json").write_text(json.dumps(r, indent=1), encoding="utf-8")
+        for part in ("dev", "test"):
+            c = r[part]
+            print(f"{name} {part} threshold {c['threshold']:.2f}: out of corpus stopped {c['ooc_stopped']}/{c['ooc']} "
+                  f"({100 * c['ooc_stopped'] / c['ooc']:.1f}%), answerable stopped {c['answerable_stopped']}/"
+                  f"{c['answerable']} ({100 * c['answerable_stopped'] / c['answerable']:.1f}%) "
+                  f"{c['stopped_by_suite']}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
