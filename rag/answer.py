@@ -34,6 +34,10 @@ class SentenceRecord:
     attributed: bool = False  # citation added by the support check (the generator gave no marker)
     checks: dict[str, bool | None] = field(default_factory=dict)  # see rag.cite.SentenceSupport.checks
     cosine: float | None = None  # embedding similarity to the best cited passage
+    # Per cited source, the passage that best supports *this* sentence ({n, chunk_id, start, end, text}):
+    # ``citations[n]`` spans one passage per source (the best for any sentence), which need not be the
+    # text behind every sentence citing it.
+    spans: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass

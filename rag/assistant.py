@@ -421,7 +421,8 @@ class Assistant:
         sentences = [SentenceRecord(_with_markers(strip_markers(s.text), s.citations) if s.attributed else s.text,
                                     s.citations,
                                     s.supported, round(s.score, 4), s.attributed, dict(s.checks),
-                                    None if s.cosine is None else round(s.cosine, 4)) for s in support]
+                                    None if s.cosine is None else round(s.cosine, 4), self._spans(units, s))
+                     for s in support]
         # Only supported sentences are shown: an unsupported one stays in ``sentences`` (and the
         # draft) for audit, never in the answer a clinician reads as sourced.
         shown = [s.text for s in sentences if s.supported]
@@ -463,6 +464,17 @@ class Assistant:
         return [self._citation(n, u, best.get(n, (0.0, None))[1], answerable) for n, u in enumerate(units, start=1)]
 
     # -- helpers -----------------------------------------------------------------------------
+    def _spans(self, units: list[Unit], s: Any) -> list[dict[str, Any]]:
+        """The passage of each cited source that best supports sentence ``s`` (its character span)."""
+        out = []
+        for n in s.citations:
+            if n in s.best and 1 <= n <= len(units):
+                rows = self._passages(units[n - 1])
+                if 0 <= s.best[n] < len(rows):
+                    c = self.index.children[rows[s.best[n]]]
+                    out.append({"n": n, "chunk_id": c.chunk_id, "start": c.start, "end": c.end, "text": c.text})
+        return out
+
     def _retrieval_signals(self, ret: Retrieval, spec: EmbedderSpec) -> dict[str, float]:
         idx = self.index
         shown = {h.chunk_id for u in ret.units for h in u.hits}

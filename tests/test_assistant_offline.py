@@ -310,3 +310,18 @@ def test_the_calibrated_gate_decides_before_generating(hash_index, tmp_path):
     assert ans.confidence_signals["answerability"] > 0.2
     assert ans.confidence_signals["answerable_p"] == pytest.approx(0.0474, abs=1e-3)
     assert ans.abstained and gen.calls == 0
+
+
+def test_each_sentence_points_at_the_passage_that_supports_it(hash_index):
+    """Per sentence and cited source, the span of the best-supporting passage (not one span per source)."""
+    reply = f"{SUPPORTED} [1]."
+    a, _ = _scripted(hash_index, reply, "verifier.answerable_min=0.0", "confidence.abstain_below=0.0")
+    ans = a.ask("Which SGLT2 inhibitors are recommended in chronic HFrEF?")
+    s = ans.sentences[0]
+    assert s.supported and [sp["n"] for sp in s.spans] == s.citations == [1]
+    span = s.spans[0]
+    child = a.index.children[a.index.child_pos[span["chunk_id"]]]
+    assert (child.start, child.end, child.text) == (span["start"], span["end"], span["text"])
+    assert child.doc_id == ans.citations[0].doc_id
+    assert "dapagliflozin" in span["text"], "the span is the passage that states the sentence"
+    assert ans.to_dict()["sentences"][0]["spans"][0]["chunk_id"] == span["chunk_id"]
