@@ -188,6 +188,9 @@ def test_page_asks_and_shows_a_cited_answer_with_the_span_highlighted(server, br
         "the unchecked draft is gone once the answer is checked"
     browser.evaluate(f"document.querySelector('a.cite[data-n=\"{n.group(1)}\"]').click()")
     assert browser.evaluate(f"document.getElementById('src-{n.group(1)}').classList.contains('active')") is True
+    # The highlighted text is now the passage behind the clicked sentence (its per-sentence span).
+    shown = browser.evaluate(f"document.querySelector('#src-{n.group(1)} mark.span').textContent")
+    assert "SGLT2" in shown, "the clicked sentence's supporting passage is highlighted"
 
 
 def test_page_shows_an_abstention_as_such(server, browser):

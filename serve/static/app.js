@@ -50,7 +50,8 @@ async function loadInfo() {
 }
 
 // "[1]", "[1, 2]", "[1-3]" -> links to the source panels; attributed citations get a star.
-function renderSentence(text, attributed) {
+// ``spans``: per cited source, the passage that supports this sentence (highlighted when its link is clicked).
+function renderSentence(text, attributed, spans) {
   const p = el("span", { class: "sentence" });
   const re = /\[(\d+(?:\s*[,\u2013-]\s*\d+)*)\]/g;
   let last = 0, m;
@@ -66,7 +67,7 @@ function renderSentence(text, attributed) {
     nums.forEach((n, i) => {
       if (i) p.append(", ");
       const a = el("a", { class: "cite", href: "#src-" + n, "data-n": String(n) }, String(n) + (attributed ? "*" : ""));
-      a.addEventListener("click", (ev) => { ev.preventDefault(); showSource(n); });
+      a.addEventListener("click", (ev) => { ev.preventDefault(); showSource(n, (spans || []).find((s) => s.n === n)); });
       p.append(a);
     });
     p.append("]");
@@ -76,10 +77,16 @@ function renderSentence(text, attributed) {
   return p;
 }
 
-function showSource(n) {
+function showSource(n, span) {
   document.querySelectorAll(".source.active").forEach((s) => s.classList.remove("active"));
   const panel = $("src-" + n);
   if (!panel) return;
+  const mark = panel.querySelector("mark.span");
+  if (span && mark) {  // the passage behind the clicked sentence, which may not be the source's first span
+    mark.textContent = span.text;
+    mark.dataset.start = String(span.start);
+    mark.dataset.end = String(span.end);
+  }
   panel.classList.add("active");
   panel.scrollIntoView({ block: "nearest" });
   history.replaceState(null, "", "#src-" + n);
@@ -113,7 +120,7 @@ function renderAnswer(d) {
     box.append(el("p", { id: "answer-text" }, d.answer));
   } else {
     const para = el("p", { id: "answer-text" });
-    shown.forEach((s, i) => { if (i) para.append(" "); para.append(renderSentence(s.text, s.attributed)); });
+    shown.forEach((s, i) => { if (i) para.append(" "); para.append(renderSentence(s.text, s.attributed, s.spans)); });
     box.append(para);
   }
   $("attributed-note").hidden = d.abstained || !shown.some((s) => s.attributed);
