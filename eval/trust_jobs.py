@@ -131,7 +131,8 @@ def run_part(config: Any, trust_index: str, part: str, data: Path, rows_path: Pa
     # One set of models for both indexes (same embedder, generator and verifier).
     assistants = {"trust": first, "demo": Assistant.open(cfgs[1], embedder=first.embedder,
                                                          generator=generator or first.generator,
-                                                         verifier=first.verifier)}
+                                                         verifier=first.verifier,
+                                                         answerability_verifier=first.answerability_verifier)}
     rows = trust.run(assistants, qs, data / trust_set.HF_CSV, batch_size,
                      on_answer=progress(len(qs)) if progress else None)
     for r in rows:

@@ -54,12 +54,14 @@ class Assistant:
     """
 
     def __init__(self, config: AppConfig, embedder: Embedder | None = None, generator: Backend | None = None,
-                 progress: bool = False, verifier: Verifier | None = None):
+                 progress: bool = False, verifier: Verifier | None = None,
+                 answerability_verifier: Verifier | None = None):
         self.config = config
         self.progress = progress
         self._embedder = embedder
         self._generator = generator
         self._verifier = verifier
+        self._answer_verifier = answerability_verifier
         self._calibration: conf.Calibration | None = None
         self._index: HybridIndex | None = None
         self._index_lock = threading.RLock()
@@ -127,6 +129,18 @@ class Assistant:
             base = resolve(cfg.model, self.cache_dir)
             self._verifier = Verifier(base.path, resolve_path(cfg.adapter), batch_size=cfg.batch_size)
         return self._verifier
+
+    @property
+    def answerability_verifier(self) -> Verifier | None:
+        """The verifier judging answerability: ``verifier.answerability_adapter`` when set, else :attr:`verifier`."""
+        cfg = self.config.verifier
+        if not cfg.enabled or not cfg.answerability_adapter:
+            return self.verifier
+        if self._answer_verifier is None:
+            base = resolve(cfg.model, self.cache_dir)
+            self._answer_verifier = Verifier(base.path, resolve_path(cfg.answerability_adapter),
+                                             batch_size=cfg.batch_size)
+        return self._answer_verifier
 
     @property
     def calibration(self) -> conf.Calibration | None:
@@ -203,7 +217,7 @@ class Assistant:
         r = self.config.retrieval
         reranker = None
         if r.rerank:
-            verifier = self.verifier
+            verifier = self.answerability_verifier
             if verifier is None:
                 raise ConfigError("retrieval.rerank needs the verifier; set verifier.enabled=true or "
                                   "retrieval.rerank=false")
@@ -342,7 +356,7 @@ class Assistant:
         # What the generator will see: the gate asks whether *these* sources answer.
         sources = self._prompt_sources(ret.units) if generate else []
         shown = ret.units[: len(sources)] if generate else ret.units
-        verifier = self.verifier
+        verifier = self.answerability_verifier
         answerable = self._gate(verifier, q, shown, signals, timings) if verifier is not None else []
         gate = self.config.verifier.answerable_min
         gate_value = signals.get("answerable_p", signals.get("answerability", 1.0))

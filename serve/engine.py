@@ -144,9 +144,11 @@ class Engine:
             _ = a.index, a.calibration  # a missing or damaged index fails here, before any model loads
             verifier = a.verifier
             locked: Any = _Locked(verifier) if verifier is not None else None
+            gate_verifier = a.answerability_verifier
+            gate_locked: Any = locked if gate_verifier is verifier else _Locked(gate_verifier)
             self.assistant = Assistant(a.config, embedder=_Locked(a.embedder),
                                        generator=_CountingGenerator(a.generator),
-                                       verifier=locked)
+                                       verifier=locked, answerability_verifier=gate_locked)
             _ = self.assistant.index, self.assistant.calibration
         except CDSError as e:
             self.load_error = str(e)

@@ -325,3 +325,21 @@ def test_each_sentence_points_at_the_passage_that_supports_it(hash_index):
     assert child.doc_id == ans.citations[0].doc_id
     assert "dapagliflozin" in span["text"], "the span is the passage that states the sentence"
     assert ans.to_dict()["sentences"][0]["spans"][0]["chunk_id"] == span["chunk_id"]
+
+
+def test_a_separate_answerability_adapter_gates_and_the_main_one_checks_support(hash_index):
+    """verifier.answerability_adapter: one verifier for the gate, the other for claim support."""
+    root, _ = hash_index
+    cfg = load_config(overrides=[f"index.dir={root}", "index.auto_build_demo=false", "verifier.answerable_min=0.3",
+                                 "confidence.abstain_below=0.0", "verifier.answerability_adapter=adapters/other"])
+    support, gate = LexicalVerifier(), LexicalVerifier()
+    a = Assistant(cfg, embedder=HashEmbedder(), generator=ScriptedGenerator(f"{SUPPORTED} [1]."),  # type: ignore[arg-type]
+                  verifier=support, answerability_verifier=gate)  # type: ignore[arg-type]
+    assert a.answerability_verifier is gate and a.verifier is support
+    ans = a.ask("Which SGLT2 inhibitors are recommended in chronic HFrEF?")
+    assert not ans.abstained and gate.calls and support.calls, "the gate asked one, support the other"
+    gate_calls = len(gate.calls)
+    assert a.answerability_verifier is gate and len(gate.calls) == gate_calls
+    plain = Assistant(cfg.model_copy(update={"verifier": cfg.verifier.model_copy(
+        update={"answerability_adapter": None})}), embedder=HashEmbedder(), verifier=support)  # type: ignore[arg-type]
+    assert plain.answerability_verifier is support, "without the setting one verifier does both"
