@@ -43,6 +43,23 @@ from eval.bench_backends import PATIENT_QUESTIONS
 from eval.bench_scale import pct, proc_cpu_s, rss_mb
 
 
+def reset_peak_rss() -> bool:
+    """Peak RSS := current RSS (Linux ``clear_refs``); False where that is not possible."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def dir_mb(path: Path) -> float:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20
 
@@ -108,8 +125,7 @@ def one_document_update(root: Path, version: str, settings: Any, facts: dict[str
     BM25 over every passage, write (graph updated in place, or rebuilt) and publish."""
     import dataclasses
 
-    from rag.index import import_bm25s
-    from rag.text import tokenize
+    from rag.lexical import build_bm25
     from rag.update import _load_previous, _Stages, _vectors, _write_and_publish, previous_rows
 
     out: dict[str, float] = {}
@@ -133,8 +149,7 @@ def one_document_update(root: Path, version: str, settings: Any, facts: dict[str
     out["vectors_s"] = time.perf_counter() - t
     del prev_vectors
     t = time.perf_counter()
-    bm25 = import_bm25s().BM25()
-    bm25.index([tokenize(c.context_text()) for c in children], show_progress=False)
+    bm25 = build_bm25(c.context_text() for c in children)
     out["bm25_s"] = time.perf_counter() - t
     stage = _Stages()
     previous = (prev_store, prev_rows) if prev_store is not None else None
@@ -175,6 +190,44 @@ def legacy_bm25_top(scores: np.ndarray, allowed: np.ndarray, k: int) -> list[int
     top = np.argpartition(-scores, k - 1)[:k]
     top = top[np.argsort(-scores[top], kind="stable")]
     return [int(i) for i in top if scores[i] > 0]
+
+
+def graph_cpu_ms(store: Any, qv: np.ndarray, k: int) -> list[float]:
+    """CPU time of searching each graph of an HNSW store alone (as the store does, no filter)."""
+    import faiss
+
+    out = []
+    for graph in store.graphs:
+        params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]
+        params.efSearch = max(int(store.spec["ef_search"]), k)
+        t = time.process_time()
+        graph.search(qv.reshape(1, -1), k, params=params)
+        out.append((time.process_time() - t) * 1000)
+    return out
+
+
+def two_thread_ms(costs: list[float]) -> float:
+    """The longer of two threads' loads when the graphs go to whichever thread is free first (in order)."""
+    load = [0.0, 0.0]
+    for c in costs:
+        load[load.index(min(load))] += c
+    return max(load)
+
+
+def critical_path(ret: Any, idx: Any, questions: list[tuple[str, str | None]], qvs: np.ndarray) -> dict[str, float]:
+    """Sharded store searched on one core: per question, the hybrid search's CPU time, its graphs'
+    share, and the estimate on two cores (graphs split over two threads, the rest unchanged)."""
+    hybrid, graphs, est = [], [], []
+    for (q, p), qv in zip(questions, qvs, strict=True):
+        t = time.process_time()
+        ret.search(q, qv, p)
+        h = (time.process_time() - t) * 1000
+        g = graph_cpu_ms(idx.dense, np.asarray(qv, np.float32), ret.dense_k)
+        hybrid.append(h)
+        graphs.append(sum(g))
+        est.append(max(h - sum(g), 0.0) + two_thread_ms(g))
+    return {"hybrid_cpu_p50_ms": pct(hybrid, 50), "graphs_cpu_p50_ms": pct(graphs, 50),
+            "hybrid_two_cores_est_p50_ms": pct(est, 50), "hybrid_two_cores_est_p95_ms": pct(est, 95)}
 
 
 def parts(ret: Any, idx: Any, questions: list[tuple[str, str | None]], qvs: np.ndarray) -> dict[str, float]:
@@ -266,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--target-recall", type=float, default=0.975,
                     help="choose the smallest efSearch whose dev dense recall@10 reaches this")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--skip-update", action="store_true", help="do not time a one-document update")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
 
@@ -274,8 +328,8 @@ def main(argv: list[str] | None = None) -> int:
     from rag.assistant import Assistant
     from rag.config import load_config
     from rag.index import HybridIndex, embedder_manifest, import_bm25s
+    from rag.lexical import index_bm25, tokenize_corpus
     from rag.retrieve import HybridRetriever
-    from rag.text import tokenize
     from rag.update import _Stages, _write_and_publish
     from rag.vectorstore import DenseSettings, build_faiss, faiss_spec
 
@@ -299,14 +353,15 @@ def main(argv: list[str] | None = None) -> int:
     facts = embedder_manifest(assistant.embedder)
     settings = DenseSettings(dense=args.dense, hnsw_m=cfg.index.hnsw_m,
                              hnsw_ef_construction=cfg.index.hnsw_ef_construction,
-                             hnsw_ef_search=cfg.index.hnsw_ef_search)
+                             hnsw_ef_search=cfg.index.hnsw_ef_search, hnsw_shards=cfg.index.hnsw_shards)
     r = cfg.retrieval
     results: dict[str, Any] = {
         "command": " ".join(["python", "eval/bench_hybrid_scale.py", *(argv if argv is not None else sys.argv[1:])]),
         "machine": {"cpus_allowed": len(os.sched_getaffinity(0)), "python": platform.python_version(),
                     "faiss": faiss.__version__, "bm25s": import_bm25s().__version__},
         "params": {"dense": args.dense, "hnsw_m": settings.hnsw_m, "ef_construction": settings.hnsw_ef_construction,
-                   "ef_search": settings.hnsw_ef_search, "dense_k": r.dense_k, "bm25_k": r.bm25_k,
+                   "ef_search": settings.hnsw_ef_search, "hnsw_shards": settings.hnsw_shards,
+                   "dense_k": r.dense_k, "bm25_k": r.bm25_k,
                    "questions": len(questions), "patient_questions": sum(1 for _, p in questions if p),
                    "real_passages": len(real.children), "swap": args.swap, "rare": args.rare},
         "sizes": {}}
@@ -323,34 +378,39 @@ def main(argv: list[str] | None = None) -> int:
         res["rss_corpus_mb"] = rss_mb() - rss0
         print(f"n={n:,}: corpus {res['synth_s']:.0f} s, RSS +{res['rss_corpus_mb']:.0f} MB", flush=True)
 
-        # BM25 index: the product's path (rag.update, stage "index")
-        bm25s = import_bm25s()
+        # BM25 index: the product's path (rag.update, stage "index": rag.lexical)
+        rss_before, hwm_reset = rss_mb(), reset_peak_rss()
         t = time.perf_counter()
-        tokens = [tokenize(c.context_text()) for c in children]
+        ids, vocab = tokenize_corpus(c.context_text() for c in children)
         res["bm25_tokenize_s"] = time.perf_counter() - t
         t = time.perf_counter()
-        bm25 = bm25s.BM25()
-        bm25.index(tokens, show_progress=False)
+        bm25 = index_bm25(ids, vocab)
         res["bm25_index_s"] = time.perf_counter() - t
-        del tokens
+        del ids
+        res["bm25_peak_rss_above_mb"] = peak_rss_mb() - rss_before if hwm_reset else float("nan")
         res["bm25_vocab"] = len(bm25.vocab_dict)
         print(f"  bm25: tokenize {res['bm25_tokenize_s']:.0f} s, index {res['bm25_index_s']:.0f} s, "
-              f"vocabulary {res['bm25_vocab']:,}", flush=True)
+              f"vocabulary {res['bm25_vocab']:,}, peak RSS +{res['bm25_peak_rss_above_mb']:.0f} MB above the corpus",
+              flush=True)
 
         # write + publish a version (the dense store is built inside write_dense)
         root = work / f"n{n}"
         shutil.rmtree(root, ignore_errors=True)
         (root / "versions").mkdir(parents=True)
         stage = _Stages()
+        cpu = time.process_time()
         _write_and_publish(root, stage, parents, children, vecs, bm25, settings,
                            manifest_maker(facts, parents, children))
+        res["write_cpu_s"] = time.process_time() - cpu  # the graph build's share of a shared core
         res["write_s"], res["publish_s"] = stage.seconds["write"], stage.seconds["publish"]
         version = (root / "CURRENT").read_text().strip()
         vdir = root / "versions" / version
         res["disk_mb"] = {p.name: (dir_mb(p) if p.is_dir() else p.stat().st_size / 2**20) for p in vdir.iterdir()}
         del bm25, vecs, children
         shown = json.dumps({k: round(v) for k, v in res["disk_mb"].items()})
-        print(f"  write {res['write_s']:.0f} s (dense {args.dense} built inside), publish {res['publish_s']:.1f} s, "
+        res["peak_rss_since_bm25_mb"] = peak_rss_mb()
+        print(f"  write {res['write_s']:.0f} s, CPU {res['write_cpu_s']:.0f} s (dense {args.dense} built inside), "
+              f"peak RSS {res['peak_rss_since_bm25_mb']:.0f} MB, publish {res['publish_s']:.1f} s, "
               f"disk {sum(res['disk_mb'].values()):.0f} MB {shown}", flush=True)
 
         # serve: load the version as the app does, search with the default retriever
@@ -388,6 +448,11 @@ def main(argv: list[str] | None = None) -> int:
                     idx.dense.spec["ef_search"] = runs[name]["ef_search"]
                     runs[name].update(overlaps(ref, g))
                     runs[name].update(parts(ret, idx, questions, qvs))
+                    n_graphs = len(getattr(idx.dense, "graphs", []))
+                    if n_graphs > 1:
+                        runs[name]["sharded"] = critical_path(ret, idx, questions, qvs)
+                        print(f"  {name}, {n_graphs} graphs: {json.dumps(runs[name]['sharded'])}",
+                              flush=True)
         del flat
         for name, s in runs.items():
             extra = (f" | vs exact: dense recall@10 {s['dense_recall@10']:.3f}, fused top-10 overlap "
@@ -408,17 +473,6 @@ def main(argv: list[str] | None = None) -> int:
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
             Path(args.json).write_text(json.dumps(results, indent=2))
 
-        # a one-document update: before this change every publish rebuilt BM25 and the dense store
-        # (the stages just timed, plus loading the previous version); now the graph is updated in place
-        upd = one_document_update(root, version, settings, facts, parents, rng, args.noise_cos)
-        res["update_one_document"] = upd
-        res["update_one_document_rebuild_s"] = (upd["load_previous_s"] + upd["vectors_s"] + res["bm25_tokenize_s"]
-                                                + res["bm25_index_s"] + res["write_s"] + res["publish_s"])
-        print(f"  one-document update: load previous {upd['load_previous_s']:.1f} s + vectors {upd['vectors_s']:.1f} s "
-              f"+ BM25 {upd['bm25_s']:.1f} s + write {upd['write_s']:.1f} s ({args.dense}, tombstones "
-              f"{upd['tombstones']:.0f}) + publish {upd['publish_s']:.1f} s = {upd['total_s']:.0f} s; with the graph "
-              f"rebuilt: {res['update_one_document_rebuild_s']:.0f} s", flush=True)
-
         # memory of a serving process: load the version in a fresh process (RSS before/after)
         import subprocess
 
@@ -430,6 +484,20 @@ def main(argv: list[str] | None = None) -> int:
         res["load_verified_s"], res["rss_loaded_mb"] = float(out[-2]), float(out[-1])
         print(f"  fresh process: load with checksums {res['load_verified_s']:.0f} s, "
               f"RSS +{res['rss_loaded_mb']:.0f} MB", flush=True)
+
+        # a one-document update: before this change every publish rebuilt BM25 and the dense store
+        # (the stages just timed, plus loading the previous version); now the graph is updated in place
+        upd = (one_document_update(root, version, settings, facts, parents, rng, args.noise_cos)
+               if not args.skip_update else None)
+        res["update_one_document"] = upd
+        if upd is not None:
+            res["update_one_document_rebuild_s"] = (upd["load_previous_s"] + upd["vectors_s"] + res["bm25_tokenize_s"]
+                                                    + res["bm25_index_s"] + res["write_s"] + res["publish_s"])
+            print(f"  one-document update: load previous {upd['load_previous_s']:.1f} s + vectors "
+                  f"{upd['vectors_s']:.1f} s "
+                  f"+ BM25 {upd['bm25_s']:.1f} s + write {upd['write_s']:.1f} s ({args.dense}, tombstones "
+                  f"{upd['tombstones']:.0f}) + publish {upd['publish_s']:.1f} s = {upd['total_s']:.0f} s; with the "
+                  f"graph rebuilt: {res['update_one_document_rebuild_s']:.0f} s", flush=True)
 
         results["sizes"][str(n)] = res
         if args.json:

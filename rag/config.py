@@ -216,6 +216,10 @@ class IndexConfig(_Section):
     hnsw_m: int = Field(32, ge=4, le=128, description="HNSW graph degree (M)")
     hnsw_ef_construction: int = Field(80, ge=8, description="HNSW efConstruction: build effort")
     hnsw_ef_search: int = Field(64, ge=1, description="HNSW efSearch: search effort (recall vs latency, BENCHMARKS.md)")
+    hnsw_shards: int = Field(
+        1, ge=1, le=64, description="HNSW graphs the shared passages are split over, searched in parallel threads and "
+                                    "merged by exact score (for millions of passages: docs/INDEX.md); applies from "
+                                    "the next build")
     postgres_url: str | None = Field(
         None, description="PostgreSQL URL with pgvector (postgresql://user@host:5432/db); unset: $CDS_POSTGRES_URL, "
                           "then the URL the version was written to")

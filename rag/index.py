@@ -43,6 +43,7 @@ from rag.chunk import Chunk, HierarchicalChunker
 from rag.embed import Embedder
 from rag.errors import EmbedderMismatchError, IndexCorruptError, IndexMissingError
 from rag.fsutil import fsync_dir
+from rag.lexical import import_bm25s
 from rag.vectorstore import VectorStore, open_dense, required_files
 
 log = logging.getLogger(__name__)
@@ -181,14 +182,6 @@ def chunk_documents(docs: list[Document], chunker: HierarchicalChunker, progress
         parents.extend(p)
         children.extend(c)
     return parents, children
-
-
-def import_bm25s() -> Any:
-    import bm25s
-
-    # bm25s sets its own logger to DEBUG at import, which prints through any root handler.
-    logging.getLogger("bm25s").setLevel(logging.WARNING)
-    return bm25s
 
 
 def versions_dir(root: Path) -> Path:

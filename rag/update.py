@@ -54,7 +54,6 @@ from rag.index import (
     damaged_message,
     embedder_manifest,
     file_sha256,
-    import_bm25s,
     list_versions,
     next_version_name,
     publish_version,
@@ -63,8 +62,8 @@ from rag.index import (
     versions_dir,
     write_current,
 )
+from rag.lexical import build_bm25
 from rag.lock import IndexLock
-from rag.text import tokenize as bm25_tokenize
 from rag.vectorstore import DenseSettings, VectorStore, dense_spec, drop_dense, open_dense, write_dense
 
 log = logging.getLogger(__name__)
@@ -456,9 +455,7 @@ def _update_locked(docs: list[Document], embedder: Embedder, root: Path, chunkin
         vectors, n_computed, n_cached = _vectors(children, embedder, root, facts, diff.prev_chunks,
                                                  diff.prev_vectors, full, progress)
     with stage("index"):  # the dense store is built while writing (rag.vectorstore.write_dense)
-        bm25s = import_bm25s()
-        bm25 = bm25s.BM25()
-        bm25.index([bm25_tokenize(c.context_text()) for c in children], show_progress=False)
+        bm25 = build_bm25(c.context_text() for c in children)  # token ids in one array, not lists of str
 
     documents = diff.documents
     # Passages of added/changed documents are "added", those they replace or removed documents had are

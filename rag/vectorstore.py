@@ -24,14 +24,23 @@ bookkeeping). An HNSW graph is updated in place when the previous version's stor
 passages are added to the graph, and removed ones stay in it as *tombstones* (ids at
 ``TOMBSTONE_BASE`` and above, which every search filters out), until they exceed
 ``MAX_TOMBSTONE_SHARE`` of the graph and the next version is rebuilt from scratch (compaction).
+
+Shards. ``index.hnsw_shards`` > 1 splits the shared rows over that many HNSW graphs (row ``i`` of
+the shared rows goes to graph ``i % shards``; an update adds new passages to the smallest graphs).
+A query searches every graph with the same ``ef_search`` (in parallel threads, one per CPU this
+process may use: FAISS releases the GIL) and merges the hits by exact score. Each graph is smaller,
+so the same recall needs a much smaller ``ef_search``: at 1M passages of the scale corpus, one graph
+did not reach dense recall@10 0.97 of exact search even at efSearch 2048 (BENCHMARKS.md, "Scale").
 """
 
 from __future__ import annotations
 
 import hashlib
+import heapq
 import logging
 import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -44,6 +53,7 @@ log = logging.getLogger(__name__)
 
 FAISS_FILE = "dense.faiss"
 FAISS_EHR_FILE = "dense-ehr.faiss"  # HNSW versions: the patient records, searched exactly
+FAISS_SHARD_FILE = "dense-shard{}.faiss"  # HNSW graphs 1.. of a sharded version (graph 0 is FAISS_FILE)
 # Graph entries of passages removed by an incremental update: an id no row can have (a scope
 # bitmap holds one bit per row, so these are never members) and unique per graph entry.
 TOMBSTONE_BASE = 1 << 40
@@ -65,6 +75,7 @@ class DenseSettings:
     hnsw_m: int = 32
     hnsw_ef_construction: int = 80
     hnsw_ef_search: int = 64
+    hnsw_shards: int = 1
     postgres_url: str | None = None
     connect_timeout_s: int = 5
     statement_timeout_ms: int = 30_000
@@ -72,7 +83,7 @@ class DenseSettings:
     @classmethod
     def from_config(cls, cfg: Any) -> DenseSettings:
         return cls(store=cfg.store, dense=cfg.dense, hnsw_m=cfg.hnsw_m, hnsw_ef_construction=cfg.hnsw_ef_construction,
-                   hnsw_ef_search=cfg.hnsw_ef_search, postgres_url=cfg.postgres_url)
+                   hnsw_ef_search=cfg.hnsw_ef_search, hnsw_shards=cfg.hnsw_shards, postgres_url=cfg.postgres_url)
 
 
 class VectorStore(Protocol):
@@ -120,35 +131,58 @@ def vectors_sha256(vectors: np.ndarray) -> str:
 
 
 # -- FAISS -------------------------------------------------------------------------------------
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask: ``taskset`` limits it)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 class FaissStore:
-    """FAISS in memory. ``flat``: one ``IndexFlatIP`` over all rows (exact). ``hnsw``: an
-    ``IndexHNSWFlat`` graph over the shared (non-EHR) rows only and an ``IndexFlatIP`` over the
+    """FAISS in memory. ``flat``: one ``IndexFlatIP`` over all rows (exact). ``hnsw``: ``IndexHNSWFlat``
+    graphs (one, or ``shards``) over the shared (non-EHR) rows only and an ``IndexFlatIP`` over the
     patient records, each in an ``IndexIDMap2`` keyed by row, like pgvector's partial index.
 
     Filtering inside the graph walk lost recall on real questions: with the patient records
     (18% of the trust index) masked by an ID selector, recall@30 of the shared rows fell to 0.82
     at efSearch 64, against 0.93 for a graph built over the shared rows alone (BENCHMARKS.md, "Scale").
+    ``index`` is one FAISS index, or the list of a sharded version's graphs (``self.index`` is then
+    the first; ``self.graphs`` all of them).
     """
 
     def __init__(self, index: Any, spec: dict[str, Any], is_ehr: np.ndarray | None = None, ehr: Any = None):
-        self.index = index
+        self.graphs: list[Any] = list(index) if isinstance(index, list | tuple) else [index]
+        self.index = self.graphs[0]
         self.ehr = ehr
         self.spec = spec
         self.hnsw = spec.get("type") == "hnsw"
-        self.tombstones = int((self._graph_ids() >= TOMBSTONE_BASE).sum()) if self.hnsw else 0
-        n = int(index.ntotal) - self.tombstones + (int(ehr.ntotal) if ehr is not None else 0)
+        ids = self._graph_ids() if self.hnsw else np.zeros(0, np.int64)
+        self.tombstones = int((ids >= TOMBSTONE_BASE).sum())
+        n = self.graph_entries - self.tombstones + (int(ehr.ntotal) if ehr is not None else 0)
         self.is_ehr = is_ehr if is_ehr is not None else np.zeros(n, dtype=bool)
+        self.shard_of: np.ndarray | None = None  # row -> graph, for reconstruct (sharded versions only)
+        if len(self.graphs) > 1:
+            self.shard_of = np.full(n, -1, dtype=np.int16)
+            sizes = [int(g.ntotal) for g in self.graphs]
+            owner = np.repeat(np.arange(len(sizes), dtype=np.int16), sizes)
+            live = ids < TOMBSTONE_BASE
+            self.shard_of[ids[live]] = owner[live]
+        self.threads = min(len(self.graphs), available_cpus())  # graphs searched at once
+        self._pool: ThreadPoolExecutor | None = None
 
     def _graph_ids(self) -> np.ndarray:
-        """Row id of each graph entry, in insertion order (tombstones included)."""
+        """Row id of each graph entry, graph after graph, in insertion order (tombstones included)."""
         import faiss
 
-        return faiss.vector_to_array(self.index.id_map)
+        return np.concatenate([faiss.vector_to_array(g.id_map) for g in self.graphs]).astype(np.int64)
+
+    @property
+    def graph_entries(self) -> int:
+        """Entries of the graph(s), tombstones included (a flat store: its rows)."""
+        return sum(int(g.ntotal) for g in self.graphs)
 
     @property
     def ntotal(self) -> int:
         """Live rows (the graph's tombstones are not rows)."""
-        return int(self.index.ntotal) - self.tombstones + (int(self.ehr.ntotal) if self.ehr is not None else 0)
+        return self.graph_entries - self.tombstones + (int(self.ehr.ntotal) if self.ehr is not None else 0)
 
     @property
     def d(self) -> int:
@@ -157,7 +191,8 @@ class FaissStore:
     def reconstruct(self, row: int) -> np.ndarray:
         if self.hnsw and self.is_ehr[int(row)]:
             return np.asarray(self.ehr.reconstruct(int(row)))
-        return np.asarray(self.index.reconstruct(int(row)))
+        graph = self.graphs[int(self.shard_of[int(row)])] if self.shard_of is not None else self.index
+        return np.asarray(graph.reconstruct(int(row)))
 
     def reconstruct_n(self, start: int, n: int) -> np.ndarray:
         if n == 0:
@@ -167,7 +202,7 @@ class FaissStore:
         import faiss
 
         out = np.zeros((self.ntotal, self.d), np.float32)
-        for part in (self.index, self.ehr):
+        for part in (*self.graphs, self.ehr):
             if part is not None and part.ntotal:
                 ids = faiss.vector_to_array(part.id_map)
                 live = ids < TOMBSTONE_BASE
@@ -177,6 +212,14 @@ class FaissStore:
     def _exact_rows(self, qv: np.ndarray, rows: np.ndarray, k: int) -> list[tuple[int, float]]:
         vecs = np.stack([np.asarray(self.ehr.reconstruct(int(r)), dtype=np.float32) for r in rows])
         return _top(rows, vecs @ qv.astype(np.float32), k)
+
+    def _map(self, fn: Any, graphs: list[Any]) -> list[Any]:
+        """``fn`` over the graphs, in parallel threads when there are several and CPUs to run them."""
+        if self.threads <= 1 or len(graphs) <= 1:
+            return [fn(g) for g in graphs]
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="cds-hnsw")
+        return list(self._pool.map(fn, graphs))
 
     def _selector_search(self, qv: np.ndarray, k: int, allowed: np.ndarray) -> list[tuple[int, float]]:
         import faiss
@@ -189,18 +232,26 @@ class FaissStore:
         # faster than its default path on 115k flat vectors (multi-threading overhead; BENCHMARKS.md).
         bitmap = np.packbits(allowed, bitorder="little")
         sel = faiss.IDSelectorBitmap(bitmap.size, faiss.swig_ptr(bitmap))  # size in bytes
-        params: Any
-        if self.hnsw:
+        q, kk = qv.reshape(1, -1), min(k, n_allowed)
+        if not self.hnsw:
+            scores, rows = self.index.search(q, kk, params=faiss.SearchParameters(sel=sel))  # type: ignore[call-arg]
+            return [(int(r), float(s)) for s, r in zip(scores[0], rows[0], strict=True) if r >= 0]
+        # A subset of the graphs' entries (tombstones, or an evaluation's arbitrary mask): filter in
+        # the walk. Tombstones are few (MAX_TOMBSTONE_SHARE), so the walk loses little.
+        filtered = n_allowed < self.graph_entries
+
+        def one(graph: Any) -> tuple[np.ndarray, np.ndarray]:
             params = faiss.SearchParametersHNSW()  # type: ignore[attr-defined]  # missing from faiss's stubs
             params.efSearch = max(int(self.spec["ef_search"]), k)
-            # A subset of the graph's entries (tombstones, or an evaluation's arbitrary mask): filter in
-            # the walk. Tombstones are few (MAX_TOMBSTONE_SHARE), so the walk loses little.
-            if n_allowed < int(self.index.ntotal):
+            if filtered:
                 params.sel = sel
-        else:
-            params = faiss.SearchParameters(sel=sel)  # type: ignore[call-arg]
-        scores, rows = self.index.search(qv.reshape(1, -1), min(k, n_allowed), params=params)
-        return [(int(r), float(s)) for s, r in zip(scores[0], rows[0], strict=True) if r >= 0]
+            scores, rows = graph.search(q, kk, params=params)
+            return scores[0], rows[0]
+
+        hits: list[tuple[int, float]] = []
+        for scores, rows in self._map(one, self.graphs):
+            hits = merge_hits(hits, [(int(r), float(s)) for s, r in zip(scores, rows, strict=True) if r >= 0], kk)
+        return hits
 
     def search(self, qv: np.ndarray, k: int, allowed: np.ndarray) -> list[tuple[int, float]]:
         qv = np.asarray(qv, dtype=np.float32).reshape(-1)
@@ -218,17 +269,24 @@ class FaissStore:
         import faiss
 
         out = []
-        for name, part, want in (("graph", self.index, ~self.is_ehr), ("patient records", self.ehr, self.is_ehr)):
-            have = np.sort(faiss.vector_to_array(part.id_map)) if part is not None else np.zeros(0, np.int64)
+        parts = (("graph", self._graph_ids(), ~self.is_ehr),
+                 ("patient records", faiss.vector_to_array(self.ehr.id_map) if self.ehr is not None
+                  else np.zeros(0, np.int64), self.is_ehr))
+        for name, ids, want in parts:
+            have = np.sort(ids)
             if not np.array_equal(have[have < TOMBSTONE_BASE], np.flatnonzero(want)):
                 out.append(f"dense {name} index holds other rows than the passages of its kind")
+        if len(self.graphs) != int(self.spec.get("shards", 1)):
+            out.append(f"dense store has {len(self.graphs)} graphs, the manifest says {self.spec.get('shards', 1)}")
         if self.tombstones != int(self.spec.get("tombstones", 0)):
             out.append(f"dense graph holds {self.tombstones} removed passages, the manifest says "
                        f"{int(self.spec.get('tombstones', 0))}")
         return out
 
     def close(self) -> None:
-        pass
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+            self._pool = None
 
 
 def faiss_spec(settings: DenseSettings) -> dict[str, Any]:
@@ -237,7 +295,19 @@ def faiss_spec(settings: DenseSettings) -> dict[str, Any]:
         spec.update(m=settings.hnsw_m, ef_construction=settings.hnsw_ef_construction,
                     ef_search=settings.hnsw_ef_search, ehr_file=FAISS_EHR_FILE,
                     graph="shared (non-EHR) passages; patient records searched exactly")
+        if settings.hnsw_shards > 1:  # one graph: the spec versions before shards had
+            spec.update(shards=settings.hnsw_shards,
+                        shard_files=[FAISS_SHARD_FILE.format(i) for i in range(1, settings.hnsw_shards)])
     return spec
+
+
+def _new_graph(dim: int, spec: dict[str, Any]) -> Any:
+    import faiss
+
+    graph: Any = faiss.IndexHNSWFlat(dim, int(spec["m"]), faiss.METRIC_INNER_PRODUCT)
+    graph.hnsw.efConstruction = int(spec["ef_construction"])
+    graph.hnsw.efSearch = int(spec["ef_search"])
+    return faiss.IndexIDMap2(graph)
 
 
 def build_faiss(vectors: np.ndarray, spec: dict[str, Any], is_ehr: np.ndarray | None = None) -> FaissStore:
@@ -251,16 +321,30 @@ def build_faiss(vectors: np.ndarray, spec: dict[str, Any], is_ehr: np.ndarray | 
         if len(vectors):
             flat.add(vectors)
         return FaissStore(flat, spec, is_ehr)
-    graph: Any = faiss.IndexHNSWFlat(dim, int(spec["m"]), faiss.METRIC_INNER_PRODUCT)
-    graph.hnsw.efConstruction = int(spec["ef_construction"])
-    graph.hnsw.efSearch = int(spec["ef_search"])
-    shared = faiss.IndexIDMap2(graph)
-    ehr = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
-    for part, mask in ((shared, ~is_ehr), (ehr, is_ehr)):
-        rows = np.flatnonzero(mask)
+    n_graphs = int(spec.get("shards", 1))
+    graphs = [_new_graph(dim, spec) for _ in range(n_graphs)]
+    shared = np.flatnonzero(~is_ehr)
+    for i, graph in enumerate(graphs):
+        rows = shared[i::n_graphs]
         if rows.size:
-            part.add_with_ids(vectors[rows], rows.astype(np.int64))
-    return FaissStore(shared, spec, is_ehr, ehr)
+            graph.add_with_ids(vectors[rows], rows.astype(np.int64))
+    ehr = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+    rows = np.flatnonzero(is_ehr)
+    if rows.size:
+        ehr.add_with_ids(vectors[rows], rows.astype(np.int64))
+    return FaissStore(graphs, spec, is_ehr, ehr)
+
+
+def _share_out(sizes: list[int], n: int) -> np.ndarray:
+    """The graph each of ``n`` new entries goes to: always the smallest graph (ties: the first)."""
+    heap = [(size, i) for i, size in enumerate(sizes)]
+    heapq.heapify(heap)
+    out = np.empty(n, dtype=np.int64)
+    for j in range(n):
+        size, i = heapq.heappop(heap)
+        out[j] = i
+        heapq.heappush(heap, (size + 1, i))
+    return out
 
 
 def update_faiss(prev: Any, prev_rows: np.ndarray, vectors: np.ndarray, spec: dict[str, Any],
@@ -268,17 +352,18 @@ def update_faiss(prev: Any, prev_rows: np.ndarray, vectors: np.ndarray, spec: di
     """The next version's HNSW store made from the previous one's, or None when it must be rebuilt.
 
     ``prev_rows[i]`` is the previous row of new row ``i`` when that passage is kept with the same
-    vector (-1: new). Kept graph entries are renumbered, new shared passages added to the graph,
-    dropped ones left in it as tombstones; the patient records' exact index is rebuilt (a copy).
-    None (rebuild) for a flat store, another store or graph shape, or when the tombstones would
-    pass ``MAX_TOMBSTONE_SHARE`` of the graph. ``prev`` is changed in place: pass a store loaded
-    for this job, never one that serves queries.
+    vector (-1: new). Kept graph entries are renumbered, new shared passages added to the graph
+    (sharded: to the smallest graphs), dropped ones left in it as tombstones; the patient records'
+    exact index is rebuilt (a copy). None (rebuild) for a flat store, another store or graph shape
+    (M, efConstruction, shards), or when the tombstones would pass ``MAX_TOMBSTONE_SHARE`` of the
+    graph. ``prev`` is changed in place: pass a store loaded for this job, never one that serves queries.
     """
     import faiss
 
     if not (isinstance(prev, FaissStore) and prev.hnsw and spec.get("type") == "hnsw"):
         return None
-    if any(int(prev.spec.get(k, -1)) != int(spec[k]) for k in ("m", "ef_construction")) or prev.d != vectors.shape[1]:
+    if any(int(prev.spec.get(k, 1)) != int(spec.get(k, 1)) for k in ("m", "ef_construction", "shards")) \
+            or prev.d != vectors.shape[1]:
         return None
     prev_rows = np.asarray(prev_rows, dtype=np.int64)
     is_ehr = np.asarray(is_ehr, dtype=bool)
@@ -292,35 +377,45 @@ def update_faiss(prev: Any, prev_rows: np.ndarray, vectors: np.ndarray, spec: di
     ids = np.full(old.size, -1, dtype=np.int64)
     ids[live] = new_of_prev[old[live]]
     dead = ids < 0
-    ids[dead] = TOMBSTONE_BASE + np.flatnonzero(dead)  # unique: the entry's position
+    ids[dead] = TOMBSTONE_BASE + np.flatnonzero(dead)  # unique: the entry's position over all graphs
     add = np.flatnonzero(~kept & ~is_ehr)
     tombstones = int(dead.sum())
     if tombstones > MAX_TOMBSTONE_SHARE * (old.size + add.size):
         return None
-    graph = prev.index
-    faiss.copy_array_to_vector(ids, graph.id_map)
-    graph.construct_rev_map()
-    hnsw: Any = faiss.downcast_index(graph.index)
-    hnsw.hnsw.efSearch = int(spec["ef_search"])
+    sizes = [int(g.ntotal) for g in prev.graphs]
+    for graph, part in zip(prev.graphs, np.split(ids, np.cumsum(sizes)[:-1]), strict=True):
+        faiss.copy_array_to_vector(part, graph.id_map)
+        graph.construct_rev_map()
+        hnsw: Any = faiss.downcast_index(graph.index)
+        hnsw.hnsw.efSearch = int(spec["ef_search"])
     if add.size:
-        graph.add_with_ids(np.ascontiguousarray(vectors[add], dtype=np.float32), add)
+        to = _share_out(sizes, add.size)
+        for i, graph in enumerate(prev.graphs):
+            rows = add[to == i]
+            if rows.size:
+                graph.add_with_ids(np.ascontiguousarray(vectors[rows], dtype=np.float32), rows)
     ehr = faiss.IndexIDMap2(faiss.IndexFlatIP(vectors.shape[1]))
     rows = np.flatnonzero(is_ehr)
     if rows.size:
         ehr.add_with_ids(np.ascontiguousarray(vectors[rows], dtype=np.float32), rows.astype(np.int64))
-    return FaissStore(graph, {**spec, "tombstones": tombstones}, is_ehr, ehr)
+    return FaissStore(prev.graphs, {**spec, "tombstones": tombstones}, is_ehr, ehr)
 
 
 # -- writing and opening -----------------------------------------------------------------------
+def graph_files(spec: dict[str, Any]) -> list[str]:
+    """The files of a FAISS version's graphs (or flat index), the first one first."""
+    return [FAISS_FILE, *[FAISS_SHARD_FILE.format(i) for i in range(1, int(spec.get("shards", 1)))]]
+
+
 def write_dense(settings: DenseSettings, vdir: Path, vectors: np.ndarray, children: list[Any], version: str,
                 root: Path, previous: tuple[Any, np.ndarray] | None = None) -> dict[str, Any]:
     """Store a version's vectors; returns the manifest's ``dense`` entry.
 
-    FAISS writes ``dense.faiss`` into the (temporary) version folder; with ``previous`` (the previous
-    version's store, loaded for this job, and each new row's previous row or -1) an HNSW graph is
-    updated instead of rebuilt when it can be (:func:`update_faiss`). PostgreSQL creates the
-    version's table, fills it and builds its indexes in one transaction, committed before the
-    folder is published: a version that CURRENT names always has a complete table.
+    FAISS writes ``dense.faiss`` (and a sharded version's other graphs) into the (temporary) version
+    folder; with ``previous`` (the previous version's store, loaded for this job, and each new row's
+    previous row or -1) an HNSW graph is updated instead of rebuilt when it can be (:func:`update_faiss`).
+    PostgreSQL creates the version's table, fills it and builds its indexes in one transaction,
+    committed before the folder is published: a version that CURRENT names always has a complete table.
     """
     if settings.store == "postgres":
         from rag.pgstore import write_pg
@@ -337,7 +432,8 @@ def write_dense(settings: DenseSettings, vdir: Path, vectors: np.ndarray, childr
                  int(((previous[1] if previous else np.zeros(0)) < 0).sum()), store.tombstones)
     else:
         store = build_faiss(vectors, spec, is_ehr)
-    faiss.write_index(store.index, str(vdir / FAISS_FILE))
+    for graph, name in zip(store.graphs, graph_files(spec), strict=True):
+        faiss.write_index(graph, str(vdir / name))
     if store.ehr is not None:
         faiss.write_index(store.ehr, str(vdir / FAISS_EHR_FILE))
     return spec
@@ -355,7 +451,7 @@ def required_files(manifest: dict[str, Any]) -> tuple[str, ...]:
     spec = dense_spec(manifest)
     if spec["store"] != "faiss":
         return ()
-    return (FAISS_FILE, FAISS_EHR_FILE) if spec.get("type") == "hnsw" else (FAISS_FILE,)
+    return (*graph_files(spec), FAISS_EHR_FILE) if spec.get("type") == "hnsw" else (FAISS_FILE,)
 
 
 def resolve_url(spec: dict[str, Any], url: str | None) -> str:
@@ -375,12 +471,13 @@ def open_dense(vdir: Path, manifest: dict[str, Any], is_ehr: np.ndarray, url: st
         return PgStore(resolve_url(spec, url), spec, is_ehr)
     import faiss
 
-    index: Any = faiss.read_index(str(vdir / FAISS_FILE))
     if spec.get("type") != "hnsw":
-        return FaissStore(index, spec, is_ehr)
-    graph: Any = faiss.downcast_index(index.index)
-    graph.hnsw.efSearch = int(spec["ef_search"])
-    return FaissStore(index, spec, is_ehr, faiss.read_index(str(vdir / FAISS_EHR_FILE)))
+        return FaissStore(faiss.read_index(str(vdir / FAISS_FILE)), spec, is_ehr)
+    graphs: list[Any] = [faiss.read_index(str(vdir / name)) for name in graph_files(spec)]
+    for graph in graphs:
+        hnsw: Any = faiss.downcast_index(graph.index)
+        hnsw.hnsw.efSearch = int(spec["ef_search"])
+    return FaissStore(graphs, spec, is_ehr, faiss.read_index(str(vdir / FAISS_EHR_FILE)))
 
 
 def drop_dense(manifest: dict[str, Any], url: str | None = None) -> None:

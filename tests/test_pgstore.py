@@ -217,6 +217,7 @@ def test_kill_9_during_a_postgres_backed_update_never_breaks_the_index(pg, tmp_p
     trials = run_trials(cmd, root, [src / "guidelines"], src / "guidelines", trials=10, check=problems, seed=7,
                         cwd=root_dir)
     s = summarize(trials)
+    print("kill -9 trials of a PostgreSQL-backed update:", s)  # what BENCHMARKS.md records (pytest -s)
     assert s["failures"] == 0, [t for t in trials if t.problems]
     assert s["killed"] >= 5, s
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)

@@ -135,12 +135,14 @@ def test_config_selects_the_store(tmp_path):
     cfg = load_config(overrides=["index.dense=hnsw", "index.hnsw_ef_search=128", "index.store=postgres",
                                  "index.postgres_url=postgresql://u@db:5432/cds?sslmode=require"])
     s = DenseSettings.from_config(cfg.index)
-    assert (s.store, s.dense, s.hnsw_ef_search, s.postgres_url) == (
-        "postgres", "hnsw", 128, "postgresql://u@db:5432/cds?sslmode=require")
+    assert (s.store, s.dense, s.hnsw_ef_search, s.hnsw_shards, s.postgres_url) == (
+        "postgres", "hnsw", 128, 1, "postgresql://u@db:5432/cds?sslmode=require")
+    assert DenseSettings.from_config(load_config(overrides=["index.hnsw_shards=8"]).index).hnsw_shards == 8
     from rag.errors import ConfigError
 
-    with pytest.raises(ConfigError):
-        load_config(overrides=["index.dense=ivf"])
+    for bad in ("index.dense=ivf", "index.hnsw_shards=0"):
+        with pytest.raises(ConfigError):
+            load_config(overrides=[bad])
 
 
 # -- incremental HNSW updates -----------------------------------------------------------------
@@ -230,3 +232,113 @@ def test_an_update_job_extends_the_previous_graph_and_matches_a_full_rebuild(tmp
         assert [c for c, _ in ra.retrieve(q, patient_id=p).dense] == [c for c, _ in rb.retrieve(q, patient_id=p).dense]
     assert rollback(root)[1] == v1
     check_index(root)
+
+
+# -- sharded HNSW (index.hnsw_shards) -----------------------------------------------------------
+SHARDED = DenseSettings(dense="hnsw", hnsw_m=16, hnsw_ef_construction=40, hnsw_ef_search=4000, hnsw_shards=3)
+
+
+def is_exact_top(got: list[tuple[int, float]], x: np.ndarray, q: np.ndarray, allowed: np.ndarray, k: int) -> bool:
+    """``got`` is the exact top ``k`` (rows may differ only between scores tied to float precision)."""
+    want = exact(x, q, allowed, k)
+    rows = [r for r, _ in got]
+    if rows == want:
+        return True
+    scores = np.array([s for _, s in got])
+    return (len(rows) == len(set(rows)) == len(want) and all(allowed[r] for r in rows)
+            and np.allclose(scores, x[rows] @ q, atol=1e-5) and np.allclose(scores, x[want] @ q, atol=1e-5))
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_sharded_graphs_answer_as_exact_search_in_every_scope(threads):
+    x, is_ehr, patient = synthetic(n=3000, ehr_share=0.3)
+    store = build_faiss(x, faiss_spec(SHARDED), is_ehr)
+    store.threads = threads
+    sizes = [g.ntotal for g in store.graphs]
+    assert len(sizes) == 3 and sum(sizes) == int((~is_ehr).sum()) and max(sizes) - min(sizes) <= 1
+    assert store.problems() == [] and store.ntotal == len(x)
+    assert np.array_equal(store.reconstruct_n(0, store.ntotal), x)
+    assert all(np.array_equal(store.reconstruct(r), x[r]) for r in (0, 1, 2, len(x) - 1))
+    rng = np.random.default_rng(2)
+    for qi in rng.integers(0, len(x), 30):
+        q = x[qi] + 0.1 * rng.normal(size=x.shape[1]).astype(np.float32)
+        for allowed in (~is_ehr, ~is_ehr | (patient == int(rng.integers(0, 50))), np.ones(len(x), bool),
+                        rng.random(len(x)) < 0.2):  # the last: an arbitrary mask, filtered inside each graph
+            got = store.search(q, 10, allowed)
+            assert is_exact_top(got, x, q, allowed, 10)
+            assert [s for _, s in got] == sorted((s for _, s in got), reverse=True)
+    store.close()
+
+
+def test_sharded_search_is_as_good_as_one_graph_at_a_small_ef_search():
+    """At the same efSearch, graphs a third the size find at least as much of the exact top 10."""
+    x, is_ehr, _ = synthetic(n=6000, dim=48, ehr_share=0.0)
+    rng = np.random.default_rng(5)
+    qs = x[rng.integers(0, len(x), 200)] + 0.3 * rng.normal(size=(200, x.shape[1])).astype(np.float32)
+    allowed = np.ones(len(x), bool)
+    recall = {}
+    for shards in (1, 3):
+        s = DenseSettings(dense="hnsw", hnsw_m=8, hnsw_ef_construction=20, hnsw_ef_search=10, hnsw_shards=shards)
+        store = build_faiss(x, faiss_spec(s), is_ehr)
+        recall[shards] = np.mean([len({r for r, _ in store.search(q, 10, allowed)} & set(exact(x, q, allowed, 10)))
+                                  / 10 for q in qs])
+    assert recall[3] >= recall[1], recall
+
+
+def test_sharded_graphs_are_updated_in_place_and_answer_as_rebuilt_ones():
+    from rag.vectorstore import TOMBSTONE_BASE, update_faiss
+
+    rng = np.random.default_rng(6)
+    x, is_ehr, _ = synthetic(n=1500)
+    spec = faiss_spec(SHARDED)
+    store = build_faiss(x, spec, is_ehr)
+    for _ in range(2):
+        prev_rows, vecs, ehr = _next_version(x, is_ehr, rng, n_remove=40, n_add=60)
+        before = [g.ntotal for g in store.graphs]
+        upd = update_faiss(store, prev_rows, vecs, spec, ehr)
+        assert upd is not None and len(upd.graphs) == 3
+        added = int(((prev_rows < 0) & ~ehr).sum())
+        after = [g.ntotal for g in upd.graphs]
+        assert sum(after) - sum(before) == added and max(after) - min(after) <= max(1, max(before) - min(before))
+        assert upd.tombstones == upd.spec["tombstones"] > 0 and upd.problems() == []
+        assert (upd._graph_ids() >= TOMBSTONE_BASE).sum() == upd.tombstones
+        assert np.array_equal(upd.reconstruct_n(0, upd.ntotal), vecs)
+        assert np.array_equal(upd.reconstruct(int(np.flatnonzero(~ehr)[-1])), vecs[np.flatnonzero(~ehr)[-1]])
+        for qi in rng.integers(0, len(vecs), 30):
+            q = vecs[qi] + 0.1 * rng.normal(size=vecs.shape[1]).astype(np.float32)
+            for allowed in (~ehr, np.ones(len(vecs), bool)):
+                assert is_exact_top(upd.search(q, 10, allowed), vecs, q, allowed, 10)
+        store, x, is_ehr = upd, vecs, ehr
+    # another shard count: rebuilt, never mixed
+    prev_rows, vecs, ehr = _next_version(x, is_ehr, rng, n_remove=5, n_add=5)
+    assert update_faiss(store, prev_rows, vecs, faiss_spec(EXACT_HNSW), ehr) is None
+
+
+def test_an_update_job_writes_verifies_and_extends_a_sharded_version(tmp_path):
+    from rag.retrieve import HybridRetriever
+    from tests.index_helpers import DEMO
+
+    src = make_sources(tmp_path / "src", guidelines=sorted(p.name for p in (DEMO / "guidelines").glob("*.md")),
+                       patients=("P001", "P002"))
+    root, flat = tmp_path / "idx", tmp_path / "flat"
+    _update(src, root, dense=SHARDED)
+    _update(src, flat)
+    _, m = read_manifest(root)
+    assert m["dense"]["shards"] == 3 and {"dense.faiss", "dense-shard1.faiss", "dense-shard2.faiss"} <= set(m["files"])
+    check_index(root)
+    edit(src / "guidelines" / "cap.md", "sharded")
+    res = _update(src, root, dense=SHARDED)
+    _update(src, flat)
+    assert res.published and read_manifest(root)[1]["dense"]["tombstones"] > 0
+    check_index(root)
+    a, b = HybridIndex.load(root), HybridIndex.load(flat)
+    assert len(a.dense.graphs) == 3
+    ra, rb = (HybridRetriever(i, HashEmbedder(), 10, 10, 60, 1.0, 1.0, 0.5, 8) for i in (a, b))
+    for q, p in (("beta blocker heart failure mortality", None), ("latest ejection fraction potassium", "P001")):
+        assert [c for c, _ in ra.retrieve(q, patient_id=p).dense] == [c for c, _ in rb.retrieve(q, patient_id=p).dense]
+    # a damaged shard file is caught like any other file of the version
+    vdir = root / "versions" / read_manifest(root)[1]["version"]
+    with (vdir / "dense-shard2.faiss").open("r+b") as f:
+        f.seek(100)
+        f.write(b"\0\1\2\3")
+    assert any("dense-shard2.faiss" in p for p in verify_index(root))
