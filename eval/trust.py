@@ -138,25 +138,35 @@ def right_if_answered(row: dict[str, Any], shown: list[dict[str, Any]], records:
 
 
 def run(assistants: dict[str, Any], qs: list[dict[str, Any]], hf_csv: Path, batch_size: int = 8,
-        on_answer: Callable[[int, int], None] | None = None) -> list[dict[str, Any]]:
-    """Ask every question through its suite's assistant (``demo`` for the demo suites, else ``trust``)."""
+        on_answer: Callable[[int, int], None] | None = None, journal: Path | None = None
+        ) -> list[dict[str, Any]]:
+    """Ask every question through its suite's assistant (``demo`` for the demo suites, else ``trust``).
+
+    With ``journal``, each record is appended there as soon as it is made, and the questions already
+    in it are not asked again: a killed run (hours of generation on a CPU) resumes where it stopped.
+    """
     records = {r.patient_id: r for r in read_records(hf_csv, LoadReport(fmt="uci-heart-failure"))}
-    rows: list[dict[str, Any] | None] = [None] * len(qs)
-    done = [0]
+    earlier = {r["id"]: r for r in load_rows(journal)} if journal is not None and journal.exists() else {}
+    rows: list[dict[str, Any] | None] = [earlier.get(q["id"]) for q in qs]
+    done = [sum(r is not None for r in rows)]
     for name, assistant in assistants.items():
-        idx = [i for i, q in enumerate(qs) if ("demo" if q["suite"].startswith("demo_") else "trust") == name]
+        idx = [i for i, q in enumerate(qs) if ("demo" if q["suite"].startswith("demo_") else "trust") == name
+               and rows[i] is None]
         if not idx:
             continue
 
-        def tick(_i: int, _a: Answer) -> None:
+        def tick(k: int, a: Answer, idx: list[int] = idx, assistant: Any = assistant) -> None:
+            row = record(qs[idx[k]], a, assistant.index.parents)
+            rows[idx[k]] = row
+            if journal is not None:
+                with journal.open("a", encoding="utf-8") as f:
+                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
             done[0] += 1
             if on_answer is not None:
                 on_answer(done[0], len(qs))
 
-        answers = assistant.ask_many([qs[i]["question"] for i in idx], batch_size=batch_size, on_answer=tick,
-                                     patient_ids=[qs[i].get("patient_id") for i in idx])
-        for i, a in zip(idx, answers, strict=True):
-            rows[i] = record(qs[i], a, assistant.index.parents)
+        assistant.ask_many([qs[i]["question"] for i in idx], batch_size=batch_size, on_answer=tick,
+                           patient_ids=[qs[i].get("patient_id") for i in idx])
     out = [r for r in rows if r is not None]
     for r in out:
         r["score"] = right_if_answered(r, [s for s in r["sentences"] if s["supported"]], records) \

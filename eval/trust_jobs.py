@@ -86,7 +86,8 @@ def trust_config(config: Any, trust_index: str) -> Any:
 def run_part(config: Any, trust_index: str, part: str, data: Path, rows_path: Path, floor: float = 0.05,
              batch_size: int = 8, limit: int | None = None, regenerate_above: float | None = None,
              gate_from: Path | None = None, progress: Callable[[int], Callable[[int, int], None]] | None = None,
-             replay: Path | None = None, suites: list[str] | None = None) -> list[dict[str, Any]]:
+             replay: Path | None = None, suites: list[str] | None = None, resume: bool = False
+             ) -> list[dict[str, Any]]:
     """Ask one part through the assistant (demo suites on ``config``'s index, the rest on the trust index).
 
     Questions are generated when the gate value reaches ``floor``. With ``regenerate_above``, only the
@@ -95,6 +96,8 @@ def run_part(config: Any, trust_index: str, part: str, data: Path, rows_path: Pa
     With ``replay`` (an earlier run's records), the generator's earlier drafts are reused for the
     same prompts (:class:`ReplayGenerator`): every check is recomputed, only new prompts generate.
     ``suites`` keeps only those suites (a diagnostic run: its records are not a whole part).
+    Every record is also appended to ``rows-PART.journal.jsonl`` as it is made; with ``resume`` the
+    questions already there are not asked again (without it an old journal is discarded).
     """
     split = trust_set.load()
     qs = trust_set.questions(split, part, data)
@@ -133,8 +136,12 @@ def run_part(config: Any, trust_index: str, part: str, data: Path, rows_path: Pa
                                                          generator=generator or first.generator,
                                                          verifier=first.verifier,
                                                          answerability_verifier=first.answerability_verifier)}
+    journal = rows_path.with_name(f"rows-{part}.journal.jsonl")
+    rows_path.parent.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        journal.unlink(missing_ok=True)
     rows = trust.run(assistants, qs, data / trust_set.HF_CSV, batch_size,
-                     on_answer=progress(len(qs)) if progress else None)
+                     on_answer=progress(len(qs)) if progress else None, journal=journal)
     for r in rows:
         r["floor"] = floor
     if isinstance(generator, ReplayGenerator):
@@ -145,4 +152,5 @@ def run_part(config: Any, trust_index: str, part: str, data: Path, rows_path: Pa
             r["floor"] = regenerate_above  # now: never generated only below this gate probability
         rows = [new.get(r["id"], r) for r in earlier]
     trust.write_rows(rows, rows_path)
+    journal.unlink(missing_ok=True)
     return rows

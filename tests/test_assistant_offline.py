@@ -343,3 +343,22 @@ def test_a_separate_answerability_adapter_gates_and_the_main_one_checks_support(
     plain = Assistant(cfg.model_copy(update={"verifier": cfg.verifier.model_copy(
         update={"answerability_adapter": None})}), embedder=HashEmbedder(), verifier=support)  # type: ignore[arg-type]
     assert plain.answerability_verifier is support, "without the setting one verifier does both"
+
+
+def test_a_trust_run_resumes_from_its_journal(hash_index, tmp_path, monkeypatch):
+    """eval trust run --resume: answers already journaled are not generated again."""
+
+    from eval import trust
+
+    monkeypatch.setattr(trust, "read_records", lambda *_a, **_k: [])
+    a, gen = _scripted(hash_index, f"{SUPPORTED} [1].", "verifier.answerable_min=0.0", "confidence.abstain_below=0.0")
+    qs = [{"suite": "demo_answerable", "id": f"q{i}", "question": q, "answerable": True, "gold": ["x"],
+           "required": [["SGLT2"]]} for i, q in enumerate(["Which SGLT2 inhibitors are recommended in HFrEF?",
+                                                            "What reduces heart failure hospitalisation?"])]
+    journal = tmp_path / "rows-dev.journal.jsonl"
+    full = trust.run({"demo": a}, qs, tmp_path / "hf.csv", batch_size=1, journal=journal)
+    assert gen.calls == 2 and [json.loads(x)["id"] for x in journal.read_text().splitlines()] == ["q0", "q1"]
+    journal.write_text(journal.read_text().splitlines()[0] + "\n")  # killed after the first answer
+    again = trust.run({"demo": a}, qs, tmp_path / "hf.csv", batch_size=1, journal=journal)
+    assert gen.calls == 3, "only the question missing from the journal is generated"
+    assert [r["id"] for r in again] == ["q0", "q1"] and again[0]["draft"] == full[0]["draft"]

@@ -23,6 +23,8 @@ def add(esub: Any, common: argparse.ArgumentParser) -> None:
                     help="`run`: generate when answerability reaches this (stricter gates are replayed)")
     et.add_argument("--batch-size", type=int, default=8)
     et.add_argument("--limit", type=int, help="`run`: the first N questions of each suite only (a smoke test)")
+    et.add_argument("--resume", action="store_true",
+                    help="`run`: keep an interrupted run's answers (rows-PART.journal.jsonl); ask only the rest")
     et.add_argument("--suite", action="append", metavar="NAME",
                     help="`run`: only this suite (repeatable; e.g. demo_answerable) for a diagnostic run")
     et.add_argument("--regenerate-above", type=float, metavar="P",
@@ -84,7 +86,7 @@ def _run_part(args: argparse.Namespace, cfg: Any) -> int:
                                args.batch_size, args.limit, args.regenerate_above,
                                resolve_path(args.gate_from) if args.gate_from else None,
                                None if args.quiet else (lambda n: advance(bar(n))),
-                               resolve_path(args.replay) if args.replay else None, args.suite)
+                               resolve_path(args.replay) if args.replay else None, args.suite, args.resume)
     print(f"{len(rows)} {args.part} questions answered or abstained; records in {rows_path}")
     return 0
 
