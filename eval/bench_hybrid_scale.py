@@ -12,11 +12,13 @@ source is replaced, with probability ``--swap``, by a token drawn from the whole
 one of ``--rare-vocab`` rare terms that no question uses (a larger corpus has a larger vocabulary).
 Copies of patient records go to 1,000 synthetic patients, so the real patients' scopes stay as they are.
 
-Everything runs through the product's code: the version is written and published by
-``rag.update._write_and_publish`` (chunks.jsonl, the dense store of ``--dense``, bm25s arrays, checksums,
-fsync, atomic rename), loaded by ``HybridIndex.load``, and searched by ``HybridRetriever.search`` (the
-default config's dense_k/bm25_k/RRF/auto-merge/patient slots). Questions: the trust test rows (with
-their patient) plus one record question per real patient, encoded once; latency excludes encoding.
+Everything runs through the product's code: BM25 is built by ``rag.lexical`` (the update job's
+stage "index"), the version is written and published by ``rag.update._write_and_publish`` (chunks.jsonl,
+the dense store of ``--dense`` with the config's ``index.hnsw_*``, e.g. ``--set index.hnsw_shards=8``,
+bm25s arrays, checksums, fsync, atomic rename), loaded by ``HybridIndex.load``, and searched by
+``HybridRetriever.search`` (the default config's dense_k/bm25_k/RRF/auto-merge/patient slots).
+Questions: the trust test rows (with their patient) plus one record question per real patient,
+encoded once; latency excludes encoding.
 Recall: the dense top 10 against exact search (FAISS flat) under the same scope, and the fused
 top 10 against the fused top 10 with exact dense search. "Publish a one-document update" is the sum
 of the stages an update runs with the current code at this size (load the previous version,

@@ -40,6 +40,7 @@ import heapq
 import logging
 import os
 import re
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,6 +168,7 @@ class FaissStore:
             self.shard_of[ids[live]] = owner[live]
         self.threads = min(len(self.graphs), available_cpus())  # graphs searched at once
         self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()  # the server's query threads share one pool
 
     def _graph_ids(self) -> np.ndarray:
         """Row id of each graph entry, graph after graph, in insertion order (tombstones included)."""
@@ -217,9 +219,11 @@ class FaissStore:
         """``fn`` over the graphs, in parallel threads when there are several and CPUs to run them."""
         if self.threads <= 1 or len(graphs) <= 1:
             return [fn(g) for g in graphs]
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="cds-hnsw")
-        return list(self._pool.map(fn, graphs))
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="cds-hnsw")
+            pool = self._pool
+        return list(pool.map(fn, graphs))
 
     def _selector_search(self, qv: np.ndarray, k: int, allowed: np.ndarray) -> list[tuple[int, float]]:
         import faiss
@@ -284,9 +288,10 @@ class FaissStore:
         return out
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False)
-            self._pool = None
+        with self._pool_lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=False)
+                self._pool = None
 
 
 def faiss_spec(settings: DenseSettings) -> dict[str, Any]:

@@ -342,3 +342,20 @@ def test_an_update_job_writes_verifies_and_extends_a_sharded_version(tmp_path):
         f.seek(100)
         f.write(b"\0\1\2\3")
     assert any("dense-shard2.faiss" in p for p in verify_index(root))
+
+
+def test_a_sharded_store_answers_concurrent_queries_from_several_threads():
+    from concurrent.futures import ThreadPoolExecutor
+
+    x, is_ehr, _ = synthetic(n=2000, ehr_share=0.2)
+    store = build_faiss(x, faiss_spec(SHARDED), is_ehr)
+    store.threads = 3
+    rng = np.random.default_rng(8)
+    qs = x[rng.integers(0, len(x), 40)] + 0.1 * rng.normal(size=(40, x.shape[1])).astype(np.float32)
+    allowed = np.ones(len(x), bool)
+    want = [[r for r, _ in store.search(q, 10, allowed)] for q in qs]
+    with ThreadPoolExecutor(4) as callers:  # e.g. the server's query threads, all on one store
+        got = list(callers.map(lambda q: [r for r, _ in store.search(q, 10, allowed)], qs))
+    assert got == want
+    store.close()
+    assert [r for r, _ in store.search(qs[0], 10, allowed)] == want[0]  # a closed pool is made again
