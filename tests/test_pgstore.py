@@ -174,6 +174,61 @@ def test_a_stopped_server_gives_a_one_line_error_and_a_restarted_one_is_reconnec
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def test_a_server_stopped_during_a_query_fails_that_query_in_one_line_not_a_hang(tmp_path, monkeypatch):
+    """The statement is running when PostgreSQL stops (fast shutdown ends its session): the query
+    fails within seconds with one line, and after a restart the same reader answers again."""
+    import shutil
+    import threading
+    import time
+
+    from rag.pgstore import PgStore
+
+    folder = tempfile.mkdtemp(prefix="cds-pg-")
+    srv = start_server(folder, cleanup_mode="stop")
+    try:
+        src = make_sources(tmp_path / "src")
+        root = tmp_path / "idx"
+        _update(src, root, srv.get_uri())
+        r = _retriever(HybridIndex.load(root))
+        before = r.retrieve("heart failure").dense
+        slow = threading.Event()
+        real_query = PgStore._query
+
+        def query(self, sql, params):  # a slow statement: the server stops while it runs
+            if slow.is_set():
+                slow.clear()
+                self.conn.execute("SELECT pg_sleep(20)")
+            return real_query(self, sql, params)
+
+        monkeypatch.setattr(PgStore, "_query", query)
+        outcome: list[BaseException | None] = []
+
+        def ask():
+            try:
+                r.retrieve("heart failure")
+                outcome.append(None)
+            except BaseException as e:  # the test inspects what the caller would see
+                outcome.append(e)
+
+        slow.set()
+        t0 = time.monotonic()
+        worker = threading.Thread(target=ask)
+        worker.start()
+        time.sleep(1.0)
+        srv.cleanup()  # stops the server while pg_sleep runs inside the query
+        worker.join(30)
+        assert not worker.is_alive(), "the query hung after the server stopped"
+        assert time.monotonic() - t0 < 20, "the query waited for the statement instead of failing"
+        err = outcome[0]
+        print(f"query failed {time.monotonic() - t0 - 1.0:.2f} s after the stop: {err}")
+        assert isinstance(err, StoreUnavailableError) and "\n" not in str(err) and "PostgreSQL" in str(err)
+        srv = start_server(folder, cleanup_mode="stop")
+        assert r.retrieve("heart failure").dense == before
+    finally:
+        srv.cleanup()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def test_assistant_with_postgres_store_from_config(pg, tmp_path):
     from rag.assistant import Assistant
     from rag.config import load_config
