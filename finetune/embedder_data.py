@@ -12,10 +12,11 @@ Each example is ``(question, positive passage, hard negative passage)``:
   other examples of a batch are the in-batch negatives (MultipleNegativesRankingLoss).
 
 Held out, never trained on: every MedQuAD file of the retrieval split (eval/splits/medquad_retrieval.json,
-dev and test: the pages of the realistic and MedQuAD retrieval benchmarks), and every other page whose
-focus (condition) one of those files has. NGC guideline summaries (the realistic set's other gold) are not
-read at all. A further ``heldout_share`` of the remaining MedQuAD files and of WikiDoc pages (by a hash
-of the file / page id) is kept apart to measure the embedder itself (the ``heldout`` part).
+dev and test: the pages of the realistic and MedQuAD retrieval benchmarks), every other page whose
+focus (condition) one of those files has, and every page whose answer text is identical to one of theirs
+(MedQuAD repeats boilerplate answers across conditions). NGC guideline summaries (the realistic set's
+other gold) are not read at all. A further ``heldout_share`` of the remaining MedQuAD files and of
+WikiDoc pages (by a hash of the file / page id) is kept apart to measure the embedder itself (the ``heldout`` part).
 """
 
 from __future__ import annotations
@@ -63,14 +64,21 @@ def medquad_file(d: Document) -> str:
     return d.source.split("#", 1)[0]
 
 
+def answer_key(d: Document) -> str:
+    """The answer text without its "## Qtype" heading, whitespace-normalised (MedQuAD repeats answers verbatim)."""
+    return " ".join(d.text.split("\n", 2)[-1].split()) if d.text.startswith("#") else " ".join(d.text.split())
+
+
 def partition(mq: list[Document], wd: list[Document], held_files: set[str], held_doc_ids: set[str],
               heldout_share: float) -> tuple[list[Document], list[Document], Counter[str]]:
-    """``(train documents, held-out documents, counts)``: the split's files, their ids and their foci never
-    reach training; ``heldout_share`` of the rest (by file / page hash) is held out for the card."""
+    """``(train documents, held-out documents, counts)``: the split's files, their ids, their foci and any page
+    whose answer text is identical to one of theirs never reach training; ``heldout_share`` of the rest (by file
+    / page hash) is held out for the card."""
     stats: Counter[str] = Counter()
     in_split = [d for d in mq if medquad_file(d) in held_files or d.doc_id in held_doc_ids]
     split_focus = {str(d.meta.get("focus", "")).strip().lower() for d in in_split} - {""}
     split_ids = {d.doc_id for d in in_split}
+    split_answers = {answer_key(d) for d in in_split}
     train: list[Document] = []
     held: list[Document] = []
     for d in mq:
@@ -78,12 +86,17 @@ def partition(mq: list[Document], wd: list[Document], held_files: set[str], held
             stats["medquad.retrieval_split"] += 1
         elif str(d.meta.get("focus", "")).strip().lower() in split_focus:
             stats["medquad.same_focus_as_split"] += 1
+        elif answer_key(d) in split_answers:
+            stats["medquad.same_answer_as_split"] += 1
         elif _hash_part(medquad_file(d), heldout_share) == "heldout":
             held.append(d)
         else:
             train.append(d)
     for d in wd:
-        (held if _hash_part(d.doc_id, heldout_share) == "heldout" else train).append(d)
+        if answer_key(d) in split_answers:
+            stats["wikidoc.same_answer_as_split"] += 1
+        else:
+            (held if _hash_part(d.doc_id, heldout_share) == "heldout" else train).append(d)
     stats["train_documents"] = len(train)
     stats["heldout_documents"] = len(held)
     return train, held, stats
@@ -146,8 +159,8 @@ def build_from(mq: list[Document], wd: list[Document], split: dict[str, Any], op
     held = triplets(qa_docs(held_docs, passages_of), random.Random(opts.seed + 1), opts, held_stats)
     card = {"options": asdict(opts), "counts": {"train": len(train), "heldout": len(held)},
             "stats": dict(sorted(stats.items())), "heldout_stats": dict(sorted(held_stats.items())),
-            "excluded": "MedQuAD files of eval/splits/medquad_retrieval.json (dev+test) and pages sharing their "
-                        "focus; NGC not read"}
+            "excluded": "MedQuAD files of eval/splits/medquad_retrieval.json (dev+test), pages sharing their "
+                        "focus, pages whose answer text is identical to theirs; NGC not read"}
     return {"train": train, "heldout": held}, card
 
 

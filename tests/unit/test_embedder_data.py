@@ -32,6 +32,11 @@ def medquad_docs() -> list[Document]:
                          "2_Other_QA/0099.xml#1", meta={"collection": "medquad", "focus": "Condition0 syndrome",
                                                         "qtype": "information",
                                                         "question": "What is (are) Condition0 syndrome ?"}))
+    # Another condition whose answer is word for word a held-out page's (MedQuAD repeats boilerplate answers).
+    held_text = QTYPES[2][2].format(f="Condition1 syndrome", organ="kidney")
+    docs.append(Document("medquad-2-0100-1", held_text, "Other disease", "reference", "2_Other_QA/0100.xml#1",
+                         meta={"collection": "medquad", "focus": "Other disease", "qtype": "treatment",
+                               "question": "What are the treatments for Other disease ?"}))
     return docs
 
 
@@ -47,8 +52,10 @@ def test_split_files_and_same_focus_pages_never_reach_training() -> None:
     # Whole files of the split are out (all three pages of each), not only the questions listed.
     assert not any(d.startswith(("medquad-1-0000-", "medquad-1-0001-")) for d in train_ids)
     assert "medquad-2-0099-1" not in train_ids  # same focus as a held-out file
+    assert "medquad-2-0100-1" not in train_ids  # same answer text as a held-out page
     assert card["stats"]["medquad.retrieval_split"] == 6
     assert card["stats"]["medquad.same_focus_as_split"] == 1
+    assert card["stats"]["medquad.same_answer_as_split"] == 1
     texts = " ".join(f"{t.query} {t.positive} {t.negative}" for t in parts["train"])
     assert "Condition0 " not in texts and "Condition1 " not in texts
     assert len(parts["train"]) == 30  # the 10 other conditions x 3 questions
