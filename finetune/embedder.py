@@ -102,15 +102,21 @@ def freeze_lower(model: Any, layers: int) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def _time_cap(minutes: float | None, already_s: float) -> Any:
+def _time_cap(minutes: float | None, already_s: float, clock: Path) -> Any:
     from transformers import TrainerCallback
 
     class TimeCap(TrainerCallback):
-        """Stops (and checkpoints) once this run's wall time plus earlier runs' passes the cap."""
+        """Stops (and checkpoints) once this run's wall time plus earlier runs' passes the cap; the wall time at
+        each checkpoint goes to ``clock``, so a run killed and resumed still counts (and reports) all of it."""
 
         def __init__(self) -> None:
             self.t0 = time.perf_counter()
             self.hit = False
+
+        def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> Any:
+            clock.write_text(json.dumps({"seconds": already_s + time.perf_counter() - self.t0,
+                                         "step": int(state.global_step)}) + "\n")
+            return control
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> Any:
             if minutes is not None and already_s + time.perf_counter() - self.t0 > minutes * 60:
@@ -155,7 +161,7 @@ def train(data_dir: Path, base: Path, base_id: str, out_dir: Path, run_dir: Path
         batch_sampler=BatchSamplers.NO_DUPLICATES, save_strategy="steps", save_steps=opts.save_steps,
         save_total_limit=2, logging_steps=5, seed=opts.seed, use_cpu=True, report_to="none",
         dataloader_num_workers=0, disable_tqdm=not progress)
-    cap = _time_cap(opts.max_minutes, already)
+    cap = _time_cap(opts.max_minutes, already, clock)
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=ds,
                                          loss=MultipleNegativesRankingLoss(model), callbacks=[cap])
     last = get_last_checkpoint(str(run_dir)) if any(run_dir.glob("checkpoint-*")) else None
@@ -164,7 +170,7 @@ def train(data_dir: Path, base: Path, base_id: str, out_dir: Path, run_dir: Path
     t0 = time.perf_counter()
     trainer.train(resume_from_checkpoint=last)
     train_s = time.perf_counter() - t0
-    clock.write_text(json.dumps({"seconds": already + train_s}) + "\n")
+    clock.write_text(json.dumps({"seconds": already + train_s, "step": int(trainer.state.global_step)}) + "\n")
     done = int(trainer.state.global_step)
     loss_log = [(int(e["step"]), float(e["loss"])) for e in trainer.state.log_history if "loss" in e]
 
