@@ -77,7 +77,8 @@ class Variant:
     stored_questions: bool = False  # BM25 over passages + their page's stored question (add_stored_questions)
 
 
-def load_realistic(path: Path = QUESTIONS, part: str = "dev") -> list[Q]:
+def load_realistic(path: Path = QUESTIONS, part: str = "dev", source: str | None = None) -> list[Q]:
+    """The realistic questions of ``part`` (only those whose gold comes from ``source``, when given)."""
     if not path.exists():
         raise InputError(f"{path} not found; it ships with the repository (eval/questions/README.md)")
     out = []
@@ -85,7 +86,7 @@ def load_realistic(path: Path = QUESTIONS, part: str = "dev") -> list[Q]:
         if not line.strip():
             continue
         r = json.loads(line)
-        if r["split"] != part:
+        if r["split"] != part or (source is not None and r["source"] != source):
             continue
         tags = {"realistic", f"realistic:{r['style']}", f"realistic:{r['source']}"}
         if r["source"] in ("ngc", "mixed"):
@@ -321,6 +322,8 @@ def main(argv: list[str] | None = None) -> int:
                                                    "rerank_weight[,rerank_top_n]' (the dev choice)")
     ap.add_argument("--medquad-limit", type=int, default=None, help="first N MedQuAD split questions (speed)")
     ap.add_argument("--no-medquad", action="store_true")
+    ap.add_argument("--only-source", default=None, choices=("medquad", "ngc"),
+                    help="realistic questions whose gold is from this source only (an index without the other)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (this machine lends one core)")
     ap.add_argument("--out", default=".cds/eval/realistic")
     ap.add_argument("--probs-cache", default=None, help="verifier scores (and rerank latencies) to reuse / keep: "
@@ -356,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_medquad:
             raise InputError("--stored-questions indexes the MedQuAD split's own questions: pass --no-medquad")
         print(f"stored questions on {runner.add_stored_questions(stored_questions(a))} passages", flush=True)
-    qs = load_realistic(part=args.part)
+    qs = load_realistic(part=args.part, source=args.only_source)
     if not args.no_medquad:
         qs += load_medquad(cfg, args.part, args.medquad_limit)
     t0 = time.perf_counter()
