@@ -1,6 +1,10 @@
 """Cost of reranking the fused top N with the verifier, float32 vs dynamic int8, N = 10 and 20.
 
     python -m eval.bench_rerank [--config configs/realistic.yaml] [--questions 12] [--threads 1]
+                                [--max-lengths 192,128,96] [--no-int8]
+
+Each ``--max-lengths`` value caps the tokens of a (question, passage) pair the verifier reads (the verifier
+was trained at 192; shorter cuts the passage's end) and is timed on float32.
 
 For each of the first realistic dev questions, the configured retriever's fused top N passages
 are scored by the verifier as the product would (one batch). Reports CPU time per question
@@ -28,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", default="configs/realistic.yaml")
     ap.add_argument("--questions", type=int, default=12)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--max-lengths", default="", help="comma-separated pair lengths to time on float32 as well")
+    ap.add_argument("--no-int8", action="store_true", help="skip the dynamic int8 comparison")
     args = ap.parse_args(argv)
     warnings.filterwarnings("ignore")
     logging.disable(logging.WARNING)
@@ -50,11 +56,16 @@ def main(argv: list[str] | None = None) -> int:
         heads.append((q.text, [a.index.children[a.index.child_pos[f.chunk_id]].context_text() for f in ret.fused[:20]]))
     v.answerability("warm up", heads[0][1][:2])
     fp32 = v._model
-    int8 = torch.ao.quantization.quantize_dynamic(copy.deepcopy(fp32), {torch.nn.Linear}, dtype=torch.qint8)
+    models = [("float32", fp32, v.max_length)]
+    models += [(f"float32 max_length {m}", fp32, int(m)) for m in args.max_lengths.split(",") if m.strip()]
+    if not args.no_int8:
+        models.append(("int8", torch.ao.quantization.quantize_dynamic(copy.deepcopy(fp32), {torch.nn.Linear},
+                                                                      dtype=torch.qint8), v.max_length))
+    trained_length = v.max_length
     rows = []
     scores: dict[str, list[np.ndarray]] = {}
-    for name, model in (("float32", fp32), ("int8", int8)):
-        v._model = model
+    for name, model, length in models:
+        v._model, v.max_length = model, length
         v.answerability("warm up", heads[0][1][:2])
         for n in (10, 20):
             cpu, wall, out = [], [], []
@@ -65,16 +76,19 @@ def main(argv: list[str] | None = None) -> int:
                 cpu.append((time.process_time() - c) * 1000)
             scores[f"{name}-{n}"] = out
             rows.append((name, n, float(np.median(cpu)), float(np.percentile(cpu, 95)), float(np.median(wall))))
-    v._model = fp32
-    print(f"{len(heads)} questions, {args.threads} thread(s)\n")
+    v._model, v.max_length = fp32, trained_length
+    load = os.getloadavg()
+    print(f"{len(heads)} questions, {args.threads} thread(s), load average {load[0]:.2f}\n")
     print("| model | top N | CPU ms p50 | CPU ms p95 | wall ms p50 (shared core) |\n|---|---|---|---|---|")
     for name, n, c50, c95, w50 in rows:
         print(f"| {name} | {n} | {c50:.0f} | {c95:.0f} | {w50:.0f} |")
-    diff = max(float(np.abs(x - y).max()) for x, y in zip(scores["float32-20"], scores["int8-20"], strict=True))
-    same_top = np.mean([int(np.argmax(x) == np.argmax(y)) for x, y in zip(scores["float32-20"], scores["int8-20"],
-                                                                         strict=True)])
-    print(f"\nint8 vs float32 on the top 20: max |p diff| {diff:.3f}; same top passage for {100 * same_top:.0f}% "
-          "of questions")
+    for other in [n for n, _, _ in models[1:]]:
+        diff = max(float(np.abs(x - y).max()) for x, y in zip(scores["float32-20"], scores[f"{other}-20"],
+                                                               strict=True))
+        same_top = np.mean([int(np.argmax(x) == np.argmax(y)) for x, y in zip(scores["float32-20"],
+                                                                             scores[f"{other}-20"], strict=True)])
+        print(f"{other} vs float32 on the top 20: max |p diff| {diff:.3f}; same top passage for "
+              f"{100 * same_top:.0f}% of questions")
     return 0
 
 

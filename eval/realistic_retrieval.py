@@ -73,9 +73,12 @@ class Variant:
     rerank: bool = False
     rerank_weight: float = 1.0
     single: str | None = None  # "bm25" / "dense": that retriever alone
+    rerank_top_n: int | None = None  # passages the verifier reads (None: the config's rerank_top_n)
+    stored_questions: bool = False  # BM25 over passages + their page's stored question (add_stored_questions)
 
 
-def load_realistic(path: Path = QUESTIONS, part: str = "dev") -> list[Q]:
+def load_realistic(path: Path = QUESTIONS, part: str = "dev", source: str | None = None) -> list[Q]:
+    """The realistic questions of ``part`` (only those whose gold comes from ``source``, when given)."""
     if not path.exists():
         raise InputError(f"{path} not found; it ships with the repository (eval/questions/README.md)")
     out = []
@@ -83,7 +86,7 @@ def load_realistic(path: Path = QUESTIONS, part: str = "dev") -> list[Q]:
         if not line.strip():
             continue
         r = json.loads(line)
-        if r["split"] != part:
+        if r["split"] != part or (source is not None and r["source"] != source):
             continue
         tags = {"realistic", f"realistic:{r['style']}", f"realistic:{r['source']}"}
         if r["source"] in ("ngc", "mixed"):
@@ -115,6 +118,30 @@ class Runner:
         self.top_n = rerank_top_n
         self.cache: dict[tuple[str, str], float] = {}
         self.latency: dict[str, list[float]] = defaultdict(list)
+        self.bm25_q: Any = None  # add_stored_questions
+
+    def add_stored_questions(self, question_of: dict[str, str]) -> int:
+        """A second BM25 over every passage with its document's stored question appended (MedQuAD pages have one):
+        the "stored questions as a BM25 field" experiment, without touching the index. Returns passages given one."""
+        from rag.index import import_bm25s
+        from rag.retrieve import bm25_tokenize
+
+        texts = [c.context_text() + ("\n" + question_of[c.doc_id] if c.doc_id in question_of else "")
+                 for c in self.idx.children]
+        bm = import_bm25s().BM25()
+        bm.index([bm25_tokenize(t) for t in texts], show_progress=False)
+        self.bm25_q = bm
+        return sum(c.doc_id in question_of for c in self.idx.children)
+
+    def _bm25_q(self, text: str) -> list[tuple[str, float]]:
+        from rag.retrieve import bm25_tokenize, bm25_top
+
+        tokens = bm25_tokenize(text)
+        if not tokens:
+            return []
+        scores = np.asarray(self.bm25_q.get_scores(tokens), dtype=np.float32)
+        return [(self.idx.children[i].chunk_id, float(scores[i])) for i in bm25_top(scores, self.ev.all_allowed,
+                                                                                    self.ev.depth)]
 
     def candidates(self, qs: Sequence[Q]) -> list[Cands]:
         emb = self.a.embedder
@@ -127,6 +154,8 @@ class Runner:
                 btext = q.text if form == "orig" else e.bm25_text
                 if form == "exp" and not e.found:  # nothing to expand: the same candidates
                     c.dense["exp"], c.bm25["exp"] = c.dense["orig"], c.bm25["orig"]
+                    if self.bm25_q is not None:
+                        c.bm25["exp+q"] = c.bm25["orig+q"]
                     continue
                 t, c0 = time.perf_counter(), time.process_time()
                 qv = emb.encode_queries([dtext])[0].astype(np.float32)
@@ -135,6 +164,8 @@ class Runner:
                 t2 = time.perf_counter()
                 c.bm25[form] = self.ev.r._bm25(btext, self.ev.all_allowed, self.ev.depth)
                 t3 = time.perf_counter()
+                if self.bm25_q is not None:
+                    c.bm25[f"{form}+q"] = self._bm25_q(btext)
                 if form == "orig":
                     self.latency["encode_ms"].append((t1 - t) * 1000)
                     self.latency["encode_cpu_ms"].append((c1 - c0) * 1000)
@@ -143,8 +174,9 @@ class Runner:
             out.append(c)
         return out
 
-    def probs(self, question: str, fused: Sequence[Fused], timed: bool = False) -> np.ndarray:
-        head = fused[: self.top_n]
+    def probs(self, question: str, fused: Sequence[Fused], timed: bool = False, top_n: int | None = None
+              ) -> np.ndarray:
+        head = fused[: top_n or self.top_n]
         missing = [f.chunk_id for f in head if (question, f.chunk_id) not in self.cache]
         if missing or timed:
             texts = [self.idx.children[self.idx.child_pos[c]].context_text() for c in (missing or
@@ -163,15 +195,26 @@ class Runner:
         from rag.rerank import rerank
 
         form = "exp" if v.expand else "orig"
+        bform = form + "+q" if v.stored_questions else form
         doc_of = self.ev.doc_of
         if v.single:
-            lst = c.dense[form] if v.single == "dense" else c.bm25[form]
+            lst = c.dense[form] if v.single == "dense" else c.bm25[bform]
             return dedupe([doc_of[cid] for cid, _ in lst])
-        fused = fuse({"dense": c.dense[form], "bm25": c.bm25[form]}, {"dense": 1.0, "bm25": v.bm25_weight},
+        fused = fuse({"dense": c.dense[form], "bm25": c.bm25[bform]}, {"dense": 1.0, "bm25": v.bm25_weight},
                      v.fusion, self.ev.r.rrf_k)
         if v.rerank and fused:
-            fused = rerank(fused, self.probs(q.text, fused), v.rerank_weight)
+            fused = rerank(fused, self.probs(q.text, fused, top_n=v.rerank_top_n), v.rerank_weight)
         return dedupe(self.ev.merged_docs(fused, self.ev.r.merge_score))
+
+
+def stored_questions(assistant: Any) -> dict[str, str]:
+    """Document id -> the question its source page stores (MedQuAD), for the documents of the index."""
+    from corpora import load_sources
+    from rag.config import resolve_path
+
+    indexed = {c.doc_id for c in assistant.index.children}
+    docs = load_sources([f"medquad:{resolve_path('.cds/realistic/medquad')}"]).documents  # eval.realistic_index
+    return {d.doc_id: str(d.meta["question"]) for d in docs if d.meta.get("question") and d.doc_id in indexed}
 
 
 def score(ranked: Sequence[str], gold: set[str]) -> dict[str, float]:
@@ -238,34 +281,49 @@ def standard_variants(fusion: str, w: float, rw: float) -> list[Variant]:
     ]
 
 
-def sweep_variants(fusion: str, w: float) -> list[Variant]:
+def sweep_variants(fusion: str, w: float, rerank: bool = True) -> list[Variant]:
     """The dev grid: fusion x BM25 weight x expansion without rerank (cheap: no model), and the rerank mix on the
-    configured fusion (each new fused head costs verifier reads: ~0.5 s of one core per question)."""
+    configured fusion, reading the top 20 or the top 10 (each new fused head costs verifier reads: ~0.5 s of one
+    core per question); ``rerank`` False: the grid without the verifier."""
     out = [Variant("bm25", single="bm25"), Variant("dense", single="dense"),
            Variant("bm25+expand", single="bm25", expand=True), Variant("dense+expand", single="dense", expand=True)]
     for f in ("wsum", "rrf"):
         for bw in (0.25, 0.5, 0.75, 1.0):
             for ex in (False, True):
                 out.append(Variant(f"{f} bm25={bw}{' +expand' if ex else ''}", f, bw, expand=ex))
+    if not rerank:
+        return out
     for ex in (False, True):
         for rw in (1.0, 0.75, 0.5, 0.25):
             out.append(Variant(f"{fusion} bm25={w}{' +expand' if ex else ''} +rerank(w={rw})", fusion, w, expand=ex,
                                rerank=True, rerank_weight=rw))
+        for rw in (0.5, 0.25):
+            out.append(Variant(f"{fusion} bm25={w}{' +expand' if ex else ''} +rerank10(w={rw})", fusion, w,
+                               expand=ex, rerank=True, rerank_weight=rw, rerank_top_n=10))
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     ap.add_argument("--config", default="configs/realistic.yaml")
+    ap.add_argument("--set", action="append", default=[], help="config override key=value (repeatable)")
+    ap.add_argument("--no-rerank", action="store_true", help="no verifier: the methods without rerank only")
+    ap.add_argument("--stored-questions", action="store_true",
+                    help="add methods whose BM25 also reads each MedQuAD page's stored question (needs --no-medquad: "
+                         "the split's queries are those questions)")
+    ap.add_argument("--rerank-max-length", type=int, default=None,
+                    help="tokens the verifier reads per (question, passage) pair (default: the verifier's 192)")
     ap.add_argument("--part", choices=("dev", "test"), default="dev")
     ap.add_argument("--sweep", action="store_true", help="score the grid of fusion/weights/expansion/rerank (dev)")
     ap.add_argument("--fusion", default=None, help="fusion for the hybrid methods (default: the config's)")
     ap.add_argument("--bm25-weight", type=float, default=None, help="BM25 weight, dense 1 (default: the config's)")
     ap.add_argument("--rerank-weight", type=float, default=1.0, help="verifier share in the rerank score")
     ap.add_argument("--chosen", default=None, help="extra method 'fusion,bm25_weight,expand(0/1),rerank(0/1),"
-                                                   "rerank_weight' (the dev choice)")
+                                                   "rerank_weight[,rerank_top_n]' (the dev choice)")
     ap.add_argument("--medquad-limit", type=int, default=None, help="first N MedQuAD split questions (speed)")
     ap.add_argument("--no-medquad", action="store_true")
+    ap.add_argument("--only-source", default=None, choices=("medquad", "ngc"),
+                    help="realistic questions whose gold is from this source only (an index without the other)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (this machine lends one core)")
     ap.add_argument("--out", default=".cds/eval/realistic")
     ap.add_argument("--probs-cache", default=None, help="verifier scores (and rerank latencies) to reuse / keep: "
@@ -285,25 +343,40 @@ def main(argv: list[str] | None = None) -> int:
     from rag import Assistant
     from rag.config import load_config, resolve_path
 
-    cfg = load_config(args.config, ["index.auto_build_demo=false"])
+    cfg = load_config(args.config, ["index.auto_build_demo=false", *args.set])
     a = Assistant(cfg, progress=False)
-    if a.verifier is None:
-        raise InputError("the rerank methods need the verifier: set verifier.enabled=true")
-    a.verifier.batch_size = max(a.verifier.batch_size, 20)  # the top 20 in one batch
+    if a.verifier is None and not args.no_rerank:
+        raise InputError("the rerank methods need the verifier: set verifier.enabled=true (or pass --no-rerank)")
+    if a.verifier is not None:
+        a.verifier.batch_size = max(a.verifier.batch_size, 20)  # the top 20 in one batch
+        if args.rerank_max_length:
+            a.verifier.max_length = args.rerank_max_length
     r = cfg.retrieval
     fusion = args.fusion or r.fusion
     w = r.bm25_weight / r.dense_weight if args.bm25_weight is None else args.bm25_weight
     runner = Runner(a, rerank_top_n=r.rerank_top_n)
-    qs = load_realistic(part=args.part)
+    if args.stored_questions:
+        if not args.no_medquad:
+            raise InputError("--stored-questions indexes the MedQuAD split's own questions: pass --no-medquad")
+        print(f"stored questions on {runner.add_stored_questions(stored_questions(a))} passages", flush=True)
+    qs = load_realistic(part=args.part, source=args.only_source)
     if not args.no_medquad:
         qs += load_medquad(cfg, args.part, args.medquad_limit)
     t0 = time.perf_counter()
     cands = runner.candidates(qs)
     print(f"{len(qs)} questions ({args.part}), candidates in {time.perf_counter() - t0:.0f}s", flush=True)
-    variants = sweep_variants(fusion, w) if args.sweep else standard_variants(fusion, w, args.rerank_weight)
+    variants = sweep_variants(fusion, w, not args.no_rerank) if args.sweep else \
+        standard_variants(fusion, w, args.rerank_weight)
+    if args.no_rerank:
+        variants = [v for v in variants if not v.rerank]
+    if args.stored_questions:
+        variants += [Variant(f"{v.name} +stored-q", v.fusion, v.bm25_weight, v.expand, v.rerank, v.rerank_weight,
+                             v.single, v.rerank_top_n, stored_questions=True)
+                     for v in list(variants) if v.single != "dense"]
     if args.chosen:
-        f, bw, ex, rr, rw = args.chosen.split(",")
-        variants.append(Variant("chosen", f, float(bw), expand=ex == "1", rerank=rr == "1", rerank_weight=float(rw)))
+        f, bw, ex, rr, rw, *n = args.chosen.split(",")
+        variants.append(Variant("chosen", f, float(bw), expand=ex == "1", rerank=rr == "1", rerank_weight=float(rw),
+                                rerank_top_n=int(n[0]) if n else None))
     cache_path = resolve_path(args.probs_cache) if args.probs_cache else None
     if cache_path is not None and cache_path.exists():
         saved = json.loads(cache_path.read_text(encoding="utf-8"))
@@ -312,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
             runner.latency[k] = vals
     # Latency of the product's rerank: the verifier reading the fused top N (timed for every question), and the
     # expanded query's head (the other rerank methods read the same heads).
-    for q, c in zip(qs, cands, strict=True):
+    for q, c in zip(qs, cands, strict=True) if not args.no_rerank else ():
         for form in ("orig", "exp") if not args.precompute_only else ("orig",):
             fused = fuse({"dense": c.dense[form], "bm25": c.bm25[form]}, {"dense": 1.0, "bm25": w}, fusion, r.rrf_k)
             # timed once per question: a head already in the cache was timed by the run that scored it
@@ -334,6 +407,8 @@ def main(argv: list[str] | None = None) -> int:
     summary: dict[str, Any] = {"part": args.part, "index": str(a.index.root), "index_version": a.index.version,
                                "fusion": fusion, "bm25_weight": w, "rerank_weight": args.rerank_weight,
                                "rerank_top_n": runner.top_n, "merge_score": r.merge_score, "threads": args.threads,
+                               "embedder": a.index.manifest["embedder"]["model_id"],
+                               "rerank_max_length": a.verifier.max_length if a.verifier is not None else None,
                                "sets": {}, "latency_ms": {}}
     md = []
     for tag, title in sets:

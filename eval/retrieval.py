@@ -94,7 +94,9 @@ class RetrievalEvaluator:
 
     def candidates(self, qv: np.ndarray, text: str) -> tuple[list[tuple[str, float]], list[tuple[str, float]],
                                                              dict[str, float]]:
-        """Dense and BM25 candidate lists over every passage, and their search times."""
+        """Dense and BM25 candidate lists over every passage, and their search times; ``text`` is the question
+        as asked (BM25 gets the configured abbreviation expansion, as in :meth:`HybridRetriever.search`)."""
+        text = self.r.bm25_query(text)
         t = time.perf_counter()
         dense = self.r._dense(qv, self.all_allowed, self.depth)
         t1 = time.perf_counter()
@@ -132,7 +134,8 @@ class RetrievalEvaluator:
     def run(self, queries: Sequence[Query], modes: Sequence[str] = MODES, progress: bool = False
             ) -> tuple[dict[str, ModeResult], dict[str, float]]:
         t = time.perf_counter()
-        vectors = self.r.embedder.encode_queries([q.text for q in queries])
+        # The configured query handling (abbreviation expansion), as the product's retrieve() applies it.
+        vectors = self.r.embedder.encode_queries([self.r.dense_query(q.text) for q in queries])
         encode_s = time.perf_counter() - t
         results = {m: ModeResult() for m in modes}
         it: Any = range(len(queries))

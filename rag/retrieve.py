@@ -214,6 +214,10 @@ class HybridRetriever:
         """The text the embedder encodes: abbreviations written out after themselves when expansion is on."""
         return expand(query).dense_text if self.expand_abbreviations else query
 
+    def bm25_query(self, query: str) -> str:
+        """The text BM25 searches: both forms of each abbreviation when expansion is on."""
+        return expand(query).bm25_text if self.expand_abbreviations else query
+
     def retrieve(self, query: str, patient_id: str | None = None, top_k: int | None = None) -> Retrieval:
         t = time.perf_counter()
         qv = self.embedder.encode_queries([self.dense_query(query)])[0].astype(np.float32)
@@ -236,7 +240,7 @@ class HybridRetriever:
             allowed = self.index.allowed_mask(patient_id)
         dense = self._dense(qv, allowed, self.dense_k) if self.weights["dense"] > 0 else []
         # Patient notes carry their id in the title, so naming it lets BM25 prefer them.
-        text = expand(query).bm25_text if self.expand_abbreviations else query
+        text = self.bm25_query(query)
         bm25_query = f"{text} {patient_id}" if patient_id else text
         bm25 = self._bm25(bm25_query, allowed, self.bm25_k) if self.weights["bm25"] > 0 else []
         fused = fuse({"dense": dense, "bm25": bm25}, self.weights, self.fusion, self.rrf_k)

@@ -119,3 +119,36 @@ def test_evaluate_refuses_index_without_medquad(tmp_path, hash_index):
     cfg = load_config(None, [f"index.dir={hash_index[0]}", "index.auto_build_demo=false"])
     with pytest.raises(InputError, match="build the full index"):
         evaluate(Assistant(cfg, embedder=HashEmbedder(), progress=False), FIX / "medquad", tmp_path / "split.json")
+
+
+def test_evaluator_searches_with_the_configured_expansion():
+    """`eval retrieval` must search what `query` searches: BM25 gets the expanded abbreviations when on."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from eval.retrieval import RetrievalEvaluator
+    from rag.retrieve import HybridRetriever
+
+    seen: list[str] = []
+
+    class Spy:
+        index = SimpleNamespace(children=[])
+        bm25_query = HybridRetriever.bm25_query
+        dense_query = HybridRetriever.dense_query
+
+        def __init__(self, expand: bool) -> None:
+            self.expand_abbreviations = expand
+
+        def _dense(self, qv, allowed, k):
+            return []
+
+        def _bm25(self, text, allowed, k):
+            seen.append(text)
+            return []
+
+    for expand in (True, False):
+        RetrievalEvaluator(Spy(expand)).candidates(np.zeros(3, np.float32), "AF tx rate vs rhythm?")
+    assert "atrial fibrillation" in seen[0] and "treatment" in seen[0]
+    assert seen[1] == "AF tx rate vs rhythm?"
+    assert "atrial fibrillation" in Spy(True).dense_query("AF tx?")
