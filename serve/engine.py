@@ -26,7 +26,7 @@ from rag.answer import Answer
 from rag.assistant import Assistant, Prepared
 from rag.config import AppConfig
 from rag.errors import CDSError
-from rag.generate import Generation, Stopped
+from rag.generate import Generation, stop_guard
 from serve.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -92,9 +92,11 @@ class _Job:
 
 def _guarded(job: _Job) -> Callable[[str], None]:
     """The job's streaming callback, ending the generation once its request is abandoned."""
+    check = stop_guard(job.stop.is_set)
+    assert check is not None
+
     def on_text(text: str) -> None:
-        if job.stop.is_set():
-            raise Stopped("generation stopped: its request was abandoned")
+        check(text)
         if job.on_text is not None:
             job.on_text(text)
 
