@@ -23,9 +23,13 @@ class _Fake:
 
     def __init__(self, marker: Path):
         self.marker = marker
+        self.go = marker.with_name("go")  # created when two "hold" questions are in: the update may publish
         self.serving = "v1"
         self.lock = threading.Lock()
         self.batches = 0
+        self.holding = 0
+        self.new_status_served = 0  # status responses that showed the new version on disk
+        self.seen_twice = threading.Event()
 
     def disk(self) -> str:
         return self.marker.read_text().strip() if self.marker.exists() else "v1"
@@ -45,7 +49,12 @@ def _handler(fake: _Fake) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:
             if self.path == "/v1/index/status":
-                self._send(200, json.dumps({"version": fake.disk(), "serving_version": fake.serving}).encode())
+                disk = fake.disk()
+                self._send(200, json.dumps({"version": disk, "serving_version": fake.serving}).encode())
+                if disk != "v1":
+                    fake.new_status_served += 1
+                    if fake.new_status_served >= 2:  # the monitor has recorded the first one
+                        fake.seen_twice.set()
             elif self.path == "/metrics":
                 text = (f"cds_generation_batch_size_count {fake.batches}\ncds_process_resident_bytes 1048576\n"
                         '# HELP x\ncds_answers_total{outcome="answered"} 2\n')
@@ -60,6 +69,12 @@ def _handler(fake: _Fake) -> type[BaseHTTPRequestHandler]:
                 version = fake.serving
             if q.startswith("slow"):
                 time.sleep(0.4)
+            if q == "hold":  # in flight across the publish, by construction
+                with fake.lock:
+                    fake.holding += 1
+                    if fake.holding == 2:
+                        fake.go.touch()
+                fake.seen_twice.wait(30)
             if q == "fail":
                 self._send(500, b'{"error": "boom", "status": 500}')
             elif q == "junk":
@@ -87,7 +102,8 @@ def server(tmp_path: Path) -> Iterator[tuple[str, _Fake]]:
 
 def test_every_non_answer_counts_as_failed(server: tuple[str, _Fake]) -> None:
     base, _ = server
-    plan = [[("ok one", None), ("fail", None)], [("junk", "P002"), ("gated q", None)], [("text", None), ("ok", None)]]
+    plan: list[list[tuple[str, str | None]]] = [[("ok one", None), ("fail", None)],
+                                                [("junk", "P002"), ("gated q", None)], [("text", None), ("ok", None)]]
     rows = bl.run_clients(base, plan, timeout=10, t0=time.perf_counter())
     s = bl.summarize(rows, wall=6.0)
     assert s["requests"] == 6 and s["failed"] == 3
@@ -107,23 +123,24 @@ def test_update_during_load_is_recorded_with_the_switch(server: tuple[str, _Fake
     t0 = time.perf_counter()
     mon = bl.Monitor(base, t0, interval=0.05)
     mon.start()
-    # The "update": publishes v2 after a short while, as `app.py index update` would.
-    script = f"import time, json; time.sleep(0.2); open({str(fake.marker)!r}, 'w').write('v2'); print(json.dumps(" \
-             "{'published': True, 'version': 'v2', 'previous': 'v1'}))"
-    upd = bl.Update([sys.executable, "-c", script], t0, at=0.1)
+    # The "update" publishes v2 once both clients' first questions are in (as `app.py index update` would,
+    # printing its JSON summary); those questions are answered only after the monitor has seen v2 on disk.
+    script = (f"import json, os, time\nwhile not os.path.exists({str(fake.go)!r}): time.sleep(0.01)\n"
+              f"open({str(fake.marker)!r}, 'w').write('v2')\n"
+              "print(json.dumps({'published': True, 'version': 'v2', 'previous': 'v1'}))")
+    upd = bl.Update([sys.executable, "-c", script], t0, at=0.0)
     upd.start()
-    rows = bl.run_clients(base, [[("slow a", None)] * 6, [("slow b", None)] * 6], timeout=10, t0=t0)
+    rows = bl.run_clients(base, [[("hold", None), ("after", None), ("after", None)], [("hold", None), ("after", None)]],
+                          timeout=60, t0=t0)
     upd.join()
     mon.stop()
     rep = bl.update_report(rows, upd, mon, "v1")
-    assert rep["returncode"] == 0 and rep["version"] == "v2" and rep["from"] == "v1"
-    assert rep["started_s"] >= 0.1 and rep["finished_s"] > rep["started_s"]
+    assert rep["returncode"] == 0 and rep["version"] == "v2" and rep["from"] == "v1" and rep["new_version"] == "v2"
+    assert rep["started_s"] >= 0.0 and rep["finished_s"] > rep["started_s"]
     assert rep["switched"] and rep["server_switched_s"] >= rep["published_seen_s"]
-    assert rep["during_update"]["requests"] >= 1 and rep["during_update"]["failed"] == 0
-    assert rep["in_flight_at_publish"]["in_flight"] >= 1 and rep["in_flight_at_publish"]["failed"] == 0
-    assert rep["answers_after_switch_from_new_version"] >= 1
-    versions = bl.summarize(rows, 1.0)["answers_by_index_version"]
-    assert versions["v1"] >= 2 and versions["v2"] >= 2
+    assert rep["during_update"]["requests"] >= 2 and rep["during_update"]["failed"] == 0
+    assert rep["in_flight_at_publish"] == {"in_flight": 2, "failed": 0}  # both held questions, both answered
+    assert bl.summarize(rows, 1.0)["answers_by_index_version"] == {"v1": 2, "v2": 3}
     assert mon.changes[0]["serving"] == "v1" and mon.changes[-1]["serving"] == "v2"
 
 
