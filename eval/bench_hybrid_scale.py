@@ -18,7 +18,10 @@ the dense store of ``--dense`` with the config's ``index.hnsw_*``, e.g. ``--set 
 bm25s arrays, checksums, fsync, atomic rename), loaded by ``HybridIndex.load``, and searched by
 ``HybridRetriever.search`` (the default config's dense_k/bm25_k/RRF/auto-merge/patient slots).
 Questions: the trust test rows (with their patient) plus one record question per real patient,
-encoded once; latency excludes encoding.
+encoded once; latency excludes encoding. The retriever runs BM25 beside the dense search when the
+process may use more than one CPU (``--overlap``: the product's rule, or forced on/off); at the chosen
+efSearch the same questions are also run with BM25 beside the dense search and after it, alternating
+question by question (``--no-overlap-ab`` skips it), and the two must return the same rankings.
 Recall: the dense top 10 against exact search (FAISS flat) under the same scope, and the fused
 top 10 against the fused top 10 with exact dense search. "Publish a one-document update" is the sum
 of the stages an update runs with the current code at this size (load the previous version,
@@ -183,6 +186,40 @@ def run_queries(ret: Any, questions: list[tuple[str, str | None]], qvs: np.ndarr
                  "cpu_ms_per_query": cpu * 1000 / len(questions)}
 
 
+def overlap_ab(ret: Any, questions: list[tuple[str, str | None]], qvs: np.ndarray) -> dict[str, Any]:
+    """The hybrid search with BM25 beside the dense search and after it, alternating per question (which
+    goes first alternates too, so drifting load hits both alike); latency and CPU of each, and whether
+    the rankings were the same."""
+    setting = ret.overlap
+    lat: dict[bool, list[float]] = {True: [], False: []}
+    cpu: dict[bool, list[float]] = {True: [], False: []}
+    same = []
+    try:
+        for on in (True, False):
+            ret.overlap = on
+            for _ in range(3):
+                ret.search(questions[0][0], qvs[0], questions[0][1])
+        for i, ((q, p), qv) in enumerate(zip(questions, qvs, strict=True)):
+            got = {}
+            for on in ((True, False) if i % 2 == 0 else (False, True)):
+                ret.overlap = on
+                t, c = time.perf_counter(), time.process_time()
+                r = ret.search(q, qv, p)
+                lat[on].append((time.perf_counter() - t) * 1000)
+                cpu[on].append((time.process_time() - c) * 1000)
+                got[on] = (r.dense, r.bm25, [(f.chunk_id, f.score) for f in r.fused])
+            same.append(got[True] == got[False])
+    finally:
+        ret.overlap = setting
+    out: dict[str, Any] = {name: {"p50_ms": pct(lat[on], 50), "p95_ms": pct(lat[on], 95),
+                                  "mean_ms": float(np.mean(lat[on])), "cpu_p50_ms": pct(cpu[on], 50),
+                                  "cpu_p95_ms": pct(cpu[on], 95)}
+                           for name, on in (("concurrent", True), ("sequential", False))}
+    out["same_results"] = float(np.mean(same))
+    out["load_avg_1min"] = os.getloadavg()[0]
+    return out
+
+
 def legacy_bm25_top(scores: np.ndarray, allowed: np.ndarray, k: int) -> list[int]:
     """The retriever's BM25 top-k before bm25_top: mask and partition every score."""
     scores = np.where(allowed, scores, -np.inf)
@@ -322,6 +359,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="choose the smallest efSearch whose dev dense recall@10 reaches this")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--skip-update", action="store_true", help="do not time a one-document update")
+    ap.add_argument("--overlap", choices=("auto", "on", "off"), default="auto",
+                    help="BM25 beside the dense search: auto (the product: with more than one CPU), on, off")
+    ap.add_argument("--no-overlap-ab", action="store_true",
+                    help="skip the interleaved run with BM25 beside vs after the dense search")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
 
@@ -332,6 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     from rag.index import HybridIndex, embedder_manifest, import_bm25s
     from rag.lexical import index_bm25, tokenize_corpus
     from rag.retrieve import HybridRetriever
+    from rag.threads import available_cpus
     from rag.update import _Stages, _write_and_publish
     from rag.vectorstore import DenseSettings, build_faiss, faiss_spec
 
@@ -364,6 +406,7 @@ def main(argv: list[str] | None = None) -> int:
         "params": {"dense": args.dense, "hnsw_m": settings.hnsw_m, "ef_construction": settings.hnsw_ef_construction,
                    "ef_search": settings.hnsw_ef_search, "hnsw_shards": settings.hnsw_shards,
                    "dense_k": r.dense_k, "bm25_k": r.bm25_k,
+                   "overlap": args.overlap,
                    "questions": len(questions), "patient_questions": sum(1 for _, p in questions if p),
                    "real_passages": len(real.children), "swap": args.swap, "rare": args.rare},
         "sizes": {}}
@@ -420,7 +463,10 @@ def main(argv: list[str] | None = None) -> int:
         idx = HybridIndex.load(root, verify=False)
         res["load_s"] = time.perf_counter() - t
         ret = HybridRetriever(idx, assistant.embedder, r.dense_k, r.bm25_k, r.rrf_k, r.dense_weight, r.bm25_weight,
-                              r.merge_threshold, r.top_k, r.patient_slots, r.fusion, r.merge_score)
+                              r.merge_threshold, r.top_k, r.patient_slots, r.fusion, r.merge_score,
+                              overlap={"auto": None, "on": True, "off": False}[args.overlap])
+        res["bm25_beside_dense"] = ret.overlapping()
+        res["search_threads"] = {"cpus": available_cpus(), "graph_threads": getattr(idx.dense, "threads", 1)}
         flat = build_faiss(idx.dense.reconstruct_n(0, idx.dense.ntotal), faiss_spec(DenseSettings()), idx.is_ehr)
         ef0 = int(idx.dense.spec.get("ef_search", 0))
         runs: dict[str, Any] = {}
@@ -441,6 +487,14 @@ def main(argv: list[str] | None = None) -> int:
                 runs[f"hnsw-ef{res['ef_chosen']}"]["ef_search"] = res["ef_chosen"]
             else:
                 got2 = got
+            if not args.no_overlap_ab:
+                res["overlap_ab"] = {"ef_search": res["ef_chosen"], **overlap_ab(ret, questions, qvs)}
+                ab = res["overlap_ab"]
+                print(f"  BM25 beside vs after the dense search (efSearch {res['ef_chosen']}, interleaved, load "
+                      f"{ab['load_avg_1min']:.1f}): " + "; ".join(
+                          f"{k} wall p50 {ab[k]['p50_ms']:.2f} p95 {ab[k]['p95_ms']:.2f} ms, CPU p50 "
+                          f"{ab[k]['cpu_p50_ms']:.2f} ms" for k in ("concurrent", "sequential"))
+                      + f"; same rankings {ab['same_results']:.0%}", flush=True)
         hnsw_store, idx.dense = idx.dense, flat
         ref, runs["flat"] = run_queries(ret, questions, qvs)
         idx.dense = hnsw_store
@@ -465,7 +519,8 @@ def main(argv: list[str] | None = None) -> int:
                       f"{s['bm25_get_scores_cpu_p50_ms']:.2f}, top-k {s['bm25_top_cpu_p50_ms']:.2f}, before "
                       f"{s['bm25_legacy_top_cpu_p50_ms']:.2f} ms, same scores {s['bm25_top_same_as_legacy']:.0%})"
                       if "dense_cpu_p50_ms" in s else "")
-            print(f"  {name}: hybrid wall p50 {s['p50_ms']:.2f} p95 {s['p95_ms']:.2f} ms, CPU p50 "
+            how = "beside" if res["bm25_beside_dense"] else "after"
+            print(f"  {name} (BM25 {how} dense): hybrid wall p50 {s['p50_ms']:.2f} p95 {s['p95_ms']:.2f} ms, CPU p50 "
                   f"{s['cpu_p50_ms']:.2f} p95 {s['cpu_p95_ms']:.2f} ms{detail}{extra}", flush=True)
         res["runs"] = runs
         print(f"  load {res['load_s']:.0f} s", flush=True)

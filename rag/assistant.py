@@ -224,7 +224,8 @@ class Assistant:
             reranker = verifier.answerability
         return HybridRetriever(self.index, self.embedder, r.dense_k, r.bm25_k, r.rrf_k, r.dense_weight,
                                r.bm25_weight, r.merge_threshold, r.top_k, r.patient_slots, r.fusion, r.merge_score,
-                               r.expand_abbreviations, reranker, r.rerank_top_n, r.rerank_weight)
+                               r.expand_abbreviations, reranker, r.rerank_top_n, r.rerank_weight,
+                               overlap=None if r.concurrent_bm25 else False)
 
     def retrieve(self, question: str, patient_id: str | None = None, top_k: int | None = None) -> Retrieval:
         with self._pin():

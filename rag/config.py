@@ -107,6 +107,10 @@ class RetrievalConfig(_Section):
     expand_abbreviations: bool = Field(
         False, description="write out clinical abbreviations (rag/abbrev.py) for BM25 and the dense query, keeping "
                            "the original (measured on the realistic questions: BENCHMARKS.md)")
+    concurrent_bm25: bool = Field(
+        True, description="with more than one CPU, run BM25 beside the dense search on the process's search "
+                          "threads (rag/threads.py); false: after it. Same rankings either way; off can suit CPUs "
+                          "that other work keeps busy (on a loaded core the hand-off waits: BENCHMARKS.md, 'Scale')")
     rerank: bool = Field(
         False, description="reorder the fused top rerank_top_n passages by the verifier's answerability "
                            "(needs verifier.enabled; BENCHMARKS.md, 'Retrieval on realistic questions')")

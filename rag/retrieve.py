@@ -4,6 +4,11 @@ The fusion and merge functions are pure (ids and scores in, ids and scores out) 
 tested without models; :class:`HybridRetriever` wires them to a loaded :class:`HybridIndex`.
 Patient scoping is applied inside both searches (the vector store's scoped search, BM25 score mask) and
 checked again on the fused result, so a record of another patient can never surface.
+
+The dense and the BM25 search of a query run at once when the process may use more than one CPU:
+BM25 on the process's search pool (:mod:`rag.threads`), the dense search on the calling thread (a
+sharded HNSW store hands its graphs to the same pool, behind BM25). The two are independent, so the
+results are those of running them one after the other (tests/test_vectorstore.py checks it).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from rag.chunk import Chunk
 from rag.embed import Embedder
 from rag.index import HybridIndex
 from rag.text import tokenize as bm25_tokenize
+from rag.threads import available_cpus, search_pool
 
 Ranking = Sequence[tuple[str, float]]  # (chunk_id, retriever score), best first
 
@@ -184,7 +190,10 @@ class HybridRetriever:
                  dense_weight: float, bm25_weight: float, merge_threshold: float, top_k: int,
                  patient_slots: int = 0, fusion: str = "rrf", merge_score: str = "sum",
                  expand_abbreviations: bool = False, reranker: Scorer | None = None, rerank_top_n: int = 20,
-                 rerank_weight: float = 1.0):
+                 rerank_weight: float = 1.0, overlap: bool | None = None):
+        # BM25 beside the dense search: None = when this process may use more than one CPU (on one,
+        # handing BM25 to a thread only adds a switch); True/False force it (benchmarks, tests).
+        self.overlap = overlap
         self.expand_abbreviations = expand_abbreviations
         self.reranker, self.rerank_top_n, self.rerank_weight = reranker, rerank_top_n, rerank_weight
         self.fusion = fusion
@@ -209,6 +218,28 @@ class HybridRetriever:
             return []
         scores = np.asarray(self.index.bm25.get_scores(tokens), dtype=np.float32)
         return [(self.index.children[i].chunk_id, float(scores[i])) for i in bm25_top(scores, allowed, k)]
+
+    def overlapping(self) -> bool:
+        """Whether a query's BM25 search runs beside its dense search (see ``overlap``)."""
+        return self.overlap if self.overlap is not None else available_cpus() > 1
+
+    def _both(self, qv: np.ndarray, bm25_query: str, allowed: np.ndarray
+              ) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
+        """The dense and the BM25 hits, searched at once: BM25 on the search pool, dense here.
+
+        A BM25 search no pool thread has started by the time the dense one is done (the pool busy
+        with other queries, or a loaded CPU) is taken back and run here: waiting for a thread to
+        wake up for it would only add that wait.
+        """
+        side = search_pool().submit(self._bm25, bm25_query, allowed, self.bm25_k)
+        try:
+            dense = self._dense(qv, allowed, self.dense_k)
+        except BaseException:
+            side.cancel()  # a BM25 search already running finishes on its own; nothing waits for it
+            raise
+        if side.cancel():
+            return dense, self._bm25(bm25_query, allowed, self.bm25_k)
+        return dense, side.result()
 
     def dense_query(self, query: str) -> str:
         """The text the embedder encodes: abbreviations written out after themselves when expansion is on."""
@@ -238,11 +269,14 @@ class HybridRetriever:
         scoped = allowed is None
         if allowed is None:
             allowed = self.index.allowed_mask(patient_id)
-        dense = self._dense(qv, allowed, self.dense_k) if self.weights["dense"] > 0 else []
         # Patient notes carry their id in the title, so naming it lets BM25 prefer them.
         text = self.bm25_query(query)
         bm25_query = f"{text} {patient_id}" if patient_id else text
-        bm25 = self._bm25(bm25_query, allowed, self.bm25_k) if self.weights["bm25"] > 0 else []
+        if self.weights["dense"] > 0 and self.weights["bm25"] > 0 and self.overlapping():
+            dense, bm25 = self._both(qv, bm25_query, allowed)
+        else:
+            dense = self._dense(qv, allowed, self.dense_k) if self.weights["dense"] > 0 else []
+            bm25 = self._bm25(bm25_query, allowed, self.bm25_k) if self.weights["bm25"] > 0 else []
         fused = fuse({"dense": dense, "bm25": bm25}, self.weights, self.fusion, self.rrf_k)
         if self.reranker is not None and fused:
             t_r = time.perf_counter()

@@ -27,8 +27,9 @@ passages are added to the graph, and removed ones stay in it as *tombstones* (id
 
 Shards. ``index.hnsw_shards`` > 1 splits the shared rows over that many HNSW graphs (row ``i`` of
 the shared rows goes to graph ``i % shards``; an update adds new passages to the smallest graphs).
-A query searches every graph with the same ``ef_search`` (in parallel threads, one per CPU this
-process may use: FAISS releases the GIL) and merges the hits by exact score. Each graph is smaller,
+A query searches every graph with the same ``ef_search`` (in parallel on the process's search pool,
+:mod:`rag.threads`, one thread per CPU this process may use: FAISS releases the GIL) and merges the
+hits by exact score. Each graph is smaller,
 so the same recall needs a much smaller ``ef_search``: at 1M passages of the scale corpus, one graph
 did not reach dense recall@10 0.97 of exact search even at efSearch 2048 (BENCHMARKS.md, "Scale").
 """
@@ -40,8 +41,6 @@ import heapq
 import logging
 import os
 import re
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -49,6 +48,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from rag.errors import CDSError, IndexCorruptError, InputError
+from rag.threads import available_cpus, search_pool
 
 log = logging.getLogger(__name__)
 
@@ -132,11 +132,6 @@ def vectors_sha256(vectors: np.ndarray) -> str:
 
 
 # -- FAISS -------------------------------------------------------------------------------------
-def available_cpus() -> int:
-    """CPUs this process may run on (its affinity mask: ``taskset`` limits it)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
 class FaissStore:
     """FAISS in memory. ``flat``: one ``IndexFlatIP`` over all rows (exact). ``hnsw``: ``IndexHNSWFlat``
     graphs (one, or ``shards``) over the shared (non-EHR) rows only and an ``IndexFlatIP`` over the
@@ -166,9 +161,8 @@ class FaissStore:
             owner = np.repeat(np.arange(len(sizes), dtype=np.int16), sizes)
             live = ids < TOMBSTONE_BASE
             self.shard_of[ids[live]] = owner[live]
-        self.threads = min(len(self.graphs), available_cpus())  # graphs searched at once
-        self._pool: ThreadPoolExecutor | None = None
-        self._pool_lock = threading.Lock()  # the server's query threads share one pool
+        # > 1: the graphs go to the process's search pool (rag.threads); 1: searched one after another
+        self.threads = min(len(self.graphs), available_cpus())
 
     def _graph_ids(self) -> np.ndarray:
         """Row id of each graph entry, graph after graph, in insertion order (tombstones included)."""
@@ -216,14 +210,12 @@ class FaissStore:
         return _top(rows, vecs @ qv.astype(np.float32), k)
 
     def _map(self, fn: Any, graphs: list[Any]) -> list[Any]:
-        """``fn`` over the graphs, in parallel threads when there are several and CPUs to run them."""
+        """``fn`` over the graphs, on the search pool when there are several and CPUs to run them
+        (queued behind a BM25 search the retriever may have handed it: one pool, so the threads that
+        run never outnumber the CPUs)."""
         if self.threads <= 1 or len(graphs) <= 1:
             return [fn(g) for g in graphs]
-        with self._pool_lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="cds-hnsw")
-            pool = self._pool
-        return list(pool.map(fn, graphs))
+        return list(search_pool().map(fn, graphs))
 
     def _selector_search(self, qv: np.ndarray, k: int, allowed: np.ndarray) -> list[tuple[int, float]]:
         import faiss
@@ -288,10 +280,7 @@ class FaissStore:
         return out
 
     def close(self) -> None:
-        with self._pool_lock:
-            if self._pool is not None:
-                self._pool.shutdown(wait=False)
-                self._pool = None
+        """Nothing to release: the graphs are freed with the store, the search pool is the process's."""
 
 
 def faiss_spec(settings: DenseSettings) -> dict[str, Any]:

@@ -94,6 +94,19 @@ def test_weights_change_ranking(assistant):
     assert [f.chunk_id for f in dense_only.fused] != [f.chunk_id for f in bm25_only.fused]
 
 
+def test_concurrent_bm25_can_be_turned_off_with_the_same_results(assistant, monkeypatch):
+    import rag.retrieve
+
+    monkeypatch.setattr(rag.retrieve, "available_cpus", lambda: 2)  # auto: BM25 beside the dense search
+    off = Assistant(load_config(overrides=[f"index.dir={assistant.index_root}", "retrieval.concurrent_bm25=false"]),
+                    embedder=HashEmbedder())
+    assert assistant.retriever().overlapping() and not off.retriever().overlapping()
+    for q, p in (("apixaban dose reduction criteria", None), ("latest potassium", "P001")):
+        a, b = assistant.retrieve(q, p), off.retrieve(q, p)
+        assert (a.dense, a.bm25, [f.chunk_id for f in a.fused]) == (b.dense, b.bm25, [f.chunk_id for f in b.fused])
+        assert a.bm25 and a.dense
+
+
 @pytest.mark.parametrize("question", ["", "   ", "x" * 2001])
 def test_bad_questions(assistant, question):
     with pytest.raises(InputError):

@@ -359,3 +359,66 @@ def test_a_sharded_store_answers_concurrent_queries_from_several_threads():
     assert got == want
     store.close()
     assert [r for r, _ in store.search(qs[0], 10, allowed)] == want[0]  # a closed pool is made again
+
+
+def test_bm25_beside_the_dense_search_gives_the_sequential_results(tmp_path, monkeypatch):
+    """The retriever's concurrent path (BM25 on the search pool while the sharded graphs are searched)
+    ranks exactly as the sequential one, also with several query threads at once."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from rag import retrieve
+    from rag.retrieve import HybridRetriever
+    from tests.index_helpers import DEMO
+
+    src = make_sources(tmp_path / "src", guidelines=sorted(p.name for p in (DEMO / "guidelines").glob("*.md")),
+                       patients=("P001", "P002"))
+    _update(src, tmp_path / "idx", dense=SHARDED)
+    idx = HybridIndex.load(tmp_path / "idx")
+    idx.dense.threads = 3  # the graphs on the pool too, whatever this machine's CPUs
+    seq, conc = (HybridRetriever(idx, HashEmbedder(), 10, 10, 60, 1.0, 1.0, 0.5, 8, patient_slots=2, overlap=o)
+                 for o in (False, True))
+    bm25_threads: set[str] = set()
+    bm25 = conc._bm25
+
+    def watched(*a):
+        bm25_threads.add(threading.current_thread().name)
+        return bm25(*a)
+
+    conc._bm25 = watched  # type: ignore[method-assign]
+    queries = [(q, p) for q in ("beta blocker heart failure mortality", "community acquired pneumonia antibiotics",
+                                "latest ejection fraction potassium", "creatinine", "zzz unknownword")
+               for p in (None, "P001", "P002")]
+
+    def ranking(r: HybridRetriever, q: str, p: str | None) -> tuple:
+        got = r.retrieve(q, patient_id=p)
+        return (got.dense, got.bm25, [(f.chunk_id, f.score, f.ranks) for f in got.fused],
+                [(u.chunk.chunk_id, u.score, u.merged) for u in got.units])
+
+    want = [ranking(seq, q, p) for q, p in queries]
+    assert any(w[0] for w in want) and any(w[1] for w in want) and not want[-3][1]  # both sides hit; "zzz": no BM25
+    assert [ranking(conc, q, p) for q, p in queries] == want
+    with ThreadPoolExecutor(4) as callers:  # the server's query threads, all on one pool
+        assert list(callers.map(lambda qp: ranking(conc, *qp), queries * 3)) == want * 3
+    assert bm25_threads and all(n.startswith("cds-search") for n in bm25_threads)
+    # automatic: beside the dense search only when the process may use more than one CPU
+    auto = HybridRetriever(idx, HashEmbedder(), 10, 10, 60, 1.0, 1.0, 0.5, 8)
+    for cpus, expected in ((1, False), (2, True)):
+        monkeypatch.setattr(retrieve, "available_cpus", lambda n=cpus: n)
+        assert auto.overlapping() is expected
+
+
+def test_an_error_in_either_concurrent_search_reaches_the_caller(tmp_path):
+    from rag.retrieve import HybridRetriever
+
+    src = make_sources(tmp_path / "src", patients=("P001",))
+    _update(src, tmp_path / "idx", dense=SHARDED)
+    r = HybridRetriever(HybridIndex.load(tmp_path / "idx"), HashEmbedder(), 10, 10, 60, 1.0, 1.0, 0.5, 8, overlap=True)
+    for side in ("_bm25", "_dense"):
+        def boom(*a, side=side):
+            raise RuntimeError(f"{side} failed")
+        setattr(r, side, boom)
+        with pytest.raises(RuntimeError, match=f"{side} failed"):
+            r.retrieve("heart failure")
+        delattr(r, side)
+    assert r.retrieve("heart failure").fused
