@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from eval.metrics import write_json
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 PATIENT_QUESTIONS = ("What is the latest ejection fraction of this patient?",
@@ -136,8 +138,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{len(questions)} questions ({out['patient_questions']} scoped to a patient, all {len(patients)} "
               f"patients), {len(flat.children):,} passages; builds {shown}")
         if args.json:
-            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.json).write_text(json.dumps(out, indent=2))
+            write_json(args.json, out)
     finally:
         pg_store.close()
         drop_pg(url, pg_spec)

@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from eval.metrics import write_json
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 METHODS = ("lists", "ids")
@@ -98,8 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         results["same_scores"] = bool(np.array_equal(a, b))
         print(f"same scores for all {len(questions)} dev questions: {results['same_scores']}", flush=True)
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(results, indent=2))
+        write_json(args.json, results)
     return 0
 
 

@@ -41,6 +41,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from eval.bench_scale import pct, rss_mb
+from eval.metrics import write_json
 
 GENERATORS = ("iso", "iso-nn", "local-nn")
 
@@ -265,12 +266,10 @@ def main(argv: list[str] | None = None) -> int:
         st["graphs"] = graphs(vecs, is_ehr, qvs, layouts, efs, args.threads)
         results["synthetic"][gen] = st
         if args.json:
-            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.json).write_text(json.dumps(results, indent=2))
+            write_json(args.json, results)
         del vecs, sv
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(results, indent=2))
+        write_json(args.json, results)
     return 0
 
 

@@ -46,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from eval.bench_backends import PATIENT_QUESTIONS
 from eval.bench_scale import pct, proc_cpu_s, rss_mb
+from eval.metrics import write_json
 
 
 def reset_peak_rss() -> bool:
@@ -527,8 +528,7 @@ def main(argv: list[str] | None = None) -> int:
         del idx, ret, got, ref
         results["sizes"][str(n)] = res
         if args.json:
-            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.json).write_text(json.dumps(results, indent=2))
+            write_json(args.json, results)
 
         # memory of a serving process: load the version in a fresh process (RSS before/after)
         import subprocess
@@ -558,8 +558,7 @@ def main(argv: list[str] | None = None) -> int:
 
         results["sizes"][str(n)] = res
         if args.json:
-            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.json).write_text(json.dumps(results, indent=2))
+            write_json(args.json, results)
         shutil.rmtree(root, ignore_errors=True)
     return 0
 

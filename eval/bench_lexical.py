@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from eval.bench_backends import PATIENT_QUESTIONS
 from eval.bench_scale import pct, proc_cpu_s
-from eval.metrics import dedupe, ndcg_at, recall_at
+from eval.metrics import dedupe, ndcg_at, recall_at, write_json
 
 RANKINGS = {"ts_rank": "ts_rank(tsv, q)", "ts_rank/len": "ts_rank(tsv, q, 1)", "ts_rank_cd": "ts_rank_cd(tsv, q)",
             "ts_rank_cd/len": "ts_rank_cd(tsv, q, 1)"}
@@ -217,8 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         srv.cleanup()
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(out, indent=2))
+        write_json(args.json, out)
     return 0
 
 

@@ -33,6 +33,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from eval.metrics import write_json
 from rag.vectorstore import DenseSettings, build_faiss, faiss_spec
 
 
@@ -238,8 +239,7 @@ def main(argv: list[str] | None = None) -> int:
                     for name in stores if name != "faiss-flat"}
             results["sizes"][str(n)] = per
             if args.json:
-                Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-                Path(args.json).write_text(json.dumps(results, indent=2))
+                write_json(args.json, results)
     finally:
         if srv is not None:
             srv.cleanup()

@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from eval.bench_backends import PATIENT_QUESTIONS
 from eval.bench_scale import pct
+from eval.metrics import write_json
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,8 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     out["same_fused_top10"] = all(v == first for v in tops.values())
     print(f"same fused top 10 with every thread count: {out['same_fused_top10']}", flush=True)
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(out, indent=2))
+        write_json(args.json, out)
     return 0
 
 

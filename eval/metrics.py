@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -58,3 +61,10 @@ def paired_bootstrap_diff(a: Sequence[float], b: Sequence[float], n_boot: int = 
     d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
     lo, hi = bootstrap_ci(d, n_boot, seed)
     return float(d.mean()), lo, hi
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    """Write a benchmark's results as indented JSON, creating the folder."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(obj, indent=2))
