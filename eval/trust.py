@@ -26,7 +26,7 @@ import numpy as np
 
 from corpora.heart_failure import read_records
 from corpora.report import LoadReport
-from eval import key_facts
+from eval import key_facts, trust_labels
 from eval.grounded import share
 from eval.mcq import stats
 from eval.patient_records import expected, states_value
@@ -42,6 +42,10 @@ FEATURES = ("answerability", "support_prob", "support", "retrieval", "agreement"
 # (all six, C=1) was compressed on test (ECE 0.125) although it looked calibrated on dev (in-sample).
 FEATURE_SETS: tuple[tuple[str, ...], ...] = (
     FEATURES,
+    # the answer read as a whole (rag.verifier.Verifier.answers): supported sentences that miss the question
+    (*FEATURES, "answer_answerability"),
+    ("answer_answerability", "answerability", "support_prob", "support", "generation"),
+    ("answer_answerability", "support", "generation"),
     ("answerability", "support_prob", "retrieval"),
     ("answerability", "support_prob", "support", "generation"),
     ("answerability", "support_prob"),
@@ -226,9 +230,9 @@ def replay(row: dict[str, Any], gate: float, abstain_below: float, calib: dict[s
     conf = probability(calib, signals) if calib and "features" in calib else combine(signals, _LEGACY)
     if conf < abstain_below:
         return {"answered": False, "right": not row["answerable"], "confidence": conf, "model_cited": False}
-    verdict = right_if_answered(row, shown, records)
+    verdict = trust_labels.override(row, shown, right_if_answered(row, shown, records))
     return {"answered": True, "right": verdict["right"], "model_cited": verdict["model_cited"], "confidence": conf,
-            "sentences": n, "shown": len(shown)}
+            "sentences": n, "shown": len(shown), "labelled": verdict.get("labelled", False)}
 
 
 def probability(calib: dict[str, Any], signals: dict[str, float]) -> float:
@@ -402,7 +406,9 @@ def summary(rows: list[dict[str, Any]], settings: dict[str, Any], records: dict[
                      "ece": round(ece(conf, right), 4), "ece_ci95": [round(lo, 4), round(hi, 4)],
                      "brier": round(float(np.mean([(c - r) ** 2 for c, r in zip(conf, right, strict=True)])), 4)
                      if answered else None,
-                     "generated_sentences_supported": share(sent_shown, sent_total)},
+                     "generated_sentences_supported": share(sent_shown, sent_total),
+                     # answers whose verdict is a person's (eval/labels), not the automatic scorer's
+                     "verdicts_by_a_person": sum(bool(o.get("labelled")) for o in answered)},
         "suites": suites,
     }
 

@@ -154,3 +154,24 @@ def run_part(config: Any, trust_index: str, part: str, data: Path, rows_path: Pa
     trust.write_rows(rows, rows_path)
     journal.unlink(missing_ok=True)
     return rows
+
+
+def add_answer_answerability(config: Any, rows: list[dict[str, Any]]) -> int:
+    """Give the ``answer_answerability`` signal to answers recorded before it existed, computed as the
+    assistant computes it (its answerability verifier on the recorded shown sentences); returns how many.
+
+    Replayed under other support settings an answer may show fewer sentences than it was recorded
+    with; the signal stays that of the recorded answer (a small approximation, said in BENCHMARKS)."""
+    from rag.verifier import answer_answerability
+
+    todo = [r for r in rows if "answer_answerability" not in r["signals"] and r.get("generated")
+            and any(s["supported"] for s in r["sentences"])]
+    if not todo:
+        return 0
+    verifier = Assistant(config).answerability_verifier
+    if verifier is None:
+        raise InputError("the verifier is disabled in this config; the answer_answerability signal needs it")
+    for r in todo:
+        r["signals"]["answer_answerability"] = answer_answerability(
+            verifier, r["question"], [s["text"] for s in r["sentences"] if s["supported"]])
+    return len(todo)

@@ -36,7 +36,7 @@ from rag.inputs import clean_patient_id, clean_question
 from rag.models import EmbedderSpec, resolve
 from rag.retrieve import HybridRetriever, Retrieval, Unit
 from rag.text import split_sentences
-from rag.verifier import Verifier
+from rag.verifier import Verifier, answer_answerability
 
 log = logging.getLogger(__name__)
 
@@ -426,6 +426,11 @@ class Assistant:
         for s in steered:
             s.supported = False
             s.checks["rules"] = False
+        answer_verifier = self.answerability_verifier
+        if answer_verifier is not None and any(s.supported for s in support):
+            # The answer read as a whole (a calibration signal): supported sentences can still miss the question.
+            signals["answer_answerability"] = answer_answerability(
+                answer_verifier, p.question, [s.text for s in support if s.supported])
         timings["citation_check"] = (time.perf_counter() - t) * 1000
         signals["support"] = (sum(s.supported for s in support) / len(support)) if support else 0.0
         if self.verifier is not None:

@@ -101,3 +101,15 @@ class Verifier:
     def support(self, question: str, claims: Sequence[str], passages: Sequence[str]) -> np.ndarray:
         """One score per (claim, passage) pair, aligned."""
         return self.score([(support_text(question, c), p) for c, p in zip(claims, passages, strict=True)])
+
+
+def answer_answerability(verifier: Any, question: str, sentences: Sequence[str]) -> float:
+    """Does the answer, read as a whole, answer the question? The answerability model on the shown
+    answer (citation markers removed) instead of on a source. Each sentence of an answer made of a
+    page's template lines ("... provides the following list of signs and symptoms for X"), or of a
+    true fact about another aspect (the definition when the cause was asked), is supported by its
+    source; the answer as a whole still does not answer the question, and this scores it low."""
+    from rag.cite import strip_markers
+
+    text = " ".join(strip_markers(s) for s in sentences).strip()
+    return float(verifier.answerability(question, [text])[0]) if text else 0.0

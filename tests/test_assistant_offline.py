@@ -293,12 +293,20 @@ def test_calibrated_confidence_is_the_fitted_probability(hash_index, tmp_path):
     import math
 
     calib = tmp_path / "calibration.json"
-    calib.write_text(json.dumps({"features": ["support", "answerability"], "coef": [2.0, 1.0], "intercept": -1.0}))
+    calib.write_text(json.dumps({"features": ["support", "answerability", "answer_answerability"],
+                                 "coef": [2.0, 1.0, -0.5], "intercept": -1.0}))
     a, _ = _scripted(hash_index, f"{SUPPORTED} [1].", "verifier.answerable_min=0.0", "confidence.abstain_below=0.0",
                      f"confidence.calibration={calib}")
-    ans = a.ask("Which SGLT2 inhibitors are recommended in chronic HFrEF?")
+    q = "Which SGLT2 inhibitors are recommended in chronic HFrEF?"
+    ans = a.ask(q)
     sig = ans.confidence_signals
-    want = 1 / (1 + math.exp(-(-1.0 + 2.0 * sig["support"] + 1.0 * sig["answerability"])))
+    # The answer read as a whole, by the answerability model, without its citation markers.
+    from rag.verifier import answer_answerability
+
+    expected = answer_answerability(a.answerability_verifier, q, [SUPPORTED])
+    assert sig["answer_answerability"] == pytest.approx(expected, abs=1e-6)
+    want = 1 / (1 + math.exp(-(-1.0 + 2.0 * sig["support"] + 1.0 * sig["answerability"]
+                               - 0.5 * sig["answer_answerability"])))
     assert ans.confidence == pytest.approx(want, abs=1e-9)
 
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from eval.cli import advance, bar
@@ -35,6 +36,9 @@ def add(esub: Any, common: argparse.ArgumentParser) -> None:
     et.add_argument("--replay", metavar="ROWS.jsonl",
                     help="`run`: reuse the generator's drafts of an earlier run for the same prompts (every check is "
                          "recomputed with the current verifier and settings; only new prompts are generated)")
+    et.add_argument("--labels", action="append", metavar="FILE.jsonl", default=[],
+                    help="`fit`/`report`: a person's verdicts on this run's answers (eval/labels/); they replace the "
+                         "automatic verdict for the exact answers they judged (repeatable)")
     et.add_argument("--calibration-out", default="configs/calibration/default.json", help="`fit`: where to write")
     et.add_argument("--json", action="store_true")
     et.set_defaults(handler=run)
@@ -92,7 +96,7 @@ def _run_part(args: argparse.Namespace, cfg: Any) -> int:
 
 
 def _fit_or_report(args: argparse.Namespace, cfg: Any, records: dict[str, Any]) -> int:
-    from eval import trust
+    from eval import trust, trust_jobs
     from rag.config import resolve_path
     from rag.errors import InputError
 
@@ -101,6 +105,15 @@ def _fit_or_report(args: argparse.Namespace, cfg: Any, records: dict[str, Any]) 
     if not rows_path.exists():
         raise InputError(f"{rows_path} not found; run `python app.py eval trust run --part {args.part}` first")
     rows = trust.load_rows(rows_path)
+    if args.labels:
+        from eval import trust_labels
+
+        counts = trust_labels.attach(rows, trust_labels.load([resolve_path(p) for p in args.labels]))
+        print(f"verdicts by a person: {counts['labelled']} answers of this part labelled, "
+              f"{counts['match_recorded_answer']} match the recorded answer; {counts['unknown_ids']} label ids "
+              "are not in this part", file=sys.stderr)
+    if (n := trust_jobs.add_answer_answerability(cfg, rows)):
+        print(f"answer_answerability computed for {n} answers recorded before the signal existed", file=sys.stderr)
     floor = max(float(r.get("floor", args.floor)) for r in rows)
     if args.action == "fit":
         if args.part != "dev":

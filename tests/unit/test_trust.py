@@ -136,3 +136,33 @@ def test_calibration_chooses_its_signals_by_cross_validated_log_loss():
     base = {**calib, "gate": None}
     probs = [trust.replay(r, 0.05, 0.0, base, {})["confidence"] for r in rows]
     assert max(probs) - min(probs) > 0.3  # not collapsed to the base rate
+
+
+def test_a_persons_verdict_replaces_the_scorer_only_for_the_answer_it_judged(tmp_path):
+    from eval import trust_labels
+    from rag.errors import InputError
+
+    row = dict(_row("medquad", True, 0.9, 0.9), id="m1", abstained=False)
+    settings = {"gate": 0.0, "abstain_below": 0.0, "calibration": None}
+    assert trust.outcomes([row], settings, {})[0]["right"]  # the lenient scorer: gold page cited
+    shown = [s for s in row["sentences"] if s["supported"]]
+    path = tmp_path / "labels.jsonl"
+    import json
+
+    path.write_text(json.dumps({"id": "m1", "right": False, "sha1": trust_labels.answer_sha1(shown),
+                                "why": "template only"}) + '\n{"id": "other", "right": true, "sha1": "0"}\n')
+    counts = trust_labels.attach([row], trust_labels.load([path]))
+    assert counts == {"labelled": 1, "match_recorded_answer": 1, "unknown_ids": 1}
+    out = trust.outcomes([row], settings, {})[0]
+    assert out["right"] is False and out["model_cited"] is False and out["labelled"]
+    assert trust.summary([row], settings, {})["answered"]["verdicts_by_a_person"] == 1
+    # Another answer (a sentence edited) is not the one judged: the automatic verdict stands.
+    row["sentences"][0]["text"] = "B [1]."
+    out = trust.outcomes([row], settings, {})[0]
+    assert out["right"] is True and not out["labelled"]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "m1", "right": "no"}\n')
+    with pytest.raises(InputError, match=r"bad\.jsonl:1"):
+        trust_labels.load([bad])
+    with pytest.raises(InputError, match="not found"):
+        trust_labels.load([tmp_path / "missing.jsonl"])
