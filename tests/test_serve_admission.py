@@ -168,3 +168,59 @@ def test_the_estimate_is_measured_from_the_batches_the_server_generates(hash_ind
         assert client.post("/v1/query", json={"question": QUESTION}).status_code == 200
         second = client.get("/readyz").json()["admission"]["batch_seconds"]["1"]
         assert second == pytest.approx(0.7 * first["batch_seconds"]["1"] + 0.3 * 1.0, abs=0.15)
+
+
+class Timed(StreamingGenerator):
+    """A batch of n takes 0.6 + 0.4 n seconds (batching pays, as on a CPU)."""
+
+    def generate(self, messages: Any, max_new_tokens: int, temperature: float = 0.0, on_text: Any = None) -> Any:
+        time.sleep(1.0)
+        return super().generate(messages, max_new_tokens, temperature, on_text)
+
+    def generate_batch(self, batch: Any, max_new_tokens: int, should_stop: Any = None) -> list[Any]:
+        time.sleep(0.6 + 0.4 * len(batch))
+        return super().generate_batch(batch, max_new_tokens, should_stop)
+
+
+def _load_test(hash_index, *overrides: str) -> tuple[dict[str, Any], dict[str, float]]:
+    """eval/bench_load.py's clients (12 x 2, honouring Retry-After) against the app served by uvicorn."""
+    import uvicorn
+
+    from eval import bench_load as bl
+    from serve.api import create_app
+
+    _, eng = _client(hash_index, Timed(f"{SUPPORTED} [1]."), None, "serve.batch_size=4",
+                          "serve.request_timeout_s=6", "serve.admission_prior_s=1", *overrides)
+    port = bl.free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(eng.config, engine=eng), host="127.0.0.1", port=port,
+                                           log_config=None, access_log=False))
+    th = threading.Thread(target=server.run, daemon=True)
+    th.start()
+    try:
+        assert eng.wait_ready(60)
+        base = f"http://127.0.0.1:{port}"
+        t0 = time.perf_counter()
+        rows = bl.run_clients(base, [[(QUESTION, None)] * 2 for _ in range(12)], timeout=120, t0=t0,
+                              max_retries=20)
+        summary = bl.summarize(rows, time.perf_counter() - t0)
+        print({k: v for k, v in summary.items() if k not in ("failures", "refusals")})  # shown with -s
+        return summary, bl.metrics(base)
+    finally:
+        server.should_exit = True
+        th.join(30)
+
+
+def test_with_admission_control_a_load_past_capacity_gets_every_answer_by_retrying(hash_index):
+    """12 clients at once: the fourth batch would end past the 6 s timeout. Admission control refuses those
+    questions at once, the clients wait as told and ask again: every question answered, none timed out."""
+    s, metrics = _load_test(hash_index)
+    assert (s["failed"], s["refused_429"], s["requests"]) == (0, 0, 24), s["failures"]
+    assert s["retries"] >= 1 and s["added_latency_max_s"] > 0 and s["refusal_max_s"] < 2.0
+    assert metrics['cds_rejected_total{reason="overloaded"}'] >= 1
+    assert not any('reason="timeout"' in k for k in metrics), "an admitted question timed out"
+
+
+def test_without_admission_control_the_same_load_times_out(hash_index):
+    s, metrics = _load_test(hash_index, "serve.admission=false")
+    assert s["failed"] >= 1 and {f["status"] for f in s["failures"]} == {504} and s["retries"] == 0
+    assert metrics['cds_rejected_total{reason="timeout"}'] == s["failed"]
