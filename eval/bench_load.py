@@ -1,14 +1,18 @@
 """Load test of the warm server: N concurrent clients, optionally while `index update` publishes a new version.
 
     .venv/bin/python -m eval.bench_load [--index DIR] [--questions FILE.jsonl] [--clients 8] [--per-client 25]
-                                        [--update-during] [--update-at 30] [--batch-sizes 1,4]
+                                        [--update-during] [--update-at 30] [--batch-sizes 1,4] [--retries 20]
                                         [--config FILE] [--set KEY=VALUE ...] [--output FILE.json]
 
 The server (``app.py serve``, started here) always serves a scratch copy of the index (``--index``, default
 ``index.dir`` of the config), made in a temporary folder: the index given is only read. Each client thread
-asks its questions one after another, non-streamed (so the server may batch them). Every response other
-than a 200 whose body is an answer JSON counts as failed (HTTP errors, timeouts, refused connections, bodies
-that are not an answer).
+asks its questions one after another, non-streamed (so the server may batch them). A 429 with Retry-After
+(the server's admission control: the generator queue would outlast ``serve.request_timeout_s``) counts as
+refused; every other response but a 200 whose body is an answer JSON counts as failed (HTTP errors, 504
+timeouts, refused connections, bodies that are not an answer). ``--retries N``: a client honours
+Retry-After, waits and asks again (up to N times), and the report gives the retries and the latency they
+added; latency is from the first attempt to the answer. Exit status 1 when any question went unanswered
+(failed or refused) or the update did not publish and switch.
 
 ``--update-during``: ``--update-at`` seconds after the clients start, a separate ``app.py index update``
 process publishes a new version of the scratch index: the sources the index was built from (its manifest)
@@ -19,9 +23,10 @@ which version each answer came from, and whether the requests in flight across t
 ``--batch-sizes 1,4``: the whole run once per ``serve.batch_size`` (a fresh server and scratch index each),
 for the batching A/B; without it the config's value is used.
 
-Reported per run: failed requests, p50/p95 latency, answers per minute, wall, the server's RSS (after, and
-its peak from /proc), its CPU seconds, generation calls and batch sizes (from /metrics), answers generated,
-abstained after generation and abstained before generation (by the answerability gate), the load average.
+Reported per run: failed and refused (429) requests, retries and the latency they added, p50/p95 latency,
+answers per minute, wall, the server's RSS (after, and its peak from /proc), its CPU seconds, generation
+calls and batch sizes (from /metrics), answers generated, abstained after generation and abstained before
+generation (by the answerability gate), the load average.
 
 Default questions: the dev questions of eval/questions/demo_answerable.jsonl (eval/splits/trust.json), in
 file order, cycled to fill clients x per-client; 30 of these 32 reached generation in the trust dev runs.
@@ -107,16 +112,36 @@ class Row:
     index_version: str | None = None
     generated: bool | None = None
     abstained: bool | None = None
+    retry_after: float | None = None  # the last response's Retry-After (seconds), when it had one
+    retries: int = 0  # 429s honoured: asked again after Retry-After
+    retry_wait_s: float = 0.0  # seconds slept on Retry-After
+    attempt_start_s: float = 0.0  # when the last attempt started (after the retries)
+    refusal_s: float = 0.0  # the slowest 429 answer (admission control should refuse at once)
 
     @property
     def latency_s(self) -> float:
+        """From the first attempt to the last response: retries and their waits included."""
         return self.end_s - self.start_s
 
+    @property
+    def refused(self) -> bool:
+        """Ended with a 429 carrying Retry-After: the overloaded server's correct answer, but no answer."""
+        return not self.ok and self.status == 429 and self.retry_after is not None
 
-def ask(base: str, q: str, pid: str | None, timeout: float, t0: float, client: int, n: int) -> Row:
-    body = json.dumps({"question": q, "patient_id": pid}).encode()
+
+def _retry_after(value: str | None) -> float | None:
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:  # an HTTP date: not sent by this server
+        return None
+
+
+def attempt(base: str, row: Row, timeout: float, t0: float) -> None:
+    """One POST /v1/query for the row's question; its outcome goes in ``row``."""
+    body = json.dumps({"question": row.question, "patient_id": row.patient}).encode()
     req = urllib.request.Request(base + "/v1/query", data=body, headers={"Content-Type": "application/json"})
-    row = Row(client, n, q, pid, time.perf_counter() - t0)
+    row.attempt_start_s = time.perf_counter() - t0
+    row.ok, row.error, row.retry_after = False, None, None
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
             row.status = r.status
@@ -132,21 +157,42 @@ def ask(base: str, q: str, pid: str | None, timeout: float, t0: float, client: i
             row.error = "the body is not an answer JSON"
     except urllib.error.HTTPError as e:
         row.status = e.code
+        row.retry_after = _retry_after(e.headers.get("Retry-After"))
         row.error = e.read().decode(errors="replace")[:200]
     except (OSError, ValueError) as e:  # refused, reset, timed out, a broken response
+        row.status = 0
         row.error = f"{type(e).__name__}: {e}"[:200]
     row.end_s = time.perf_counter() - t0
-    return row
 
 
-def run_clients(base: str, plan: list[list[tuple[str, str | None]]], timeout: float, t0: float) -> list[Row]:
+def ask(base: str, q: str, pid: str | None, timeout: float, t0: float, client: int, n: int,
+        max_retries: int = 0) -> Row:
+    """Ask one question; after a 429 with Retry-After, wait that long and ask again, up to ``max_retries``
+    times (and while the question's total time stays under ``timeout``)."""
+    row = Row(client, n, q, pid, time.perf_counter() - t0)
+    while True:
+        attempt(base, row, timeout, t0)
+        if row.status == 429:
+            row.refusal_s = max(row.refusal_s, row.end_s - row.attempt_start_s)
+        if not row.refused or row.retries >= max_retries:
+            return row
+        assert row.retry_after is not None
+        if row.end_s - row.start_s + row.retry_after > timeout:
+            return row
+        time.sleep(row.retry_after)
+        row.retries += 1
+        row.retry_wait_s += row.retry_after
+
+
+def run_clients(base: str, plan: list[list[tuple[str, str | None]]], timeout: float, t0: float,
+                max_retries: int = 0) -> list[Row]:
     """One thread per client, each asking its questions one after another."""
     rows: list[Row] = []
     lock = threading.Lock()
 
     def client(i: int) -> None:
         for n, (q, pid) in enumerate(plan[i]):
-            row = ask(base, q, pid, timeout, t0, i, n)
+            row = ask(base, q, pid, timeout, t0, i, n, max_retries)
             with lock:
                 rows.append(row)
 
@@ -354,14 +400,30 @@ def percentile(sorted_values: list[float], q: float) -> float | None:
 
 
 def summarize(rows: list[Row], wall: float) -> dict[str, Any]:
+    """Failed: no answer for any reason but a 429 with Retry-After, which is counted as refused (an
+    overloaded server's correct answer; still no answer: the issue's "0 failed" needs both at 0)."""
     ok = [r for r in rows if r.ok]
     lat = sorted(r.latency_s for r in ok)
-    failed = [r for r in rows if not r.ok]
+    failed = [r for r in rows if not r.ok and not r.refused]
+    refused = [r for r in rows if r.refused]
+    retried = [r for r in rows if r.retries]
+    added = sorted(r.attempt_start_s - r.start_s for r in retried if r.ok)
+    served = sorted(r.end_s - r.attempt_start_s for r in ok)
+    refusals = [r.refusal_s for r in rows if r.refusal_s]
     versions: dict[str, int] = {}
     for r in ok:
         versions[str(r.index_version)] = versions.get(str(r.index_version), 0) + 1
-    return {"requests": len(rows), "failed": len(failed),
+    return {"requests": len(rows), "failed": len(failed), "refused_429": len(refused),
+            "not_answered": len(failed) + len(refused),
             "failures": [{"status": r.status, "error": r.error, "question": r.question[:80]} for r in failed][:20],
+            "refusals": [{"retry_after": r.retry_after, "retries": r.retries, "error": r.error} for r in refused][:5],
+            "retries": sum(r.retries for r in rows), "retried_requests": len(retried),
+            "retry_wait_s": round(sum(r.retry_wait_s for r in rows), 1),
+            "added_latency_p50_s": round(statistics.median(added), 2) if added else None,
+            "added_latency_max_s": round(added[-1], 2) if added else None,
+            "served_p50_s": round(statistics.median(served), 2) if served else None,
+            "served_p95_s": percentile(served, 0.95),
+            "refusal_max_s": round(max(refusals), 2) if refusals else None,
             "wall_s": round(wall, 1),
             "p50_s": round(statistics.median(lat), 2) if lat else None, "p95_s": percentile(lat, 0.95),
             "max_s": round(lat[-1], 2) if lat else None,
@@ -503,7 +565,7 @@ def run_once(args: argparse.Namespace, plan: list[list[tuple[str, str | None]]],
         mon.start()
         upd = start_update(args, index, work / f"sources-{tag}" / "loadtest", t0) if args.update_during else None
         load0 = os.getloadavg()
-        rows = run_clients(base, plan, args.timeout_s, t0)
+        rows = run_clients(base, plan, args.timeout_s, t0, args.retries)
         wall = time.perf_counter() - t0
         if upd is not None:
             upd.join()
@@ -554,13 +616,18 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--update-during", action="store_true", help="publish a new index version while the clients run")
     p.add_argument("--update-at", type=float, default=30.0, help="seconds after the clients start (default 30)")
     p.add_argument("--batch-sizes", help="comma-separated serve.batch_size values, one run each (A/B)")
-    p.add_argument("--timeout-s", type=float, default=1200.0, help="client timeout per request")
+    p.add_argument("--timeout-s", type=float, default=1200.0, help="client timeout per question (retries included)")
+    p.add_argument("--retries", type=int, default=0, metavar="N",
+                   help="after a 429 with Retry-After, wait that long and ask again, up to N times per question "
+                        "(default 0: a 429 ends the question, counted as refused)")
     p.add_argument("--poll-s", type=float, default=1.0, help="seconds between index status polls")
     p.add_argument("--keep", action="store_true", help="keep the scratch folder (indexes, server logs)")
     p.add_argument("--output", help="write the summary JSON here")
     args = p.parse_args(argv)
     if args.clients < 1 or args.per_client < 1:
         p.error("--clients and --per-client must be at least 1")
+    if args.retries < 0:
+        p.error("--retries must be 0 or more")
     return args
 
 
@@ -589,7 +656,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.output:  # after each run, so an A/B interrupted later keeps what it has
                 Path(args.output).parent.mkdir(parents=True, exist_ok=True)
                 Path(args.output).write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
-        bad = any(r["failed"] or ("update" in r and (r["update"]["returncode"] != 0 or not r["update"]["switched"]))
+        bad = any(r["not_answered"] or ("update" in r and (r["update"]["returncode"] != 0
+                                                            or not r["update"]["switched"]))
                   for r in summary["runs"])
     finally:
         if args.keep or bad:

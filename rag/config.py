@@ -249,6 +249,12 @@ class ServeConfig(_Section):
     retrieval_workers: int = Field(2, ge=1, le=32, description="threads for retrieval, the gate and the citation "
                                                                "check (generation has one thread of its own)")
     request_timeout_s: float = Field(300.0, gt=0.0, description="a question not answered by then gets 504")
+    admission: bool = Field(True, description="refuse at once (429, Retry-After) a question whose expected wait "
+                                              "for the generator (measured batch times) would outlast "
+                                              "request_timeout_s, instead of a 504 later")
+    admission_prior_s: float = Field(60.0, gt=0.0, description="before the first batch is measured: the assumed "
+                                                               "seconds of a one-question generation (a batch of n: "
+                                                               "n times that)")
     warmup: bool = Field(True, description="load the models and the index at start (readyz is 503 until done)")
 
 

@@ -182,7 +182,8 @@ def create_app(config: AppConfig, engine: Engine | None = None, key: str | None 
     async def readyz() -> JSONResponse:
         if eng.ready:
             assert eng.assistant is not None
-            return JSONResponse({"ready": True, "index_version": eng.assistant.index.version})
+            return JSONResponse({"ready": True, "index_version": eng.assistant.index.version,
+                                 "admission": eng.admission()})
         reason = eng.load_error or ("shutting down" if eng.stopping else "loading the models")
         return JSONResponse({"ready": False, "reason": _one_line(reason)}, status_code=503)
 
@@ -191,6 +192,10 @@ def create_app(config: AppConfig, engine: Engine | None = None, key: str | None 
         authorize(request)
         eng.metrics.set_gauge("cds_ready", 1.0 if eng.ready else 0.0)
         eng.metrics.set_gauge("cds_process_resident_bytes", resident_bytes())
+        adm = eng.admission()
+        eng.metrics.set_gauge("cds_admission_expected_wait_seconds", adm["expected_wait_s"])
+        for size, seconds in adm["batch_seconds"].items():
+            eng.metrics.set_gauge("cds_generation_batch_seconds_mean", seconds, size=size)
         if eng.ready and eng.assistant is not None:
             eng.metrics.set_gauge("cds_index_info", 1.0, version=eng.assistant.index.version)
         return PlainTextResponse(eng.metrics.render(), media_type="text/plain; version=0.0.4")
@@ -219,7 +224,9 @@ def create_app(config: AppConfig, engine: Engine | None = None, key: str | None 
                                               "when stream is true"},
                          400: {"description": "bad input"}, 401: {"description": "API key"},
                          413: {"description": "body too large"}, 422: {"description": "invalid fields"},
-                         429: {"description": "queue full"}, 503: {"description": "not ready"},
+                         429: {"description": "queue full, or the generator queue would outlast the timeout "
+                                              "(Retry-After: seconds)"},
+                         503: {"description": "not ready"},
                          504: {"description": "timed out"}})
     async def query(request: Request) -> Response:
         authorize(request)
@@ -231,7 +238,7 @@ def create_app(config: AppConfig, engine: Engine | None = None, key: str | None 
         try:
             eng.admit()
         except Busy as e:
-            raise ApiError(429, str(e), {"Retry-After": "5"}) from None
+            raise ApiError(429, str(e), {"Retry-After": str(e.retry_after_s)}) from None
         meta = {"request_id": rid, "question_chars": len(req.question), "patient": req.patient_id is not None,
                 "stream": req.stream}
         if req.stream:
@@ -245,6 +252,8 @@ def create_app(config: AppConfig, engine: Engine | None = None, key: str | None 
             eng.metrics.inc("cds_rejected_total", reason="timeout")
             raise ApiError(504, f"no answer within {cfg.request_timeout_s:g} s (serve.request_timeout_s); retry "
                                 "later") from None
+        except Busy as e:  # admission control: the answer would come after the timeout
+            raise ApiError(429, str(e), {"Retry-After": str(e.retry_after_s)}) from None
         except (CDSError, NotReady) as e:
             raise _as_api_error(e, eng) from None
         finally:
@@ -315,9 +324,9 @@ async def _answer(eng: Engine, req: QueryRequest, on_text: Callable[[str], None]
     if isinstance(step, Answer):
         eng.metrics.observe("cds_request_seconds", time.perf_counter() - t)
         return step
-    if on_prepared is not None:
+    fut = eng.generate(step, on_text, time.perf_counter() - t)  # Overloaded (429) when it would time out
+    if on_prepared is not None:  # after the queue took it (its draft tokens reach the loop after this event)
         on_prepared(step)
-    fut = eng.generate(step, on_text)
     try:
         out = await asyncio.wrap_future(fut)
     except asyncio.CancelledError:  # timed out (504) or the client left: stop generating for it
@@ -401,6 +410,9 @@ async def _stream(eng: Engine, req: QueryRequest, meta: dict[str, Any], config: 
         except TimeoutError:
             eng.metrics.inc("cds_rejected_total", reason="timeout")
             yield _sse("error", {"error": f"no answer within {config.serve.request_timeout_s:g} s", "status": 504})
+            return
+        except Busy as e:  # after the 200 headers: the status and Retry-After go in the event
+            yield _sse("error", {"error": _one_line(str(e)), "status": 429, "retry_after_s": e.retry_after_s})
             return
         except (CDSError, NotReady) as e:
             err = _as_api_error(e, eng)

@@ -7,6 +7,10 @@ meanwhile, so a question is retrieved while another is being generated. The embe
 verifier are shared by those threads; each is called under its own lock (a fast tokenizer
 raises "Already borrowed" when two threads change its padding at once), held only for the few
 milliseconds of an encode, never for a generation.
+
+Admission control (serve/admission.py): a question entering the generator queue is refused at once
+(:class:`Overloaded`, HTTP 429) when its answer is expected after ``serve.request_timeout_s``, from the
+queue and the measured batch times.
 """
 
 from __future__ import annotations
@@ -27,13 +31,22 @@ from rag.assistant import Assistant, Prepared
 from rag.config import AppConfig
 from rag.errors import CDSError
 from rag.generate import Generation, stop_guard
+from serve.admission import BatchClock, Estimate, batches_ahead
 from serve.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
 
 class Busy(Exception):
-    """Too many questions admitted: the client should retry later (HTTP 429)."""
+    """Too many questions admitted: the client should retry later (HTTP 429, ``Retry-After``)."""
+
+    def __init__(self, message: str, retry_after_s: int = 5):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class Overloaded(Busy):
+    """The generator queue would keep this question past ``serve.request_timeout_s`` (HTTP 429)."""
 
 
 class NotReady(Exception):
@@ -127,6 +140,8 @@ class Engine:
         self._admit_lock = threading.Lock()
         self._by_future: weakref.WeakKeyDictionary[Future[Generation], _Job] = weakref.WeakKeyDictionary()
         self._worker = threading.Thread(target=self._run, name="cds-generate", daemon=True)
+        self.clock = BatchClock(self.cfg.admission_prior_s)
+        self._running: tuple[int, float] | None = None  # size and start of the batch being generated
 
     # -- life cycle -----------------------------------------------------------------------------
     def start(self, warm: bool | None = None) -> None:
@@ -223,19 +238,67 @@ class Engine:
         return self.require_ready().prepare(question, patient_id, top_k, generate)
 
     def finish(self, prepared: Prepared, out: Generation) -> Answer:
-        return self.require_ready().finish(prepared, out)
+        t = time.perf_counter()
+        answer = self.require_ready().finish(prepared, out)
+        self.clock.observe_finish(time.perf_counter() - t)
+        return answer
 
-    def generate(self, prepared: Prepared, on_text: Callable[[str], None] | None = None) -> Future[Generation]:
-        """Queue a prepared question for the generation worker; the future holds its reply."""
+    def generate(self, prepared: Prepared, on_text: Callable[[str], None] | None = None,
+                 elapsed_s: float = 0.0) -> Future[Generation]:
+        """Queue a prepared question for the generation worker; the future holds its reply.
+
+        ``elapsed_s``: how long its request has run already (retrieval, the gate). Raises
+        :class:`Overloaded` when the answer is expected after ``serve.request_timeout_s``
+        (:meth:`estimate`), so the client hears it at once rather than as a 504 later.
+        """
         if self._stopping:
             raise NotReady("the server is shutting down; retry on another instance")
         job = _Job(prepared, on_text=on_text)
-        self._by_future[job.future] = job
         with self._cond:
+            if self.cfg.admission:
+                est = self._estimate(self._batchable(job))
+                timeout = self.cfg.request_timeout_s
+                if est.refuse(elapsed_s, timeout):
+                    self.metrics.inc("cds_rejected_total", reason="overloaded")
+                    after = est.retry_after(elapsed_s, timeout)
+                    raise Overloaded(f"the generator is busy: an answer now would take about {est.wait_s:.0f} s "
+                                     f"({est.batches_ahead} batches ahead), over serve.request_timeout_s "
+                                     f"({timeout:g} s); retry in {after} s (Retry-After)", after)
+            self._by_future[job.future] = job
             self._jobs.append(job)
             self.metrics.set_gauge("cds_generation_queue", len(self._jobs))
             self._cond.notify()
         return job.future
+
+    def _batchable(self, job: _Job) -> bool:
+        return job.on_text is None and self.config.generator.temperature == 0
+
+    def _estimate(self, batchable: bool) -> Estimate:
+        """When a question queued now can expect its answer (call under ``self._cond``)."""
+        queue = [self._batchable(j) for j in self._jobs if not j.future.cancelled()]
+        ahead, _ = batches_ahead(queue, batchable, self.cfg.batch_size)
+        running_s = 0.0
+        if self._running is not None:
+            size, started = self._running
+            running_s = max(0.0, self.clock.estimate(size) - (time.perf_counter() - started))
+        # Its own batch may still grow, up to batch_size, with questions that arrive after it.
+        own = self.clock.estimate(self.cfg.batch_size if batchable else 1)
+        return Estimate(running_s, sum(self.clock.estimate(n) for n in ahead), own, self.clock.finish_s,
+                        len(ahead) + (self._running is not None))
+
+    def estimate(self) -> Estimate:
+        """When a non-streamed question queued now can expect its answer."""
+        with self._cond:
+            return self._estimate(self.config.generator.temperature == 0)
+
+    def admission(self) -> dict[str, Any]:
+        """Admission control's view, for /readyz and /metrics."""
+        est = self.estimate()
+        return {"enabled": self.cfg.admission, "expected_wait_s": round(est.wait_s, 1),
+                "batches_ahead": est.batches_ahead, "timeout_s": self.cfg.request_timeout_s,
+                "batch_seconds": self.clock.snapshot(), "finish_seconds": round(self.clock.finish_s, 3),
+                "measured_batches": self.clock.measured, "prior_s": self.clock.prior_s,
+                "rejected": int(self.metrics.counter("cds_rejected_total", reason="overloaded"))}
 
     def abandon(self, future: Future[Generation]) -> None:
         """The request behind ``future`` gave up (timeout, disconnect): drop it if waiting, else stop its
@@ -262,6 +325,7 @@ class Engine:
                         self._jobs.remove(job)
                         batch.append(job)
             self.metrics.set_gauge("cds_generation_queue", len(self._jobs))
+            self._running = (len(batch), time.perf_counter())
             return batch
 
     def _run(self) -> None:
@@ -272,6 +336,7 @@ class Engine:
             # A job whose client gave up (timeout, disconnect) is cancelled: skip its generation.
             batch = [j for j in batch if j.future.set_running_or_notify_cancel()]
             if not batch:
+                self._idle()
                 continue
             a = self.assistant
             t = time.perf_counter()
@@ -286,8 +351,16 @@ class Engine:
                 for j in batch:
                     j.future.set_exception(e)
                 continue
+            else:  # a batch cut short because all its requests left is no measure of batch time
+                if not all(j.stop.is_set() for j in batch):
+                    self.clock.observe(len(batch), time.perf_counter() - t)
             finally:
+                self._idle()
                 self.metrics.observe("cds_generation_seconds", time.perf_counter() - t)
                 self.metrics.observe("cds_generation_batch_size", len(batch), buckets=(1, 2, 4, 8, 16, 32))
             for j, out in zip(batch, outs, strict=True):
                 j.future.set_result(out)
+
+    def _idle(self) -> None:
+        with self._cond:
+            self._running = None

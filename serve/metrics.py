@@ -18,6 +18,9 @@ HELP = {
     "cds_generation_batch_size": ("histogram", "questions generated together"),
     "cds_questions_in_progress": ("gauge", "questions admitted and not yet answered"),
     "cds_generation_queue": ("gauge", "prepared questions waiting for the generator"),
+    "cds_admission_expected_wait_seconds": ("gauge", "expected seconds to an answer for a question entering the "
+                                                     "generator queue now (admission control)"),
+    "cds_generation_batch_seconds_mean": ("gauge", "running mean of measured generation batch seconds, by size"),
     "cds_load_seconds": ("gauge", "seconds the models and the index took to load"),
     "cds_ready": ("gauge", "1 when the models and the index are loaded"),
     "cds_process_resident_bytes": ("gauge", "resident memory of the server process"),

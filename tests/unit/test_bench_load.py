@@ -30,6 +30,7 @@ class _Fake:
         self.holding = 0
         self.new_status_served = 0  # status responses that showed the new version on disk
         self.seen_twice = threading.Event()
+        self.refusals: dict[str, int] = {}  # "busy N ..." questions: refused (429) N times, then answered
 
     def disk(self) -> str:
         return self.marker.read_text().strip() if self.marker.exists() else "v1"
@@ -40,9 +41,12 @@ def _handler(fake: _Fake) -> type[BaseHTTPRequestHandler]:
         def log_message(self, *a: Any) -> None:
             pass
 
-        def _send(self, status: int, body: bytes, ctype: str = "application/json") -> None:
+        def _send(self, status: int, body: bytes, ctype: str = "application/json",
+                  headers: dict[str, str] | None = None) -> None:
             self.send_response(status)
             self.send_header("Content-Type", ctype)
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
@@ -75,7 +79,16 @@ def _handler(fake: _Fake) -> type[BaseHTTPRequestHandler]:
                     if fake.holding == 2:
                         fake.go.touch()
                 fake.seen_twice.wait(30)
-            if q == "fail":
+            if q.startswith("busy"):
+                with fake.lock:
+                    seen = fake.refusals[q] = fake.refusals.get(q, 0) + 1
+                if seen <= int(q.split()[1]):
+                    self._send(429, b'{"error": "the generator is busy; retry in 0.2 s", "status": 429}',
+                               headers={"Retry-After": "0.2"})
+                    return
+            if q == "noheader":
+                self._send(429, b'{"error": "busy", "status": 429}')
+            elif q == "fail":
                 self._send(500, b'{"error": "boom", "status": 500}')
             elif q == "junk":
                 self._send(200, b'{"not": "an answer"}')
@@ -111,6 +124,26 @@ def test_every_non_answer_counts_as_failed(server: tuple[str, _Fake]) -> None:
     assert s["answers_per_min"] == 30.0 and s["generated_answers_per_min"] == 20.0  # 3 answers, 2 generated, in 6 s
     assert (s["generated"], s["answered"], s["abstained_before_generation"]) == (2, 2, 1)
     assert s["answers_by_index_version"] == {"v1": 3}
+
+
+def test_a_429_with_retry_after_is_refused_not_failed_and_retried_on_request(server: tuple[str, _Fake]) -> None:
+    base, _ = server
+    plan: list[list[tuple[str, str | None]]] = [[("busy 2 a", None), ("ok", None)], [("noheader", None)]]
+    rows = bl.run_clients(base, plan, timeout=10, t0=time.perf_counter())  # no retries: the 429 ends it
+    s = bl.summarize(rows, wall=6.0)
+    assert (s["requests"], s["failed"], s["refused_429"], s["not_answered"], s["retries"]) == (3, 1, 1, 2, 0)
+    assert s["failures"][0]["status"] == 429  # a 429 without Retry-After is no admission answer: failed
+    assert s["refusals"][0]["retry_after"] == 0.2 and s["refusal_max_s"] is not None
+
+    rows = bl.run_clients(base, [[("busy 2 b", None), ("busy 9 c", None)]], timeout=10, t0=time.perf_counter(),
+                          max_retries=3)
+    s = bl.summarize(rows, wall=6.0)
+    b, c = rows
+    assert b.ok and b.retries == 2 and b.retry_wait_s == pytest.approx(0.4)
+    assert b.latency_s >= 0.4 and b.attempt_start_s - b.start_s >= 0.4  # the retries' time is in the latency
+    assert c.refused and c.retries == 3  # gave up after --retries
+    assert (s["failed"], s["refused_429"], s["retries"], s["retried_requests"]) == (0, 1, 5, 2)
+    assert s["added_latency_p50_s"] >= 0.4 and s["served_p50_s"] < s["p50_s"]
 
 
 def test_no_server_is_a_failed_request_not_a_crash() -> None:
