@@ -63,10 +63,8 @@ def test_rerank_without_the_verifier_is_a_config_error():
         Assistant(cfg).retriever()
 
 
-def test_rerank_stays_off_and_the_default_preset_expands_abbreviations():
-    from rag.config import RetrievalConfig, load_config
+def test_new_switches_default_off():
+    from rag.config import load_config
 
-    r = load_config().retrieval  # configs/default.yaml: expansion adopted with the trust calibration
-    assert (r.rerank, r.expand_abbreviations, r.rerank_top_n, r.fusion) == (False, True, 20, "wsum")
-    bare = RetrievalConfig()
-    assert (bare.rerank, bare.expand_abbreviations, bare.fusion) == (False, False, "rrf")
+    r = load_config().retrieval
+    assert (r.rerank, r.expand_abbreviations, r.rerank_top_n) == (False, False, 20)
