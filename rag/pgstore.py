@@ -113,7 +113,8 @@ def _ensure_versions_table(conn: Any) -> None:
 
 def graph_mem_mb(rows: int, dim: int, m: int) -> float:
     """pgvector's in-memory HNSW graph for ``rows`` vectors: each element holds its vector and, on the
-    bottom layer, 2M neighbour candidates of 16 bytes, plus ~256 bytes of element and allocation overhead."""
+    bottom layer, 2M neighbour candidates of 16 bytes, plus ~256 bytes of element and allocation overhead
+    (2,816 bytes at 384-d, M 32; pgvector 0.6.2's own notice gives 2,765: BENCHMARKS.md, "Scale")."""
     return rows * (dim * 4 + 2 * m * 16 + 256) / 2**20
 
 
