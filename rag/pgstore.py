@@ -149,6 +149,8 @@ def write_pg(settings: DenseSettings, vectors: np.ndarray, children: list[Any], 
     with connect(url, settings) as conn:
         _ensure_versions_table(conn)
     shards = int(settings.hnsw_shards) if settings.dense == "hnsw" else 1
+    if len(f"{table}_p{shards - 1}_patient") > 63:  # PostgreSQL would truncate (and clash) longer names
+        raise InputError(f"table {table} is too long a name for {shards} partitions; use a shorter index version name")
     mem_mb = build_mem_mb(settings, vectors, children, shards)
     with connect(url, settings, autocommit=False) as conn, _db_errors(url, f"writing table {table}"):
         notices: list[str] = []
