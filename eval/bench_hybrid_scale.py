@@ -26,6 +26,14 @@ Recall: the dense top 10 against exact search (FAISS flat) under the same scope,
 top 10 against the fused top 10 with exact dense search. "Publish a one-document update" is the sum
 of the stages an update runs with the current code at this size (load the previous version,
 reuse its vectors, re-index BM25, write + publish the version), each timed through the real function.
+
+PostgreSQL + pgvector: ``--postgres DIR`` starts a PostgreSQL server from the ``pgserver`` wheel with its
+data in a new folder under DIR (removed at the end) and writes the version there (``index.store=postgres``:
+with ``index.hnsw_shards`` N > 1 a table partitioned into N, one HNSW index each; ``rag.pgstore``); or
+``--set index.store=postgres --set index.postgres_url=URL`` for a running server. CPU figures then add the
+server's backend (``cpu_ms_per_query``, ``dense_cpu_ms_per_query``), and the table's size and the
+server's memory are reported. ``--dump-top10 FILE`` writes each question's dense and fused top 10 at the
+chosen efSearch (to compare two stores' answers: ``--compare-top10 A B``).
 """
 
 from __future__ import annotations
@@ -311,21 +319,28 @@ def parts(ret: Any, idx: Any, questions: list[tuple[str, str | None]], qvs: np.n
 
 
 def ef_sweep(ret: Any, idx: Any, flat: Any, questions: list[tuple[str, str | None]], qvs: np.ndarray,
-             efs: list[int]) -> dict[int, dict[str, float]]:
-    """Dense recall@10 of the HNSW store against exact search, and its CPU p50, per efSearch (dev questions)."""
+             efs: list[int], backend_pid: int | None = None) -> dict[int, dict[str, float]]:
+    """Dense recall@10 of the HNSW store against exact search, its CPU p50 (this process) and wall p50, and
+    with a database, its CPU per query with the server's backend, per efSearch (dev questions)."""
     exact = [{r for r, _ in flat.search(qv, 10, idx.allowed_mask(p))} for (_, p), qv in zip(questions, qvs,
                                                                                                strict=True)]
     out: dict[int, dict[str, float]] = {}
     for ef in efs:
         idx.dense.spec["ef_search"] = ef
-        rec, lat = [], []
+        rec, lat, wall = [], [], []
+        idx.dense.search(qvs[0], ret.dense_k, idx.allowed_mask(questions[0][1]))  # warm-up at this efSearch
+        cpu0, srv0 = time.process_time(), proc_cpu_s(backend_pid) if backend_pid else 0.0
         for (_, p), qv, want in zip(questions, qvs, exact, strict=True):
             allowed = idx.allowed_mask(p)
-            t = time.process_time()
+            t, w = time.process_time(), time.perf_counter()
             got = idx.dense.search(qv, ret.dense_k, allowed)
             lat.append((time.process_time() - t) * 1000)
+            wall.append((time.perf_counter() - w) * 1000)
             rec.append(len({r for r, _ in got[:10]} & want) / max(1, len(want)))
-        out[ef] = {"dense_recall@10": float(np.mean(rec)), "dense_cpu_p50_ms": pct(lat, 50)}
+        cpu = time.process_time() - cpu0 + ((proc_cpu_s(backend_pid) - srv0) if backend_pid else 0.0)
+        out[ef] = {"dense_recall@10": float(np.mean(rec)), "dense_cpu_p50_ms": pct(lat, 50),
+                   "dense_wall_p50_ms": pct(wall, 50), "dense_wall_p95_ms": pct(wall, 95),
+                   "dense_cpu_ms_per_query": cpu * 1000 / len(questions)}
     return out
 
 
@@ -338,6 +353,75 @@ def overlaps(ref: list[Any], got: list[Any]) -> dict[str, float]:
         dense.append(len(da & db) / max(1, len(da)))
     return {"dense_recall@10": float(np.mean(dense)), "fused_top10_overlap": float(np.mean(fused)),
             "fused_top10_identical": float(np.mean([x == 1.0 for x in fused]))}
+
+
+def foreign_passages(idx: Any, questions: list[tuple[str, str | None]], got: list[Any]) -> int:
+    """Patient records of another patient than the question's in any list (dense, BM25, fused): must be 0."""
+    n = 0
+    for (_, p), r in zip(questions, got, strict=True):
+        for cid in [c for c, _ in r.dense] + [c for c, _ in r.bm25] + [f.chunk_id for f in r.fused]:
+            row = idx.child_pos.get(cid)
+            c = idx.children[row] if row is not None else idx.parents.get(cid)
+            n += c is not None and c.kind == "ehr" and c.patient_id != p
+    return n
+
+
+def dump_top10(path: str, questions: list[tuple[str, str | None]], got: list[Any]) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        for (q, p), r in zip(questions, got, strict=True):
+            f.write(json.dumps({"question": q, "patient_id": p, "dense": [c for c, _ in r.dense[:10]],
+                                "fused": [x.chunk_id for x in r.fused[:10]]}) + "\n")
+
+
+def compare_top10(a: str, b: str) -> dict[str, float]:
+    """Top-10 overlap between two ``--dump-top10`` files of the same questions (e.g. FAISS HNSW vs pgvector)."""
+    ra = [json.loads(x) for x in Path(a).read_text(encoding="utf-8").splitlines()]
+    rb = [json.loads(x) for x in Path(b).read_text(encoding="utf-8").splitlines()]
+    assert [(x["question"], x["patient_id"]) for x in ra] == [(x["question"], x["patient_id"]) for x in rb]
+    out = {}
+    for key in ("dense", "fused"):
+        ov = [len(set(x[key]) & set(y[key])) / max(1, len(x[key])) for x, y in zip(ra, rb, strict=True)]
+        out[f"{key}_top10_overlap"] = float(np.mean(ov))
+        out[f"{key}_top10_identical"] = float(np.mean([v == 1.0 for v in ov]))
+    return out
+
+
+def server_memory_mb(conn: Any) -> dict[str, float]:
+    """The PostgreSQL server's memory (same machine): the query backend's RSS, and the proportional set
+    size (shared pages counted once) of all the server's processes."""
+    def status(pid: int, key: str) -> float:
+        for line in Path(f"/proc/{pid}/{'smaps_rollup' if key == 'Pss:' else 'status'}").read_text().splitlines():
+            if line.startswith(key):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    backend = int(conn.execute("SELECT pg_backend_pid()").fetchone()[0])
+    out = {"backend_rss_mb": status(backend, "VmRSS:")}
+    try:
+        data = Path(conn.execute("SHOW data_directory").fetchone()[0])
+        master = int((data / "postmaster.pid").read_text().split()[0])
+        pids = [master] + [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()
+                           and f" {master} " in f" {(p / 'stat').read_text().rsplit(')', 1)[1].split()[1]} "]
+        out["server_pss_mb"] = sum(status(pid, "Pss:") for pid in pids)
+        out["server_processes"] = float(len(pids))
+    except OSError:
+        pass  # another machine's server, or not readable
+    return out
+
+
+def pg_sizes_mb(url: str, table: str) -> dict[str, float]:
+    """The version's table in PostgreSQL: all of it, and its HNSW indexes (partitions summed)."""
+    from rag.pgstore import connect
+
+    with connect(url) as conn:
+        rels = [r[0] for r in conn.execute("SELECT inhrelid::regclass::text FROM pg_inherits WHERE inhparent = "
+                                           "%s::regclass", (table,)).fetchall()] or [table]
+        total = sum(conn.execute("SELECT pg_total_relation_size(%s)", (r,)).fetchone()[0] for r in rels)
+        hnsw = sum(conn.execute("SELECT coalesce(pg_relation_size(to_regclass(%s)), 0)", (f"{r}_hnsw",)).fetchone()[0]
+                   for r in rels)
+        db = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
+    return {"table_total_mb": total / 2**20, "hnsw_indexes_mb": hnsw / 2**20, "database_mb": db / 2**20,
+            "partitions": float(len(rels) if rels != [table] else 1)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -364,8 +448,48 @@ def main(argv: list[str] | None = None) -> int:
                     help="BM25 beside the dense search: auto (the product: with more than one CPU), on, off")
     ap.add_argument("--no-overlap-ab", action="store_true",
                     help="skip the interleaved run with BM25 beside vs after the dense search")
+    ap.add_argument("--postgres", default=None, metavar="DIR",
+                    help="write the versions to a PostgreSQL server started (pgserver) with its data under DIR")
+    ap.add_argument("--pg-setting", action="append", default=[], metavar="KEY=VALUE",
+                    help="with --postgres: a server setting (ALTER SYSTEM, then a restart), e.g. shared_buffers=2GB")
+    ap.add_argument("--skip-fresh-load", action="store_true",
+                    help="do not time loading the version with checksums in a fresh process")
+    ap.add_argument("--dump-top10", default=None, metavar="FILE", help="each question's top 10 at the chosen efSearch")
+    ap.add_argument("--compare-top10", nargs=2, default=None, metavar="FILE",
+                    help="only compare two --dump-top10 files and exit")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
+    if args.compare_top10:
+        print(json.dumps(compare_top10(*args.compare_top10), indent=1))
+        return 0
+    srv = None
+    if args.postgres:
+        import tempfile
+
+        import pgserver
+
+        Path(args.postgres).mkdir(parents=True, exist_ok=True)
+        folder = tempfile.mkdtemp(prefix="cds-pg-scale-", dir=args.postgres)
+        srv = pgserver.get_server(folder, cleanup_mode="stop" if args.pg_setting else "delete")
+        if args.pg_setting:  # e.g. a server sized for its index: set, then restart to apply
+            import psycopg
+
+            with psycopg.connect(srv.get_uri(), autocommit=True) as conn:
+                for kv in args.pg_setting:
+                    key, value = kv.split("=", 1)
+                    conn.execute(f"ALTER SYSTEM SET {key} = '{value}'")
+            srv.cleanup()
+            srv = pgserver.get_server(folder, cleanup_mode="delete")
+        args.overrides += ["index.store=postgres", f"index.postgres_url={srv.get_uri()}"]
+    try:
+        return run(args, argv)
+    finally:
+        if srv is not None:
+            srv.cleanup()
+
+
+def run(args: Any, argv: list[str] | None) -> int:
+    """Long: the benchmark itself (see the module docstring), one size after another."""
 
     import faiss
 
@@ -396,15 +520,17 @@ def main(argv: list[str] | None = None) -> int:
     dev_q = [(str(x["question"]), x.get("patient_id")) for x in dev_rows]
     dev_qvs = assistant.embedder.encode_queries([q for q, _ in dev_q]).astype(np.float32)
     facts = embedder_manifest(assistant.embedder)
-    settings = DenseSettings(dense=args.dense, hnsw_m=cfg.index.hnsw_m,
-                             hnsw_ef_construction=cfg.index.hnsw_ef_construction,
-                             hnsw_ef_search=cfg.index.hnsw_ef_search, hnsw_shards=cfg.index.hnsw_shards)
+    import dataclasses
+
+    settings = dataclasses.replace(DenseSettings.from_config(cfg.index), dense=args.dense)
+    pg_url = settings.postgres_url if settings.store == "postgres" else None
     r = cfg.retrieval
     results: dict[str, Any] = {
         "command": " ".join(["python", "eval/bench_hybrid_scale.py", *(argv if argv is not None else sys.argv[1:])]),
         "machine": {"cpus_allowed": len(os.sched_getaffinity(0)), "python": platform.python_version(),
                     "faiss": faiss.__version__, "bm25s": import_bm25s().__version__},
-        "params": {"dense": args.dense, "hnsw_m": settings.hnsw_m, "ef_construction": settings.hnsw_ef_construction,
+        "params": {"store": settings.store, "dense": args.dense, "hnsw_m": settings.hnsw_m,
+                   "ef_construction": settings.hnsw_ef_construction,
                    "ef_search": settings.hnsw_ef_search, "hnsw_shards": settings.hnsw_shards,
                    "dense_k": r.dense_k, "bm25_k": r.bm25_k,
                    "overlap": args.overlap,
@@ -452,6 +578,15 @@ def main(argv: list[str] | None = None) -> int:
         version = (root / "CURRENT").read_text().strip()
         vdir = root / "versions" / version
         res["disk_mb"] = {p.name: (dir_mb(p) if p.is_dir() else p.stat().st_size / 2**20) for p in vdir.iterdir()}
+        from rag.index import read_manifest
+
+        dense_spec = read_manifest(root)[1]["dense"]
+        if pg_url:
+            res["postgres"] = {**pg_sizes_mb(pg_url, dense_spec["table"]),
+                               "build_mem_mb": dense_spec.get("build_mem_mb"), "shards": dense_spec.get("shards", 1)}
+            print(f"  PostgreSQL: {json.dumps({k: round(v) for k, v in res['postgres'].items() if v is not None})}",
+                  flush=True)
+        exact_vecs = vecs if pg_url else None  # the exact reference without reading 1M vectors back from the server
         del bm25, vecs, children
         shown = json.dumps({k: round(v) for k, v in res["disk_mb"].items()})
         res["peak_rss_since_bm25_mb"] = peak_rss_mb()
@@ -468,23 +603,34 @@ def main(argv: list[str] | None = None) -> int:
                               overlap={"auto": None, "on": True, "off": False}[args.overlap])
         res["bm25_beside_dense"] = ret.overlapping()
         res["search_threads"] = {"cpus": available_cpus(), "graph_threads": getattr(idx.dense, "threads", 1)}
-        flat = build_faiss(idx.dense.reconstruct_n(0, idx.dense.ntotal), faiss_spec(DenseSettings()), idx.is_ehr)
+        flat = build_faiss(exact_vecs if exact_vecs is not None else idx.dense.reconstruct_n(0, idx.dense.ntotal),
+                           faiss_spec(DenseSettings()), idx.is_ehr)
+        del exact_vecs
+        pg_conn: Any = getattr(idx.dense, "conn", None)
+        pid = int(pg_conn.execute("SELECT pg_backend_pid()").fetchone()[0]) if pg_url else None
+        if pg_url:
+            res["postgres"]["memory_after_load"] = server_memory_mb(pg_conn)
+            res["postgres"]["settings"] = {k: pg_conn.execute(f"SHOW {k}").fetchone()[0] for k in (
+                "shared_buffers", "max_parallel_maintenance_workers", "server_version")}
         ef0 = int(idx.dense.spec.get("ef_search", 0))
         runs: dict[str, Any] = {}
-        got, runs[f"{args.dense}"] = run_queries(ret, questions, qvs)
+        got, runs[f"{args.dense}"] = run_queries(ret, questions, qvs, pid)
         if args.dense == "hnsw":
-            res["ef_sweep_dev"] = ef_sweep(ret, idx, flat, dev_q, dev_qvs, [int(e) for e in args.ef_sweep.split(",")])
+            res["ef_sweep_dev"] = ef_sweep(ret, idx, flat, dev_q, dev_qvs, [int(e) for e in args.ef_sweep.split(",")],
+                                           pid)
             ok = [ef for ef, v in res["ef_sweep_dev"].items() if v["dense_recall@10"] >= args.target_recall]
             res["ef_chosen"] = min(ok) if ok else max(res["ef_sweep_dev"])
             print("  efSearch on dev: " + ", ".join(f"{ef}: recall {v['dense_recall@10']:.3f} CPU p50 "
-                                                    f"{v['dense_cpu_p50_ms']:.2f} ms"
+                                                    f"{v['dense_cpu_p50_ms']:.2f} ms, with server "
+                                                    f"{v['dense_cpu_ms_per_query']:.2f} ms, wall p50 "
+                                                    f"{v['dense_wall_p50_ms']:.2f} ms"
                                                     for ef, v in res["ef_sweep_dev"].items())
                   + f" -> {res['ef_chosen']}", flush=True)
             idx.dense.spec["ef_search"] = ef0
             runs["hnsw"]["ef_search"] = ef0
             if res["ef_chosen"] != ef0:
                 idx.dense.spec["ef_search"] = res["ef_chosen"]
-                got2, runs[f"hnsw-ef{res['ef_chosen']}"] = run_queries(ret, questions, qvs)
+                got2, runs[f"hnsw-ef{res['ef_chosen']}"] = run_queries(ret, questions, qvs, pid)
                 runs[f"hnsw-ef{res['ef_chosen']}"]["ef_search"] = res["ef_chosen"]
             else:
                 got2 = got
@@ -499,6 +645,14 @@ def main(argv: list[str] | None = None) -> int:
         hnsw_store, idx.dense = idx.dense, flat
         ref, runs["flat"] = run_queries(ret, questions, qvs)
         idx.dense = hnsw_store
+        if pg_url:
+            res["postgres"]["memory_after_queries"] = server_memory_mb(pg_conn)
+        for name, g in ((args.dense, got), ("flat", ref), *(((f"hnsw-ef{res['ef_chosen']}", got2),)
+                                                            if args.dense == "hnsw" else ())):
+            if name in runs:
+                runs[name]["foreign_patient_passages"] = foreign_passages(idx, questions, g)
+        if args.dump_top10:
+            dump_top10(args.dump_top10, questions, got2 if args.dense == "hnsw" else got)
         if args.dense == "hnsw":
             for name, g in ((args.dense, got), (f"hnsw-ef{res['ef_chosen']}", got2)):
                 if name in runs:
@@ -522,7 +676,9 @@ def main(argv: list[str] | None = None) -> int:
                       if "dense_cpu_p50_ms" in s else "")
             how = "beside" if res["bm25_beside_dense"] else "after"
             print(f"  {name} (BM25 {how} dense): hybrid wall p50 {s['p50_ms']:.2f} p95 {s['p95_ms']:.2f} ms, CPU p50 "
-                  f"{s['cpu_p50_ms']:.2f} p95 {s['cpu_p95_ms']:.2f} ms{detail}{extra}", flush=True)
+                  f"{s['cpu_p50_ms']:.2f} p95 {s['cpu_p95_ms']:.2f} ms, CPU per query with the server "
+                  f"{s['cpu_ms_per_query']:.2f} ms{detail}{extra}; foreign-patient passages "
+                  f"{s.get('foreign_patient_passages')}", flush=True)
         res["runs"] = runs
         print(f"  load {res['load_s']:.0f} s", flush=True)
         del idx, ret, got, ref
@@ -533,6 +689,9 @@ def main(argv: list[str] | None = None) -> int:
         # memory of a serving process: load the version in a fresh process (RSS before/after)
         import subprocess
 
+        if args.skip_fresh_load:
+            shutil.rmtree(root, ignore_errors=True)
+            continue
         probe = ("import sys, time; sys.path.insert(0, '.'); from eval.bench_scale import rss_mb; "
                  "from rag.index import HybridIndex, import_bm25s; import faiss; import_bm25s(); r0 = rss_mb(); "
                  f"t = time.perf_counter(); i = HybridIndex.load(__import__('pathlib').Path({str(root)!r})); "

@@ -227,6 +227,10 @@ class IndexConfig(_Section):
     postgres_url: str | None = Field(
         None, description="PostgreSQL URL with pgvector (postgresql://user@host:5432/db); unset: $CDS_POSTGRES_URL, "
                           "then the URL the version was written to")
+    postgres_build_mem_mb: int = Field(
+        0, ge=0, description="PostgreSQL maintenance_work_mem (MB) for a version's HNSW builds; 0: enough for the "
+                             "largest graph (partition), 512 MB to 4 GB. A graph that outgrows it builds several "
+                             "times slower")
 
 
 class QueryConfig(_Section):

@@ -13,6 +13,16 @@ only ever queries one complete table: rollback moves CURRENT back, retention dro
 a pruned version, and ``index verify`` checks the row count, the dimension and a sha256 over
 the vectors against the manifest.
 
+Shards. With ``index.dense=hnsw`` and ``index.hnsw_shards`` N > 1 the table is partitioned
+``PARTITION BY HASH (pos)`` into ``<table>_p0`` .. ``<table>_p{N-1}``, each with its own partial HNSW
+index (built one after the other, with the config's M and efConstruction, in the same transaction).
+The shared-rows query is unchanged: the planner runs it as a Merge Append of the partitions' ordered
+HNSW index scans (each takes ``hnsw.ef_search`` candidates), the counterpart of FAISS's shards searched
+and merged by exact score. Hash on ``pos`` keeps the primary key ``(pos)`` (a partitioned table's keys
+must contain the partition key), lets reads by row prune to one partition, and balances the partitions
+within a few tenths of a percent. ``maintenance_work_mem`` is sized so the largest graph fits
+(``index.postgres_build_mem_mb``): pgvector finishes a graph that outgrows it on disk, several times slower.
+
 Search (see :mod:`rag.vectorstore` for the scoping rule): the shared (non-EHR) rows through a
 partial HNSW index ``WHERE kind <> 'ehr'`` (no filter inside the graph walk: pgvector 0.6.2 has no
 iterative scan and filters after taking ``ef_search`` candidates); one patient's records exactly,
@@ -38,6 +48,8 @@ from rag.vectorstore import VERSIONS_TABLE, DenseSettings, StoreUnavailableError
 log = logging.getLogger(__name__)
 
 COPY_BATCH = 5000
+BUILD_MEM_FLOOR_MB = 512  # maintenance_work_mem for a version's index builds: at least this
+BUILD_MEM_AUTO_CAP_MB = 4096  # ... and the automatic size at most this (index.postgres_build_mem_mb overrides)
 
 
 def _psycopg() -> Any:
@@ -99,6 +111,27 @@ def _ensure_versions_table(conn: Any) -> None:
         created timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (namespace, version))""")
 
 
+def graph_mem_mb(rows: int, dim: int, m: int) -> float:
+    """pgvector's in-memory HNSW graph for ``rows`` vectors: each element holds its vector and, on the
+    bottom layer, 2M neighbour candidates of 16 bytes, plus ~256 bytes of element and allocation overhead
+    (2,816 bytes at 384-d, M 32; pgvector 0.6.2's own notice gives 2,765: BENCHMARKS.md, "Scale")."""
+    return rows * (dim * 4 + 2 * m * 16 + 256) / 2**20
+
+
+def build_mem_mb(settings: DenseSettings, vectors: np.ndarray, children: list[Any], shards: int) -> int:
+    """``maintenance_work_mem`` for the build: ``index.postgres_build_mem_mb``, or (0) enough for the largest
+    partition's graph with a quarter to spare, between 512 MB and 4 GB. A graph that outgrows it is finished
+    on disk, several times slower (pgvector says so in a notice, logged as a warning)."""
+    if settings.postgres_build_mem_mb:
+        return int(settings.postgres_build_mem_mb)
+    if settings.dense != "hnsw":
+        return BUILD_MEM_FLOOR_MB
+    shared = sum(1 for c in children if c.kind != "ehr")
+    largest = shared / shards * (1.02 if shards > 1 else 1.0)  # hash partitions differ by a few 0.1%
+    need = 1.25 * graph_mem_mb(int(largest), int(vectors.shape[1]), int(settings.hnsw_m))
+    return int(min(BUILD_MEM_AUTO_CAP_MB, max(BUILD_MEM_FLOOR_MB, np.ceil(need / 64) * 64)))
+
+
 def write_pg(settings: DenseSettings, vectors: np.ndarray, children: list[Any], version: str, root: Path
              ) -> dict[str, Any]:
     """Create, fill and index the version's table in one transaction; returns the manifest entry."""
@@ -115,11 +148,21 @@ def write_pg(settings: DenseSettings, vectors: np.ndarray, children: list[Any], 
     ns = table.rsplit("_", 2)[0]
     with connect(url, settings) as conn:
         _ensure_versions_table(conn)
+    shards = int(settings.hnsw_shards) if settings.dense == "hnsw" else 1
+    if len(f"{table}_p{shards - 1}_patient") > 63:  # PostgreSQL would truncate (and clash) longer names
+        raise InputError(f"table {table} is too long a name for {shards} partitions; use a shorter index version name")
+    mem_mb = build_mem_mb(settings, vectors, children, shards)
     with connect(url, settings, autocommit=False) as conn, _db_errors(url, f"writing table {table}"):
+        notices: list[str] = []
+        conn.add_notice_handler(lambda d: notices.append(str(d.message_primary)))
         conn.execute("SET LOCAL statement_timeout = 0")  # index builds take minutes at millions of rows
-        conn.execute("SET LOCAL maintenance_work_mem = '512MB'")
+        conn.execute(f"SET LOCAL maintenance_work_mem = '{mem_mb}MB'")
         conn.execute(f"""CREATE TABLE {table} (pos integer PRIMARY KEY, chunk_id text NOT NULL, doc_id text NOT NULL,
-            kind text NOT NULL, patient_id text, text text NOT NULL, embedding vector({dim}) NOT NULL)""")
+            kind text NOT NULL, patient_id text, text text NOT NULL, embedding vector({dim}) NOT NULL)"""
+                     + (" PARTITION BY HASH (pos)" if shards > 1 else ""))
+        for i in range(shards if shards > 1 else 0):
+            conn.execute(f"CREATE TABLE {table}_p{i} PARTITION OF {table} "
+                         f"FOR VALUES WITH (MODULUS {shards}, REMAINDER {i})")
         with conn.cursor() as cur, cur.copy(
                 f"COPY {table} (pos, chunk_id, doc_id, kind, patient_id, text, embedding) FROM STDIN "
                 "WITH (FORMAT BINARY)") as copy:
@@ -127,22 +170,29 @@ def write_pg(settings: DenseSettings, vectors: np.ndarray, children: list[Any], 
             for i, (c, v) in enumerate(zip(children, vectors, strict=True)):
                 copy.write_row((i, c.chunk_id, c.doc_id, c.kind, c.patient_id, c.text, v))
         if settings.dense == "hnsw":
-            conn.execute(f"CREATE INDEX {table}_hnsw ON {table} USING hnsw (embedding vector_ip_ops) "
-                         f"WITH (m = {int(settings.hnsw_m)}, ef_construction = {int(settings.hnsw_ef_construction)}) "
-                         "WHERE kind <> 'ehr'")
+            m, efc = int(settings.hnsw_m), int(settings.hnsw_ef_construction)
+            for part in ([f"{table}_p{i}" for i in range(shards)] if shards > 1 else [table]):
+                conn.execute(f"CREATE INDEX {part}_hnsw ON {part} USING hnsw (embedding vector_ip_ops) "
+                             f"WITH (m = {m}, ef_construction = {efc}) WHERE kind <> 'ehr'")
         conn.execute(f"CREATE INDEX {table}_patient ON {table} (patient_id) WHERE patient_id IS NOT NULL")
         conn.execute(f"INSERT INTO {VERSIONS_TABLE} (namespace, version, table_name, rows, dim, vectors_sha256) "
                      "VALUES (%s, %s, %s, %s, %s, %s)", (ns, version, table, n, dim, digest))
         conn.execute(f"ANALYZE {table}")
         conn.commit()
+    for note in notices:  # e.g. pgvector's "hnsw graph no longer fits into maintenance_work_mem": a slow build
+        (log.warning if "maintenance_work_mem" in note else log.info)(
+            "PostgreSQL while building %s: %s%s", table, note,
+            " (raise index.postgres_build_mem_mb, or index.hnsw_shards)" if "maintenance_work_mem" in note else "")
     log.info("wrote %d vectors to PostgreSQL table %s (%s)", n, table, settings.dense)
     spec: dict[str, Any] = {"store": "postgres", "type": settings.dense, "metric": "inner_product", "table": table,
                             "namespace": ns, "rows": n, "dim": dim, "vectors_sha256": digest, "url": redact(url),
                             "shared_index": "hnsw, partial: kind <> 'ehr'" if settings.dense == "hnsw" else "none",
-                            "patient_search": "exact"}
+                            "patient_search": "exact", "build_mem_mb": mem_mb}
     if settings.dense == "hnsw":
         spec.update(m=settings.hnsw_m, ef_construction=settings.hnsw_ef_construction,
                     ef_search=settings.hnsw_ef_search)
+        if shards > 1:  # one table and one HNSW index: the spec versions before shards had
+            spec.update(shards=shards, partitions="hash (pos)")
     return spec
 
 
@@ -187,7 +237,6 @@ class PgStore:
         self.is_ehr = is_ehr
         self.settings = settings
         self.conn = connect(url, settings)
-        self.ef_search = int(spec.get("ef_search", 40))
         self._ef_set = 0
         self._all_shared = ~is_ehr
         # One connection per loaded version; the server's query threads share it. The lock keeps
@@ -224,8 +273,14 @@ class PgStore:
             return np.zeros((0, int(self.spec.get("dim", 0))), np.float32)
         return np.stack([_vec(r[0]) for r in rows])
 
+    @property
+    def ef_search(self) -> int:
+        return int(self.spec.get("ef_search", 40))  # read per query: a benchmark may change the spec's
+
     def _set_ef(self, k: int) -> None:
-        ef = max(self.ef_search, k)  # pgvector's HNSW returns at most ef_search rows
+        # pgvector's HNSW returns at most ef_search rows (per partition: each partition's index scan
+        # takes its own ef_search candidates, as each FAISS shard does)
+        ef = max(self.ef_search, k)
         if ef != self._ef_set:
             self.conn.execute(f"SET hnsw.ef_search = {int(ef)}")
             self._ef_set = ef

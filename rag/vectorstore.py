@@ -78,13 +78,15 @@ class DenseSettings:
     hnsw_ef_search: int = 64
     hnsw_shards: int = 1
     postgres_url: str | None = None
+    postgres_build_mem_mb: int = 0  # maintenance_work_mem of the index builds; 0: sized from the largest graph
     connect_timeout_s: int = 5
     statement_timeout_ms: int = 30_000
 
     @classmethod
     def from_config(cls, cfg: Any) -> DenseSettings:
         return cls(store=cfg.store, dense=cfg.dense, hnsw_m=cfg.hnsw_m, hnsw_ef_construction=cfg.hnsw_ef_construction,
-                   hnsw_ef_search=cfg.hnsw_ef_search, hnsw_shards=cfg.hnsw_shards, postgres_url=cfg.postgres_url)
+                   hnsw_ef_search=cfg.hnsw_ef_search, hnsw_shards=cfg.hnsw_shards, postgres_url=cfg.postgres_url,
+                   postgres_build_mem_mb=cfg.postgres_build_mem_mb)
 
 
 class VectorStore(Protocol):

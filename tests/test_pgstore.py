@@ -4,6 +4,7 @@ Skipped, with the reason, when pgserver or psycopg is missing or the server does
 
 from __future__ import annotations
 
+import re
 import tempfile
 
 import numpy as np
@@ -285,3 +286,78 @@ def test_kill_9_during_a_postgres_backed_update_never_breaks_the_index(pg, tmp_p
 
     mine = {t for t in _tables(pg) if t.startswith(table_name(root, "v0000-x").rsplit("_", 2)[0])}
     assert mine == {table_name(root, v) for v in list_versions(root)}
+
+
+def _rows(n, ehr_every=5):
+    from eval.bench_scale import Row
+
+    return [Row(f"c{i}", f"d{i // 4}", "ehr" if i % ehr_every == 0 else "guideline",
+                f"P{i % 7}" if i % ehr_every == 0 else None, "") for i in range(n)]
+
+
+def test_sharded_hnsw_is_a_partitioned_table_searched_by_a_merge_of_its_partitions_indexes(pg, tmp_path):
+    from rag.pgstore import PgStore, connect, drop_pg, write_pg
+
+    rng = np.random.default_rng(3)
+    n, shards = 6000, 4
+    x = rng.normal(size=(n, 32)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    rows = _rows(n)
+    is_ehr = np.array([r.kind == "ehr" for r in rows])
+    s = DenseSettings(store="postgres", dense="hnsw", hnsw_m=16, hnsw_ef_construction=64, hnsw_ef_search=64,
+                      hnsw_shards=shards, postgres_url=pg)
+    spec = write_pg(s, x, rows, "v0001-20990101T000000Z", tmp_path / "idx")
+    assert spec["shards"] == shards and spec["build_mem_mb"] >= 512
+    try:
+        with connect(pg) as conn:
+            parts = conn.execute("SELECT inhrelid::regclass::text, "
+                                 "(SELECT count(*) FROM pg_index i WHERE i.indrelid = inhrelid) "
+                                 "FROM pg_inherits WHERE inhparent = %s::regclass ORDER BY 1",
+                                 (spec["table"],)).fetchall()
+            sizes = [conn.execute(f"SELECT count(*) FROM {p}").fetchone()[0] for p, _ in parts]
+        assert [p for p, _ in parts] == [f"{spec['table']}_p{i}" for i in range(shards)]
+        assert sum(sizes) == n and min(sizes) > 0.8 * n / shards  # hash partitions, roughly even
+        store = PgStore(pg, spec, is_ehr)
+        q = x[:40] + rng.normal(size=(40, 32)).astype(np.float32) * 0.1
+        plan = store.explain_shared(q[0], 10)
+        # One ordered HNSW index scan per partition, merged by distance: no sequential scan, no sort.
+        assert "Merge Append" in plan, plan
+        assert sorted(set(re.findall(r"using (\S+_hnsw) on", plan))) == sorted(
+            f"{spec['table']}_p{i}_hnsw" for i in range(shards)), plan
+        assert "Seq Scan" not in plan and "Sort" not in plan.replace("Sort Key", ""), plan
+        # hnsw.ef_search applies to each partition's scan: with ef_search 3 each returns at most 3 rows.
+        store.conn.execute("SET hnsw.ef_search = 3")
+        got = store.conn.execute(f"SELECT pos FROM {spec['table']} WHERE kind <> 'ehr' ORDER BY embedding <#> %s "
+                                 "LIMIT 50", (q[0],)).fetchall()
+        assert len(got) == 3 * shards
+        store._ef_set = 0
+        # Recall of the merged search against exact search, shared rows and a patient's scope.
+        recall = []
+        for i, qv in enumerate(q):
+            allowed = ~is_ehr if i % 2 else (~is_ehr | np.array([r.patient_id == "P3" for r in rows]))
+            hits = store.search(qv, 10, allowed)
+            assert all(allowed[r] for r, _ in hits)
+            want = {r for r, _ in store.exact_search(qv, 10, allowed)}
+            recall.append(len({r for r, _ in hits} & want) / 10)
+        assert np.mean(recall) >= 0.95, np.mean(recall)
+        assert store.problems() == [] and store.ntotal == n
+        assert np.allclose(store.reconstruct_n(0, n), x) and np.allclose(store.reconstruct(17), x[17])
+        store.close()
+    finally:
+        drop_pg(pg, spec)
+    assert spec["table"] not in _tables(pg) and not any(t.startswith(spec["table"]) for t in _tables(pg))
+
+
+def test_build_memory_is_sized_for_the_largest_partition():
+    from rag.pgstore import build_mem_mb, graph_mem_mb
+
+    rows = _rows(1000)
+    x = np.zeros((1000, 384), np.float32)
+    s = DenseSettings(store="postgres", dense="hnsw", hnsw_m=32)
+    assert build_mem_mb(s, x, rows, 1) == 512  # small: the floor
+    assert graph_mem_mb(820_000, 384, 32) > 2000  # 1M passages, one graph: ~2.2 GB
+    big = [rows[1]] * 820_000  # 820k shared rows
+    x = np.zeros((1, 384), np.float32)
+    assert build_mem_mb(s, x, big, 1) >= 1.25 * graph_mem_mb(820_000, 384, 32)
+    assert build_mem_mb(s, x, big, 8) == 512  # 8 partitions of ~102k fit in the floor
+    assert build_mem_mb(DenseSettings(store="postgres", dense="hnsw", postgres_build_mem_mb=3000), x, big, 1) == 3000
