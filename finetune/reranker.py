@@ -44,7 +44,7 @@ class RerankTrainOptions:
     max_length: int = 192  # as the teacher was trained; the pairs are ~130 tokens
     batch_size: int = 16
     epochs: float = 1.0
-    learning_rate: float = 1e-4
+    learning_rate: float = 2e-4
     warmup_ratio: float = 0.06
     save_steps: int = 50
     max_minutes: float | None = 40.0  # wall cap of labelling + training together
@@ -80,11 +80,16 @@ def label(pairs: Sequence[RerankPair], score: Callable[[list[tuple[str, str]]], 
 
 
 def truncate(model: Any, layers: int, ffn: int | None = None) -> Any:
-    """A BERT-like sequence classifier cut to its first ``layers`` encoder layers (in place), each feed-forward
-    block narrowed to its ``ffn`` most important units when given (importance: the norm of a unit's input row
-    times that of its output column; the feed-forward blocks are two thirds of a layer's multiply-adds)."""
+    """A BERT-like sequence classifier cut to its first ``layers`` encoder layers (in place), ready to train, each
+    feed-forward block narrowed to its ``ffn`` most important units when given (importance: the norm of a unit's
+    input row times that of its output column; the feed-forward blocks are two thirds of a layer's multiply-adds)."""
     import torch
 
+    # Trainable, except the word embeddings (most of the parameters; the teacher's are kept): the verifier comes
+    # out of PEFT with its base weights frozen, which left a first student learning its head only.
+    for p in model.parameters():
+        p.requires_grad_(True)
+    model.base_model.embeddings.word_embeddings.weight.requires_grad_(False)
     enc = model.base_model.encoder
     if not 1 <= layers <= len(enc.layer):
         raise ValueError(f"layers must be in [1, {len(enc.layer)}], got {layers}")

@@ -6,7 +6,8 @@ verifier misses (BENCHMARKS.md, issue 15). The folder it writes is a Hugging Fac
 its tokenizer and ``cds_reranker.json``; ``retrieval.reranker`` names it (``verifier``: the verifier reranks,
 as before). :meth:`DistilledReranker.answerability` has the verifier's signature, so the retriever calls
 either the same way. ``int8``: dynamic int8 quantisation of its Linear layers at load
-(``torch.ao.quantization.quantize_dynamic``, no calibration data).
+(``torch.ao.quantization.quantize_dynamic``, no calibration data). Scoring runs the last layer for the [CLS]
+position only (:func:`cls_logits`): a two-layer student then costs little more than one layer.
 """
 
 from __future__ import annotations
@@ -23,6 +24,32 @@ from rag.verifier import answerability_text
 
 MARKER = "cds_reranker.json"
 BUILD_HINT = "build one with `python app.py train reranker` or set retrieval.reranker=verifier"
+
+
+def cls_logits(model: Any, enc: Any) -> Any:
+    """The classifier's logits of a BERT sequence classifier, computing the last layer for the first ([CLS])
+    position only: the only one the pooler reads. Same numbers as ``model(**enc).logits`` in eval mode (tests
+    check it); the last layer then costs its key and value projections instead of a whole layer."""
+    import torch
+
+    bert = model.base_model
+    h = bert.embeddings(input_ids=enc["input_ids"], token_type_ids=enc.get("token_type_ids"))
+    mask = enc["attention_mask"][:, None, None, :].to(h.dtype)
+    bias = (1.0 - mask) * torch.finfo(h.dtype).min
+    layers = bert.encoder.layer
+    for i, layer in enumerate(layers):
+        sa = layer.attention.self
+        b, n, _ = h.shape
+        heads, d = sa.num_attention_heads, sa.attention_head_size
+        q_in = h[:, :1] if i == len(layers) - 1 else h
+        q = sa.query(q_in).view(b, -1, heads, d).transpose(1, 2)
+        k = sa.key(h).view(b, n, heads, d).transpose(1, 2)
+        v = sa.value(h).view(b, n, heads, d).transpose(1, 2)
+        att = torch.softmax(q @ k.transpose(-1, -2) * sa.scaling + bias, dim=-1)
+        ctx = (att @ v).transpose(1, 2).reshape(b, -1, heads * d)
+        a = layer.attention.output.LayerNorm(layer.attention.output.dense(ctx) + q_in)
+        h = layer.output.LayerNorm(layer.output.dense(layer.intermediate(a)) + a)
+    return model.classifier(bert.pooler(h))
 
 
 class DistilledReranker:
@@ -80,7 +107,7 @@ class DistilledReranker:
                 idx = order[s: s + self.batch_size]
                 enc = self._tok([pairs[i][0] for i in idx], [pairs[i][1] for i in idx], truncation="longest_first",
                                 max_length=self.max_length, padding=True, return_tensors="pt")
-                out.append(torch.sigmoid(self._model(**enc).logits.squeeze(-1).float()).numpy())
+                out.append(torch.sigmoid(cls_logits(self._model, enc).squeeze(-1).float()).numpy())
         result = np.empty(len(pairs), dtype=np.float32)
         result[order] = np.concatenate(out)
         return result

@@ -77,7 +77,11 @@ def tiny_bert_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     model = BertForSequenceClassification(BertConfig(vocab_size=len(words), hidden_size=16, num_hidden_layers=3,
                                                      num_attention_heads=2, intermediate_size=32, num_labels=1))
+    for prm in model.parameters():  # as the verifier comes out of PEFT: base weights frozen
+        prm.requires_grad_(False)
     student = truncate(model, 2, ffn=24)
+    frozen = {n for n, prm in student.named_parameters() if not prm.requires_grad}
+    assert frozen == {"bert.embeddings.word_embeddings.weight"}
     assert len(student.bert.encoder.layer) == 2 and student.config.num_hidden_layers == 2
     assert student.bert.encoder.layer[1].intermediate.dense.out_features == 24 == student.config.intermediate_size
     with pytest.raises(ValueError, match="layers"):
@@ -97,6 +101,20 @@ def test_saved_student_loads_and_scores_like_the_model(tiny_bert_folder: Path):
     q = DistilledReranker(tiny_bert_folder, int8=True)
     assert q.model_id.endswith("+int8")
     assert np.abs(q.answerability("gout treatment", ["colchicine", "uric acid causes", "gout"]) - p).max() < 0.1
+
+
+def test_cls_only_last_layer_gives_the_models_own_logits(tiny_bert_folder: Path):
+    import torch
+
+    from rag.cross_encoder import cls_logits
+
+    r = DistilledReranker(tiny_bert_folder)
+    r._load()
+    enc = r._tok(["question : gout", "question : uric acid causes gout"], ["colchicine treatment", "gout"],
+                 padding=True, return_tensors="pt")
+    assert enc["attention_mask"].min() == 0  # padding is masked the same way
+    with torch.inference_mode():
+        assert torch.allclose(cls_logits(r._model, enc), r._model(**enc).logits, atol=1e-5)
 
 
 def test_bad_reranker_folders_are_one_line_input_errors(tmp_path: Path, tiny_bert_folder: Path):
