@@ -33,10 +33,10 @@ def add(sub: Any, common: argparse.ArgumentParser) -> None:
     tr.add_argument("--max-minutes", type=float, default=50.0,
                     help="`train embedder`/`train reranker`: wall-time cap (default 50; it stops checkpointed)")
     tr.add_argument("--batch-size", type=int, default=32, help="`train embedder`: batch size (default 32)")
-    tr.add_argument("--layers", type=int, default=1,
-                    help="`train reranker`: transformer layers the student keeps of the verifier's 6 (default 1)")
-    tr.add_argument("--ffn", type=int, default=768,
-                    help="`train reranker`: feed-forward units kept per layer of 1,536 (default 768; 0: all)")
+    tr.add_argument("--layers", type=int, default=2,
+                    help="`train reranker`: transformer layers the student keeps of the verifier's 6 (default 2)")
+    tr.add_argument("--ffn", type=int, default=384,
+                    help="`train reranker`: feed-forward units kept per layer of 1,536 (default 384; 0: all)")
     tr.add_argument("--questions", type=int, default=None,
                     help="`train reranker`: training questions (12 passages each; default 1,200)")
     tr.add_argument("--max-pairs", type=int, default=None,

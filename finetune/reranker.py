@@ -39,8 +39,11 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class RerankTrainOptions:
-    layers: int = 1  # transformer layers kept from the teacher (it has 6); one full layer reads 20 pairs in ~0.2 s
-    ffn: int | None = 768  # feed-forward units kept per layer (the teacher has 1,536); None: all
+    # Two layers at least: with one, the [CLS] output is a weighted bag of the tokens and cannot compare the question
+    # with the passage (a one-layer student stayed at the constant-prediction loss). Scoring computes the last layer
+    # at [CLS] only (rag.cross_encoder.cls_logits), so the second layer costs its key/value projections.
+    layers: int = 2  # transformer layers kept from the teacher (it has 6)
+    ffn: int | None = 384  # feed-forward units kept per layer (the teacher has 1,536); None: all
     max_length: int = 192  # as the teacher was trained; the pairs are ~130 tokens
     batch_size: int = 16
     epochs: float = 1.0
@@ -95,6 +98,12 @@ def truncate(model: Any, layers: int, ffn: int | None = None) -> Any:
         raise ValueError(f"layers must be in [1, {len(enc.layer)}], got {layers}")
     enc.layer = torch.nn.ModuleList(list(enc.layer)[:layers])
     model.config.num_hidden_layers = layers
+    # A fresh pooler and head: the teacher's were fitted to its sixth layer, and on the first layers' outputs its
+    # pooler's tanh saturates (a student keeping them stayed at the constant-prediction loss).
+    with torch.no_grad():
+        for lin in (model.base_model.pooler.dense, model.classifier):
+            lin.weight.normal_(0.0, model.config.initializer_range)
+            lin.bias.zero_()
     width = model.config.intermediate_size
     if ffn is None or ffn == width:
         return model

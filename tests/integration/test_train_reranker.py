@@ -46,8 +46,8 @@ def student(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write({"train": pairs(""), "heldout": pairs(" (held out)")}, {"counts": {}}, root / "data")
     teacher = Verifier(resolve(cfg.verifier.model, resolve_path(cfg.models.cache_dir)).path,
                        resolve_path(cfg.verifier.adapter))
-    opts = RerankTrainOptions(layers=1, ffn=384, batch_size=4, label_block=5, save_steps=1, max_minutes=0.0)
-    out, run = root / "minilm-l1", root / "run"
+    opts = RerankTrainOptions(layers=2, ffn=384, batch_size=4, label_block=5, save_steps=1, max_minutes=0.0)
+    out, run = root / "minilm-l2", root / "run"
     with pytest.raises(TimeoutError, match="run again to resume"):
         train(root / "data", teacher, out, run, opts)  # the cap is hit at once: nothing lost, nothing written
     assert not out.exists() and (run / "elapsed.json").exists()
@@ -57,8 +57,8 @@ def student(tmp_path_factory: pytest.TempPathFactory) -> Path:
     labels = [float(x) for x in (run / "labels.jsonl").read_text().split()]
     assert len(labels) == 12 and all(0.0 <= x <= 1.0 for x in labels)
     assert card["heldout"]["pairs"] == 12 and -1.0 <= card["heldout"]["spearman"] <= 1.0
-    assert json.loads((out / "cds_reranker.json").read_text())["layers"] == 1
-    assert (out / "README.md").read_text().startswith("# cds/minilm-l1@")
+    assert json.loads((out / "cds_reranker.json").read_text())["layers"] == 2
+    assert (out / "README.md").read_text().startswith("# cds/minilm-l2@")
     return out
 
 
@@ -69,7 +69,7 @@ def test_student_scores_pairs_and_follows_its_teacher_somewhat(student: Path):
     p = r.answerability("what helps with gout?", ["Gout — Treatment\ngout is treated with colchicine.",
                                                   "Asthma — Information\nIn asthma, the airways narrow."])
     assert p.shape == (2,) and ((p >= 0) & (p <= 1)).all()
-    assert r._model.config.num_hidden_layers == 1 and r._model.config.intermediate_size == 384
+    assert r._model.config.num_hidden_layers == 2 and r._model.config.intermediate_size == 384
 
 
 def test_configured_reranker_reorders_the_fused_head_by_its_scores(student: Path, hash_index):
