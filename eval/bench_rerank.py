@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-lengths", default="", help="comma-separated pair lengths to time on float32 as well")
     ap.add_argument("--no-int8", action="store_true", help="skip the dynamic int8 comparison")
     ap.add_argument("--students", default="", help="comma-separated distilled reranker folders to time as well")
+    ap.add_argument("--student-batch", type=int, default=20,
+                    help="pairs per forward pass of a student (length-sorted; 10: the top 20 in two, less padding)")
     args = ap.parse_args(argv)
     warnings.filterwarnings("ignore")
     logging.disable(logging.WARNING)
@@ -91,8 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     names = [n for n, _, _ in models[1:]]
     for folder in [f.strip() for f in args.students.split(",") if f.strip()]:
         for int8 in (False, True):
-            student = DistilledReranker(resolve_path(folder), int8=int8, batch_size=20)
-            name = f"{resolve_path(folder).name} {'int8' if int8 else 'float32'}"
+            student = DistilledReranker(resolve_path(folder), int8=int8, batch_size=args.student_batch)
+            name = f"{resolve_path(folder).name} {'int8' if int8 else 'float32'} batch {args.student_batch}"
             timed(name, student.answerability)
             names.append(name)
     load = os.getloadavg()
