@@ -53,9 +53,10 @@ def cls_logits(model: Any, enc: Any) -> Any:
 
 
 class DistilledReranker:
-    """Scores pairs with a distilled cross-encoder folder; checks the folder now, loads the weights lazily."""
+    """Scores pairs with a distilled cross-encoder folder; checks the folder now, loads the weights lazily. Batches of
+    10 length-sorted pairs: the top 20 in two passes cost less than one padded pass (BENCHMARKS.md, issue 15)."""
 
-    def __init__(self, folder: Path, int8: bool = False, batch_size: int = 20, threads: int | None = None):
+    def __init__(self, folder: Path, int8: bool = False, batch_size: int = 10, threads: int | None = None):
         marker = folder / MARKER
         if not folder.is_dir():
             raise InputError(f"reranker folder {folder} not found; {BUILD_HINT}")
