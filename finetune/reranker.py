@@ -98,8 +98,8 @@ def truncate(model: Any, layers: int, ffn: int | None = None) -> Any:
         raise ValueError(f"layers must be in [1, {len(enc.layer)}], got {layers}")
     enc.layer = torch.nn.ModuleList(list(enc.layer)[:layers])
     model.config.num_hidden_layers = layers
-    # A fresh pooler and head: the teacher's were fitted to its sixth layer, and on the first layers' outputs its
-    # pooler's tanh saturates (a student keeping them stayed at the constant-prediction loss).
+    # A fresh pooler and head: the teacher's were fitted to its sixth layer's outputs (a student keeping them stayed
+    # at the constant-prediction loss; a fresh head alone did not fix that either: BENCHMARKS.md, issue 15).
     with torch.no_grad():
         for lin in (model.base_model.pooler.dense, model.classifier):
             lin.weight.normal_(0.0, model.config.initializer_range)
