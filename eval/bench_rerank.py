@@ -1,7 +1,11 @@
 """Cost of reranking the fused top N with the verifier, float32 vs dynamic int8, N = 10 and 20.
 
     python -m eval.bench_rerank [--config configs/realistic.yaml] [--questions 12] [--threads 1]
-                                [--max-lengths 192,128,96] [--no-int8]
+                                [--max-lengths 192,128,96] [--no-int8] [--students .cds/reranker/minilm-l2,...]
+
+``--students``: distilled rerankers (``app.py train reranker``, rag/cross_encoder.py) timed in the same run,
+float32 and dynamic int8 each, with their ratio to the verifier's float32 time and how often they put the
+verifier's top passage first.
 
 Each ``--max-lengths`` value caps the tokens of a (question, passage) pair the verifier reads (the verifier
 was trained at 192; shorter cuts the passage's end) and is timed on float32.
@@ -21,6 +25,7 @@ import logging
 import os
 import time
 import warnings
+from typing import Any
 
 import numpy as np
 
@@ -34,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--max-lengths", default="", help="comma-separated pair lengths to time on float32 as well")
     ap.add_argument("--no-int8", action="store_true", help="skip the dynamic int8 comparison")
+    ap.add_argument("--students", default="", help="comma-separated distilled reranker folders to time as well")
+    ap.add_argument("--student-batch", type=int, default=20,
+                    help="pairs per forward pass of a student (length-sorted; 10: the top 20 in two, less padding)")
     args = ap.parse_args(argv)
     warnings.filterwarnings("ignore")
     logging.disable(logging.WARNING)
@@ -42,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     from eval.realistic_retrieval import load_realistic
     from rag import Assistant
-    from rag.config import load_config
+    from rag.config import load_config, resolve_path
+    from rag.cross_encoder import DistilledReranker
 
     a = Assistant(load_config(args.config, ["index.auto_build_demo=false"]))
     v = a.verifier
@@ -64,25 +73,38 @@ def main(argv: list[str] | None = None) -> int:
     trained_length = v.max_length
     rows = []
     scores: dict[str, list[np.ndarray]] = {}
-    for name, model, length in models:
-        v._model, v.max_length = model, length
-        v.answerability("warm up", heads[0][1][:2])
+
+    def timed(name: str, fn: Any) -> None:
+        fn("warm up", heads[0][1][:2])
         for n in (10, 20):
             cpu, wall, out = [], [], []
             for question, texts in heads:
                 t, c = time.perf_counter(), time.process_time()
-                out.append(v.answerability(question, texts[:n]))
+                out.append(fn(question, texts[:n]))
                 wall.append((time.perf_counter() - t) * 1000)
                 cpu.append((time.process_time() - c) * 1000)
             scores[f"{name}-{n}"] = out
             rows.append((name, n, float(np.median(cpu)), float(np.percentile(cpu, 95)), float(np.median(wall))))
+
+    for name, model, length in models:
+        v._model, v.max_length = model, length
+        timed(name, v.answerability)
     v._model, v.max_length = fp32, trained_length
+    names = [n for n, _, _ in models[1:]]
+    for folder in [f.strip() for f in args.students.split(",") if f.strip()]:
+        for int8 in (False, True):
+            student = DistilledReranker(resolve_path(folder), int8=int8, batch_size=args.student_batch)
+            name = f"{resolve_path(folder).name} {'int8' if int8 else 'float32'} batch {args.student_batch}"
+            timed(name, student.answerability)
+            names.append(name)
     load = os.getloadavg()
     print(f"{len(heads)} questions, {args.threads} thread(s), load average {load[0]:.2f}\n")
-    print("| model | top N | CPU ms p50 | CPU ms p95 | wall ms p50 (shared core) |\n|---|---|---|---|---|")
+    ref = {n: c50 for name, n, c50, _, _ in rows if name == "float32"}
+    print("| model | top N | CPU ms p50 | CPU ms p95 | wall ms p50 (shared core) | CPU p50 / verifier float32 |\n"
+          "|---|---|---|---|---|---|")
     for name, n, c50, c95, w50 in rows:
-        print(f"| {name} | {n} | {c50:.0f} | {c95:.0f} | {w50:.0f} |")
-    for other in [n for n, _, _ in models[1:]]:
+        print(f"| {name} | {n} | {c50:.0f} | {c95:.0f} | {w50:.0f} | {c50 / ref[n]:.2f} |")
+    for other in names:
         diff = max(float(np.abs(x - y).max()) for x, y in zip(scores["float32-20"], scores[f"{other}-20"],
                                                                strict=True))
         same_top = np.mean([int(np.argmax(x) == np.argmax(y)) for x, y in zip(scores["float32-20"],

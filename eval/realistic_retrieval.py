@@ -119,6 +119,14 @@ class Runner:
         self.cache: dict[tuple[str, str], float] = {}
         self.latency: dict[str, list[float]] = defaultdict(list)
         self.bm25_q: Any = None  # add_stored_questions
+        self._scorer: Any = None
+
+    @property
+    def scorer(self) -> Any:
+        """The configured reranker's answerability (retrieval.reranker: the verifier or a distilled folder)."""
+        if self._scorer is None:
+            self._scorer = self.a.rerank_scorer()
+        return self._scorer
 
     def add_stored_questions(self, question_of: dict[str, str]) -> int:
         """A second BM25 over every passage with its document's stored question appended (MedQuAD pages have one):
@@ -182,7 +190,7 @@ class Runner:
             texts = [self.idx.children[self.idx.child_pos[c]].context_text() for c in (missing or
                                                                                       [f.chunk_id for f in head])]
             t, c = time.perf_counter(), time.process_time()
-            scores = self.a.verifier.answerability(question, texts)
+            scores = self.scorer(question, texts)
             if timed:  # the full top-N read, as the product does per question
                 self.latency[f"rerank_top{len(texts)}_ms"].append((time.perf_counter() - t) * 1000)
                 # CPU time: what the read costs without the other jobs sharing this core
@@ -255,6 +263,14 @@ def summarise(per: dict[str, list[dict[str, float]]], qs: Sequence[Q], tag: str,
             d, lo, hi = paired_bootstrap_diff([per[name][i]["recall@1"] for i in idx],
                                               [per[best][i]["recall@1"] for i in idx], n_boot, 0)
             table["paired_recall@1_vs_best_single"][name] = {"diff": d, "ci95": [lo, hi]}
+    base = "hybrid+expand"
+    if base in per and any("rerank" in n for n in per):
+        table["paired_recall@1_vs_hybrid+expand"] = {}
+        for name in per:
+            if "rerank" in name or name == "chosen":
+                d, lo, hi = paired_bootstrap_diff([per[name][i]["recall@1"] for i in idx],
+                                                  [per[base][i]["recall@1"] for i in idx], n_boot, 0)
+                table["paired_recall@1_vs_hybrid+expand"][name] = {"diff": d, "ci95": [lo, hi]}
     return table
 
 
@@ -266,6 +282,9 @@ def markdown(title: str, t: dict[str, Any]) -> str:
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     for name, c in t.get("paired_recall@1_vs_best_single", {}).items():
         lines.append(f"- recall@1 {name} - {t['best_single_recall@1']}: {100 * c['diff']:+.1f} "
+                     f"[{100 * c['ci95'][0]:+.1f}, {100 * c['ci95'][1]:+.1f}] (paired bootstrap)")
+    for name, c in t.get("paired_recall@1_vs_hybrid+expand", {}).items():
+        lines.append(f"- recall@1 {name} - hybrid+expand: {100 * c['diff']:+.1f} "
                      f"[{100 * c['ci95'][0]:+.1f}, {100 * c['ci95'][1]:+.1f}] (paired bootstrap)")
     return "\n".join(lines) + "\n"
 
@@ -345,8 +364,8 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = load_config(args.config, ["index.auto_build_demo=false", *args.set])
     a = Assistant(cfg, progress=False)
-    if a.verifier is None and not args.no_rerank:
-        raise InputError("the rerank methods need the verifier: set verifier.enabled=true (or pass --no-rerank)")
+    if not args.no_rerank:
+        a.rerank_scorer()  # retrieval.reranker: the verifier (needs verifier.enabled) or a distilled folder
     if a.verifier is not None:
         a.verifier.batch_size = max(a.verifier.batch_size, 20)  # the top 20 in one batch
         if args.rerank_max_length:
@@ -409,6 +428,7 @@ def main(argv: list[str] | None = None) -> int:
                                "rerank_top_n": runner.top_n, "merge_score": r.merge_score, "threads": args.threads,
                                "embedder": a.index.manifest["embedder"]["model_id"],
                                "rerank_max_length": a.verifier.max_length if a.verifier is not None else None,
+                               "reranker": r.reranker, "reranker_int8": r.reranker_int8,
                                "sets": {}, "latency_ms": {}}
     md = []
     for tag, title in sets:

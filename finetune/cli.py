@@ -13,11 +13,14 @@ def add(sub: Any, common: argparse.ArgumentParser) -> None:
     tr = sub.add_parser("train", parents=[common], help="fine-tune the generator (LoRA/QLoRA) or build its data",
                         description="`train data` builds the SFT dataset; `train` (or `train run`) trains an adapter "
                                     "with the config's train: section, e.g. --config configs/train-qwen0.5b-cpu.yaml")
-    tr.add_argument("action", nargs="?", choices=["run", "data", "verifier", "embedder", "risk"], default="run",
+    tr.add_argument("action", nargs="?", choices=["run", "data", "verifier", "embedder", "reranker", "risk"],
+                    default="run",
                     help="run: the generator's adapter; data: its dataset; verifier: the evidence verifier "
                          "(pairs from ../shared/data, then the LoRA cross-encoder; resumable); embedder: contrastive "
                          "fine-tuning of embedder.model on MedQuAD/WikiDoc questions (resumable, time-capped; "
-                         "writes .cds/embedder/NAME with a card); risk: fit and "
+                         "writes .cds/embedder/NAME with a card); reranker: distil the verifier's answerability into "
+                         "its first --layers layers (teacher labels, then training; resumable, time-capped by "
+                         "--max-minutes; writes .cds/reranker/minilm-lN with a card); risk: fit and "
                          "validate the heart-failure risk model (configs/risk/, docs/risk-calibration.png)")
     tr.add_argument("--max-steps", type=int, help="stop after N optimizer steps (overrides train.epochs)")
     tr.add_argument("--resume", action="store_true", help="continue from the last checkpoint in train.run_dir")
@@ -28,15 +31,24 @@ def add(sub: Any, common: argparse.ArgumentParser) -> None:
     tr.add_argument("--no-index", action="store_true", help="`train data`: skip the grounded part (needs the "
                                                             "full index)")
     tr.add_argument("--max-minutes", type=float, default=50.0,
-                    help="`train embedder`: wall-time cap of the training loop (default 50; it stops checkpointed)")
+                    help="`train embedder`/`train reranker`: wall-time cap (default 50; it stops checkpointed)")
     tr.add_argument("--batch-size", type=int, default=32, help="`train embedder`: batch size (default 32)")
+    tr.add_argument("--layers", type=int, default=2,
+                    help="`train reranker`: transformer layers the student keeps of the verifier's 6 (default 2)")
+    tr.add_argument("--ffn", type=int, default=384,
+                    help="`train reranker`: feed-forward units kept per layer of 1,536 (default 384; 0: all)")
+    tr.add_argument("--questions", type=int, default=None,
+                    help="`train reranker`: training questions (12 passages each; default 1,200)")
+    tr.add_argument("--max-pairs", type=int, default=None,
+                    help="`train reranker`: label and train on the first N pairs only (the time box; default all)")
     tr.add_argument("--json", action="store_true")
     tr.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     cfg = load_config(args)
-    actions = {"data": _data, "verifier": _verifier, "embedder": _embedder, "risk": _risk, "run": _adapter}
+    actions = {"data": _data, "verifier": _verifier, "embedder": _embedder, "reranker": _reranker, "risk": _risk,
+               "run": _adapter}
     return actions[args.action](args, cfg)
 
 
@@ -146,6 +158,62 @@ def _embedder(args: argparse.Namespace, cfg: Any) -> int:
           f"{h['tuned']['ndcg@10']} / {h['tuned']['recall@1']} ({h['tuned']['n']} questions)")
     print(f"embedder {card['model_id']} written to {out} ({card['steps_done']} steps, "
           f"{card['train_seconds_total'] / 60:.1f} min); use --set embedder.model={out} and rebuild the index")
+    return 0
+
+
+def _reranker(args: argparse.Namespace, cfg: Any) -> int:
+    import shutil
+
+    from corpora import load_sources
+    from finetune import reranker, reranker_data
+    from finetune.heldout import load_split
+    from finetune.verifier_data import chunk_passages
+    from rag.config import data_dir, resolve_path
+    from rag.errors import InputError
+    from rag.models import load_tokenizer, resolve
+    from rag.verifier import Verifier
+
+    ffn = args.ffn or None
+    out = resolve_path(args.out or f".cds/reranker/minilm-l{args.layers}" + (f"-ffn{ffn}" if ffn else ""))
+    data_out = out.with_name(out.name + ".data")
+    run_dir = out.with_name(out.name + ".run")
+    if args.overwrite:
+        for d in (run_dir, data_out):
+            if d.exists():
+                shutil.rmtree(d)
+    if not (data_out / "heldout.jsonl").exists():
+        tok = load_tokenizer(cfg.embedder.model, resolve_path(cfg.models.cache_dir))
+        ch = cfg.chunking
+        passages_of = chunk_passages(lambda t: tok.encode(t, add_special_tokens=False), ch.parent_max_tokens,
+                                     ch.child_tokens, ch.child_overlap)
+        root = data_dir(cfg)
+        wd_path = root / "wikidoc_patient_info" / "medical_meadow_wikidoc_patient_information.json"
+        mq = load_sources([f"medquad:{root / 'medquad'}"]).documents
+        wd = load_sources([f"wikidoc:{wd_path}"]).documents if wd_path.exists() else []
+        opts = reranker_data.RerankDataOptions()
+        if args.questions:
+            opts.questions = args.questions
+        parts, dcard = reranker_data.build_from(mq, wd, load_split(), opts, passages_of)
+        reranker_data.write(parts, dcard, data_out)
+        say(args.quiet)(f"{len(parts['train']):,} training / {len(parts['heldout']):,} held-out pairs in {data_out}")
+    v = cfg.verifier
+    base = resolve(v.model, resolve_path(cfg.models.cache_dir)).path
+    teacher = Verifier(base, resolve_path(v.answerability_adapter or v.adapter))
+    opts_t = reranker.RerankTrainOptions(layers=args.layers, ffn=ffn, max_minutes=args.max_minutes,
+                                         max_pairs=args.max_pairs)
+    try:
+        card = reranker.train(data_out, teacher, out, run_dir, opts_t, say(args.quiet))
+    except TimeoutError as e:
+        raise InputError(f"{e} (`python app.py train reranker --layers {args.layers} --ffn {args.ffn}`, same --out)"
+                         ) from None
+    if args.json:
+        print_json(card)
+        return 0
+    h = card["heldout"]
+    print(f"held-out: student vs teacher Spearman {h['spearman']}, same top passage {h['same_top_passage']}%, "
+          f"AUROC own answer teacher {h['auroc_own_answer']['teacher']} / student {h['auroc_own_answer']['student']}")
+    print(f"reranker {card['model_id']} written to {out} ({card['train_seconds_total'] / 60:.1f} min); use "
+          f"--set retrieval.rerank=true --set retrieval.reranker={out}")
     return 0
 
 

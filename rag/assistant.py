@@ -34,7 +34,7 @@ from rag.index import HybridIndex, current_version, embedder_manifest, read_mani
 from rag.index_jobs import IndexJobs
 from rag.inputs import clean_patient_id, clean_question
 from rag.models import EmbedderSpec, resolve
-from rag.retrieve import HybridRetriever, Retrieval, Unit
+from rag.retrieve import HybridRetriever, Retrieval, Scorer, Unit
 from rag.text import split_sentences
 from rag.verifier import Verifier, answer_answerability
 
@@ -62,6 +62,7 @@ class Assistant:
         self._generator = generator
         self._verifier = verifier
         self._answer_verifier = answerability_verifier
+        self._reranker: tuple[tuple[str, bool], Any] | None = None  # (retrieval.reranker, int8) -> DistilledReranker
         self._calibration: conf.Calibration | None = None
         self._index: HybridIndex | None = None
         self._index_lock = threading.RLock()
@@ -215,17 +216,29 @@ class Assistant:
 
     def retriever(self) -> HybridRetriever:
         r = self.config.retrieval
-        reranker = None
-        if r.rerank:
-            verifier = self.answerability_verifier
-            if verifier is None:
-                raise ConfigError("retrieval.rerank needs the verifier; set verifier.enabled=true or "
-                                  "retrieval.rerank=false")
-            reranker = verifier.answerability
+        reranker = self.rerank_scorer() if r.rerank else None
         return HybridRetriever(self.index, self.embedder, r.dense_k, r.bm25_k, r.rrf_k, r.dense_weight,
                                r.bm25_weight, r.merge_threshold, r.top_k, r.patient_slots, r.fusion, r.merge_score,
                                r.expand_abbreviations, reranker, r.rerank_top_n, r.rerank_weight,
                                overlap=None if r.concurrent_bm25 else False)
+
+    def rerank_scorer(self) -> Scorer:
+        """What ``retrieval.rerank`` reorders by: the verifier's answerability, or the distilled reranker named by
+        ``retrieval.reranker`` (a folder; a missing or unreadable one is an InputError)."""
+        r = self.config.retrieval
+        if r.reranker == "verifier":
+            verifier = self.answerability_verifier
+            if verifier is None:
+                raise ConfigError("retrieval.rerank needs the verifier (retrieval.reranker=verifier); set "
+                                  "verifier.enabled=true, retrieval.reranker=<a distilled reranker folder> or "
+                                  "retrieval.rerank=false")
+            return verifier.answerability
+        if self._reranker is None or self._reranker[0] != (r.reranker, r.reranker_int8):
+            from rag.cross_encoder import DistilledReranker
+
+            self._reranker = ((r.reranker, r.reranker_int8),
+                              DistilledReranker(resolve_path(r.reranker), int8=r.reranker_int8))
+        return self._reranker[1].answerability
 
     def retrieve(self, question: str, patient_id: str | None = None, top_k: int | None = None) -> Retrieval:
         with self._pin():

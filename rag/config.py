@@ -114,7 +114,12 @@ class RetrievalConfig(_Section):
     rerank: bool = Field(
         False, description="reorder the fused top rerank_top_n passages by the verifier's answerability "
                            "(needs verifier.enabled; BENCHMARKS.md, 'Retrieval on realistic questions')")
-    rerank_top_n: int = Field(20, ge=1, le=100, description="fused passages the verifier reads when reranking")
+    rerank_top_n: int = Field(20, ge=1, le=100, description="fused passages the reranker reads when reranking")
+    reranker: str = Field(
+        "verifier", description="what reranks: 'verifier' (its answerability; ~1 s CPU for 20 on an AVX2 core) or the "
+                                "folder of a distilled reranker from `app.py train reranker` (BENCHMARKS.md, issue 15)")
+    reranker_int8: bool = Field(
+        False, description="dynamic int8 quantisation of the distilled reranker's Linear layers at load")
     rerank_weight: float = Field(
         1.0, ge=0.0, le=1.0, description="share of the verifier's probability in the rerank score (the rest is the "
                                          "fusion score, min-max normalised over the reranked passages)")
