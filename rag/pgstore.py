@@ -134,7 +134,10 @@ def build_mem_mb(settings: DenseSettings, vectors: np.ndarray, children: list[An
 
 def write_pg(settings: DenseSettings, vectors: np.ndarray, children: list[Any], version: str, root: Path
              ) -> dict[str, Any]:
-    """Create, fill and index the version's table in one transaction; returns the manifest entry."""
+    """Create, fill and index the version's table in one transaction; returns the manifest entry.
+
+    Long: one transaction from CREATE TABLE to the versions row is the publish guarantee (readers never
+    see a half-built table); splitting it would hand the open connection between helpers."""
     from rag.vectorstore import vectors_sha256
 
     if not settings.postgres_url:
