@@ -121,27 +121,17 @@ def _verifier(args: argparse.Namespace, cfg: Any) -> int:
 
 
 def _embedder(args: argparse.Namespace, cfg: Any) -> int:
-    import shutil
 
     from finetune import embedder, embedder_data
     from finetune.heldout import load_split
-    from finetune.verifier_data import chunk_passages
     from rag.config import data_dir, resolve_path
-    from rag.models import load_tokenizer, resolve
+    from rag.models import resolve
 
     out = resolve_path(args.out or ".cds/embedder/minilm-medical")
-    data_out = out.with_name(out.name + ".data")
-    run_dir = out.with_name(out.name + ".run")
-    if args.overwrite:
-        for d in (run_dir, data_out):
-            if d.exists():
-                shutil.rmtree(d)
+    data_out, run_dir = _work_dirs(out, args.overwrite)
     if not (data_out / "train.jsonl").exists():
         # Passages cut by the index's own chunker: exactly what the index embeds (Chunk.context_text()).
-        tok = load_tokenizer(cfg.embedder.model, resolve_path(cfg.models.cache_dir))
-        ch = cfg.chunking
-        passages_of = chunk_passages(lambda t: tok.encode(t, add_special_tokens=False), ch.parent_max_tokens,
-                                     ch.child_tokens, ch.child_overlap)
+        passages_of = _passages_of(cfg)
         parts, dcard = embedder_data.build(data_dir(cfg), load_split(), embedder_data.EmbedderDataOptions(),
                                            passages_of)
         embedder_data.write(parts, dcard, data_out)
@@ -162,30 +152,20 @@ def _embedder(args: argparse.Namespace, cfg: Any) -> int:
 
 
 def _reranker(args: argparse.Namespace, cfg: Any) -> int:
-    import shutil
 
     from corpora import load_sources
     from finetune import reranker, reranker_data
     from finetune.heldout import load_split
-    from finetune.verifier_data import chunk_passages
     from rag.config import data_dir, resolve_path
     from rag.errors import InputError
-    from rag.models import load_tokenizer, resolve
+    from rag.models import resolve
     from rag.verifier import Verifier
 
     ffn = args.ffn or None
     out = resolve_path(args.out or f".cds/reranker/minilm-l{args.layers}" + (f"-ffn{ffn}" if ffn else ""))
-    data_out = out.with_name(out.name + ".data")
-    run_dir = out.with_name(out.name + ".run")
-    if args.overwrite:
-        for d in (run_dir, data_out):
-            if d.exists():
-                shutil.rmtree(d)
+    data_out, run_dir = _work_dirs(out, args.overwrite)
     if not (data_out / "heldout.jsonl").exists():
-        tok = load_tokenizer(cfg.embedder.model, resolve_path(cfg.models.cache_dir))
-        ch = cfg.chunking
-        passages_of = chunk_passages(lambda t: tok.encode(t, add_special_tokens=False), ch.parent_max_tokens,
-                                     ch.child_tokens, ch.child_overlap)
+        passages_of = _passages_of(cfg)
         root = data_dir(cfg)
         wd_path = root / "wikidoc_patient_info" / "medical_meadow_wikidoc_patient_information.json"
         mq = load_sources([f"medquad:{root / 'medquad'}"]).documents
@@ -245,4 +225,25 @@ def _data(args: argparse.Namespace, cfg: Any) -> int:
     return 0
 
 
+def _work_dirs(out: Any, overwrite: bool) -> tuple[Any, Any]:
+    """The training data and run folders beside ``out``; emptied with ``--overwrite``."""
+    import shutil
 
+    data_out, run_dir = out.with_name(out.name + ".data"), out.with_name(out.name + ".run")
+    if overwrite:
+        for d in (run_dir, data_out):
+            if d.exists():
+                shutil.rmtree(d)
+    return data_out, run_dir
+
+
+def _passages_of(cfg: Any) -> Any:
+    """Passages cut by the index's own chunker: exactly what the index embeds (Chunk.context_text())."""
+    from finetune.verifier_data import chunk_passages
+    from rag.config import resolve_path
+    from rag.models import load_tokenizer
+
+    tok = load_tokenizer(cfg.embedder.model, resolve_path(cfg.models.cache_dir))
+    ch = cfg.chunking
+    return chunk_passages(lambda t: tok.encode(t, add_special_tokens=False), ch.parent_max_tokens,
+                          ch.child_tokens, ch.child_overlap)
