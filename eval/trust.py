@@ -15,6 +15,7 @@ diagram, risk-coverage curve) and the summary; on test it is reported, never fit
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -31,6 +32,7 @@ from eval.grounded import share
 from eval.mcq import stats
 from eval.patient_records import expected, states_value
 from rag.answer import Answer
+from rag.assistant import MODEL_FOUND_NOTHING, NOTHING_SUPPORTED
 from rag.cite import unanswered_measures
 from rag.confidence import answerability_logit, combine
 from rag.config import ConfidenceConfig
@@ -64,7 +66,13 @@ def _shown_text(c: Any, parents: dict[str, Any] | None) -> str:
 
 def record(q: dict[str, Any], a: Answer, parents: dict[str, Any] | None = None) -> dict[str, Any]:
     """One question's record: the answer as the pipeline gave it, with everything replay needs
-    (``parents``: the index's parent sections, so the scorer can read what each source showed)."""
+    (``parents``: the index's parent sections, so the scorer can read what each source showed).
+
+    After a second try (generator.second_try) the record is the first answer's, with the second under
+    ``second_try`` (its own sources, sentences and signals): replay decides whether it would have run."""
+    if a.first_try is not None:
+        row = record(q, a.first_try, parents)
+        return {**row, "second_try": record({}, dataclasses.replace(a, first_try=None), parents)}
     by_n = {c.n: c for c in a.citations}
     return {
         **q, "abstained": a.abstained, "reason": a.abstain_reason, "answer": a.answer, "draft": a.draft,
@@ -192,8 +200,8 @@ def gate_value(row: dict[str, Any], calib: dict[str, Any] | None) -> float:
 
 def replay(row: dict[str, Any], gate: float, abstain_below: float, calib: dict[str, Any] | None,
            records: dict[str, Any], support: str = "verifier", support_min: float = 0.5,
-           cosine_min: float = 0.45, record_rules: bool = False, support_cosine: float | None = None
-           ) -> dict[str, Any]:
+           cosine_min: float = 0.45, record_rules: bool = False, support_cosine: float | None = None,
+           second_try: bool = True) -> dict[str, Any]:
     """Would the pipeline answer this question under these settings, and would it be right?
 
     Only what the records hold can change: the answerability gate (questions below the run's floor
@@ -207,8 +215,29 @@ def replay(row: dict[str, Any], gate: float, abstain_below: float, calib: dict[s
         return {"answered": False, "right": not row["answerable"], "confidence": 0.0, "model_cited": False}
     if gate_value(row, calib) < gate:
         return {"answered": False, "right": not row["answerable"], "confidence": 0.0, "model_cited": False}
-    if row["reason"] == "the generator found no answer in the sources":
-        return {"answered": False, "right": not row["answerable"], "confidence": 0.0, "model_cited": False}
+    kw: dict[str, Any] = {"support": support, "support_min": support_min, "cosine_min": cosine_min,
+                          "record_rules": record_rules, "support_cosine": support_cosine}
+    first = _replay_answer(row, abstain_below, calib, records, **kw)
+    second = row.get("second_try")
+    if first.get("withheld") in (MODEL_FOUND_NOTHING, NOTHING_SUPPORTED) and second is not None and second_try:
+        # The pipeline would have tried again with the best source alone (generator.second_try): that answer.
+        # A first answer the recorded run showed (so it never tried again) but these settings withhold has
+        # no second try on record: it stays withheld (a conservative replay).
+        out = _replay_answer({**row, **second}, abstain_below, calib, records, **kw)
+        return {**out, "second_try": True}
+    return first
+
+
+def _replay_answer(row: dict[str, Any], abstain_below: float, calib: dict[str, Any] | None,
+                   records: dict[str, Any], support: str = "verifier", support_min: float = 0.5,
+                   cosine_min: float = 0.45, record_rules: bool = False, support_cosine: float | None = None
+                   ) -> dict[str, Any]:
+    """One generated answer (a first or a second try) past the gate, under these settings; ``withheld``
+    says why it would not be shown."""
+    sig = row["signals"]
+    if row["reason"] == MODEL_FOUND_NOTHING:
+        return {"answered": False, "right": not row["answerable"], "confidence": 0.0, "model_cited": False,
+                "withheld": MODEL_FOUND_NOTHING}
     shown = []
     for s in row["sentences"]:
         ch = s["checks"]
@@ -226,13 +255,15 @@ def replay(row: dict[str, Any], gate: float, abstain_below: float, calib: dict[s
     if record_rules and row.get("patient_id") and unanswered_measures(row["question"], [s["text"] for s in shown]):
         shown = []
     if not shown:
-        return {"answered": False, "right": not row["answerable"], "confidence": 0.0, "model_cited": False}
+        return {"answered": False, "right": not row["answerable"], "confidence": 0.0, "model_cited": False,
+                "withheld": NOTHING_SUPPORTED}
     conf = probability(calib, signals) if calib and "features" in calib else combine(signals, _LEGACY)
     if conf < abstain_below:
-        return {"answered": False, "right": not row["answerable"], "confidence": conf, "model_cited": False}
+        return {"answered": False, "right": not row["answerable"], "confidence": conf, "model_cited": False,
+                "withheld": "confidence"}
     verdict = trust_labels.override(row, shown, right_if_answered(row, shown, records))
     return {"answered": True, "right": verdict["right"], "model_cited": verdict["model_cited"], "confidence": conf,
-            "sentences": n, "shown": len(shown), "labelled": verdict.get("labelled", False)}
+            "sentences": n, "shown": len(shown), "labelled": verdict.get("labelled", False), "signals": signals}
 
 
 def probability(calib: dict[str, Any], signals: dict[str, float]) -> float:
@@ -276,10 +307,7 @@ def fit_calibration(rows: list[dict[str, Any]], records: dict[str, Any], gate: f
                    support_cosine=support_cosine, support_min=support_min)
         if not v["answered"]:
             continue
-        sig = dict(r["signals"])
-        n = len(r["sentences"])
-        sig["support"] = v["shown"] / n if n else 0.0
-        sigs.append(sig)
+        sigs.append(v["signals"])
         ys.append(int(v["right"]))
     if len(set(ys)) < 2:
         raise ValueError(f"cannot fit a calibration: {len(ys)} answered dev questions, all with one label")
@@ -325,7 +353,8 @@ def _choose_c(x: np.ndarray, y: np.ndarray, grid: Sequence[float] = (0.1, 0.3, 1
 def outcomes(rows: list[dict[str, Any]], settings: dict[str, Any], records: dict[str, Any]) -> list[dict[str, Any]]:
     return [{**replay(r, settings["gate"], settings["abstain_below"], settings.get("calibration"), records,
                       record_rules=settings.get("record_rules", False), support=settings.get("support", "verifier"),
-                      support_min=settings.get("support_min", 0.5), support_cosine=settings.get("support_cosine")),
+                      support_min=settings.get("support_min", 0.5), support_cosine=settings.get("support_cosine"),
+                      second_try=settings.get("second_try", True)),
              "suite": r["suite"], "answerable": r["answerable"]} for r in rows]
 
 
@@ -408,7 +437,10 @@ def summary(rows: list[dict[str, Any]], settings: dict[str, Any], records: dict[
                      if answered else None,
                      "generated_sentences_supported": share(sent_shown, sent_total),
                      # answers whose verdict is a person's (eval/labels), not the automatic scorer's
-                     "verdicts_by_a_person": sum(bool(o.get("labelled")) for o in answered)},
+                     "verdicts_by_a_person": sum(bool(o.get("labelled")) for o in answered),
+                     # generator.second_try: answers from the second prompt (the best source alone), and right
+                     "second_try": share(sum(bool(o.get("second_try")) for o in answered), len(answered)),
+                     "second_try_right": sum(bool(o.get("second_try")) and o["right"] for o in answered)},
         "suites": suites,
     }
 
@@ -481,6 +513,7 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "support by the verifier alone (no cosine rescue)": {"support_cosine": None},
     "record-line rules on": {"record_rules": True},
     "hand-set confidence weights (uncalibrated)": {"calibration": None},
+    "no second try (generator.second_try off)": {"second_try": False},
 }
 
 
@@ -494,7 +527,7 @@ def settings_from(config: Any, floor: float) -> dict[str, Any]:
     return {"gate": config.verifier.answerable_min, "abstain_below": config.confidence.abstain_below,
             "calibration": calib, "record_rules": config.confidence.record_rules,
             "support_min": config.verifier.support_min, "support_cosine": config.verifier.support_cosine,
-            "floor": floor}
+            "second_try": config.generator.second_try, "floor": floor}
 
 
 def fit_dev(rows: list[dict[str, Any]], records: dict[str, Any], floor: float, out: Path) -> dict[str, Any]:

@@ -33,6 +33,7 @@ class ReplayGenerator:
         self._rows = [r for r in rows if r.get("generated") and r.get("draft") is not None]
         self._real_factory = real
         self._real: Any = None
+        self._used: set[int] = set()  # each earlier draft answers one prompt: a second try is generated
         self.replayed = 0
         self.generated = 0
 
@@ -46,10 +47,13 @@ class ReplayGenerator:
 
     def _earlier(self, messages: list[dict[str, str]]) -> dict[str, Any] | None:
         user = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
-        hits = [r for r in self._rows if r["question"] in user
+        hits = [i for i, r in enumerate(self._rows) if i not in self._used and r["question"] in user
                 and (not r.get("patient_id") or str(r["patient_id"]) in user)]
         # Several earlier rows fit (the same question about two patients without the id shown): generate.
-        return hits[0] if len({h["draft"] for h in hits}) == 1 else None
+        if len({self._rows[i]["draft"] for i in hits}) != 1:
+            return None
+        self._used.update(hits)
+        return self._rows[hits[0]]
 
     @staticmethod
     def _generation(row: dict[str, Any]) -> Generation:

@@ -29,9 +29,10 @@ def answer_sha1(shown: list[dict[str, Any]]) -> str:
     return hashlib.sha1("\n".join(s["text"] for s in shown).encode("utf-8")).hexdigest()
 
 
-def load(paths: list[Path]) -> dict[str, dict[str, Any]]:
-    """Verdicts by question id from JSON-lines files of ``{"id", "right", "sha1", "why"}``."""
-    out: dict[str, dict[str, Any]] = {}
+def load(paths: list[Path]) -> dict[str, list[dict[str, Any]]]:
+    """Verdicts by question id from JSON-lines files of ``{"id", "right", "sha1", "why"}`` (one per answer
+    judged: a question can have several, for the answers of several runs or a first and a second try)."""
+    out: dict[str, list[dict[str, Any]]] = {}
     for path in paths:
         if not path.exists():
             raise InputError(f"labels file {path} not found; give a file under eval/labels/")
@@ -45,31 +46,36 @@ def load(paths: list[Path]) -> dict[str, dict[str, Any]]:
             if not isinstance(lab, dict) or not isinstance(lab.get("right"), bool) or \
                     not isinstance(lab.get("id"), str) or not isinstance(lab.get("sha1"), str):
                 raise InputError(f"{path}:{n}: a verdict needs \"id\" (text), \"right\" (true/false) and \"sha1\"")
-            if lab["id"] in out and out[lab["id"]] != lab:
-                raise InputError(f"{path}:{n}: a second, different verdict for {lab['id']}")
-            out[lab["id"]] = lab
+            same = [x for x in out.get(lab["id"], []) if x["sha1"] == lab["sha1"]]
+            if same and same[0]["right"] != lab["right"]:
+                raise InputError(f"{path}:{n}: a second, different verdict for the same answer to {lab['id']}")
+            if not same:
+                out.setdefault(lab["id"], []).append(lab)
     return out
 
 
-def attach(rows: list[dict[str, Any]], labels: dict[str, dict[str, Any]]) -> dict[str, int]:
-    """Put each row's verdict on it (``row["label"]``); counts of rows labelled, matching as recorded,
-    and labels naming no row of this part."""
+def attach(rows: list[dict[str, Any]], labels: dict[str, list[dict[str, Any]]]) -> dict[str, int]:
+    """Put each row's verdicts on it (``row["labels"]``); counts of rows labelled, rows whose recorded
+    answer (first or second try) has a verdict, and labels naming no row of this part."""
     ids = {r["id"] for r in rows}
     matched = 0
     for r in rows:
-        lab = labels.get(r["id"])
-        if lab is None or r["abstained"]:
+        labs = labels.get(r["id"])
+        if not labs:
             continue
-        r["label"] = lab
-        matched += lab["sha1"] == answer_sha1([s for s in r["sentences"] if s["supported"]])
-    return {"labelled": sum("label" in r for r in rows), "match_recorded_answer": matched,
+        r["labels"] = labs
+        answers = [r, *([r["second_try"]] if r.get("second_try") else [])]
+        hashes = {answer_sha1([s for s in a["sentences"] if s["supported"]]) for a in answers if not a["abstained"]}
+        matched += any(lab["sha1"] in hashes for lab in labs)
+    return {"labelled": sum("labels" in r for r in rows), "match_recorded_answer": matched,
             "unknown_ids": len(set(labels) - ids)}
 
 
 def override(row: dict[str, Any], shown: list[dict[str, Any]], verdict: dict[str, bool]) -> dict[str, bool]:
     """The person's verdict when it judged exactly this shown answer, else the automatic one."""
-    lab = row.get("label")
-    if lab is None or lab["sha1"] != answer_sha1(shown):
+    sha1 = answer_sha1(shown)
+    lab = next((x for x in row.get("labels", []) if x["sha1"] == sha1), None)
+    if lab is None:
         return verdict
     return {"right": bool(lab["right"]), "model_cited": bool(lab["right"]) and verdict["model_cited"],
             "labelled": True}

@@ -59,10 +59,14 @@ class Answer:
     generated: bool = True
     # The generator's unchecked reply, kept for audit and evaluation; never shown as the answer.
     draft: str | None = None
+    # generator.second_try: the first answer, withheld after the gate, when this one is the second try
+    # (from the best-answering source alone); kept for audit and evaluation, never shown as the answer.
+    first_try: Answer | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["confidence"] = round(self.confidence, 4)
         d["timings_ms"] = {k: round(v, 1) for k, v in self.timings_ms.items()}
         d["confidence_signals"] = {k: round(v, 4) for k, v in self.confidence_signals.items()}
+        d["first_try"] = self.first_try.to_dict() if self.first_try is not None else None
         return d

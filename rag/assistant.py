@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 
 ABSTAIN_MESSAGE = ("The indexed sources do not answer this question with enough support. "
                    "The closest sources are listed below; review them directly.")
+MODEL_FOUND_NOTHING = "the generator found no answer in the sources"
+NOTHING_SUPPORTED = "no answer sentence is supported by a cited source"
 
 
 class Assistant:
@@ -259,7 +261,9 @@ class Assistant:
             step = self._prepare(question, patient_id, top_k, generate, t_all, withhold)
             if isinstance(step, Answer):
                 return step
-            return self._finish(step, self.generate(step, on_text))
+            answer = self._finish(step, self.generate(step, on_text))
+            again = self.second_try(step, answer)
+            return answer if again is None else self._finish(again, self.generate(again, on_text))
 
     # -- the same pipeline in stages, for a server that retrieves in parallel and generates in one queue --
     def prepare(self, question: str, patient_id: str | None = None, top_k: int | None = None,
@@ -292,6 +296,33 @@ class Assistant:
         with self._pin(prepared.index):
             return self._finish(prepared, out)
 
+    def second_try(self, prepared: Prepared, first: Answer) -> Prepared | None:
+        """With ``generator.second_try``: the prompt for one more try when ``first`` was withheld after the gate
+        because the generator found nothing or no sentence was supported, else None.
+
+        The second prompt shows only the source the answerability model ranks best. A 0.5B generator shown
+        four sections often answers from the wrong one or finds nothing, where the one section that answers
+        is enough (measured on the trust dev split, BENCHMARKS.md). Its answer goes through every check
+        again; the first answer is kept on it (``first_try``) and it says it is a second try.
+        """
+        if (not self.config.generator.second_try or prepared.first_try is not None or not first.abstained
+                or first.abstain_reason not in (MODEL_FOUND_NOTHING, NOTHING_SUPPORTED)
+                or len(prepared.units) < 2 or not prepared.answerable):
+            return None
+        best = max(range(len(prepared.units)), key=lambda i: prepared.answerable[i])
+        with self._pin(prepared.index):
+            unit = prepared.units[best]
+            sources = self._prompt_sources([unit])
+        signals = {k: v for k, v in prepared.signals.items()
+                   if k in ("retrieval", "agreement", "answerability", "answerability_logit", "answerable_p")}
+        signals["second_try"] = 1.0
+        timings = {k: v for k, v in first.timings_ms.items() if not k.startswith("first_try_")}
+        timings = {**{k: v for k, v in prepared.timings.items() if k.startswith("retrieval_") or k == "load"},
+                   **{f"first_try_{k}": v for k, v in timings.items()}}
+        return Prepared(prepared.question, [unit], build_messages(prepared.question, sources, prepared.patient_id),
+                        signals, timings, prepared.base, prepared.t_all, [prepared.answerable[best]],
+                        prepared.index, first)
+
     def ask_many(self, questions: list[str], patient_id: str | None = None, top_k: int | None = None,
                  withhold: list[set[str]] | None = None, batch_size: int = 8,
                  on_answer: Callable[[int, Answer], None] | None = None,
@@ -320,10 +351,14 @@ class Assistant:
                         answers[i] = step
                     else:
                         pending.append((i, step))
-                if pending:
+                while pending:  # the first tries, then the second tries of those withheld (generator.second_try)
                     outs = self.generate_batch([p for _, p in pending])
+                    again: list[tuple[int, Prepared]] = []
                     for (i, p), out in zip(pending, outs, strict=True):
-                        answers[i] = self._finish(p, out)
+                        answers[i] = a = self._finish(p, out)
+                        if (retry := self.second_try(p, a)) is not None:
+                            again.append((i, retry))
+                    pending = again
                 if on_answer is not None:
                     for i in range(start, min(start + batch_size, len(questions))):
                         on_answer(i, answers[i])  # type: ignore[arg-type]
@@ -466,19 +501,19 @@ class Assistant:
             answer=ABSTAIN_MESSAGE if reason else text, abstained=reason is not None, confidence=c,
             confidence_label=conf.label(c, cfg) if reason is None else "low", citations=citations,
             sentences=sentences, timings_ms=timings, abstain_reason=reason, confidence_signals=signals,
-            removed_citations=removed, draft=out.text, **p.base)
+            removed_citations=removed, draft=out.text, first_try=p.first_try, **p.base)
 
     def _abstain_reason(self, p: Prepared, support: list[Any], model_abstained: bool, steered: bool,
                         confidence: float) -> str | None:
         """Why the checked answer is withheld (the first rule that applies), or None to answer."""
         cfg = self.config.confidence
         if model_abstained:
-            return "the generator found no answer in the sources"
+            return MODEL_FOUND_NOTHING
         if steered:
             return ("the answer claims its rules or scope changed (an instruction inside the question or a source?); "
                     "refused")
         if not any(s.supported for s in support):
-            return "no answer sentence is supported by a cited source"
+            return NOTHING_SUPPORTED
         if cfg.record_rules and p.patient_id and (
                 missed := unanswered_measures(p.question, [s.text for s in support if s.supported])):
             # A record question answered with another field's (true, cited) value is not an answer.
@@ -621,6 +656,7 @@ class Prepared:
     t_all: float
     answerable: list[float]
     index: HybridIndex  # the version retrieved from: the answer is checked against the same passages
+    first_try: Answer | None = None  # set on a second try (Assistant.second_try): the withheld first answer
 
     @property
     def patient_id(self) -> str | None:

@@ -39,6 +39,10 @@ class GeneratorConfig(_Section):
     max_new_tokens: int = Field(256, ge=1, le=4096)
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="0 = greedy decoding")
     max_context_tokens: int = Field(3072, ge=256, description="budget for numbered sources in the prompt")
+    second_try: bool = Field(
+        False, description="when the answer is withheld after the gate (the generator found nothing, or no sentence "
+                           "is supported), ask once more with the source that best answers the question alone "
+                           "(docs/TRUST.md, 'Second try'); costs one more generation for those questions only")
     backend: Literal["transformers", "llamacpp", "openai"] = Field(
         "transformers", description="transformers: the HF folder (training, evaluation, GPU); llamacpp: the GGUF "
         "itself through llama.cpp (pip install xllamacpp); openai: an OpenAI-compatible server (README, "

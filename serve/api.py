@@ -333,6 +333,15 @@ async def _answer(eng: Engine, req: QueryRequest, on_text: Callable[[str], None]
         eng.abandon(fut)
         raise
     answer = await loop.run_in_executor(eng.pool, eng.finish, step, out)
+    again = eng.require_ready().second_try(step, answer)  # generator.second_try: the withheld, once more
+    if again is not None:
+        fut = eng.generate(again, on_text, time.perf_counter() - t)
+        try:
+            out = await asyncio.wrap_future(fut)
+        except asyncio.CancelledError:
+            eng.abandon(fut)
+            raise
+        answer = await loop.run_in_executor(eng.pool, eng.finish, again, out)
     eng.metrics.observe("cds_request_seconds", time.perf_counter() - t)
     return answer
 

@@ -114,26 +114,34 @@ class LexicalVerifier:
 
 
 class ScriptedGenerator:
-    """Generator double that replies with a fixed text (whatever the prompt), for pipeline tests."""
+    """Generator double that replies with a fixed text (whatever the prompt), for pipeline tests; given a
+    list, the n-th call gets the n-th reply (the last one after that). The prompts it got are kept."""
 
     model_id = "test/scripted"
     adapter = None
 
-    def __init__(self, reply: str):
-        self.reply = reply
+    def __init__(self, reply: str | list[str]):
+        self.replies = [reply] if isinstance(reply, str) else list(reply)
         self.calls = 0
+        self.prompts: list[Any] = []
+
+    @property
+    def reply(self) -> str:
+        return self.replies[0]
 
     def count_tokens(self, text: str) -> int:
         return len(text.split())
 
-    def _gen(self) -> Any:
+    def _gen(self, messages: Any = None) -> Any:
         from rag.generate import Generation
 
+        text = self.replies[min(self.calls, len(self.replies) - 1)]
         self.calls += 1
-        return Generation(self.reply, [0.9] * 8, 100, 8, 1.0, 2.0)
+        self.prompts.append(messages)
+        return Generation(text, [0.9] * 8, 100, 8, 1.0, 2.0)
 
     def generate(self, messages: Any, max_new_tokens: int, temperature: float = 0.0, on_text: Any = None) -> Any:
-        return self._gen()
+        return self._gen(messages)
 
     def generate_batch(self, batch: Any, max_new_tokens: int, should_stop: Any = None) -> list[Any]:
-        return [self._gen() for _ in batch]
+        return [self._gen(m) for m in batch]

@@ -366,6 +366,69 @@ def test_a_separate_answerability_adapter_gates_and_the_main_one_checks_support(
     assert plain.answerability_verifier is support, "without the setting one verifier does both"
 
 
+# -- generator.second_try: a withheld answer is asked again with the best-answering source alone -----------
+HFREF_Q = "Which SGLT2 inhibitors are recommended in chronic HFrEF?"
+
+
+@pytest.mark.parametrize("first", ["INSUFFICIENT EVIDENCE", "Aspirin cures heart failure in 3 days [2]."])
+def test_a_withheld_answer_gets_a_second_try_from_the_best_source(hash_index, first):
+    settings = ("verifier.answerable_min=0.0", "confidence.abstain_below=0.0", "confidence.attribute_uncited=false")
+    a, gen = _scripted(hash_index, [first, f"{SUPPORTED} [1]."], *settings, "generator.second_try=true")
+    ans = a.ask(HFREF_Q)
+    assert gen.calls == 2 and not ans.abstained, ans.abstain_reason
+    assert "dapagliflozin" in ans.answer
+    second_prompt = gen.prompts[1][-1]["content"]
+    assert second_prompt.count("<source") == 1, "the second try shows one source"
+    assert len(ans.citations) == 1 and ans.citations[0].doc_id == "demo-hfref-gdmt"
+    assert ans.first_try is not None and ans.first_try.abstained and ans.first_try.draft == first
+    assert ans.confidence_signals["second_try"] == 1.0
+    assert "first_try_generation" in ans.timings_ms
+    assert ans.to_dict()["first_try"]["draft"] == first
+    # Off (the default until adopted): the first answer is withheld and nothing more is generated.
+    b, gen_b = _scripted(hash_index, [first, f"{SUPPORTED} [1]."], *settings)
+    off = b.ask(HFREF_Q)
+    assert off.abstained and gen_b.calls == 1 and off.first_try is None
+
+
+def test_the_second_try_is_checked_like_the_first_and_runs_once(hash_index):
+    bad = "Aspirin cures heart failure in 3 days [1]."
+    a, gen = _scripted(hash_index, [bad, bad, bad], "verifier.answerable_min=0.0", "confidence.abstain_below=0.0",
+                       "confidence.attribute_uncited=false", "generator.second_try=true")
+    ans = a.ask(HFREF_Q)
+    assert ans.abstained and gen.calls == 2, "one second try, never a third"
+    assert ans.first_try is not None and ans.abstain_reason == ans.first_try.abstain_reason
+
+
+def test_a_low_confidence_answer_gets_no_second_try(hash_index):
+    a, gen = _scripted(hash_index, [f"{SUPPORTED} [1].", f"{SUPPORTED} [1]."], "verifier.answerable_min=0.0",
+                       "confidence.abstain_below=0.99", "generator.second_try=true")
+    ans = a.ask(HFREF_Q)
+    assert ans.abstained and "confidence" in (ans.abstain_reason or "") and gen.calls == 1
+
+
+def test_ask_many_gives_second_tries_in_a_batch(hash_index):
+    a, gen = _scripted(hash_index, ["INSUFFICIENT EVIDENCE", "INSUFFICIENT EVIDENCE", f"{SUPPORTED} [1]."],
+                       "verifier.answerable_min=0.0", "confidence.abstain_below=0.0", "generator.second_try=true")
+    answers = a.ask_many([HFREF_Q, HFREF_Q], batch_size=2)
+    assert gen.calls == 4 and all(not x.abstained and x.first_try is not None for x in answers)
+
+
+def test_the_trust_record_keeps_both_tries_and_replay_decides(hash_index):
+    from eval import trust
+
+    a, _ = _scripted(hash_index, ["INSUFFICIENT EVIDENCE", f"{SUPPORTED} [1]."], "verifier.answerable_min=0.0",
+                     "confidence.abstain_below=0.0", "generator.second_try=true")
+    q = {"suite": "demo_answerable", "id": "x1", "question": HFREF_Q, "answerable": True,
+         "gold": ["demo-hfref-gdmt"], "required": [["dapagliflozin"]]}
+    row = trust.record(q, a.ask(HFREF_Q), a.index.parents)
+    assert row["abstained"] and row["second_try"]["sources"][0]["doc_id"] == "demo-hfref-gdmt"
+    assert "second_try" not in row["second_try"]
+    on = trust.replay(row, 0.0, 0.0, None, {})
+    assert on["answered"] and on["right"] and on["second_try"]
+    off = trust.replay(row, 0.0, 0.0, None, {}, second_try=False)
+    assert not off["answered"] and not off["right"]
+
+
 def test_a_trust_run_resumes_from_its_journal(hash_index, tmp_path, monkeypatch):
     """eval trust run --resume: answers already journaled are not generated again."""
 

@@ -64,6 +64,9 @@ def _print_answer(answer: Any, calibrated: bool) -> None:
     print(wrap(text, "  "))
     if attributed:
         print("  * citation added by the support check: the generator gave this sentence no (or a wrong) source")
+    if answer.first_try is not None and not answer.abstained:
+        print("  (second try, from source [1] alone: the first answer was withheld: "
+              f"{answer.first_try.abstain_reason})")
     unsupported = [s for s in answer.sentences if not s.supported]
     if unsupported and not answer.abstained:
         print(f"  ! {len(unsupported)} sentence(s) not supported by their cited source:")

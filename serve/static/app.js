@@ -110,8 +110,11 @@ function renderAnswer(d) {
   const verdict = $("verdict");
   verdict.textContent = d.abstained ? "No supported answer" : (d.generated ? "Answer" : "Evidence only");
   verdict.className = d.abstained ? "abstained" : "";
-  $("reason").hidden = !d.abstained;
-  $("reason").textContent = d.abstained ? "Abstained: " + (d.abstain_reason || "the sources do not answer") : "";
+  // A second try (generator.second_try) says so: the first answer was withheld, this one saw one source.
+  const second = !d.abstained && d.first_try;
+  $("reason").hidden = !d.abstained && !second;
+  $("reason").textContent = d.abstained ? "Abstained: " + (d.abstain_reason || "the sources do not answer")
+    : (second ? "Second try, from source [1] alone: the first answer was withheld (" + d.first_try.abstain_reason + ")" : "");
   renderConfidence(d);
   const box = $("answer");
   box.replaceChildren();
