@@ -33,7 +33,7 @@ from eval.mcq import stats
 from eval.patient_records import expected, states_value
 from rag.answer import Answer
 from rag.assistant import MODEL_FOUND_NOTHING, NOTHING_SUPPORTED
-from rag.cite import unanswered_measures
+from rag.cite import announces_only, repeats, unanswered_measures
 from rag.confidence import answerability_logit, combine
 from rag.config import ConfidenceConfig
 
@@ -46,6 +46,7 @@ FEATURE_SETS: tuple[tuple[str, ...], ...] = (
     FEATURES,
     # the answer read as a whole (rag.verifier.Verifier.answers): supported sentences that miss the question
     (*FEATURES, "answer_answerability"),
+    (*FEATURES, "answer_answerability", "second_try"),  # generator.second_try: the answer saw one source
     ("answer_answerability", "answerability", "support_prob", "support", "generation"),
     ("answer_answerability", "support", "generation"),
     ("answerability", "support_prob", "retrieval"),
@@ -201,7 +202,7 @@ def gate_value(row: dict[str, Any], calib: dict[str, Any] | None) -> float:
 def replay(row: dict[str, Any], gate: float, abstain_below: float, calib: dict[str, Any] | None,
            records: dict[str, Any], support: str = "verifier", support_min: float = 0.5,
            cosine_min: float = 0.45, record_rules: bool = False, support_cosine: float | None = None,
-           second_try: bool = True) -> dict[str, Any]:
+           second_try: bool = True, statement_checks: bool = False) -> dict[str, Any]:
     """Would the pipeline answer this question under these settings, and would it be right?
 
     Only what the records hold can change: the answerability gate (questions below the run's floor
@@ -216,7 +217,8 @@ def replay(row: dict[str, Any], gate: float, abstain_below: float, calib: dict[s
     if gate_value(row, calib) < gate:
         return {"answered": False, "right": not row["answerable"], "confidence": 0.0, "model_cited": False}
     kw: dict[str, Any] = {"support": support, "support_min": support_min, "cosine_min": cosine_min,
-                          "record_rules": record_rules, "support_cosine": support_cosine}
+                          "record_rules": record_rules, "support_cosine": support_cosine,
+                          "statement_checks": statement_checks}
     first = _replay_answer(row, abstain_below, calib, records, **kw)
     second = row.get("second_try")
     if first.get("withheld") in (MODEL_FOUND_NOTHING, NOTHING_SUPPORTED) and second is not None and second_try:
@@ -230,8 +232,8 @@ def replay(row: dict[str, Any], gate: float, abstain_below: float, calib: dict[s
 
 def _replay_answer(row: dict[str, Any], abstain_below: float, calib: dict[str, Any] | None,
                    records: dict[str, Any], support: str = "verifier", support_min: float = 0.5,
-                   cosine_min: float = 0.45, record_rules: bool = False, support_cosine: float | None = None
-                   ) -> dict[str, Any]:
+                   cosine_min: float = 0.45, record_rules: bool = False, support_cosine: float | None = None,
+                   statement_checks: bool = False) -> dict[str, Any]:
     """One generated answer (a first or a second try) past the gate, under these settings; ``withheld``
     says why it would not be shown."""
     sig = row["signals"]
@@ -239,7 +241,10 @@ def _replay_answer(row: dict[str, Any], abstain_below: float, calib: dict[str, A
         return {"answered": False, "right": not row["answerable"], "confidence": 0.0, "model_cited": False,
                 "withheld": MODEL_FOUND_NOTHING}
     shown = []
-    for s in row["sentences"]:
+    again = repeats([s["text"] for s in row["sentences"]])
+    for k, s in enumerate(row["sentences"]):
+        if statement_checks and (again[k] or announces_only(s["text"])):
+            continue  # verifier.statement_checks: announces content it does not state, or says it twice
         ch = s["checks"]
         ok = bool(s["citations"]) and ch.get("numbers") is not False and ch.get("cites_record") is not False
         score, bar = (s["prob"], support_min) if support == "verifier" else (s["cosine"] or 0.0, cosine_min)
@@ -293,7 +298,8 @@ def fit_gate(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def fit_calibration(rows: list[dict[str, Any]], records: dict[str, Any], gate: float,
                     features: Sequence[str] | None = None, gate_model: dict[str, Any] | None = None,
-                    support_cosine: float | None = None, support_min: float = 0.5) -> dict[str, Any]:
+                    support_cosine: float | None = None, support_min: float = 0.5,
+                    options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Logistic regression of strict rightness on the signals, over the questions answered at ``gate``.
 
     ``features=None`` chooses the signal set among :data:`FEATURE_SETS` together with the
@@ -304,7 +310,7 @@ def fit_calibration(rows: list[dict[str, Any]], records: dict[str, Any], gate: f
     sigs, ys = [], []
     for r in rows:
         v = replay(r, gate, 0.0, {"gate": gate_model} if gate_model else None, records,
-                   support_cosine=support_cosine, support_min=support_min)
+                   support_cosine=support_cosine, support_min=support_min, **(options or {}))
         if not v["answered"]:
             continue
         sigs.append(v["signals"])
@@ -354,13 +360,14 @@ def outcomes(rows: list[dict[str, Any]], settings: dict[str, Any], records: dict
     return [{**replay(r, settings["gate"], settings["abstain_below"], settings.get("calibration"), records,
                       record_rules=settings.get("record_rules", False), support=settings.get("support", "verifier"),
                       support_min=settings.get("support_min", 0.5), support_cosine=settings.get("support_cosine"),
-                      second_try=settings.get("second_try", True)),
+                      second_try=settings.get("second_try", True),
+                      statement_checks=settings.get("statement_checks", False)),
              "suite": r["suite"], "answerable": r["answerable"]} for r in rows]
 
 
 def choose(rows: list[dict[str, Any]], records: dict[str, Any], calib: dict[str, Any], floor: float,
            min_ooc_abstain: float = 0.95, cosines: Sequence[float | None] = (None,),
-           support_mins: Sequence[float] = (0.5,)) -> dict[str, Any]:
+           support_mins: Sequence[float] = (0.5,), options: dict[str, Any] | None = None) -> dict[str, Any]:
     """The gate, abstention threshold, cosine rescue and support bar with the most right answers,
     abstaining on >= 95% out of corpus (ties: the stricter setting)."""
     best: tuple[float, ...] | None = None
@@ -369,7 +376,7 @@ def choose(rows: list[dict[str, Any]], records: dict[str, Any], calib: dict[str,
                                 for a in np.round(np.arange(0.0, 0.951, 0.025), 3) for c in cosines
                                 for m in support_mins):
         s = {"gate": float(gate), "abstain_below": float(ab), "calibration": calib, "support_cosine": cos,
-             "support_min": float(smin)}
+             "support_min": float(smin), **(options or {})}
         out = outcomes(rows, s, records)
         ooc = [o for o in out if not o["answerable"]]
         ans = [o for o in out if o["answerable"]]
@@ -514,6 +521,7 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "record-line rules on": {"record_rules": True},
     "hand-set confidence weights (uncalibrated)": {"calibration": None},
     "no second try (generator.second_try off)": {"second_try": False},
+    "statement checks flipped (verifier.statement_checks)": {"statement_checks": "flip"},
 }
 
 
@@ -527,11 +535,15 @@ def settings_from(config: Any, floor: float) -> dict[str, Any]:
     return {"gate": config.verifier.answerable_min, "abstain_below": config.confidence.abstain_below,
             "calibration": calib, "record_rules": config.confidence.record_rules,
             "support_min": config.verifier.support_min, "support_cosine": config.verifier.support_cosine,
-            "second_try": config.generator.second_try, "floor": floor}
+            "second_try": config.generator.second_try, "statement_checks": config.verifier.statement_checks,
+            "floor": floor}
 
 
-def fit_dev(rows: list[dict[str, Any]], records: dict[str, Any], floor: float, out: Path) -> dict[str, Any]:
-    """Fit the calibration and choose the gate and abstention threshold on dev; write the calibration file."""
+def fit_dev(rows: list[dict[str, Any]], records: dict[str, Any], floor: float, out: Path,
+            options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Fit the calibration and choose the gate and abstention threshold on dev; write the calibration file.
+
+    ``options``: the pipeline switches the config runs with (``second_try``, ``statement_checks``)."""
     from datetime import UTC, datetime
 
     gate = fit_gate(rows)
@@ -541,15 +553,17 @@ def fit_dev(rows: list[dict[str, Any]], records: dict[str, Any], floor: float, o
     # verifier v3, showed demo sentences cited to the wrong section of the right guideline: the strict
     # scorer counts citations per document, so dev could not see it.)
     support_mins = (0.5, 0.6, 0.7)
-    calib = fit_calibration(rows, records, gate=floor, gate_model=gate)
+    calib = fit_calibration(rows, records, gate=floor, gate_model=gate, options=options)
     calib["gate"] = gate
-    chosen = choose(rows, records, calib, floor, cosines=cosines, support_mins=support_mins)
+    chosen = choose(rows, records, calib, floor, cosines=cosines, support_mins=support_mins, options=options)
     # Refit at the chosen gate and support rule: the calibration should describe the answers given.
     calib = fit_calibration(rows, records, gate=chosen["gate"], gate_model=gate,
-                            support_cosine=chosen["support_cosine"], support_min=chosen["support_min"])
+                            support_cosine=chosen["support_cosine"], support_min=chosen["support_min"],
+                            options=options)
     calib["gate"] = gate
-    chosen = choose(rows, records, calib, floor, cosines=cosines, support_mins=support_mins)
-    calib.update({"chosen_on": "trust dev split (eval/splits/trust.json)", "answerable_min": chosen["gate"],
+    chosen = choose(rows, records, calib, floor, cosines=cosines, support_mins=support_mins, options=options)
+    calib.update({"chosen_on": "trust dev split (eval/splits/trust.json)", "pipeline": options or {},
+                  "answerable_min": chosen["gate"],
                   "abstain_below": chosen["abstain_below"], "support_cosine": chosen["support_cosine"],
                   "support_min": chosen["support_min"],
                   "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -570,6 +584,8 @@ def report(rows: list[dict[str, Any]], settings: dict[str, Any], records: dict[s
             s["calibration"] = {"gate": settings["calibration"].get("gate")}  # same gate, hand-set weights
         if s.get("gate") is None:
             s["gate"] = settings["floor"]
+        if s.get("statement_checks") == "flip":
+            s["statement_checks"] = not settings.get("statement_checks", False)
         ablations[name] = summary(rows, s, records)
     timing = {k: [r["timings_ms"][k] for r in rows if k in r["timings_ms"]]
               for k in ("answerability", "citation_check", "generation", "total")}

@@ -463,6 +463,7 @@ class Assistant:
         cfg = self.config.confidence
         _record_generation(timings, out)
         signals["generation"] = conf.generation_probability(out.token_probs)
+        signals.setdefault("second_try", 0.0)  # 1 on a second try (a calibration may use it)
 
         t = time.perf_counter()
         text, removed = clean_markers(out.text, set(range(1, len(units) + 1)))
@@ -598,7 +599,8 @@ class Assistant:
                              record_sources=records if patient_id else None,
                              about_patient=about_patient(patient_id) if patient_id else None,
                              scores=scores, record_rules=self.config.confidence.record_rules,
-                             cosine_min=self.config.verifier.support_cosine if verifier is not None else None)
+                             cosine_min=self.config.verifier.support_cosine if verifier is not None else None,
+                             statement_checks=self.config.verifier.statement_checks)
 
     def _support_scores(self, verifier: Verifier, question: str, sentences: list[str],
                         source_texts: dict[int, list[str]]) -> list[dict[int, np.ndarray]]:

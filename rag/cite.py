@@ -156,6 +156,35 @@ _RULE_CHANGE = re.compile(
     re.I)
 
 
+# A sentence that only points at content elsewhere ("X provides the following list of signs", "the table
+# below includes ...", "Each of the following carries a class 1 recommendation", a closing colon) states
+# nothing a reader can use; its source says the same words, so the support check passes it.
+_ANNOUNCES = re.compile(r"\b(?:the following|as follows|listed below|(?:table|list|chart) below|see below|"
+                        r"below (?:are|is|lists?|includes?|shows?))\b", re.I)
+
+
+def announces_only(sentence: str) -> bool:
+    """The sentence announces content it does not state (see ``_ANNOUNCES``); content after a colon counts."""
+    body = strip_markers(sentence).rstrip(" .")
+    if body.endswith(":"):
+        return True
+    if not _ANNOUNCES.search(body):
+        return False
+    after = body.split(":", 1)[1] if ":" in body else ""
+    return len(after.split()) < 2
+
+
+def repeats(sentences: Sequence[str]) -> list[bool]:
+    """For each sentence, whether an earlier one says the same words (markers, case and spacing aside)."""
+    seen: set[str] = set()
+    out = []
+    for s in sentences:
+        key = re.sub(r"\W+", " ", strip_markers(s).lower()).strip()
+        out.append(key in seen)
+        seen.add(key)
+    return out
+
+
 def claims_rule_change(sentence: str) -> bool:
     """True when a sentence says the assistant's rules or patient scope were lifted or overridden."""
     return _RULE_CHANGE.search(sentence) is not None
@@ -227,7 +256,8 @@ def check_support(text: str, sentence_vectors: np.ndarray, source_vectors: Mappi
                   record_sources: Collection[int] | None = None,
                   about_patient: Callable[[str], bool] | None = None,
                   scores: Sequence[Mapping[int, np.ndarray]] | None = None,
-                  record_rules: bool = True, cosine_min: float | None = None) -> list[SentenceSupport]:
+                  record_rules: bool = True, cosine_min: float | None = None,
+                  statement_checks: bool = False) -> list[SentenceSupport]:
     """Judge every sentence of ``text`` against the passages of the sources it cites.
 
     ``source_vectors[n]`` holds one row per passage of source n (normalised). A sentence
@@ -256,6 +286,10 @@ def check_support(text: str, sentence_vectors: np.ndarray, source_vectors: Mappi
     then applies to those, and ``cosine_min`` (if set) also accepts a sentence whose embedding cosine to a
     cited passage reaches it. ``record_rules=False`` turns off the three record-line rules above
     (the record-citing rule stays): they were written from one dataset's line format.
+
+    ``statement_checks``: a sentence that only announces content elsewhere (:func:`announces_only`) or
+    repeats an earlier one (:func:`repeats`) is unsupported (``checks.states``, ``checks.repeat``); the
+    verdicts are recorded either way.
     """
     sentences = split_sentences(text)
     if len(sentences) != len(sentence_vectors):
@@ -264,8 +298,14 @@ def check_support(text: str, sentence_vectors: np.ndarray, source_vectors: Mappi
         raise ValueError("one score mapping per sentence is required")
     judge = _SupportJudge(source_vectors, threshold, source_texts, set(exempt_numbers), record_sources,
                           about_patient, record_rules, cosine_min, with_scores=scores is not None)
-    return [judge.judge(sent, vec, dict(scores[i]) if scores is not None else None, attribute_uncited)
-            for i, (sent, vec) in enumerate(zip(sentences, sentence_vectors, strict=True))]
+    out = [judge.judge(sent, vec, dict(scores[i]) if scores is not None else None, attribute_uncited)
+           for i, (sent, vec) in enumerate(zip(sentences, sentence_vectors, strict=True))]
+    for s, again in zip(out, repeats(sentences), strict=True):
+        s.checks["states"] = not announces_only(s.text)
+        s.checks["repeat"] = again
+        if statement_checks and (again or not s.checks["states"]):
+            s.supported = False
+    return out
 
 
 @dataclass

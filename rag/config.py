@@ -195,6 +195,9 @@ class VerifierConfig(_Section):
                                            "guideline sentences; chosen on the trust dev split); null: verifier only")
     support_min: float = Field(0.5, ge=0.0, le=1.0, description="support probability a sentence needs from a "
                                                                 "passage of a source it cites")
+    statement_checks: bool = Field(False, description="a sentence that only announces content elsewhere (\"the "
+                                                      "following\", a closing colon) or repeats an earlier one is not "
+                                                      "shown (rag/cite.py; measured in BENCHMARKS.md, 'Trust')")
     passages_per_source: int = Field(3, ge=1, le=20, description="retrieved passages of each source scored for "
                                                                   "answerability")
     batch_size: int = Field(16, ge=1)

@@ -118,7 +118,9 @@ def _fit_or_report(args: argparse.Namespace, cfg: Any, records: dict[str, Any]) 
     if args.action == "fit":
         if args.part != "dev":
             raise InputError("`eval trust fit` fits on dev only; report test with `eval trust report --part test`")
-        calib = trust.fit_dev(rows, records, floor, resolve_path(args.calibration_out))
+        calib = trust.fit_dev(rows, records, floor, resolve_path(args.calibration_out),
+                              {"second_try": cfg.generator.second_try,
+                               "statement_checks": cfg.verifier.statement_checks})
         if args.json:
             print_json(calib)
             return 0

@@ -272,3 +272,37 @@ def test_a_record_question_needs_an_answer_about_what_it_asks(question: str, ans
     from rag.cite import unanswered_measures
 
     assert unanswered_measures(question, [answer]) == missed
+
+
+# -- statement checks (verifier.statement_checks) ------------------------------------------------------
+@pytest.mark.parametrize("sentence,announces", [
+    ("The Human Phenotype Ontology provides the following list of signs and symptoms for Hooft disease [1].", True),
+    ("If the information is available, the table below includes how often the symptom is seen [1].", True),
+    ("Each of the following carries a class 1 recommendation in symptomatic HFrEF [1].", True),
+    ("Four drug classes are recommended in HFrEF [1]:", True),
+    ("The following reduce mortality in HFrEF: ARNI, beta-blockers, MRAs and SGLT2 inhibitors [1].", False),
+    ("SGLT2 inhibitors are recommended in symptomatic chronic HFrEF [1].", False),
+    ("Sodium intake below 2 g per day is advised in CKD [1].", False),
+])
+def test_a_sentence_that_only_announces_content_states_nothing(sentence, announces):
+    from rag.cite import announces_only
+
+    assert announces_only(sentence) is announces
+
+
+def test_repeats_ignore_markers_case_and_spacing():
+    from rag.cite import repeats
+
+    assert repeats(["A is B [1].", "C is D [2].", "a is  B [2].", "A is B"]) == [False, False, True, True]
+
+
+def test_statement_checks_hide_announcements_and_repeats_only_when_on():
+    text = "Each of the following is advised [1]. Salt below 2 g a day [1]. Salt below 2 g a day [1]."
+    vec = np.ones((3, 2), np.float32) / np.sqrt(2)
+    sources = {1: np.ones((1, 2), np.float32) / np.sqrt(2)}
+    off = check_support(text, vec, sources, threshold=0.5)
+    assert [s.supported for s in off] == [True, True, True]
+    assert [s.checks["states"] for s in off] == [False, True, True]
+    assert [s.checks["repeat"] for s in off] == [False, False, True]
+    on = check_support(text, vec, sources, threshold=0.5, statement_checks=True)
+    assert [s.supported for s in on] == [False, True, False]

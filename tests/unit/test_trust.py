@@ -166,3 +166,16 @@ def test_a_persons_verdict_replaces_the_scorer_only_for_the_answer_it_judged(tmp
         trust_labels.load([bad])
     with pytest.raises(InputError, match="not found"):
         trust_labels.load([tmp_path / "missing.jsonl"])
+
+
+def test_statement_checks_replay_on_recorded_sentences():
+    row = _row("medquad", True, 0.9, 0.9)
+    lead = dict(row["sentences"][0], text="X provides the following list of signs [1].")
+    row["sentences"] = [lead, dict(lead)]
+    assert trust.replay(row, 0.1, 0.0, None, {})["answered"]
+    held = trust.replay(row, 0.1, 0.0, None, {}, statement_checks=True)
+    assert not held["answered"] and held["withheld"] == "no answer sentence is supported by a cited source"
+    row["sentences"] = [row["sentences"][0], dict(lead, text="Signs include short stature [1]."),
+                        dict(lead, text="Signs include short stature [1].")]
+    kept = trust.replay(row, 0.1, 0.0, None, {}, statement_checks=True)
+    assert kept["answered"] and kept["shown"] == 1 and kept["sentences"] == 3
