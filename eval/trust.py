@@ -33,7 +33,7 @@ from eval.mcq import stats
 from eval.patient_records import expected, states_value
 from rag.answer import Answer
 from rag.assistant import MODEL_FOUND_NOTHING, NOTHING_SUPPORTED
-from rag.cite import announces_only, repeats, unanswered_measures
+from rag.cite import announces_only, repeats, unanswered_measures, verbatim_in
 from rag.confidence import answerability_logit, combine
 from rag.config import ConfidenceConfig
 
@@ -202,7 +202,7 @@ def gate_value(row: dict[str, Any], calib: dict[str, Any] | None) -> float:
 def replay(row: dict[str, Any], gate: float, abstain_below: float, calib: dict[str, Any] | None,
            records: dict[str, Any], support: str = "verifier", support_min: float = 0.5,
            cosine_min: float = 0.45, record_rules: bool = False, support_cosine: float | None = None,
-           second_try: bool = True, statement_checks: bool = False) -> dict[str, Any]:
+           second_try: bool = True, statement_checks: bool = False, verbatim: bool = False) -> dict[str, Any]:
     """Would the pipeline answer this question under these settings, and would it be right?
 
     Only what the records hold can change: the answerability gate (questions below the run's floor
@@ -218,7 +218,7 @@ def replay(row: dict[str, Any], gate: float, abstain_below: float, calib: dict[s
         return {"answered": False, "right": not row["answerable"], "confidence": 0.0, "model_cited": False}
     kw: dict[str, Any] = {"support": support, "support_min": support_min, "cosine_min": cosine_min,
                           "record_rules": record_rules, "support_cosine": support_cosine,
-                          "statement_checks": statement_checks}
+                          "statement_checks": statement_checks, "verbatim": verbatim}
     first = _replay_answer(row, abstain_below, calib, records, **kw)
     second = row.get("second_try")
     if first.get("withheld") in (MODEL_FOUND_NOTHING, NOTHING_SUPPORTED) and second is not None and second_try:
@@ -233,7 +233,7 @@ def replay(row: dict[str, Any], gate: float, abstain_below: float, calib: dict[s
 def _replay_answer(row: dict[str, Any], abstain_below: float, calib: dict[str, Any] | None,
                    records: dict[str, Any], support: str = "verifier", support_min: float = 0.5,
                    cosine_min: float = 0.45, record_rules: bool = False, support_cosine: float | None = None,
-                   statement_checks: bool = False) -> dict[str, Any]:
+                   statement_checks: bool = False, verbatim: bool = False) -> dict[str, Any]:
     """One generated answer (a first or a second try) past the gate, under these settings; ``withheld``
     says why it would not be shown."""
     sig = row["signals"]
@@ -241,6 +241,7 @@ def _replay_answer(row: dict[str, Any], abstain_below: float, calib: dict[str, A
         return {"answered": False, "right": not row["answerable"], "confidence": 0.0, "model_cited": False,
                 "withheld": MODEL_FOUND_NOTHING}
     shown = []
+    texts = {src["n"]: str(src.get("text") or "") for src in row.get("sources", [])}
     again = repeats([s["text"] for s in row["sentences"]])
     for k, s in enumerate(row["sentences"]):
         if statement_checks and (again[k] or announces_only(s["text"])):
@@ -249,7 +250,9 @@ def _replay_answer(row: dict[str, Any], abstain_below: float, calib: dict[str, A
         ok = bool(s["citations"]) and ch.get("numbers") is not False and ch.get("cites_record") is not False
         score, bar = (s["prob"], support_min) if support == "verifier" else (s["cosine"] or 0.0, cosine_min)
         rescued = support == "verifier" and support_cosine is not None and (s["cosine"] or 0.0) >= support_cosine
-        ok = ok and (score >= bar or rescued)
+        # verifier.verbatim_support: copied from the text of a source it cites (as recorded for the run)
+        copied = verbatim and any(verbatim_in(s["text"], texts.get(n, "")) for n in s["citations"])
+        ok = ok and (score >= bar or rescued or copied)
         if record_rules and ch.get("record_rules") is False:
             ok = False
         if ok:
@@ -361,7 +364,8 @@ def outcomes(rows: list[dict[str, Any]], settings: dict[str, Any], records: dict
                       record_rules=settings.get("record_rules", False), support=settings.get("support", "verifier"),
                       support_min=settings.get("support_min", 0.5), support_cosine=settings.get("support_cosine"),
                       second_try=settings.get("second_try", True),
-                      statement_checks=settings.get("statement_checks", False)),
+                      statement_checks=settings.get("statement_checks", False),
+                      verbatim=settings.get("verbatim", False)),
              "suite": r["suite"], "answerable": r["answerable"]} for r in rows]
 
 
@@ -522,6 +526,7 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "hand-set confidence weights (uncalibrated)": {"calibration": None},
     "no second try (generator.second_try off)": {"second_try": False},
     "statement checks flipped (verifier.statement_checks)": {"statement_checks": "flip"},
+    "verbatim support flipped (verifier.verbatim_support)": {"verbatim": "flip"},
 }
 
 
@@ -536,6 +541,7 @@ def settings_from(config: Any, floor: float) -> dict[str, Any]:
             "calibration": calib, "record_rules": config.confidence.record_rules,
             "support_min": config.verifier.support_min, "support_cosine": config.verifier.support_cosine,
             "second_try": config.generator.second_try, "statement_checks": config.verifier.statement_checks,
+            "verbatim": config.verifier.verbatim_support,
             "floor": floor}
 
 
@@ -584,8 +590,9 @@ def report(rows: list[dict[str, Any]], settings: dict[str, Any], records: dict[s
             s["calibration"] = {"gate": settings["calibration"].get("gate")}  # same gate, hand-set weights
         if s.get("gate") is None:
             s["gate"] = settings["floor"]
-        if s.get("statement_checks") == "flip":
-            s["statement_checks"] = not settings.get("statement_checks", False)
+        for key in ("statement_checks", "verbatim"):
+            if s.get(key) == "flip":
+                s[key] = not settings.get(key, False)
         ablations[name] = summary(rows, s, records)
     timing = {k: [r["timings_ms"][k] for r in rows if k in r["timings_ms"]]
               for k in ("answerability", "citation_check", "generation", "total")}

@@ -600,7 +600,8 @@ class Assistant:
                              about_patient=about_patient(patient_id) if patient_id else None,
                              scores=scores, record_rules=self.config.confidence.record_rules,
                              cosine_min=self.config.verifier.support_cosine if verifier is not None else None,
-                             statement_checks=self.config.verifier.statement_checks)
+                             statement_checks=self.config.verifier.statement_checks,
+                             verbatim=self.config.verifier.verbatim_support)
 
     def _support_scores(self, verifier: Verifier, question: str, sentences: list[str],
                         source_texts: dict[int, list[str]]) -> list[dict[int, np.ndarray]]:

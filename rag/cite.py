@@ -174,6 +174,25 @@ def announces_only(sentence: str) -> bool:
     return len(after.split()) < 2
 
 
+_WORDS = re.compile(r"[a-z0-9]+(?:[.,][0-9]+)?")
+
+
+def verbatim_in(sentence: str, passage: str, min_share: float = 0.9, min_words: int = 6) -> bool:
+    """The sentence's words (markers removed) appear in this order in ``passage``, covering at least
+    ``min_share`` of them: a sentence copied from its source, give or take a word. The claim-support model
+    under-accepts such copies (0.02-0.23 on word-for-word guideline sentences, BENCHMARKS.md "Trust"); a
+    copy is stated by its source by construction (whether it answers the question is the gate's and the
+    calibration's business)."""
+    from difflib import SequenceMatcher
+
+    words = _WORDS.findall(strip_markers(sentence).lower())
+    if len(words) < min_words:
+        return False
+    ref = _WORDS.findall(passage.lower())
+    matched = sum(b.size for b in SequenceMatcher(None, words, ref, autojunk=False).get_matching_blocks())
+    return matched >= min_share * len(words)
+
+
 def repeats(sentences: Sequence[str]) -> list[bool]:
     """For each sentence, whether an earlier one says the same words (markers, case and spacing aside)."""
     seen: set[str] = set()
@@ -257,7 +276,7 @@ def check_support(text: str, sentence_vectors: np.ndarray, source_vectors: Mappi
                   about_patient: Callable[[str], bool] | None = None,
                   scores: Sequence[Mapping[int, np.ndarray]] | None = None,
                   record_rules: bool = True, cosine_min: float | None = None,
-                  statement_checks: bool = False) -> list[SentenceSupport]:
+                  statement_checks: bool = False, verbatim: bool = False) -> list[SentenceSupport]:
     """Judge every sentence of ``text`` against the passages of the sources it cites.
 
     ``source_vectors[n]`` holds one row per passage of source n (normalised). A sentence
@@ -287,6 +306,9 @@ def check_support(text: str, sentence_vectors: np.ndarray, source_vectors: Mappi
     cited passage reaches it. ``record_rules=False`` turns off the three record-line rules above
     (the record-citing rule stays): they were written from one dataset's line format.
 
+    ``verbatim``: a sentence copied from the text of a source it cites (:func:`verbatim_in`) is supported
+    whatever its score (``checks.verbatim``; the number check still applies).
+
     ``statement_checks``: a sentence that only announces content elsewhere (:func:`announces_only`) or
     repeats an earlier one (:func:`repeats`) is unsupported (``checks.states``, ``checks.repeat``); the
     verdicts are recorded either way.
@@ -297,7 +319,7 @@ def check_support(text: str, sentence_vectors: np.ndarray, source_vectors: Mappi
     if scores is not None and len(scores) != len(sentences):
         raise ValueError("one score mapping per sentence is required")
     judge = _SupportJudge(source_vectors, threshold, source_texts, set(exempt_numbers), record_sources,
-                          about_patient, record_rules, cosine_min, with_scores=scores is not None)
+                          about_patient, record_rules, cosine_min, with_scores=scores is not None, verbatim=verbatim)
     out = [judge.judge(sent, vec, dict(scores[i]) if scores is not None else None, attribute_uncited)
            for i, (sent, vec) in enumerate(zip(sentences, sentence_vectors, strict=True))]
     for s, again in zip(out, repeats(sentences), strict=True):
@@ -325,12 +347,12 @@ class _SupportJudge:
     def __init__(self, source_vectors: Mapping[int, np.ndarray], threshold: float,
                  source_texts: Mapping[int, list[str]] | None, exempt: set[str],
                  record_sources: Collection[int] | None, about_patient: Callable[[str], bool] | None,
-                 record_rules: bool, cosine_min: float | None, with_scores: bool):
+                 record_rules: bool, cosine_min: float | None, with_scores: bool, verbatim: bool = False):
         self.vectors, self.threshold, self.texts, self.exempt = source_vectors, threshold, source_texts, exempt
         self.records = set(record_sources or ())
         self.check_records = record_sources is not None and about_patient is not None
         self.about_patient, self.record_rules, self.cosine_min = about_patient, record_rules, cosine_min
-        self.with_scores = with_scores
+        self.with_scores, self.verbatim = with_scores, verbatim
 
     # -- the rules ------------------------------------------------------------------------------------
     def lines_of(self, ns: list[int]) -> list[str]:
@@ -360,6 +382,10 @@ class _SupportJudge:
     def fact(self, sent: str, ns: list[int]) -> bool | None:
         return record_fact(sent, self.lines_of(ns)) if self.records and self.record_rules else None
 
+    def copied(self, sent: str, ns: list[int]) -> bool:
+        """The sentence is (near-)verbatim text of one of these sources (:func:`verbatim_in`)."""
+        return self.texts is not None and any(verbatim_in(sent, "\n".join(self.texts.get(n, []))) for n in ns)
+
     def nearest(self, vec: np.ndarray, ns: Collection[int]) -> dict[int, int]:
         """Per source, the passage most similar to the sentence (the one that holds it near-verbatim)."""
         return {n: int(np.argmax(self.vectors[n] @ vec)) for n in ns
@@ -387,6 +413,7 @@ class _SupportJudge:
         cosine = max((cos[n] for n in v.cited if n in cos), default=None)
         checks["rescued_by_cosine"] = (bool(rescued and v.best_score < self.threshold) if self.cosine_min is not None
                                        else None)
+        checks["verbatim"] = self.copied(sent, v.cited) if self.texts is not None and v.cited else None
         return SentenceSupport(sent, v.cited, v.supported, v.best_score, v.best, v.attributed, checks, cosine)
 
     def _as_cited(self, sent: str, vec: np.ndarray, sims: dict[int, np.ndarray], cited: list[int],
@@ -399,7 +426,9 @@ class _SupportJudge:
         rescued = self.cosine_min is not None and cos_cited is not None and cos_cited >= self.cosine_min
         if rescued and best_score < self.threshold:
             best = self.nearest(vec, cited)  # supported by near-verbatim similarity: show the passage holding it
-        supported = (bool(cited) and (best_score >= self.threshold or rescued or self.by_record(sent, cited, fact))
+        copied = self.verbatim and self.copied(sent, cited)
+        supported = (bool(cited) and (best_score >= self.threshold or rescued or copied
+                                      or self.by_record(sent, cited, fact))
                      and fact is not False and self.numbers_ok(sent, cited)
                      and (not needs_record or bool(self.records & set(cited))))
         return _Judged(cited, best, best_score, supported), rescued

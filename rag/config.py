@@ -195,6 +195,9 @@ class VerifierConfig(_Section):
                                            "guideline sentences; chosen on the trust dev split); null: verifier only")
     support_min: float = Field(0.5, ge=0.0, le=1.0, description="support probability a sentence needs from a "
                                                                 "passage of a source it cites")
+    verbatim_support: bool = Field(False, description="a sentence copied from the text of a source it cites (>= 90% "
+                                                      "of its words in order) is supported whatever the verifier says "
+                                                      "(rag/cite.py verbatim_in; measured in BENCHMARKS.md, 'Trust')")
     statement_checks: bool = Field(False, description="a sentence that only announces content elsewhere (\"the "
                                                       "following\", a closing colon) or repeats an earlier one is not "
                                                       "shown (rag/cite.py; measured in BENCHMARKS.md, 'Trust')")

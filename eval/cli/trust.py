@@ -120,7 +120,8 @@ def _fit_or_report(args: argparse.Namespace, cfg: Any, records: dict[str, Any]) 
             raise InputError("`eval trust fit` fits on dev only; report test with `eval trust report --part test`")
         calib = trust.fit_dev(rows, records, floor, resolve_path(args.calibration_out),
                               {"second_try": cfg.generator.second_try,
-                               "statement_checks": cfg.verifier.statement_checks})
+                               "statement_checks": cfg.verifier.statement_checks,
+                               "verbatim": cfg.verifier.verbatim_support})
         if args.json:
             print_json(calib)
             return 0
