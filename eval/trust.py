@@ -251,7 +251,7 @@ def _replay_answer(row: dict[str, Any], abstain_below: float, calib: dict[str, A
         score, bar = (s["prob"], support_min) if support == "verifier" else (s["cosine"] or 0.0, cosine_min)
         rescued = support == "verifier" and support_cosine is not None and (s["cosine"] or 0.0) >= support_cosine
         # verifier.verbatim_support: copied from the text of a source it cites (as recorded for the run)
-        copied = verbatim and any(verbatim_in(s["text"], texts.get(n, "")) for n in s["citations"])
+        copied = verbatim and any(_copied(s["text"], texts.get(n, "")) for n in s["citations"])
         ok = ok and (score >= bar or rescued or copied)
         if record_rules and ch.get("record_rules") is False:
             ok = False
@@ -272,6 +272,12 @@ def _replay_answer(row: dict[str, Any], abstain_below: float, calib: dict[str, A
     verdict = trust_labels.override(row, shown, right_if_answered(row, shown, records))
     return {"answered": True, "right": verdict["right"], "model_cited": verdict["model_cited"], "confidence": conf,
             "sentences": n, "shown": len(shown), "labelled": verdict.get("labelled", False), "signals": signals}
+
+
+@functools.lru_cache(maxsize=500_000)
+def _copied(sentence: str, passage: str) -> bool:
+    """:func:`rag.cite.verbatim_in`, once per pair: a fit replays every record thousands of times."""
+    return verbatim_in(sentence, passage)
 
 
 def probability(calib: dict[str, Any], signals: dict[str, float]) -> float:
