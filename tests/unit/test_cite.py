@@ -306,3 +306,38 @@ def test_statement_checks_hide_announcements_and_repeats_only_when_on():
     assert [s.checks["repeat"] for s in off] == [False, False, True]
     on = check_support(text, vec, sources, threshold=0.5, statement_checks=True)
     assert [s.supported for s in on] == [False, True, False]
+
+
+# -- verbatim support (verifier.verbatim_support) -------------------------------------------------------
+CRT = ("## Cardiac resynchronisation therapy\nIn HFrEF, CRT is recommended (class 1) for patients with an LVEF of 35% "
+       "or less, sinus rhythm, left bundle branch block (LBBB) with a QRS duration of 150 ms or more. Other text.")
+
+
+@pytest.mark.parametrize("sentence,copied", [
+    ("In HFrEF, CRT is recommended (class 1) for patients with an LVEF of 35% or less, sinus rhythm, left bundle "
+     "branch block (LBBB) with a QRS duration of 150 ms or more [1].", True),
+    ("CRT is recommended (class 1) for patients with an LVEF of 35% or less and a QRS of 150 ms or more [1].", True),
+    ("Patients with a wide QRS and a low ejection fraction should be offered resynchronisation therapy [1].", False),
+    ("In HFpEF, CRT is recommended (class 1) for patients with an LVEF of 35% or less, sinus rhythm [1].", True),
+    ("CRT is not recommended [1].", False),  # under six words: too short to call a copy
+    ("Psoriasis is treated with CRT in patients with an LVEF of 35% or less [1].", False),
+])
+def test_verbatim_means_the_words_in_order_give_or_take_one(sentence, copied):
+    from rag.cite import verbatim_in
+
+    assert verbatim_in(sentence, CRT) is copied
+
+
+def test_a_copied_sentence_is_supported_whatever_the_score_only_when_on():
+    text = ("In HFrEF, CRT is recommended (class 1) for patients with an LVEF of 35% or less, sinus rhythm, left "
+            "bundle branch block (LBBB) with a QRS duration of 150 ms or more [1].")
+    vec = np.array([[1.0, 0.0]], np.float32)
+    sources = {1: np.array([[0.0, 1.0]], np.float32)}
+    low = [{1: np.array([0.05], np.float32)}]  # the claim-support model's probability for the copy
+    off = check_support(text, vec, sources, 0.5, source_texts={1: [CRT]}, scores=low)
+    assert not off[0].supported and off[0].checks["verbatim"] is True
+    on = check_support(text, vec, sources, 0.5, source_texts={1: [CRT]}, scores=low, verbatim=True)
+    assert on[0].supported
+    wrong_number = text.replace("150 ms", "130 ms")
+    assert not check_support(wrong_number, vec, sources, 0.5, source_texts={1: [CRT]}, scores=low,
+                             verbatim=True)[0].supported

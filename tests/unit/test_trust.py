@@ -179,3 +179,14 @@ def test_statement_checks_replay_on_recorded_sentences():
                         dict(lead, text="Signs include short stature [1].")]
     kept = trust.replay(row, 0.1, 0.0, None, {}, statement_checks=True)
     assert kept["answered"] and kept["shown"] == 1 and kept["sentences"] == 3
+
+
+def test_verbatim_support_replays_against_the_recorded_source_text():
+    row = _row("medquad", True, 0.9, 0.05)
+    copy = "Salt intake in CKD should be kept below 2 g per day [1]."
+    row["sentences"][0]["text"] = copy
+    row["sources"] = [{"n": 1, "doc_id": "g", "text": "## Diet\nSalt intake in CKD should be kept below 2 g per day."}]
+    assert not trust.replay(row, 0.1, 0.0, None, {})["answered"]
+    assert trust.replay(row, 0.1, 0.0, None, {}, verbatim=True)["answered"]
+    row["sources"][0]["text"] = "## Diet\nProtein intake of 0.8 g/kg per day is suggested."
+    assert not trust.replay(row, 0.1, 0.0, None, {}, verbatim=True)["answered"]
