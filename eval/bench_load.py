@@ -206,7 +206,8 @@ def run_clients(base: str, plan: list[list[tuple[str, str | None]]], timeout: fl
                 if journal is not None:
                     journal.write("row", row_json(row))
 
-    threads = [threading.Thread(target=client, args=(i,), name=f"client-{i}") for i in range(len(plan))]
+    # Daemon threads: a SIGTERM (sys.exit in the main thread) must not wait for clients sleeping on Retry-After.
+    threads = [threading.Thread(target=client, args=(i,), name=f"client-{i}", daemon=True) for i in range(len(plan))]
     for th in threads:
         th.start()
     for th in threads:

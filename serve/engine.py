@@ -364,6 +364,9 @@ class Engine:
                     self.clock.observe_at_least(len(batch), time.perf_counter() - t)
             finally:
                 self._idle()
+                log.info("generation", extra={"event": "generation", "batch": len(batch),
+                                              "ms": round((time.perf_counter() - t) * 1000, 1),
+                                              "abandoned": sum(j.stop.is_set() for j in batch)})
                 self.metrics.observe("cds_generation_seconds", time.perf_counter() - t)
                 self.metrics.observe("cds_generation_batch_size", len(batch), buckets=(1, 2, 4, 8, 16, 32))
             for j, out in zip(batch, outs, strict=True):

@@ -269,15 +269,23 @@ class Endless(StreamingGenerator):
         return self._gen()
 
 
-def test_a_batch_that_timed_out_teaches_the_clock_its_length(hash_index):
+def test_a_batch_that_timed_out_teaches_the_clock_its_length(hash_index, caplog):
     """Prior 0.1 s per question, timeout 1 s: the batch runs until the request's 504 stops it, and the
     clock learns that a batch of one takes at least that long (before: a cut-short batch taught nothing,
     so admission kept admitting on the prior while every admitted question timed out)."""
     client, eng = _client(hash_index, Endless(f"{SUPPORTED} [1]."), None, "serve.request_timeout_s=1",
                           "serve.admission_prior_s=0.1")
+    caplog.set_level("INFO", logger="serve.engine")
     with client:
         assert eng.wait_ready(30)
         assert client.post("/v1/query", json={"question": QUESTION}).status_code == 504
         _wait(lambda: eng.clock.measured == 1, "the cut-short batch recorded")
         assert eng.clock.estimate(1) >= 0.8
         assert client.get("/readyz").json()["admission"]["batch_seconds"]["1"] >= 0.8
+    # The server log says how long each generation call ran and how many of its requests had given up.
+    def logged() -> list[Any]:
+        return [r for r in caplog.records if getattr(r, "event", None) == "generation"]
+
+    _wait(logged, "the generation call logged")  # after the clock: the log line is the call's last step
+    [rec] = logged()
+    assert rec.batch == 1 and rec.abandoned == 1 and rec.ms >= 800  # type: ignore[attr-defined]
