@@ -192,16 +192,22 @@ def ask(base: str, q: str, pid: str | None, timeout: float, t0: float, client: i
 
 
 def run_clients(base: str, plan: list[list[tuple[str, str | None]]], timeout: float, t0: float,
-                max_retries: int = 0, journal: Journal | None = None) -> list[Row]:
+                max_retries: int = 0, journal: Journal | None = None, stopping: threading.Event | None = None
+                ) -> list[Row]:
     """One thread per client, each asking its questions one after another; each finished question goes to
-    the journal at once, when there is one."""
+    the journal at once, when there is one. Once ``stopping`` is set (the run was interrupted and its server
+    is being stopped) nothing more is asked or recorded: those failures would be the stop's, not the server's."""
     rows: list[Row] = []
     lock = threading.Lock()
 
     def client(i: int) -> None:
         for n, (q, pid) in enumerate(plan[i]):
+            if stopping is not None and stopping.is_set():
+                return
             row = ask(base, q, pid, timeout, t0, i, n, max_retries)
             with lock:
+                if stopping is not None and stopping.is_set():
+                    return
                 rows.append(row)
                 if journal is not None:
                     journal.write("row", row_json(row))
@@ -638,6 +644,7 @@ def run_once(args: argparse.Namespace, plan: list[list[tuple[str, str | None]]],
     if journal is not None:
         journal.write("run", out)
     upd: Update | None = None
+    stopping = threading.Event()  # set when the run ends or is interrupted: the clients record nothing after
     try:
         before_m, cpu0 = metrics(base), cpu_seconds(server.pid)
         serving0 = (get_json(base, "/v1/index/status") or {}).get("serving_version")
@@ -646,7 +653,7 @@ def run_once(args: argparse.Namespace, plan: list[list[tuple[str, str | None]]],
         mon.start()
         upd = start_update(args, index, work / f"sources-{tag}" / "loadtest", t0) if args.update_during else None
         load0 = os.getloadavg()
-        rows = run_clients(base, plan, args.timeout_s, t0, args.retries, journal)
+        rows = run_clients(base, plan, args.timeout_s, t0, args.retries, journal, stopping)
         wall = time.perf_counter() - t0
         if upd is not None:
             upd.join()
@@ -667,6 +674,7 @@ def run_once(args: argparse.Namespace, plan: list[list[tuple[str, str | None]]],
             journal.write("end", out)
         out["rows"] = [row_json(r) for r in rows]
     finally:
+        stopping.set()
         if upd is not None:
             upd.stop()
         server.terminate()

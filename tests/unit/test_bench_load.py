@@ -288,3 +288,19 @@ def test_a_run_journals_its_end_and_summarize_reads_it(tmp_path: Path, capsys: p
     assert run["p50_s"] == 2.0 and run["answered"] == 1
     args = bl.parse(["--output", str(tmp_path / "x.json")])
     assert bl.journal_path(args) == tmp_path / "x.journal.jsonl" and bl.journal_path(bl.parse([])) is None
+
+
+def test_once_the_run_is_stopping_nothing_more_is_asked_or_recorded(server: tuple[str, _Fake], tmp_path: Path) -> None:
+    """An interrupted run stops its server: the clients' connection errors after that are the stop's doing,
+    not failures of the server, and must not reach the journal (they did in the seventh session's run)."""
+    base, _ = server
+    stop = threading.Event()
+    journal = bl.Journal(tmp_path / "j.jsonl")
+    timer = threading.Timer(0.2, stop.set)
+    timer.start()
+    rows = bl.run_clients(base, [[("slow a", None), ("slow b", None)], [("quick", None), ("slow c", None)]],
+                          timeout=10, t0=time.perf_counter(), journal=journal, stopping=stop)
+    timer.join()
+    assert [r.question for r in rows] == ["quick"]  # "slow a" and "slow c" ended after the stop; "slow b" never asked
+    [run] = bl.summarize_journal(tmp_path / "j.jsonl")
+    assert run["requests"] == 1 and run["failed"] == 0
