@@ -35,8 +35,12 @@ class BatchClock:
 
     Before any batch is measured a batch of ``n`` is assumed to take ``n * prior_s`` (one after
     another, no gain from batching: the cautious end). A size not yet measured is estimated from the
-    measured ones: no slower than the next larger measured size, and at most proportionally slower
-    than the next smaller one (a batch is never slower than its questions one after another).
+    measured ones: no slower than the next larger measured size. Every size, measured or not, is at
+    most proportionally slower than the next smaller measured one (a batch is never slower than its
+    questions one after another): so a batch of four measured slow while the CPU was taken (or cut short
+    by timeouts) stops counting once batches of one are measured fast again; otherwise its estimate
+    would refuse every question that finds anything ahead, and batches of four would never run again
+    to correct it.
     """
 
     def __init__(self, prior_s: float):
@@ -70,15 +74,14 @@ class BatchClock:
         """Expected seconds of a generation batch of ``size`` questions."""
         with self._lock:
             known = dict(self._batch)
-        if size in known:
-            return known[size]
         if not known:
             return self.prior_s * size
+        smaller = [s for s in known if s < size]
+        cap = known[max(smaller)] * size / max(smaller) if smaller else math.inf
+        if size in known:
+            return min(known[size], cap)
         larger = [s for s in known if s > size]
-        if larger:
-            return known[min(larger)]
-        below = max(known)
-        return known[below] * size / below
+        return min(known[min(larger)], cap) if larger else cap
 
     @property
     def finish_s(self) -> float:

@@ -30,7 +30,9 @@ def test_the_clock_starts_from_the_prior_and_follows_measured_batches() -> None:
     clock.observe(4, 200.0)
     assert clock.estimate(4) == pytest.approx(130.0)  # running mean: 0.7 * 100 + 0.3 * 200
     clock.observe(1, 40.0)
-    assert clock.estimate(1) == 40.0 and clock.estimate(2) == pytest.approx(130.0) and clock.measured == 3
+    assert clock.estimate(1) == 40.0 and clock.measured == 3
+    assert clock.estimate(2) == 80.0  # not the batch of four's 130 s: never slower than two singles
+    assert clock.estimate(4) == pytest.approx(130.0)  # under four singles (160 s): the measured value stands
     assert clock.finish_s == 0.0
     clock.observe_finish(2.0)
     assert clock.finish_s == 2.0 and clock.snapshot() == {"1": 40.0, "4": 130.0}
@@ -71,6 +73,17 @@ def test_a_batch_cut_short_raises_the_estimate_to_what_it_ran_never_lowers_it() 
     assert clock.estimate(4) == 55.0 and clock.measured == 1
     clock.observe(4, 50.0)
     assert clock.estimate(4) == pytest.approx(0.7 * 55.0 + 0.3 * 50.0)
+
+
+def test_a_slow_batch_of_four_stops_counting_once_singles_are_fast_again() -> None:
+    """In the load test a batch of four ran 1,163 s while another process had the core. Measured singles of
+    50 s afterwards cap its estimate at four of them (200 s): else every question that found anything ahead
+    would be refused, only singles would run, and the batch of four's estimate would never be corrected."""
+    clock = BatchClock(prior_s=60.0)
+    clock.observe_at_least(4, 1163.0)
+    assert clock.estimate(4) == 1163.0  # nothing else measured: it stands
+    clock.observe(1, 50.0)
+    assert clock.estimate(4) == 200.0 and clock.estimate(3) == 150.0 and clock.estimate(1) == 50.0
 
 
 # -- through the API ------------------------------------------------------------------------------------
