@@ -6,9 +6,10 @@ for its own batch, then for the citation check. :class:`BatchClock` keeps the me
 recent generation batches (an exponentially weighted mean per batch size, with a prior before the first
 measurement); :func:`batches_ahead` replays the worker's batching rule on the queue. Together they give
 the expected time to an answer; the engine refuses (HTTP 429, ``Retry-After``) a question whose expected
-answer would come after ``(1 - serve.admission_headroom) x serve.request_timeout_s``, instead of letting it
-wait for a 504. The headroom is for batches slower than the running mean (in the real-model load test on
-a shared core, a batch of three took 248 s right after a batch of four had taken 197 s: BENCHMARKS.md).
+answer would come after ``(1 - serve.admission_headroom) x serve.request_timeout_s`` (headroom 0 by
+default), instead of letting it wait for a 504. The headroom is for batches slower than the running mean
+(in the real-model load test on a shared core, a batch of three took 248 s right after a batch of four had
+taken 197 s: BENCHMARKS.md).
 
 The estimate also learns from batches that go slower than it: a batch cut short because every request in
 it timed out took at least as long as it ran (:meth:`BatchClock.observe_at_least`), and while the running
