@@ -3,6 +3,8 @@
     .venv/bin/python -m eval.bench_load [--index DIR] [--questions FILE.jsonl] [--clients 8] [--per-client 25]
                                         [--update-during] [--update-at 30] [--batch-sizes 1,4] [--retries 20]
                                         [--config FILE] [--set KEY=VALUE ...] [--output FILE.json]
+                                        [--journal FILE.jsonl]
+    .venv/bin/python -m eval.bench_load --summarize FILE.jsonl
 
 The server (``app.py serve``, started here) always serves a scratch copy of the index (``--index``, default
 ``index.dir`` of the config), made in a temporary folder: the index given is only read. Each client thread
@@ -28,6 +30,11 @@ answers per minute, wall, the server's RSS (after, and its peak from /proc), its
 calls and batch sizes (from /metrics), answers generated, abstained after generation and abstained before
 generation (by the answerability gate), the load average.
 
+The journal (``--journal``; with ``--output`` by default beside it, ``NAME.journal.jsonl``) records each
+question's outcome, the index changes and the update as they happen, flushed at once: a run that is killed
+or times out keeps what it had, and ``--summarize JOURNAL`` reports it (the summary of the questions
+answered so far, per run, with ``complete`` false).
+
 Default questions: the dev questions of eval/questions/demo_answerable.jsonl (eval/splits/trust.json), in
 file order, cycled to fill clients x per-client; 30 of these 32 reached generation in the trust dev runs.
 """
@@ -52,7 +59,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -185,23 +192,98 @@ def ask(base: str, q: str, pid: str | None, timeout: float, t0: float, client: i
 
 
 def run_clients(base: str, plan: list[list[tuple[str, str | None]]], timeout: float, t0: float,
-                max_retries: int = 0) -> list[Row]:
-    """One thread per client, each asking its questions one after another."""
+                max_retries: int = 0, journal: Journal | None = None, stopping: threading.Event | None = None
+                ) -> list[Row]:
+    """One thread per client, each asking its questions one after another; each finished question goes to
+    the journal at once, when there is one. Once ``stopping`` is set (the run was interrupted and its server
+    is being stopped) nothing more is asked or recorded: those failures would be the stop's, not the server's."""
     rows: list[Row] = []
     lock = threading.Lock()
 
     def client(i: int) -> None:
         for n, (q, pid) in enumerate(plan[i]):
+            if stopping is not None and stopping.is_set():
+                return
             row = ask(base, q, pid, timeout, t0, i, n, max_retries)
             with lock:
+                if stopping is not None and stopping.is_set():
+                    return
                 rows.append(row)
+                if journal is not None:
+                    journal.write("row", row_json(row))
 
-    threads = [threading.Thread(target=client, args=(i,), name=f"client-{i}") for i in range(len(plan))]
+    # Daemon threads: a SIGTERM (sys.exit in the main thread) must not wait for clients sleeping on Retry-After.
+    threads = [threading.Thread(target=client, args=(i,), name=f"client-{i}", daemon=True) for i in range(len(plan))]
     for th in threads:
         th.start()
     for th in threads:
         th.join()
     return sorted(rows, key=lambda r: r.start_s)
+
+
+def row_json(row: Row) -> dict[str, Any]:
+    return {**asdict(row), "latency_s": round(row.latency_s, 2), "start_s": round(row.start_s, 2),
+            "end_s": round(row.end_s, 2)}
+
+
+class Journal:
+    """An append-only JSONL record of a run as it goes (one line per event, flushed and synced at once), so an
+    interrupted or killed run keeps every answered question: ``--summarize JOURNAL`` reports from it.
+
+    Events: ``run`` (a server is ready: its batch size, ready time), ``row`` (one question's outcome, as in
+    the summary's ``rows``), ``index`` (the monitor saw the served or on-disk version change), ``update``
+    (the update process ended), ``end`` (the run's summary, less its rows).
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+
+    def write(self, event: str, data: dict[str, Any]) -> None:
+        line = json.dumps({"event": event, "wall_time": datetime.now(UTC).isoformat(timespec="seconds"), **data})
+        with self._lock, open(self.path, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def read_journal(path: Path) -> list[dict[str, Any]]:
+    """The runs of the journal's last invocation (from its last ``start`` event): each ``run`` event with its
+    rows, index changes, update and end (when it got that far). A torn line (the writer killed mid-line) is
+    skipped."""
+    runs: list[dict[str, Any]] = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            ev = json.loads(line)
+        except ValueError:
+            continue
+        kind = ev.pop("event", None)
+        if kind == "start":
+            runs = []
+            continue
+        if kind == "run" or not runs:
+            runs.append({"run": ev if kind == "run" else {}, "rows": [], "index": [], "update": None, "end": None})
+        if kind == "row":
+            runs[-1]["rows"].append(ev)
+        elif kind == "index":
+            runs[-1]["index"].append(ev)
+        elif kind in ("update", "end"):
+            runs[-1][kind] = ev
+    return runs
+
+
+def summarize_journal(path: Path) -> list[dict[str, Any]]:
+    """Per run of a journal: the summary of the questions answered so far (``summarize``), with the wall up
+    to the last question recorded, whether the run ended, and what the monitor and the update recorded."""
+    names = {f.name for f in fields(Row)}
+    out = []
+    for run in read_journal(path):
+        rows = [Row(**{k: v for k, v in r.items() if k in names}) for r in run["rows"]]
+        wall = max((r.end_s for r in rows), default=0.0)
+        out.append({**run["run"], "complete": run["end"] is not None, **summarize(rows, wall),
+                    "index_versions_seen": run["index"], "update": run["update"]})
+    return out
 
 
 # -- what the server says ---------------------------------------------------------------------------
@@ -260,6 +342,7 @@ class Monitor:
     interval: float = 1.0
     changes: list[dict[str, Any]] = field(default_factory=list)
     rss_peak: int = 0
+    journal: Journal | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -270,6 +353,8 @@ class Monitor:
             last = self.changes[-1] if self.changes else {}
             if any(last.get(k) != v for k, v in seen.items()):
                 self.changes.append({"t_s": round(time.perf_counter() - self.t0, 2), **seen})
+                if self.journal is not None:
+                    self.journal.write("index", self.changes[-1])
         if self.pid is not None:
             self.rss_peak = max(self.rss_peak, proc_status(self.pid, "VmRSS") or 0)
 
@@ -545,8 +630,8 @@ def start_update(args: argparse.Namespace, index: Path, folder: Path, t0: float)
 
 
 def run_once(args: argparse.Namespace, plan: list[list[tuple[str, str | None]]], batch_size: int | None,
-             work: Path) -> dict[str, Any]:
-    """One server on a fresh scratch index: the clients, and the update when asked."""
+             work: Path, journal: Journal | None = None) -> dict[str, Any]:
+    """One server on a fresh scratch index: the clients, and the update when asked (each step journalled)."""
     tag = f"bs{batch_size}" if batch_size else "config"
     index = scratch_index(Path(args.index or _config_index(args)).resolve(), work / f"index-{tag}")
     sets = _common(args) + (["--set", f"serve.batch_size={batch_size}"] if batch_size else [])
@@ -556,19 +641,24 @@ def run_once(args: argparse.Namespace, plan: list[list[tuple[str, str | None]]],
     server, ready_s = start_server(cmd, work / f"server-{tag}.log", base)
     out: dict[str, Any] = {"batch_size": batch_size or _config_batch(args), "server_ready_s": round(ready_s, 1),
                            "server_log": str(work / f"server-{tag}.log")}
+    if journal is not None:
+        journal.write("run", out)
     upd: Update | None = None
+    stopping = threading.Event()  # set when the run ends or is interrupted: the clients record nothing after
     try:
         before_m, cpu0 = metrics(base), cpu_seconds(server.pid)
         serving0 = (get_json(base, "/v1/index/status") or {}).get("serving_version")
         t0 = time.perf_counter()
-        mon = Monitor(base, t0, server.pid, args.poll_s)
+        mon = Monitor(base, t0, server.pid, args.poll_s, journal=journal)
         mon.start()
         upd = start_update(args, index, work / f"sources-{tag}" / "loadtest", t0) if args.update_during else None
         load0 = os.getloadavg()
-        rows = run_clients(base, plan, args.timeout_s, t0, args.retries)
+        rows = run_clients(base, plan, args.timeout_s, t0, args.retries, journal, stopping)
         wall = time.perf_counter() - t0
         if upd is not None:
             upd.join()
+            if journal is not None:
+                journal.write("update", upd.report())
         mon.stop()
         after_m = metrics(base)
         out.update(summarize(rows, wall))
@@ -580,9 +670,11 @@ def run_once(args: argparse.Namespace, plan: list[list[tuple[str, str | None]]],
             rep["switched"] = rep["switched"] or rep["switched_by_probe_after_load"]
             out["update"] = rep
         out["index_versions_seen"] = mon.changes
-        out["rows"] = [{**asdict(r), "latency_s": round(r.latency_s, 2), "start_s": round(r.start_s, 2),
-                        "end_s": round(r.end_s, 2)} for r in rows]
+        if journal is not None:
+            journal.write("end", out)
+        out["rows"] = [row_json(r) for r in rows]
     finally:
+        stopping.set()
         if upd is not None:
             upd.stop()
         server.terminate()
@@ -623,6 +715,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--poll-s", type=float, default=1.0, help="seconds between index status polls")
     p.add_argument("--keep", action="store_true", help="keep the scratch folder (indexes, server logs)")
     p.add_argument("--output", help="write the summary JSON here")
+    p.add_argument("--journal", type=Path, help="append every answered question and event here as it happens "
+                   "(JSONL; default with --output: OUTPUT's name with .journal.jsonl)")
+    p.add_argument("--summarize", type=Path, metavar="JOURNAL",
+                   help="only report from a journal (e.g. of an interrupted run): the summary of each run so far")
     args = p.parse_args(argv)
     if args.clients < 1 or args.per_client < 1:
         p.error("--clients and --per-client must be at least 1")
@@ -631,8 +727,17 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def journal_path(args: argparse.Namespace) -> Path | None:
+    if args.journal:
+        return Path(args.journal)
+    return Path(args.output).with_suffix(".journal.jsonl") if args.output else None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    if args.summarize:
+        print(json.dumps(summarize_journal(args.summarize), indent=1))
+        return 0
     # A SIGTERM (a job runner's timeout) unwinds like Ctrl-C: the server is stopped, the scratch folder kept.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     qs = load_questions(args.questions) if args.questions else default_questions()
@@ -647,10 +752,14 @@ def main(argv: list[str] | None = None) -> int:
                       "asked": args.clients * args.per_client},
         "runs": []}
     work = Path(tempfile.mkdtemp(prefix="cds-bench-load-"))
+    jpath = journal_path(args)
+    journal = Journal(jpath) if jpath is not None else None
+    if journal is not None:
+        journal.write("start", {k: v for k, v in summary.items() if k != "runs"})
     bad = True  # until every run has finished cleanly: the scratch folder (server logs) is kept for a look
     try:
         for bs in sizes:
-            run = run_once(args, plan, bs, work)
+            run = run_once(args, plan, bs, work, journal)
             summary["runs"].append(run)
             print(json.dumps({k: v for k, v in run.items() if k != "rows"}), flush=True)
             if args.output:  # after each run, so an A/B interrupted later keeps what it has

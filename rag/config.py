@@ -274,6 +274,11 @@ class ServeConfig(_Section):
     admission_prior_s: float = Field(60.0, gt=0.0, description="before the first batch is measured: the assumed "
                                                                "seconds of a one-question generation (a batch of n: "
                                                                "n times that)")
+    admission_headroom: float = Field(0.0, ge=0.0, lt=1.0, description="the fraction of request_timeout_s kept "
+                                      "free for batches slower than the measured mean: a question is admitted "
+                                      "when its answer is expected within (1 - headroom) x request_timeout_s "
+                                      "(0.2 suits a shared CPU; with the 60 s prior it refuses every question "
+                                      "behind the first until a batch is measured)")
     warmup: bool = Field(True, description="load the models and the index at start (readyz is 503 until done)")
 
 

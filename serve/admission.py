@@ -6,7 +6,16 @@ for its own batch, then for the citation check. :class:`BatchClock` keeps the me
 recent generation batches (an exponentially weighted mean per batch size, with a prior before the first
 measurement); :func:`batches_ahead` replays the worker's batching rule on the queue. Together they give
 the expected time to an answer; the engine refuses (HTTP 429, ``Retry-After``) a question whose expected
-answer would come after ``serve.request_timeout_s``, instead of letting it wait for a 504.
+answer would come after ``(1 - serve.admission_headroom) x serve.request_timeout_s`` (headroom 0 by
+default), instead of letting it wait for a 504. The headroom is for batches slower than the running mean
+(in the real-model load test on a shared core, a batch of three took 248 s right after a batch of four had
+taken 197 s: BENCHMARKS.md).
+
+The estimate also learns from batches that go slower than it: a batch cut short because every request in
+it timed out took at least as long as it ran (:meth:`BatchClock.observe_at_least`), and while the running
+batch is past its estimate, the batches queued behind it are assumed as much slower (``Engine._estimate``).
+Without these, a slowdown (another process taking the CPU) made every admitted batch time out while the
+estimate, never updated by a completed batch, kept admitting more.
 
 Only questions that need the generator are counted: evidence-only questions and questions the
 answerability gate refuses are answered before the queue and never refused for generator capacity.
@@ -27,8 +36,12 @@ class BatchClock:
 
     Before any batch is measured a batch of ``n`` is assumed to take ``n * prior_s`` (one after
     another, no gain from batching: the cautious end). A size not yet measured is estimated from the
-    measured ones: no slower than the next larger measured size, and at most proportionally slower
-    than the next smaller one (a batch is never slower than its questions one after another).
+    measured ones: no slower than the next larger measured size. Every size, measured or not, is at
+    most proportionally slower than the next smaller measured one (a batch is never slower than its
+    questions one after another): so a batch of four measured slow while the CPU was taken (or cut short
+    by timeouts) stops counting once batches of one are measured fast again; otherwise its estimate
+    would refuse every question that finds anything ahead, and batches of four would never run again
+    to correct it.
     """
 
     def __init__(self, prior_s: float):
@@ -45,6 +58,14 @@ class BatchClock:
             self._batch[size] = seconds if old is None else (1 - ALPHA) * old + ALPHA * seconds
             self.measured += 1
 
+    def observe_at_least(self, size: int, seconds: float) -> None:
+        """A batch of ``size`` was cut short after ``seconds`` (every request in it gave up, e.g. timed out):
+        it would have taken longer. A bound above the estimate replaces it; one below says nothing."""
+        if seconds > self.estimate(size):
+            with self._lock:
+                self._batch[size] = seconds
+                self.measured += 1
+
     def observe_finish(self, seconds: float) -> None:
         """The citation and support check of one answer took ``seconds``."""
         with self._lock:
@@ -54,15 +75,14 @@ class BatchClock:
         """Expected seconds of a generation batch of ``size`` questions."""
         with self._lock:
             known = dict(self._batch)
-        if size in known:
-            return known[size]
         if not known:
             return self.prior_s * size
+        smaller = [s for s in known if s < size]
+        cap = known[max(smaller)] * size / max(smaller) if smaller else math.inf
+        if size in known:
+            return min(known[size], cap)
         larger = [s for s in known if s > size]
-        if larger:
-            return known[min(larger)]
-        below = max(known)
-        return known[below] * size / below
+        return min(known[min(larger)], cap) if larger else cap
 
     @property
     def finish_s(self) -> float:
@@ -119,11 +139,11 @@ class Estimate:
         """Seconds until the answer: the batches ahead, its own batch and the check."""
         return self.running_s + self.queued_s + self.own_s + self.finish_s
 
-    def refuse(self, elapsed_s: float, timeout_s: float) -> bool:
-        """Whether the answer would come after the timeout. A question with nothing ahead of it is never
-        refused: waiting cannot make its batch shorter."""
-        return self.batches_ahead > 0 and elapsed_s + self.wait_s > timeout_s
+    def refuse(self, elapsed_s: float, timeout_s: float, headroom: float = 0.0) -> bool:
+        """Whether the answer would come after the timeout less its ``headroom`` (a fraction of it). A question
+        with nothing ahead of it is never refused: waiting cannot make its batch shorter."""
+        return self.batches_ahead > 0 and elapsed_s + self.wait_s > timeout_s * (1.0 - headroom)
 
-    def retry_after(self, elapsed_s: float, timeout_s: float) -> int:
+    def retry_after(self, elapsed_s: float, timeout_s: float, headroom: float = 0.0) -> int:
         """Seconds until the queue has moved on enough for this question to be answered in time."""
-        return max(1, math.ceil(elapsed_s + self.wait_s - timeout_s))
+        return max(1, math.ceil(elapsed_s + self.wait_s - timeout_s * (1.0 - headroom)))

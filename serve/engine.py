@@ -257,13 +257,14 @@ class Engine:
         with self._cond:
             if self.cfg.admission:
                 est = self._estimate(self._batchable(job))
-                timeout = self.cfg.request_timeout_s
-                if est.refuse(elapsed_s, timeout):
+                timeout, headroom = self.cfg.request_timeout_s, self.cfg.admission_headroom
+                if est.refuse(elapsed_s, timeout, headroom):
                     self.metrics.inc("cds_rejected_total", reason="overloaded")
-                    after = est.retry_after(elapsed_s, timeout)
+                    after = est.retry_after(elapsed_s, timeout, headroom)
                     raise Overloaded(f"the generator is busy: an answer now would take about {est.wait_s:.0f} s "
                                      f"({est.batches_ahead} batches ahead), over serve.request_timeout_s "
-                                     f"({timeout:g} s); retry in {after} s (Retry-After)", after)
+                                     f"({timeout:g} s) less its headroom ({headroom:.0%}); retry in {after} s "
+                                     "(Retry-After)", after)
             self._by_future[job.future] = job
             self._jobs.append(job)
             self.metrics.set_gauge("cds_generation_queue", len(self._jobs))
@@ -277,13 +278,16 @@ class Engine:
         """When a question queued now can expect its answer (call under ``self._cond``)."""
         queue = [self._batchable(j) for j in self._jobs if not j.future.cancelled()]
         ahead, _ = batches_ahead(queue, batchable, self.cfg.batch_size)
-        running_s = 0.0
+        running_s, slow = 0.0, 1.0
         if self._running is not None:
             size, started = self._running
-            running_s = max(0.0, self.clock.estimate(size) - (time.perf_counter() - started))
+            expected, ran = self.clock.estimate(size), time.perf_counter() - started
+            running_s = max(0.0, expected - ran)
+            # Running past its estimate: the CPU is slower now than measured; so are the batches behind it.
+            slow = max(1.0, ran / expected) if expected > 0 else 1.0
         # Its own batch may still grow, up to batch_size, with questions that arrive after it.
-        own = self.clock.estimate(self.cfg.batch_size if batchable else 1)
-        return Estimate(running_s, sum(self.clock.estimate(n) for n in ahead), own, self.clock.finish_s,
+        own = self.clock.estimate(self.cfg.batch_size if batchable else 1) * slow
+        return Estimate(running_s, slow * sum(self.clock.estimate(n) for n in ahead), own, self.clock.finish_s,
                         len(ahead) + (self._running is not None))
 
     def estimate(self) -> Estimate:
@@ -348,14 +352,21 @@ class Engine:
                 else:
                     outs = a.generate_batch([j.prepared for j in batch], should_stop=_all_abandoned(batch))
             except BaseException as e:  # the worker must survive any one request's failure
+                if all(j.stop.is_set() for j in batch):  # Stopped: every request gave up; it would have run longer
+                    self.clock.observe_at_least(len(batch), time.perf_counter() - t)
                 for j in batch:
                     j.future.set_exception(e)
                 continue
-            else:  # a batch cut short because all its requests left is no measure of batch time
+            else:  # a batch cut short because all its requests left (timed out) would have taken longer
                 if not all(j.stop.is_set() for j in batch):
                     self.clock.observe(len(batch), time.perf_counter() - t)
+                else:
+                    self.clock.observe_at_least(len(batch), time.perf_counter() - t)
             finally:
                 self._idle()
+                log.info("generation", extra={"event": "generation", "batch": len(batch),
+                                              "ms": round((time.perf_counter() - t) * 1000, 1),
+                                              "abandoned": sum(j.stop.is_set() for j in batch)})
                 self.metrics.observe("cds_generation_seconds", time.perf_counter() - t)
                 self.metrics.observe("cds_generation_batch_size", len(batch), buckets=(1, 2, 4, 8, 16, 32))
             for j, out in zip(batch, outs, strict=True):

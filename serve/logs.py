@@ -10,7 +10,7 @@ import time
 # The only extra fields a record may carry into the log (anything else passed in `extra` is dropped).
 FIELDS = ("event", "request_id", "method", "route", "status", "ms", "question_chars", "patient", "stream",
           "abstained", "generated", "confidence", "confidence_label", "index_version", "error_type", "load_s",
-          "host", "port", "auth", "batch")
+          "host", "port", "auth", "batch", "abandoned")
 
 
 class JsonFormatter(logging.Formatter):

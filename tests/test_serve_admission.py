@@ -30,7 +30,9 @@ def test_the_clock_starts_from_the_prior_and_follows_measured_batches() -> None:
     clock.observe(4, 200.0)
     assert clock.estimate(4) == pytest.approx(130.0)  # running mean: 0.7 * 100 + 0.3 * 200
     clock.observe(1, 40.0)
-    assert clock.estimate(1) == 40.0 and clock.estimate(2) == pytest.approx(130.0) and clock.measured == 3
+    assert clock.estimate(1) == 40.0 and clock.measured == 3
+    assert clock.estimate(2) == 80.0  # not the batch of four's 130 s: never slower than two singles
+    assert clock.estimate(4) == pytest.approx(130.0)  # under four singles (160 s): the measured value stands
     assert clock.finish_s == 0.0
     clock.observe_finish(2.0)
     assert clock.finish_s == 2.0 and clock.snapshot() == {"1": 40.0, "4": 130.0}
@@ -58,6 +60,30 @@ def test_refused_only_when_the_answer_would_come_after_the_timeout() -> None:
     assert est.retry_after(2.0, 30.0) == 8
     alone = Estimate(0.0, 0.0, 500.0, 0.0, batches_ahead=0)  # nothing ahead: waiting would not help
     assert not alone.refuse(0.0, 300.0)
+    # With a headroom of a fifth, the answer must be expected within 32 s of a 40 s timeout.
+    assert est.refuse(elapsed_s=2.0, timeout_s=40.0, headroom=0.2) and est.retry_after(2.0, 40.0, 0.2) == 6
+    assert not est.refuse(elapsed_s=2.0, timeout_s=50.0, headroom=0.2)
+
+
+def test_a_batch_cut_short_raises_the_estimate_to_what_it_ran_never_lowers_it() -> None:
+    clock = BatchClock(prior_s=10.0)
+    clock.observe_at_least(4, 30.0)  # cut short after 30 s: below the prior's 4 x 10 s, so it says nothing
+    assert clock.estimate(4) == 40.0 and clock.measured == 0
+    clock.observe_at_least(4, 55.0)  # ran 55 s and was still not done: at least that
+    assert clock.estimate(4) == 55.0 and clock.measured == 1
+    clock.observe(4, 50.0)
+    assert clock.estimate(4) == pytest.approx(0.7 * 55.0 + 0.3 * 50.0)
+
+
+def test_a_slow_batch_of_four_stops_counting_once_singles_are_fast_again() -> None:
+    """In the load test a batch of four ran 1,163 s while another process had the core. Measured singles of
+    50 s afterwards cap its estimate at four of them (200 s): else every question that found anything ahead
+    would be refused, only singles would run, and the batch of four's estimate would never be corrected."""
+    clock = BatchClock(prior_s=60.0)
+    clock.observe_at_least(4, 1163.0)
+    assert clock.estimate(4) == 1163.0  # nothing else measured: it stands
+    clock.observe(1, 50.0)
+    assert clock.estimate(4) == 200.0 and clock.estimate(3) == 150.0 and clock.estimate(1) == 50.0
 
 
 # -- through the API ------------------------------------------------------------------------------------
@@ -81,7 +107,7 @@ def test_the_question_that_would_outlast_the_timeout_is_refused_at_once(hash_ind
     gate = threading.Event()
     gen = StreamingGenerator(f"{SUPPORTED} [1].", gate)
     client, eng = _client(hash_index, gen, None, "serve.batch_size=1", "serve.request_timeout_s=35",
-                          "verifier.answerable_min=0.5")
+                          "serve.admission_headroom=0", "verifier.answerable_min=0.5")
     with client, ThreadPoolExecutor(4) as pool:
         assert eng.wait_ready(30)
         eng.clock.observe(1, 10.0)  # what the worker records after a 10 s batch of one
@@ -224,3 +250,55 @@ def test_without_admission_control_the_same_load_times_out(hash_index):
     s, metrics = _load_test(hash_index, "serve.admission=false")
     assert s["failed"] >= 1 and {f["status"] for f in s["failures"]} == {504} and s["retries"] == 0
     assert metrics['cds_rejected_total{reason="timeout"}'] == s["failed"]
+
+
+def test_a_batch_past_its_estimate_slows_the_estimate_of_the_queue_behind_it(hash_index):
+    """The CPU got slower (another process took it): the running batch of four, measured at 10 s, has run
+    20 s. A newcomer's own batch is expected to take 20 s too, not 10 (the load test's 504s: questions were
+    admitted on the old estimate while every batch ran past it)."""
+    _, eng = _client(hash_index, StreamingGenerator(f"{SUPPORTED} [1]."), None, "serve.batch_size=4")
+    eng.clock.observe(4, 10.0)
+    with eng._cond:
+        eng._running = (4, time.perf_counter() - 4.0)  # on time: 6 s left, the next batch 10 s
+    est = eng.estimate()
+    assert est.running_s == pytest.approx(6.0, abs=0.5) and est.own_s == 10.0 and est.batches_ahead == 1
+    with eng._cond:
+        eng._running = (4, time.perf_counter() - 20.0)  # twice its estimate so far
+    est = eng.estimate()
+    assert est.running_s == 0.0 and est.own_s == pytest.approx(20.0, abs=0.5)
+    assert est.refuse(elapsed_s=0.0, timeout_s=24.0, headroom=0.2)  # 20 s > 19.2 s; on the old 10 s: admitted
+    with eng._cond:
+        eng._running = None
+    assert eng.estimate().own_s == 10.0 and eng.estimate().batches_ahead == 0
+
+
+class Endless(StreamingGenerator):
+    """Streams words every 10 ms for 10 s unless stopped (the worker stops it once its request gave up)."""
+
+    def generate(self, messages: Any, max_new_tokens: int, temperature: float = 0.0, on_text: Any = None) -> Any:
+        for w in self.reply.split(" ") * 200:
+            time.sleep(0.01)
+            on_text(w + " ")
+        return self._gen()
+
+
+def test_a_batch_that_timed_out_teaches_the_clock_its_length(hash_index, caplog):
+    """Prior 0.1 s per question, timeout 1 s: the batch runs until the request's 504 stops it, and the
+    clock learns that a batch of one takes at least that long (before: a cut-short batch taught nothing,
+    so admission kept admitting on the prior while every admitted question timed out)."""
+    client, eng = _client(hash_index, Endless(f"{SUPPORTED} [1]."), None, "serve.request_timeout_s=1",
+                          "serve.admission_prior_s=0.1")
+    caplog.set_level("INFO", logger="serve.engine")
+    with client:
+        assert eng.wait_ready(30)
+        assert client.post("/v1/query", json={"question": QUESTION}).status_code == 504
+        _wait(lambda: eng.clock.measured == 1, "the cut-short batch recorded")
+        assert eng.clock.estimate(1) >= 0.8
+        assert client.get("/readyz").json()["admission"]["batch_seconds"]["1"] >= 0.8
+    # The server log says how long each generation call ran and how many of its requests had given up.
+    def logged() -> list[Any]:
+        return [r for r in caplog.records if getattr(r, "event", None) == "generation"]
+
+    _wait(logged, "the generation call logged")  # after the clock: the log line is the call's last step
+    [rec] = logged()
+    assert rec.batch == 1 and rec.abandoned == 1 and rec.ms >= 800  # type: ignore[attr-defined]

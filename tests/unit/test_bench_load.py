@@ -244,3 +244,63 @@ def test_the_marker_document_is_one_new_guideline(tmp_path: Path) -> None:
     docs = load_sources([tmp_path / "loadtest"]).documents
     assert [(d.doc_id, d.kind) for d in docs] == [("loadtest-20261201T000000", "guideline")]
     assert path.exists()
+
+
+def test_the_journal_keeps_each_answer_as_it_comes_and_summarizes_a_cut_run(server: tuple[str, _Fake],
+                                                                           tmp_path: Path) -> None:
+    base, _ = server
+    path = tmp_path / "out.journal.jsonl"
+    journal = bl.Journal(path)
+    journal.write("start", {"command": "an earlier invocation"})
+    journal.write("run", {"batch_size": 1})
+    journal.write("row", {"client": 0, "n": 0, "question": "stale", "patient": None, "start_s": 0.0, "ok": False})
+    journal.write("start", {"command": "this invocation"})  # a new invocation: the earlier one is not counted
+    journal.write("run", {"batch_size": 4, "server_ready_s": 1.0})
+    t0 = time.perf_counter()
+    mon = bl.Monitor(base, t0, interval=0.05, journal=journal)
+    mon.start()
+    rows = bl.run_clients(base, [[("ok one", None), ("fail", None)], [("gated q", None)]], timeout=10, t0=t0,
+                          journal=journal)
+    mon.stop()
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert sum(1 for ln in lines if json.loads(ln)["event"] == "row") == 4  # every question, as it ended
+    with path.open("a", encoding="utf-8") as f:
+        f.write('{"event": "row", "client": 1, "n"')  # killed mid-line: no "end" event, a torn last line
+    [run] = bl.summarize_journal(path)
+    assert run["batch_size"] == 4 and run["complete"] is False
+    assert (run["requests"], run["failed"], run["generated"], run["abstained_before_generation"]) == (3, 1, 1, 1)
+    assert run["wall_s"] == pytest.approx(max(r.end_s for r in rows), abs=0.06)  # rounded to 0.1 s
+    assert run["index_versions_seen"][0]["serving"] == "v1"
+
+
+def test_a_run_journals_its_end_and_summarize_reads_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "j.jsonl"
+    journal = bl.Journal(path)
+    journal.write("run", {"batch_size": 4})
+    row = bl.Row(0, 0, "q", None, 0.5, end_s=2.5, status=200, ok=True, index_version="v2", generated=True,
+                 abstained=False)
+    journal.write("row", bl.row_json(row))
+    journal.write("update", {"version": "v2", "returncode": 0})
+    journal.write("end", {"failed": 0})
+    assert bl.main(["--summarize", str(path)]) == 0
+    [run] = json.loads(capsys.readouterr().out)
+    assert run["complete"] and run["update"]["version"] == "v2" and run["answers_by_index_version"] == {"v2": 1}
+    assert run["p50_s"] == 2.0 and run["answered"] == 1
+    args = bl.parse(["--output", str(tmp_path / "x.json")])
+    assert bl.journal_path(args) == tmp_path / "x.journal.jsonl" and bl.journal_path(bl.parse([])) is None
+
+
+def test_once_the_run_is_stopping_nothing_more_is_asked_or_recorded(server: tuple[str, _Fake], tmp_path: Path) -> None:
+    """An interrupted run stops its server: the clients' connection errors after that are the stop's doing,
+    not failures of the server, and must not reach the journal (they did in the seventh session's run)."""
+    base, _ = server
+    stop = threading.Event()
+    journal = bl.Journal(tmp_path / "j.jsonl")
+    timer = threading.Timer(0.2, stop.set)
+    timer.start()
+    rows = bl.run_clients(base, [[("slow a", None), ("slow b", None)], [("quick", None), ("slow c", None)]],
+                          timeout=10, t0=time.perf_counter(), journal=journal, stopping=stop)
+    timer.join()
+    assert [r.question for r in rows] == ["quick"]  # "slow a" and "slow c" ended after the stop; "slow b" never asked
+    [run] = bl.summarize_journal(tmp_path / "j.jsonl")
+    assert run["requests"] == 1 and run["failed"] == 0
