@@ -300,5 +300,6 @@ def test_a_batch_that_timed_out_teaches_the_clock_its_length(hash_index, caplog)
         return [r for r in caplog.records if getattr(r, "event", None) == "generation"]
 
     _wait(logged, "the generation call logged")  # after the clock: the log line is the call's last step
-    [rec] = logged()
-    assert rec.batch == 1 and rec.abandoned == 1 and rec.ms >= 800  # type: ignore[attr-defined]
+    # Another test's worker may still log a late generation while this one runs: look for this call's line.
+    assert any(r.batch == 1 and r.abandoned == 1 and r.ms >= 800 for r in logged()), \
+        [vars(r) for r in logged()]
