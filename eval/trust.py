@@ -241,8 +241,8 @@ def _replay_answer(row: dict[str, Any], abstain_below: float, calib: dict[str, A
         return {"answered": False, "right": not row["answerable"], "confidence": 0.0, "model_cited": False,
                 "withheld": MODEL_FOUND_NOTHING}
     shown = []
-    texts = {src["n"]: str(src.get("text") or "") for src in row.get("sources", [])}
-    again = repeats([s["text"] for s in row["sentences"]])
+    texts = {src["n"]: str(src.get("text") or "") for src in row.get("sources", [])} if verbatim else {}
+    again = repeats([s["text"] for s in row["sentences"]]) if statement_checks else []
     for k, s in enumerate(row["sentences"]):
         if statement_checks and (again[k] or announces_only(s["text"])):
             continue  # verifier.statement_checks: announces content it does not state, or says it twice

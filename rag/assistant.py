@@ -316,9 +316,8 @@ class Assistant:
         signals = {k: v for k, v in prepared.signals.items()
                    if k in ("retrieval", "agreement", "answerability", "answerability_logit", "answerable_p")}
         signals["second_try"] = 1.0
-        timings = {k: v for k, v in first.timings_ms.items() if not k.startswith("first_try_")}
         timings = {**{k: v for k, v in prepared.timings.items() if k.startswith("retrieval_") or k == "load"},
-                   **{f"first_try_{k}": v for k, v in timings.items()}}
+                   **{f"first_try_{k}": v for k, v in first.timings_ms.items()}}
         return Prepared(prepared.question, [unit], build_messages(prepared.question, sources, prepared.patient_id),
                         signals, timings, prepared.base, prepared.t_all, [prepared.answerable[best]],
                         prepared.index, first)

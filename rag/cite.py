@@ -339,6 +339,7 @@ class _Judged:
     best_score: float
     supported: bool
     attributed: bool = False
+    copied: bool | None = None  # the sentence is verbatim text of a cited source (None: not computed)
 
 
 class _SupportJudge:
@@ -413,7 +414,8 @@ class _SupportJudge:
         cosine = max((cos[n] for n in v.cited if n in cos), default=None)
         checks["rescued_by_cosine"] = (bool(rescued and v.best_score < self.threshold) if self.cosine_min is not None
                                        else None)
-        checks["verbatim"] = self.copied(sent, v.cited) if self.texts is not None and v.cited else None
+        checks["verbatim"] = (v.copied if v.copied is not None else self.copied(sent, v.cited)) \
+            if self.texts is not None and v.cited else None
         return SentenceSupport(sent, v.cited, v.supported, v.best_score, v.best, v.attributed, checks, cosine)
 
     def _as_cited(self, sent: str, vec: np.ndarray, sims: dict[int, np.ndarray], cited: list[int],
@@ -426,12 +428,12 @@ class _SupportJudge:
         rescued = self.cosine_min is not None and cos_cited is not None and cos_cited >= self.cosine_min
         if rescued and best_score < self.threshold:
             best = self.nearest(vec, cited)  # supported by near-verbatim similarity: show the passage holding it
-        copied = self.verbatim and self.copied(sent, cited)
-        supported = (bool(cited) and (best_score >= self.threshold or rescued or copied
+        copied = self.copied(sent, cited) if self.verbatim else None
+        supported = (bool(cited) and (best_score >= self.threshold or rescued or bool(copied)
                                       or self.by_record(sent, cited, fact))
                      and fact is not False and self.numbers_ok(sent, cited)
                      and (not needs_record or bool(self.records & set(cited))))
-        return _Judged(cited, best, best_score, supported), rescued
+        return _Judged(cited, best, best_score, supported, copied=copied), rescued
 
     def _attribute(self, sent: str, vec: np.ndarray, sims: dict[int, np.ndarray], cos: dict[int, float],
                    needs_record: bool) -> _Judged | None:

@@ -324,24 +324,18 @@ async def _answer(eng: Engine, req: QueryRequest, on_text: Callable[[str], None]
     if isinstance(step, Answer):
         eng.metrics.observe("cds_request_seconds", time.perf_counter() - t)
         return step
-    fut = eng.generate(step, on_text, time.perf_counter() - t)  # Overloaded (429) when it would time out
-    if on_prepared is not None:  # after the queue took it (its draft tokens reach the loop after this event)
-        on_prepared(step)
-    try:
-        out = await asyncio.wrap_future(fut)
-    except asyncio.CancelledError:  # timed out (504) or the client left: stop generating for it
-        eng.abandon(fut)
-        raise
-    answer = await loop.run_in_executor(eng.pool, eng.finish, step, out)
-    again = eng.require_ready().second_try(step, answer)  # generator.second_try: the withheld, once more
-    if again is not None:
-        fut = eng.generate(again, on_text, time.perf_counter() - t)
+    prepared: Prepared | None = step
+    while prepared is not None:  # the first try, then (generator.second_try) at most one more
+        fut = eng.generate(prepared, on_text, time.perf_counter() - t)  # Overloaded (429) when it would time out
+        if on_prepared is not None and prepared is step:
+            on_prepared(step)  # after the queue took it (its draft tokens reach the loop after this event)
         try:
             out = await asyncio.wrap_future(fut)
-        except asyncio.CancelledError:
+        except asyncio.CancelledError:  # timed out (504) or the client left: stop generating for it
             eng.abandon(fut)
             raise
-        answer = await loop.run_in_executor(eng.pool, eng.finish, again, out)
+        answer = await loop.run_in_executor(eng.pool, eng.finish, prepared, out)
+        prepared = await loop.run_in_executor(eng.pool, eng.second_try, prepared, answer)
     eng.metrics.observe("cds_request_seconds", time.perf_counter() - t)
     return answer
 

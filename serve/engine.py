@@ -243,6 +243,10 @@ class Engine:
         self.clock.observe_finish(time.perf_counter() - t)
         return answer
 
+    def second_try(self, prepared: Prepared, answer: Answer) -> Prepared | None:
+        """The second prompt for a withheld answer (generator.second_try), or None."""
+        return self.require_ready().second_try(prepared, answer)
+
     def generate(self, prepared: Prepared, on_text: Callable[[str], None] | None = None,
                  elapsed_s: float = 0.0) -> Future[Generation]:
         """Queue a prepared question for the generation worker; the future holds its reply.

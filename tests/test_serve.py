@@ -462,3 +462,15 @@ def test_a_batch_stops_when_every_request_in_it_is_abandoned(tiny_generator):
 
     outs = tiny_generator.generate_batch(chats, 64, should_stop=stop)
     assert len(outs) == 2 and all(o.new_tokens <= 3 for o in outs)
+
+
+def test_the_server_gives_a_withheld_answer_its_second_try(hash_index):
+    gen = ScriptedGenerator(["INSUFFICIENT EVIDENCE", f"{SUPPORTED} [1]."])
+    client, eng = _client(hash_index, gen, None, "generator.second_try=true")
+    with client:
+        assert eng.wait_ready(30)
+        r = client.post("/v1/query", json={"question": QUESTION})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert gen.calls == 2 and not body["abstained"] and "dapagliflozin" in body["answer"]
+    assert body["first_try"]["draft"] == "INSUFFICIENT EVIDENCE" and len(body["citations"]) == 1
