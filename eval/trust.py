@@ -82,7 +82,7 @@ def record(q: dict[str, Any], a: Answer, parents: dict[str, Any] | None = None) 
         "sources": [{"n": c.n, "doc_id": c.doc_id, "patient_id": c.patient_id, "answerability": c.answerability,
                      "section": c.section, "text": _shown_text(c, parents)} for c in a.citations],
         "sentences": [{"text": s.text, "citations": s.citations, "supported": s.supported, "prob": s.support_score,
-                       "cosine": s.cosine, "attributed": s.attributed, "checks": s.checks,
+                       "cosine": s.cosine, "attributed": s.attributed, "checks": s.checks, "cut_off": s.cut_off,
                        "cited_docs": sorted({by_n[n].doc_id for n in s.citations if n in by_n}),
                        "cited_patients": sorted({str(by_n[n].patient_id) for n in s.citations
                                                  if n in by_n and by_n[n].patient_id})} for s in a.sentences],

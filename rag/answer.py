@@ -38,6 +38,9 @@ class SentenceRecord:
     # ``citations[n]`` spans one passage per source (the best for any sentence), which need not be the
     # text behind every sentence citing it.
     spans: list[dict[str, Any]] = field(default_factory=list)
+    # The generation stopped at its token limit inside this (last) sentence: shown ending in "…", never
+    # as a finished claim (the cut can drop the words that qualify it).
+    cut_off: bool = False
 
 
 @dataclass

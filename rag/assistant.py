@@ -21,10 +21,12 @@ from rag.cite import (
     check_support,
     claims_rule_change,
     clean_markers,
+    mark_cut,
     numbers_in,
     parse_markers,
     strip_markers,
     unanswered_measures,
+    unfinished,
 )
 from rag.config import AppConfig, load_config, resolve_path
 from rag.embed import Embedder, load_embedder
@@ -491,9 +493,11 @@ class Assistant:
                                     s.supported, round(s.score, 4), s.attributed, dict(s.checks),
                                     None if s.cosine is None else round(s.cosine, 4), self._spans(units, s))
                      for s in support]
+        if sentences and out.new_tokens >= self.config.generator.max_new_tokens and unfinished(sentences[-1].text):
+            sentences[-1].cut_off = True  # stopped at the token limit mid-sentence: shown ending in "…"
         # Only supported sentences are shown: an unsupported one stays in ``sentences`` (and the
         # draft) for audit, never in the answer a clinician reads as sourced.
-        shown = [s.text for s in sentences if s.supported]
+        shown = [mark_cut(s.text) if s.cut_off else s.text for s in sentences if s.supported]
         if shown:
             text = " ".join(shown)
         timings["total"] = (time.perf_counter() - p.t_all) * 1000

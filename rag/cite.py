@@ -204,6 +204,23 @@ def repeats(sentences: Sequence[str]) -> list[bool]:
     return out
 
 
+_FINAL = re.compile(r"[.!?…][\"'”’)\]]*$")
+
+
+def unfinished(sentence: str) -> bool:
+    """The sentence (markers removed) does not end as a sentence ends: no final ``.``, ``!``, ``?`` or ``…``.
+    Meaningful for the last sentence of a generation stopped at its token limit, which is cut mid-clause
+    ("Some cases of DPL resolve [1]"); a cut can drop the words that qualify a claim, so it is shown marked."""
+    return _FINAL.search(strip_markers(sentence)) is None
+
+
+def mark_cut(sentence: str) -> str:
+    """The sentence as shown when cut off: "…" after its last word, before its trailing markers."""
+    tail = re.search(r"(?:\s*\[[^\[\]]*\])*\s*$", sentence)
+    cut = tail.start() if tail else len(sentence)
+    return sentence[:cut].rstrip(" ,;:-–") + "…" + sentence[cut:]
+
+
 def claims_rule_change(sentence: str) -> bool:
     """True when a sentence says the assistant's rules or patient scope were lifted or overridden."""
     return _RULE_CHANGE.search(sentence) is not None

@@ -289,6 +289,20 @@ def test_only_supported_sentences_are_shown(hash_index):
     assert ans.sentences[0].checks["numbers"] is True and ans.sentences[1].checks["numbers"] is False
 
 
+@pytest.mark.parametrize("limit, cut", [(8, True), (200, False)])
+def test_a_sentence_cut_at_the_token_limit_is_shown_unfinished(hash_index, limit, cut):
+    """The scripted generation makes 8 tokens: at max_new_tokens 8 it stopped at the limit, mid-sentence."""
+    tail = "SGLT2 inhibitors are recommended in symptomatic chronic HFrEF to reduce [1]"
+    a, _ = _scripted(hash_index, f"{SUPPORTED} [1]. {tail}", "verifier.answerable_min=0.0",
+                     "confidence.abstain_below=0.0", f"generator.max_new_tokens={limit}")
+    ans = a.ask("Which SGLT2 inhibitors are recommended in chronic HFrEF?")
+    assert not ans.abstained and [s.supported for s in ans.sentences] == [True, True]
+    assert [s.cut_off for s in ans.sentences] == [False, cut]
+    assert ans.answer.endswith("to reduce\u2026 [1]") is cut and ans.answer.endswith("to reduce [1]") is not cut
+    assert ans.sentences[-1].text.endswith("to reduce [1]"), "the record keeps the generated text"
+    assert ans.to_dict()["sentences"][-1]["cut_off"] is cut
+
+
 def test_calibrated_confidence_is_the_fitted_probability(hash_index, tmp_path):
     import math
 

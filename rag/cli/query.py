@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from rag.cite import mark_cut
 from rag.cli import excerpt, load_config, print_json, with_index, wrap
 
 
@@ -47,6 +48,10 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _shown(s: Any) -> str:
+    return mark_cut(s.text) if s.cut_off else s.text
+
+
 def _print_answer(answer: Any, calibrated: bool) -> None:
     label = (f"confidence {answer.confidence:.2f} ({answer.confidence_label}"
              f"{'; estimated probability the answer is right' if calibrated else ''})")
@@ -59,9 +64,12 @@ def _print_answer(answer: Any, calibrated: bool) -> None:
     shown = [s for s in answer.sentences if s.supported]
     attributed = not answer.abstained and any(s.attributed for s in shown)
     # Citations the support check added (the generator wrote none there) are starred: "[2*]".
-    text = " ".join(re.sub(r"\[(\d+)\]", r"[\1*]", s.text) if s.attributed else s.text for s in shown) \
+    text = " ".join(re.sub(r"\[(\d+)\]", r"[\1*]", _shown(s)) if s.attributed else _shown(s) for s in shown) \
         if attributed else answer.answer
     print(wrap(text, "  "))
+    if not answer.abstained and any(s.cut_off for s in shown):
+        print("  … the answer was cut off at the length limit (generator.max_new_tokens): its last sentence is "
+              "unfinished; read the source")
     if attributed:
         print("  * citation added by the support check: the generator gave this sentence no (or a wrong) source")
     if answer.first_try is not None and not answer.abstained:

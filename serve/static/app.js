@@ -77,6 +77,14 @@ function renderSentence(text, attributed, spans) {
   return p;
 }
 
+// A sentence cut off at the generator's token limit ends in "…" (before its trailing markers),
+// never as a finished claim (rag.cite.mark_cut).
+function markCut(text) {
+  const m = /(?:\s*\[[^\[\]]*\])*\s*$/.exec(text);
+  const at = m ? m.index : text.length;
+  return text.slice(0, at).replace(/[\s,;:\-–]+$/, "") + "…" + text.slice(at);
+}
+
 function showSource(n, span) {
   document.querySelectorAll(".source.active").forEach((s) => s.classList.remove("active"));
   const panel = $("src-" + n);
@@ -123,10 +131,14 @@ function renderAnswer(d) {
     box.append(el("p", { id: "answer-text" }, d.answer));
   } else {
     const para = el("p", { id: "answer-text" });
-    shown.forEach((s, i) => { if (i) para.append(" "); para.append(renderSentence(s.text, s.attributed, s.spans)); });
+    shown.forEach((s, i) => {
+      if (i) para.append(" ");
+      para.append(renderSentence(s.cut_off ? markCut(s.text) : s.text, s.attributed, s.spans));
+    });
     box.append(para);
   }
   $("attributed-note").hidden = d.abstained || !shown.some((s) => s.attributed);
+  $("cut-note").hidden = d.abstained || !shown.some((s) => s.cut_off);
   const held = (d.sentences || []).filter((s) => !s.supported);
   $("held-back").hidden = d.abstained || !held.length;
   $("held-back-list").replaceChildren(...held.map((s) => el("li", {}, s.text)));

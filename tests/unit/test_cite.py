@@ -341,3 +341,13 @@ def test_a_copied_sentence_is_supported_whatever_the_score_only_when_on():
     wrong_number = text.replace("150 ms", "130 ms")
     assert not check_support(wrong_number, vec, sources, 0.5, source_texts={1: [CRT]}, scores=low,
                              verbatim=True)[0].supported
+
+
+def test_unfinished_and_mark_cut():
+    from rag.cite import mark_cut, unfinished
+
+    assert unfinished("Some cases of DPL resolve [1]") and unfinished("Signs - A - B - [2]")
+    assert not unfinished("It is done [1].") and not unfinished('He said "stop." [2]') and not unfinished("Why? [1]")
+    assert mark_cut("Some cases of DPL resolve [1]") == "Some cases of DPL resolve\u2026 [1]"
+    assert mark_cut("Signs - A - B - [1, 2]") == "Signs - A - B\u2026 [1, 2]"
+    assert mark_cut("no marker at all") == "no marker at all\u2026"
