@@ -43,7 +43,11 @@ class Backend(Protocol):
     def count_tokens(self, text: str) -> int: ...
 
     def generate(self, messages: list[dict[str, str]], max_new_tokens: int, temperature: float = 0.0,
-                 on_text: Callable[[str], None] | None = None) -> Generation: ...
+                 on_text: Callable[[str], None] | None = None) -> Generation:
+        """Greedy (or sampled) reply; ``on_text`` gets the text as it is decoded and may raise to stop it. A
+        backend may also call ``on_text("")`` while it reads a long prompt, so that a stop is not delayed
+        by the whole prefill; callers ignore the empty text."""
+        ...
 
     def generate_batch(self, batch: list[list[dict[str, str]]], max_new_tokens: int,
                        should_stop: Callable[[], bool] | None = None) -> list[Generation]:

@@ -193,6 +193,9 @@ class Generator:
         self.adapter = str(adapter) if adapter else None
         self.dtype = resolve_dtype(dtype)
         self.prefix_cache = prefix_cache
+        # Server batches read their prompts this many tokens at a time, polling whether to stop between
+        # chunks (about a second of float32 prefill per chunk on 2 CPU cores).
+        self.prefill_chunk = 256
         self._prefix: tuple[str, list[int], Any] | None = None  # (messages key, token ids, cache)
         self._torch = torch
         self.tokenizer = AutoTokenizer.from_pretrained(str(path))
@@ -248,6 +251,14 @@ class Generator:
             kwargs.update(do_sample=True, temperature=temperature)
         else:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        if on_text is not None and prompt_len - cached > self.prefill_chunk + 1:
+            # A streamed reply's client may leave during a prefill of seconds: the prompt is read in chunks
+            # and ``on_text("")`` (which raises to stop, see serve.engine) is called between them.
+            def heartbeat() -> bool:
+                on_text("")
+                return False
+
+            cache = self._chunked_prefill(enc, heartbeat, cache, cached)
         if cache is not None:
             kwargs["cache"] = cache
         with torch.inference_mode():
@@ -289,12 +300,33 @@ class Generator:
             return None, 0
         return copy.deepcopy(cache), n
 
+    def _chunked_prefill(self, enc: Any, should_stop: Callable[[], bool], cache: Any = None, start: int = 0) -> Any:
+        """The batch's prompts read into a key/value cache ``prefill_chunk`` tokens at a time, ``should_stop``
+        polled between chunks; None when it said stop. The last prompt token is left to ``generate`` (its
+        logits pick the first new token). Positions and the padding mask are the ones ``generate`` uses for a
+        left-padded batch, so the greedy reply is the one an unchunked prefill gives."""
+        from transformers import DynamicCache
+
+        ids, mask = enc["input_ids"], enc["attention_mask"]
+        positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
+        cache = DynamicCache() if cache is None else cache  # or the fixed prefix's, holding ``start`` tokens
+        end = int(ids.shape[1]) - 1
+        with self._torch.inference_mode():
+            for at in range(start, end, self.prefill_chunk):
+                stop = min(at + self.prefill_chunk, end)
+                self.model(input_ids=ids[:, at:stop], attention_mask=mask[:, :stop],
+                           position_ids=positions[:, at:stop], cache=cache, use_cache=True, logits_to_keep=1)
+                if should_stop():
+                    return None
+        return cache
+
     def generate_batch(self, batch: list[list[dict[str, str]]], max_new_tokens: int,
                        should_stop: Callable[[], bool] | None = None) -> list[Generation]:
         """Greedy replies to several chats in one left-padded batch (same decoding as :meth:`generate`).
 
-        ``should_stop`` is polled after each decoding step: the server's requests that timed out stop
-        using the CPU at once instead of decoding to ``max_new_tokens``.
+        ``should_stop`` is polled between prompt chunks (``prefill_chunk`` tokens: reading a server batch's
+        prompts takes seconds on a CPU) and after each decoding step: the server's requests that timed out
+        or whose clients left stop using the CPU at once instead of decoding to ``max_new_tokens``.
         """
         torch = self._torch
         tok = self.tokenizer
@@ -307,6 +339,13 @@ class Generator:
         pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         t0 = time.perf_counter()
         extra: dict[str, Any] = {}
+        if should_stop is not None and int(enc["input_ids"].shape[1]) > self.prefill_chunk + 1:
+            cache = self._chunked_prefill(enc, should_stop)
+            if cache is None:  # every request left while the prompts were read: no decoding at all
+                spent = (time.perf_counter() - t0) * 1000
+                return [Generation(text="", token_probs=[], prompt_tokens=int(enc["attention_mask"][b].sum()),
+                                   new_tokens=0, first_token_ms=spent, total_ms=spent) for b in range(len(batch))]
+            extra["cache"] = cache
         if should_stop is not None:
             from transformers import StoppingCriteria, StoppingCriteriaList
 

@@ -110,7 +110,7 @@ def _guarded(job: _Job) -> Callable[[str], None]:
 
     def on_text(text: str) -> None:
         check(text)
-        if job.on_text is not None:
+        if job.on_text is not None and text:  # "": a heartbeat between prompt chunks (rag.backends.Generator)
             job.on_text(text)
 
     return on_text

@@ -474,3 +474,58 @@ def test_the_server_gives_a_withheld_answer_its_second_try(hash_index):
     body = r.json()
     assert gen.calls == 2 and not body["abstained"] and "dapagliflozin" in body["answer"]
     assert body["first_try"]["draft"] == "INSUFFICIENT EVIDENCE" and len(body["citations"]) == 1
+
+
+def test_a_chunked_prefill_gives_the_same_replies_and_stops_between_chunks(tiny_generator):
+    """Server batches read long prompts in chunks, polling should_stop between them (issue 14)."""
+    long_q = " ".join(["heart failure kidney potassium"] * 30)
+    chats = [[{"role": "user", "content": long_q}], [{"role": "user", "content": "kidney"}]]
+    plain = tiny_generator.generate_batch(chats, 12)
+    chunk = tiny_generator.prefill_chunk
+    try:
+        tiny_generator.prefill_chunk = 16
+        chunked = tiny_generator.generate_batch(chats, 12, should_stop=lambda: False)
+        assert [g.text for g in chunked] == [g.text for g in plain]
+        assert [g.new_tokens for g in chunked] == [g.new_tokens for g in plain]
+        for a, b in zip(chunked, plain, strict=True):
+            assert a.token_probs == pytest.approx(b.token_probs, abs=1e-4)
+        polls: list[int] = []
+
+        def stop() -> bool:
+            polls.append(1)
+            return len(polls) >= 2  # stop after the second chunk of the prompt
+
+        gone = tiny_generator.generate_batch(chats, 12, should_stop=stop)
+        assert len(polls) == 2 and all(g.new_tokens == 0 and g.text == "" for g in gone)
+        assert gone[0].prompt_tokens == plain[0].prompt_tokens
+    finally:
+        tiny_generator.prefill_chunk = chunk
+
+
+def test_a_streamed_reply_can_stop_during_a_chunked_prefill(tiny_generator):
+    """generate() reads a long prompt in chunks, calling on_text("") between them: a client that left
+    stops it before any token is decoded; a client that stays gets the unchunked reply."""
+    from serve.api import GenerationStopped
+
+    chat = [{"role": "system", "content": "Answer briefly."},
+            {"role": "user", "content": " ".join(["heart failure kidney potassium"] * 30)}]
+    plain = tiny_generator.generate(chat, 12)
+    chunk = tiny_generator.prefill_chunk
+    try:
+        tiny_generator.prefill_chunk = 16
+        texts: list[str] = []
+        streamed = tiny_generator.generate(chat, 12, on_text=texts.append)
+        assert streamed.text == plain.text and streamed.token_probs == pytest.approx(plain.token_probs, abs=1e-4)
+        assert texts[0] == "" and "".join(texts).strip() == plain.text
+
+        seen: list[str] = []
+
+        def leave(text: str) -> None:
+            seen.append(text)
+            raise GenerationStopped("the client went away")
+
+        with pytest.raises(GenerationStopped):
+            tiny_generator.generate(chat, 12, on_text=leave)
+        assert seen == [""], "stopped between prompt chunks, before decoding"
+    finally:
+        tiny_generator.prefill_chunk = chunk
