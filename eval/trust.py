@@ -33,7 +33,7 @@ from eval.mcq import stats
 from eval.patient_records import expected, states_value
 from rag.answer import Answer
 from rag.assistant import MODEL_FOUND_NOTHING, NOTHING_SUPPORTED
-from rag.cite import announces_only, repeats, unanswered_measures, verbatim_in
+from rag.cite import announces_only, record_fact, repeats, unanswered_measures, verbatim_in
 from rag.confidence import answerability_logit, combine
 from rag.config import ConfidenceConfig
 
@@ -202,7 +202,8 @@ def gate_value(row: dict[str, Any], calib: dict[str, Any] | None) -> float:
 def replay(row: dict[str, Any], gate: float, abstain_below: float, calib: dict[str, Any] | None,
            records: dict[str, Any], support: str = "verifier", support_min: float = 0.5,
            cosine_min: float = 0.45, record_rules: bool = False, support_cosine: float | None = None,
-           second_try: bool = True, statement_checks: bool = False, verbatim: bool = False) -> dict[str, Any]:
+           second_try: bool = True, statement_checks: bool = False, verbatim: bool = False,
+           record_polarity: bool = False) -> dict[str, Any]:
     """Would the pipeline answer this question under these settings, and would it be right?
 
     Only what the records hold can change: the answerability gate (questions below the run's floor
@@ -218,7 +219,8 @@ def replay(row: dict[str, Any], gate: float, abstain_below: float, calib: dict[s
         return {"answered": False, "right": not row["answerable"], "confidence": 0.0, "model_cited": False}
     kw: dict[str, Any] = {"support": support, "support_min": support_min, "cosine_min": cosine_min,
                           "record_rules": record_rules, "support_cosine": support_cosine,
-                          "statement_checks": statement_checks, "verbatim": verbatim}
+                          "statement_checks": statement_checks, "verbatim": verbatim,
+                          "record_polarity": record_polarity}
     first = _replay_answer(row, abstain_below, calib, records, **kw)
     second = row.get("second_try")
     if first.get("withheld") in (MODEL_FOUND_NOTHING, NOTHING_SUPPORTED) and second is not None and second_try:
@@ -233,7 +235,8 @@ def replay(row: dict[str, Any], gate: float, abstain_below: float, calib: dict[s
 def _replay_answer(row: dict[str, Any], abstain_below: float, calib: dict[str, Any] | None,
                    records: dict[str, Any], support: str = "verifier", support_min: float = 0.5,
                    cosine_min: float = 0.45, record_rules: bool = False, support_cosine: float | None = None,
-                   statement_checks: bool = False, verbatim: bool = False) -> dict[str, Any]:
+                   statement_checks: bool = False, verbatim: bool = False,
+                   record_polarity: bool = False) -> dict[str, Any]:
     """One generated answer (a first or a second try) past the gate, under these settings; ``withheld``
     says why it would not be shown."""
     sig = row["signals"]
@@ -253,6 +256,8 @@ def _replay_answer(row: dict[str, Any], abstain_below: float, calib: dict[str, A
         # verifier.verbatim_support: copied from the text of a source it cites (as recorded for the run)
         copied = verbatim and any(_copied(s["text"], texts.get(n, "")) for n in s["citations"])
         ok = ok and (score >= bar or rescued or copied)
+        if record_polarity and not record_rules and _contradicts_record(s, row):
+            ok = False  # verifier.record_polarity: "no anaemia" cited to a record saying "Anaemia: yes"
         if record_rules and ch.get("record_rules") is False:
             ok = False
         if ok:
@@ -272,6 +277,13 @@ def _replay_answer(row: dict[str, Any], abstain_below: float, calib: dict[str, A
     verdict = trust_labels.override(row, shown, right_if_answered(row, shown, records))
     return {"answered": True, "right": verdict["right"], "model_cited": verdict["model_cited"], "confidence": conf,
             "sentences": n, "shown": len(shown), "labelled": verdict.get("labelled", False), "signals": signals}
+
+
+def _contradicts_record(sentence: dict[str, Any], row: dict[str, Any]) -> bool:
+    """The sentence's yes/no condition disagrees with a line of a patient record it cites (as recorded)."""
+    lines = [line for src in row.get("sources", []) if src.get("patient_id") and src["n"] in sentence["citations"]
+             for line in str(src.get("text") or "").splitlines()]
+    return bool(lines) and record_fact(sentence["text"], lines) is False
 
 
 @functools.lru_cache(maxsize=500_000)
@@ -371,7 +383,8 @@ def outcomes(rows: list[dict[str, Any]], settings: dict[str, Any], records: dict
                       support_min=settings.get("support_min", 0.5), support_cosine=settings.get("support_cosine"),
                       second_try=settings.get("second_try", True),
                       statement_checks=settings.get("statement_checks", False),
-                      verbatim=settings.get("verbatim", False)),
+                      verbatim=settings.get("verbatim", False),
+                      record_polarity=settings.get("record_polarity", False)),
              "suite": r["suite"], "answerable": r["answerable"]} for r in rows]
 
 
@@ -533,6 +546,7 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "no second try (generator.second_try off)": {"second_try": False},
     "statement checks flipped (verifier.statement_checks)": {"statement_checks": "flip"},
     "verbatim support flipped (verifier.verbatim_support)": {"verbatim": "flip"},
+    "record polarity flipped (verifier.record_polarity)": {"record_polarity": "flip"},
 }
 
 
@@ -547,7 +561,7 @@ def settings_from(config: Any, floor: float) -> dict[str, Any]:
             "calibration": calib, "record_rules": config.confidence.record_rules,
             "support_min": config.verifier.support_min, "support_cosine": config.verifier.support_cosine,
             "second_try": config.generator.second_try, "statement_checks": config.verifier.statement_checks,
-            "verbatim": config.verifier.verbatim_support,
+            "verbatim": config.verifier.verbatim_support, "record_polarity": config.verifier.record_polarity,
             "floor": floor}
 
 
@@ -596,7 +610,7 @@ def report(rows: list[dict[str, Any]], settings: dict[str, Any], records: dict[s
             s["calibration"] = {"gate": settings["calibration"].get("gate")}  # same gate, hand-set weights
         if s.get("gate") is None:
             s["gate"] = settings["floor"]
-        for key in ("statement_checks", "verbatim"):
+        for key in ("statement_checks", "verbatim", "record_polarity"):
             if s.get(key) == "flip":
                 s[key] = not settings.get(key, False)
         ablations[name] = summary(rows, s, records)

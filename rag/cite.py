@@ -293,7 +293,8 @@ def check_support(text: str, sentence_vectors: np.ndarray, source_vectors: Mappi
                   about_patient: Callable[[str], bool] | None = None,
                   scores: Sequence[Mapping[int, np.ndarray]] | None = None,
                   record_rules: bool = True, cosine_min: float | None = None,
-                  statement_checks: bool = False, verbatim: bool = False) -> list[SentenceSupport]:
+                  statement_checks: bool = False, verbatim: bool = False,
+                  record_polarity: bool = False) -> list[SentenceSupport]:
     """Judge every sentence of ``text`` against the passages of the sources it cites.
 
     ``source_vectors[n]`` holds one row per passage of source n (normalised). A sentence
@@ -320,15 +321,14 @@ def check_support(text: str, sentence_vectors: np.ndarray, source_vectors: Mappi
     ``scores`` (one mapping per sentence: source n -> a score per passage) replaces the cosine
     similarities, e.g. with the verifier's support probabilities (rag/verifier.py); ``threshold``
     then applies to those, and ``cosine_min`` (if set) also accepts a sentence whose embedding cosine to a
-    cited passage reaches it. ``record_rules=False`` turns off the three record-line rules above
-    (the record-citing rule stays): they were written from one dataset's line format.
+    cited passage reaches it. ``record_rules=False`` turns off the three record-line rules above (the record-citing
+    rule stays; ``record_polarity`` keeps the yes/no one): they were written from one dataset's line format.
 
     ``verbatim``: a sentence copied from the text of a source it cites (:func:`verbatim_in`) is supported
     whatever its score (``checks.verbatim``; the number check still applies).
 
-    ``statement_checks``: a sentence that only announces content elsewhere (:func:`announces_only`) or
-    repeats an earlier one (:func:`repeats`) is unsupported (``checks.states``, ``checks.repeat``); the
-    verdicts are recorded either way.
+    ``statement_checks``: a sentence that only announces content elsewhere (:func:`announces_only`) or repeats an
+    earlier one (:func:`repeats`) is unsupported (``checks.states``, ``checks.repeat``, recorded either way).
     """
     sentences = split_sentences(text)
     if len(sentences) != len(sentence_vectors):
@@ -336,7 +336,7 @@ def check_support(text: str, sentence_vectors: np.ndarray, source_vectors: Mappi
     if scores is not None and len(scores) != len(sentences):
         raise ValueError("one score mapping per sentence is required")
     judge = _SupportJudge(source_vectors, threshold, source_texts, set(exempt_numbers), record_sources,
-                          about_patient, record_rules, cosine_min, with_scores=scores is not None, verbatim=verbatim)
+                          about_patient, record_rules, cosine_min, scores is not None, verbatim, record_polarity)
     out = [judge.judge(sent, vec, dict(scores[i]) if scores is not None else None, attribute_uncited)
            for i, (sent, vec) in enumerate(zip(sentences, sentence_vectors, strict=True))]
     for s, again in zip(out, repeats(sentences), strict=True):
@@ -365,12 +365,14 @@ class _SupportJudge:
     def __init__(self, source_vectors: Mapping[int, np.ndarray], threshold: float,
                  source_texts: Mapping[int, list[str]] | None, exempt: set[str],
                  record_sources: Collection[int] | None, about_patient: Callable[[str], bool] | None,
-                 record_rules: bool, cosine_min: float | None, with_scores: bool, verbatim: bool = False):
+                 record_rules: bool, cosine_min: float | None, with_scores: bool, verbatim: bool = False,
+                 record_polarity: bool = False):
         self.vectors, self.threshold, self.texts, self.exempt = source_vectors, threshold, source_texts, exempt
         self.records = set(record_sources or ())
         self.check_records = record_sources is not None and about_patient is not None
         self.about_patient, self.record_rules, self.cosine_min = about_patient, record_rules, cosine_min
         self.with_scores, self.verbatim = with_scores, verbatim
+        self.polarity = record_rules or record_polarity  # yes/no lines are checked (record_fact)
 
     # -- the rules ------------------------------------------------------------------------------------
     def lines_of(self, ns: list[int]) -> list[str]:
@@ -398,7 +400,7 @@ class _SupportJudge:
         return bool((value or not has_numbers) and (fact is True or (fact is None and value)))
 
     def fact(self, sent: str, ns: list[int]) -> bool | None:
-        return record_fact(sent, self.lines_of(ns)) if self.records and self.record_rules else None
+        return record_fact(sent, self.lines_of(ns)) if self.records and self.polarity else None
 
     def copied(self, sent: str, ns: list[int]) -> bool:
         """The sentence is (near-)verbatim text of one of these sources (:func:`verbatim_in`)."""
@@ -466,7 +468,7 @@ class _SupportJudge:
             return cos.get(n, -1.0) if self.with_scores else float(np.max(sims[n]))
 
         for n in sorted(sims, key=lambda n: -rank(n)):
-            fact_n = record_fact(sent, self.lines_of([n])) if n in self.records and self.record_rules else None
+            fact_n = record_fact(sent, self.lines_of([n])) if n in self.records and self.polarity else None
             passes = (float(np.max(sims[n])) >= self.threshold
                       or (self.cosine_min is not None and cos.get(n, -1.0) >= self.cosine_min))
             if fact_n is False or (not passes and not self.by_record(sent, [n], fact_n)):

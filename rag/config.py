@@ -198,6 +198,12 @@ class VerifierConfig(_Section):
     verbatim_support: bool = Field(False, description="a sentence copied from the text of a source it cites (>= 90% "
                                                       "of its words in order) is supported whatever the verifier says "
                                                       "(rag/cite.py verbatim_in; measured in BENCHMARKS.md, 'Trust')")
+    record_polarity: bool = Field(False, description="a sentence whose yes/no condition contradicts a 'Condition: "
+                                                     "yes/no' line of a patient record it cites ('no anaemia' "
+                                                     "against 'Anaemia: yes') is not supported, whatever the "
+                                                     "verifier says (rag/cite.py record_fact: the one record-line "
+                                                     "rule kept apart from confidence.record_rules; BENCHMARKS.md, "
+                                                     "'Trust')")
     statement_checks: bool = Field(False, description="a sentence that only announces content elsewhere (\"the "
                                                       "following\", a closing colon) or repeats an earlier one is not "
                                                       "shown (rag/cite.py; measured in BENCHMARKS.md, 'Trust')")

@@ -121,7 +121,8 @@ def _fit_or_report(args: argparse.Namespace, cfg: Any, records: dict[str, Any]) 
         calib = trust.fit_dev(rows, records, floor, resolve_path(args.calibration_out),
                               {"second_try": cfg.generator.second_try,
                                "statement_checks": cfg.verifier.statement_checks,
-                               "verbatim": cfg.verifier.verbatim_support})
+                               "verbatim": cfg.verifier.verbatim_support,
+                               "record_polarity": cfg.verifier.record_polarity})
         if args.json:
             print_json(calib)
             return 0

@@ -238,6 +238,27 @@ def test_uncited_yes_no_fact_is_attributed_to_the_record_not_the_guideline() -> 
     assert out[0].supported and out[0].attributed and out[0].citations == [2]
 
 
+@pytest.mark.parametrize("sentence,supported", [
+    ("HF003 does not have diabetes [1].", False),  # contradicts "Diabetes: yes" at full similarity
+    ("No, the record of this patient states they have no diabetes [1].", False),
+    ("Yes, the patient has diabetes [1].", True),
+    ("The patient has high blood pressure [1].", True),  # no such line: the score decides
+])
+def test_record_polarity_alone_refuses_a_contradicted_yes_no(sentence: str, supported: bool) -> None:
+    """verifier.record_polarity keeps the yes/no line rule with the other record rules off."""
+    from rag.cite import about_patient
+
+    kw = {"source_texts": {1: [YES_NO]}, "record_sources": {1}, "about_patient": about_patient("HF003")}
+    out = check_support(sentence, np.stack([E1]), {1: np.stack([E1])}, 0.9, record_rules=False, record_polarity=True,
+                        **kw)
+    assert out[0].supported is supported
+    off = check_support(sentence, np.stack([E1]), {1: np.stack([E1])}, 0.9, record_rules=False, **kw)
+    assert off[0].supported, "without it, a high score alone decides"
+    rescue = check_support("Yes, the patient has diabetes [1].", np.stack([FAR]), {1: np.stack([E1])}, 0.9,
+                           record_rules=False, record_polarity=True, **kw)
+    assert not rescue[0].supported, "polarity only refuses; it never verifies a sentence by the line"
+
+
 DEMOGRAPHICS = "Heart failure clinical record HF066 — Demographics\n## Demographics\n\n- Age: 60 years\n- Sex: male"
 
 

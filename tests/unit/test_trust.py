@@ -190,3 +190,18 @@ def test_verbatim_support_replays_against_the_recorded_source_text():
     assert trust.replay(row, 0.1, 0.0, None, {}, verbatim=True)["answered"]
     row["sources"][0]["text"] = "## Diet\nProtein intake of 0.8 g/kg per day is suggested."
     assert not trust.replay(row, 0.1, 0.0, None, {}, verbatim=True)["answered"]
+
+
+def test_record_polarity_replays_against_the_recorded_record_text():
+    row = _row("medquad", True, 0.9, 0.9)  # the scorer does not matter here: whether it is answered does
+    row["sentences"][0]["text"] = "No, the record of this patient states they have no anaemia [1]."
+    row["sources"] = [{"n": 1, "doc_id": "uci-hf-HF049", "patient_id": "HF049",
+                       "text": "## Comorbidities\n- Anaemia (reduced red cells or haemoglobin): yes\n- Diabetes: no"}]
+    assert trust.replay(row, 0.1, 0.0, None, {})["answered"]
+    held = trust.replay(row, 0.1, 0.0, None, {}, record_polarity=True)
+    assert not held["answered"]
+    row["sources"][0]["text"] = "## Comorbidities\n- Anaemia (reduced red cells or haemoglobin): no"
+    assert trust.replay(row, 0.1, 0.0, None, {}, record_polarity=True)["answered"]
+    row["sources"][0]["patient_id"] = None  # a guideline's line is not the patient's record
+    row["sources"][0]["text"] = "- Anaemia: yes"
+    assert trust.replay(row, 0.1, 0.0, None, {}, record_polarity=True)["answered"]
