@@ -43,11 +43,15 @@ class RoutedGenerator(ScriptedGenerator):
     def generate(self, messages: Any, max_new_tokens: int, temperature: float = 0.0, on_text: Any = None) -> Any:
         from rag.generate import ABSTAIN_TOKEN, Generation
 
-        reply = self.reply if "HFrEF" in messages[-1]["content"].split("Question:")[-1] else ABSTAIN_TOKEN
+        question = messages[-1]["content"].split("Question:")[-1]
+        reply = self.reply if "HFrEF" in question else ABSTAIN_TOKEN
+        new_tokens = 8
+        if "cut short" in question:  # a reply stopped at the token limit inside its last sentence
+            reply, new_tokens = f"{reply} SGLT2 inhibitors are recommended in chronic HFrEF to reduce [1]", max_new_tokens
         if on_text is not None:
             for w in reply.split(" "):
                 on_text(w + " ")
-        return Generation(reply, [0.9] * 8, 100, 8, 1.0, 2.0)
+        return Generation(reply, [0.9] * 8, 100, new_tokens, 1.0, 2.0)
 
 
 @pytest.fixture(scope="module")
@@ -202,6 +206,19 @@ def test_page_shows_an_abstention_as_such(server, browser):
     assert _text(dom, "sources-title") == "Closest sources"
     assert "(low)" in _text(dom, "confidence")
     assert '<mark class="span"' not in dom and 'class="cite"' not in dom, "an abstention cites nothing"
+
+
+def test_page_marks_a_sentence_cut_off_at_the_token_limit(server, browser):
+    q = urllib.parse.quote("Which drugs reduce death in HFrEF? (cut short)")
+    browser.ask(f"{server}/?q={q}&ask=1&stream=0")
+    dom = browser.html()
+    answer = _text(dom, "answer")
+    assert re.search(r"to reduce\u2026 \[\d+\*?\]$", answer), answer
+    assert browser.evaluate("document.getElementById('cut-note').hidden") is False
+    q = urllib.parse.quote("Which drugs reduce cardiovascular death in HFrEF?")
+    browser.ask(f"{server}/?q={q}&ask=1&stream=0")
+    assert browser.evaluate("document.getElementById('cut-note').hidden") is True
+    assert "\u2026" not in _text(browser.html(), "answer")
 
 
 def test_page_screenshot(server, browser):
