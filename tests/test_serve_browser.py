@@ -47,7 +47,8 @@ class RoutedGenerator(ScriptedGenerator):
         reply = self.reply if "HFrEF" in question else ABSTAIN_TOKEN
         new_tokens = 8
         if "cut short" in question:  # a reply stopped at the token limit inside its last sentence
-            reply, new_tokens = f"{reply} SGLT2 inhibitors are recommended in chronic HFrEF to reduce [1]", max_new_tokens
+            reply = f"{reply} SGLT2 inhibitors are recommended in chronic HFrEF to reduce [1]"
+            new_tokens = max_new_tokens
         if on_text is not None:
             for w in reply.split(" "):
                 on_text(w + " ")
