@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from rag.cite import mark_cut
 from rag.cli import excerpt, load_config, print_json, with_index, wrap
 
 
@@ -49,6 +48,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _shown(s: Any) -> str:
+    from rag.cite import mark_cut  # rag.cite loads numpy: not at `app.py --help` time
+
     return mark_cut(s.text) if s.cut_off else s.text
 
 
