@@ -398,8 +398,8 @@ def test_a_withheld_answer_gets_a_second_try_from_the_best_source(hash_index, fi
     assert ans.confidence_signals["second_try"] == 1.0
     assert "first_try_generation" in ans.timings_ms
     assert ans.to_dict()["first_try"]["draft"] == first
-    # Off (the default until adopted): the first answer is withheld and nothing more is generated.
-    b, gen_b = _scripted(hash_index, [first, f"{SUPPORTED} [1]."], *settings)
+    # Off: the first answer is withheld and nothing more is generated.
+    b, gen_b = _scripted(hash_index, [first, f"{SUPPORTED} [1]."], *settings, "generator.second_try=false")
     off = b.ask(HFREF_Q)
     assert off.abstained and gen_b.calls == 1 and off.first_try is None
 
