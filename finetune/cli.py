@@ -41,6 +41,12 @@ def add(sub: Any, common: argparse.ArgumentParser) -> None:
                     help="`train reranker`: training questions (12 passages each; default 1,200)")
     tr.add_argument("--max-pairs", type=int, default=None,
                     help="`train reranker`: label and train on the first N pairs only (the time box; default all)")
+    tr.add_argument("--learning-rate", type=float, default=None,
+                    help="`train reranker`: peak learning rate (default 2e-4)")
+    tr.add_argument("--epochs", type=float, default=None,
+                    help="`train reranker`: passes over the training pairs (default 1)")
+    tr.add_argument("--loss", choices=("bce", "mse"), default=None,
+                    help="`train reranker`: bce on the teacher's probabilities (default) or mse on its logits")
     tr.add_argument("--json", action="store_true")
     tr.set_defaults(handler=run)
 
@@ -181,11 +187,19 @@ def _reranker(args: argparse.Namespace, cfg: Any) -> int:
     teacher = Verifier(base, resolve_path(v.answerability_adapter or v.adapter))
     opts_t = reranker.RerankTrainOptions(layers=args.layers, ffn=ffn, max_minutes=args.max_minutes,
                                          max_pairs=args.max_pairs)
+    for name in ("learning_rate", "epochs", "loss"):
+        if getattr(args, name) is not None:
+            setattr(opts_t, name, getattr(args, name))
     try:
         card = reranker.train(data_out, teacher, out, run_dir, opts_t, say(args.quiet))
     except TimeoutError as e:
-        raise InputError(f"{e} (`python app.py train reranker --layers {args.layers} --ffn {args.ffn}`, same --out)"
-                         ) from None
+        again = " ".join(f"--{k.replace('_', '-')} {getattr(args, k)}" for k in ("learning_rate", "epochs", "loss",
+                                                                                  "max_pairs")
+                         if getattr(args, k) is not None)
+        raise InputError(f"{e} (`python app.py train reranker --layers {args.layers} --ffn {args.ffn}"
+                         f"{' ' + again if again else ''}`, same --out)") from None
+    except ValueError as e:  # options that do not fit the model or the checkpoint
+        raise InputError(str(e)) from None
     if args.json:
         print_json(card)
         return 0

@@ -48,6 +48,10 @@ class RerankTrainOptions:
     batch_size: int = 16
     epochs: float = 1.0
     learning_rate: float = 2e-4
+    # "bce": binary cross-entropy on the teacher's probabilities; "mse": squared error on its logits (the usual
+    # cross-encoder distillation loss: it keeps the ordering among passages the teacher finds unlikely, where a
+    # probability near 0 gives BCE almost no gradient).
+    loss: str = "bce"
     warmup_ratio: float = 0.06
     save_steps: int = 50
     max_minutes: float | None = 40.0  # wall cap of labelling + training together
@@ -167,8 +171,12 @@ def _score_with(model: Any, tok: Any, pairs: Sequence[RerankPair], max_length: i
 
 def fit(model: Any, tok: Any, pairs: Sequence[RerankPair], targets: Sequence[float], opts: RerankTrainOptions,
         run_dir: Path, deadline: float | None, say: Callable[[str], None]) -> dict[str, Any]:
-    """BCE on the teacher's probabilities, resumable from ``run_dir/checkpoint.pt``; returns the loop's facts."""
+    """BCE on the teacher's probabilities or MSE on its logits (``opts.loss``), resumable from
+    ``run_dir/checkpoint.pt``; returns the loop's facts."""
     import torch
+
+    if opts.loss not in ("bce", "mse"):
+        raise ValueError(f"loss must be 'bce' or 'mse', got {opts.loss!r}")
 
     batches = _batches(len(pairs), opts.batch_size, opts.epochs, opts.seed)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -178,20 +186,32 @@ def fit(model: Any, tok: Any, pairs: Sequence[RerankPair], targets: Sequence[flo
         optim, lambda s: min((s + 1) / warm, max(0.0, (len(batches) - s) / max(1, len(batches) - warm))))
     ckpt = run_dir / "checkpoint.pt"
     step, losses, seconds = 0, [], 0.0
+    # what a resumed run must share with the checkpoint's (else its schedule and targets would mix two runs)
+    plan = {k: getattr(opts, k) for k in ("layers", "ffn", "batch_size", "epochs", "learning_rate", "loss",
+                                          "max_pairs", "seed")}
     if ckpt.exists():
         state = torch.load(ckpt, weights_only=False)
+        old = state.get("plan", plan)
+        if old != plan:
+            diff = ", ".join(f"{k} {old.get(k)} -> {plan[k]}" for k in plan if old.get(k) != plan[k])
+            raise ValueError(f"{ckpt} was trained with other options ({diff}); resume with the same options or "
+                             "start again with --overwrite")
         model.load_state_dict(state["model"])
         optim.load_state_dict(state["optim"])
         sched.load_state_dict(state["sched"])
         step, losses, seconds = state["step"], state["losses"], state["seconds"]
         say(f"resuming at step {step} of {len(batches)}")
     y = torch.tensor(list(targets), dtype=torch.float32)
-    loss_fn = torch.nn.BCEWithLogitsLoss()
+    if opts.loss == "mse":
+        # the labels keep 6 decimals: clip before the logit so 0 and 1 stay finite (|logit| <= 13.8)
+        p = y.clamp(1e-6, 1 - 1e-6)
+        y = torch.log(p) - torch.log1p(-p)
+    loss_fn = torch.nn.BCEWithLogitsLoss() if opts.loss == "bce" else torch.nn.MSELoss()
     t0, stopped = time.perf_counter(), False
 
     def save() -> None:
         torch.save({"model": model.state_dict(), "optim": optim.state_dict(), "sched": sched.state_dict(),
-                    "step": step, "losses": losses, "seconds": seconds + time.perf_counter() - t0},
+                    "plan": plan, "step": step, "losses": losses, "seconds": seconds + time.perf_counter() - t0},
                    run_dir / "checkpoint.tmp")
         (run_dir / "checkpoint.tmp").replace(ckpt)
 
@@ -210,7 +230,7 @@ def fit(model: Any, tok: Any, pairs: Sequence[RerankPair], targets: Sequence[flo
         sched.step()
         optim.zero_grad()
         step += 1
-        losses.append(round(float(loss), 4))
+        losses.append(round(float(loss.detach()), 4))
         if step % opts.save_steps == 0 or step == len(batches):
             save()
             say(f"step {step}/{len(batches)} loss {np.mean(losses[-opts.save_steps:]):.4f}")
@@ -311,7 +331,8 @@ def card_markdown(card: dict[str, Any]) -> str:
         f"questions (own answer, sibling pages, BM25 of {d.get('pool_pages', '?')} other training pages); never "
         f"read: {(card.get('data_card') or {}).get('excluded', '?')}",
         f"- training: {card['steps_done']} of {card['steps_planned']} steps (batch {o['batch_size']}, lr "
-        f"{o['learning_rate']}, max length {o['max_length']}), {card['train_seconds_total'] / 60:.1f} min in all "
+        f"{o['learning_rate']}, loss {o.get('loss', 'bce')}, max length {o['max_length']}), "
+        f"{card['train_seconds_total'] / 60:.1f} min in all "
         f"(teacher labels included); loss {card['loss_first']:.4f} -> {card['loss_last']:.4f}",
         "", f"Held-out pages ({h['questions']} questions, {h['pairs']} pairs), student against teacher:", "",
         f"- Pearson {h['pearson']}, Spearman {h['spearman']}, mean |p difference| {h['mean_abs_diff']}; same top "

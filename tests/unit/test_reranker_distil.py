@@ -135,3 +135,34 @@ def test_bad_reranker_folders_are_one_line_input_errors(tmp_path: Path, tiny_ber
     with pytest.raises(InputError, match="cannot be loaded") as e:
         r.answerability("q", ["p"])
     assert "\n" not in str(e.value)
+
+
+def test_fit_with_logit_mse_learns_and_a_resume_with_other_options_is_refused(tmp_path: Path,
+                                                                              tiny_bert_folder: Path):
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from finetune.reranker import fit
+
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(str(tiny_bert_folder))
+    tok = AutoTokenizer.from_pretrained(str(tiny_bert_folder))
+    pairs = [RerankPair("gout treatment", "colchicine", "a", "own", 1),
+             RerankPair("gout treatment", "uric acid causes", "a", "bm25", 0),
+             RerankPair("uric acid causes", "uric acid", "b", "own", 1),
+             RerankPair("uric acid causes", "colchicine treatment", "b", "bm25", 0)]
+    targets = [0.99, 0.02, 0.95, 0.001]
+    opts = RerankTrainOptions(layers=2, batch_size=4, epochs=150, learning_rate=1e-2, loss="mse", save_steps=50,
+                              max_length=32)
+    out = fit(model, tok, pairs, targets, opts, tmp_path, None, lambda _: None)
+    assert out["steps_done"] == 150 and out["loss_last"] < out["loss_first"] / 2
+    with torch.inference_mode():
+        enc = tok(["question : " + p.question for p in pairs], [p.passage for p in pairs], padding=True,
+                  return_tensors="pt")
+        logits = model(**enc).logits.squeeze(-1)
+    assert logits[0] > logits[1] and logits[2] > logits[3]  # the teacher's order, on its logit scale
+    other = RerankTrainOptions(layers=2, batch_size=4, epochs=150, learning_rate=1e-2, loss="bce", max_length=32)
+    with pytest.raises(ValueError, match=r"loss mse -> bce.*--overwrite"):
+        fit(model, tok, pairs, targets, other, tmp_path, None, lambda _: None)
+    with pytest.raises(ValueError, match="loss must be"):
+        fit(model, tok, pairs, targets, RerankTrainOptions(loss="l1"), tmp_path / "x", None, lambda _: None)
