@@ -287,7 +287,7 @@ def train(data_dir: Path, teacher: Any, out_dir: Path, run_dir: Path, opts: Rera
         "what": f"answerability reranker distilled from the evidence verifier: its first {opts.layers} of "
                 f"{len(teacher._model.base_model.encoder.layer)} layers (feed-forward width "
                 f"{student.config.intermediate_size} of {teacher._model.config.intermediate_size}), trained on the "
-                "teacher's probabilities",
+                + ("teacher's probabilities" if opts.loss == "bce" else "teacher's logits (squared error)"),
         "teacher": teacher.model_id, "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "options": asdict(opts), "parameters": sum(p.numel() for p in student.parameters()),
         "train_pairs": len(train_pairs), "train_questions": len({p.qid for p in train_pairs}),
