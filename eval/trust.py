@@ -33,7 +33,7 @@ from eval.mcq import stats
 from eval.patient_records import expected, states_value
 from rag.answer import Answer
 from rag.assistant import MODEL_FOUND_NOTHING, NOTHING_SUPPORTED
-from rag.cite import announces_only, record_fact, repeats, unanswered_measures, verbatim_in
+from rag.cite import announces_only, numbers_in, record_fact, repeats, unanswered_measures, verbatim_in
 from rag.confidence import answerability_logit, combine
 from rag.config import ConfidenceConfig
 
@@ -203,7 +203,7 @@ def replay(row: dict[str, Any], gate: float, abstain_below: float, calib: dict[s
            records: dict[str, Any], support: str = "verifier", support_min: float = 0.5,
            cosine_min: float = 0.45, record_rules: bool = False, support_cosine: float | None = None,
            second_try: bool = True, statement_checks: bool = False, verbatim: bool = False,
-           record_polarity: bool = False) -> dict[str, Any]:
+           record_polarity: bool = False, verbatim_recite: bool = False) -> dict[str, Any]:
     """Would the pipeline answer this question under these settings, and would it be right?
 
     Only what the records hold can change: the answerability gate (questions below the run's floor
@@ -220,7 +220,7 @@ def replay(row: dict[str, Any], gate: float, abstain_below: float, calib: dict[s
     kw: dict[str, Any] = {"support": support, "support_min": support_min, "cosine_min": cosine_min,
                           "record_rules": record_rules, "support_cosine": support_cosine,
                           "statement_checks": statement_checks, "verbatim": verbatim,
-                          "record_polarity": record_polarity}
+                          "record_polarity": record_polarity, "verbatim_recite": verbatim_recite}
     first = _replay_answer(row, abstain_below, calib, records, **kw)
     second = row.get("second_try")
     if first.get("withheld") in (MODEL_FOUND_NOTHING, NOTHING_SUPPORTED) and second is not None and second_try:
@@ -236,7 +236,7 @@ def _replay_answer(row: dict[str, Any], abstain_below: float, calib: dict[str, A
                    records: dict[str, Any], support: str = "verifier", support_min: float = 0.5,
                    cosine_min: float = 0.45, record_rules: bool = False, support_cosine: float | None = None,
                    statement_checks: bool = False, verbatim: bool = False,
-                   record_polarity: bool = False) -> dict[str, Any]:
+                   record_polarity: bool = False, verbatim_recite: bool = False) -> dict[str, Any]:
     """One generated answer (a first or a second try) past the gate, under these settings; ``withheld``
     says why it would not be shown."""
     sig = row["signals"]
@@ -244,7 +244,8 @@ def _replay_answer(row: dict[str, Any], abstain_below: float, calib: dict[str, A
         return {"answered": False, "right": not row["answerable"], "confidence": 0.0, "model_cited": False,
                 "withheld": MODEL_FOUND_NOTHING}
     shown = []
-    texts = {src["n"]: str(src.get("text") or "") for src in row.get("sources", [])} if verbatim else {}
+    texts = {src["n"]: str(src.get("text") or "") for src in row.get("sources", [])} \
+        if verbatim or verbatim_recite else {}
     again = repeats([s["text"] for s in row["sentences"]]) if statement_checks else []
     for k, s in enumerate(row["sentences"]):
         if statement_checks and (again[k] or announces_only(s["text"])):
@@ -260,6 +261,9 @@ def _replay_answer(row: dict[str, Any], abstain_below: float, calib: dict[str, A
             ok = False  # verifier.record_polarity: "no anaemia" cited to a record saying "Anaemia: yes"
         if record_rules and ch.get("record_rules") is False:
             ok = False
+        if not ok and verbatim_recite and s["citations"]:
+            s = _recited(s, row, texts) or s  # verifier.verbatim_recite: copied from a source it does not cite
+            ok = bool(s.get("recited"))
         if ok:
             shown.append(s)
     n = len(row["sentences"])
@@ -277,6 +281,28 @@ def _replay_answer(row: dict[str, Any], abstain_below: float, calib: dict[str, A
     verdict = trust_labels.override(row, shown, right_if_answered(row, shown, records))
     return {"answered": True, "right": verdict["right"], "model_cited": verdict["model_cited"], "confidence": conf,
             "sentences": n, "shown": len(shown), "labelled": verdict.get("labelled", False), "signals": signals}
+
+
+def _recited(sentence: dict[str, Any], row: dict[str, Any], texts: dict[int, str]) -> dict[str, Any] | None:
+    """The sentence re-cited to the retrieved source it is copied from (:func:`rag.cite.verbatim_in`), as
+    ``check_support(verbatim_recite=True)`` would: not a source it cites; the numbers must appear there (the
+    question's own are exempt), a sentence about the patient must land on a patient record, and a yes/no
+    condition must not contradict that record. Sources in retrieval order (the rows keep no per-source cosine)."""
+    by_n = {src["n"]: src for src in row.get("sources", [])}
+    exempt = numbers_in(row["question"])
+    for n, src in by_n.items():
+        if n in sentence["citations"] or not _copied(sentence["text"], texts.get(n, "")):
+            continue
+        if not numbers_in(sentence["text"]) - exempt <= numbers_in(texts.get(n, "")):
+            continue
+        pid = src.get("patient_id")
+        if sentence["checks"].get("cites_record") is not None and not pid:
+            continue  # about the patient: only a record can support it
+        if pid and record_fact(sentence["text"], texts.get(n, "").splitlines()) is False:
+            continue
+        return {**sentence, "citations": [n], "cited_docs": [src["doc_id"]],
+                "cited_patients": [str(pid)] if pid else [], "attributed": True, "recited": True}
+    return None
 
 
 def _contradicts_record(sentence: dict[str, Any], row: dict[str, Any]) -> bool:
@@ -384,7 +410,8 @@ def outcomes(rows: list[dict[str, Any]], settings: dict[str, Any], records: dict
                       second_try=settings.get("second_try", True),
                       statement_checks=settings.get("statement_checks", False),
                       verbatim=settings.get("verbatim", False),
-                      record_polarity=settings.get("record_polarity", False)),
+                      record_polarity=settings.get("record_polarity", False),
+                      verbatim_recite=settings.get("verbatim_recite", False)),
              "suite": r["suite"], "answerable": r["answerable"]} for r in rows]
 
 
@@ -547,6 +574,7 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "statement checks flipped (verifier.statement_checks)": {"statement_checks": "flip"},
     "verbatim support flipped (verifier.verbatim_support)": {"verbatim": "flip"},
     "record polarity flipped (verifier.record_polarity)": {"record_polarity": "flip"},
+    "verbatim re-citing flipped (verifier.verbatim_recite)": {"verbatim_recite": "flip"},
 }
 
 
@@ -562,7 +590,7 @@ def settings_from(config: Any, floor: float) -> dict[str, Any]:
             "support_min": config.verifier.support_min, "support_cosine": config.verifier.support_cosine,
             "second_try": config.generator.second_try, "statement_checks": config.verifier.statement_checks,
             "verbatim": config.verifier.verbatim_support, "record_polarity": config.verifier.record_polarity,
-            "floor": floor}
+            "verbatim_recite": config.verifier.verbatim_recite, "floor": floor}
 
 
 def fit_dev(rows: list[dict[str, Any]], records: dict[str, Any], floor: float, out: Path,
@@ -610,7 +638,7 @@ def report(rows: list[dict[str, Any]], settings: dict[str, Any], records: dict[s
             s["calibration"] = {"gate": settings["calibration"].get("gate")}  # same gate, hand-set weights
         if s.get("gate") is None:
             s["gate"] = settings["floor"]
-        for key in ("statement_checks", "verbatim", "record_polarity"):
+        for key in ("statement_checks", "verbatim", "record_polarity", "verbatim_recite"):
             if s.get(key) == "flip":
                 s[key] = not settings.get(key, False)
         ablations[name] = summary(rows, s, records)

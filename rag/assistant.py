@@ -605,7 +605,8 @@ class Assistant:
                              cosine_min=self.config.verifier.support_cosine if verifier is not None else None,
                              statement_checks=self.config.verifier.statement_checks,
                              verbatim=self.config.verifier.verbatim_support,
-                             record_polarity=self.config.verifier.record_polarity)
+                             record_polarity=self.config.verifier.record_polarity,
+                             verbatim_recite=self.config.verifier.verbatim_recite)
 
     def _support_scores(self, verifier: Verifier, question: str, sentences: list[str],
                         source_texts: dict[int, list[str]]) -> list[dict[int, np.ndarray]]:

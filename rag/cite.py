@@ -294,7 +294,7 @@ def check_support(text: str, sentence_vectors: np.ndarray, source_vectors: Mappi
                   scores: Sequence[Mapping[int, np.ndarray]] | None = None,
                   record_rules: bool = True, cosine_min: float | None = None,
                   statement_checks: bool = False, verbatim: bool = False,
-                  record_polarity: bool = False) -> list[SentenceSupport]:
+                  record_polarity: bool = False, verbatim_recite: bool = False) -> list[SentenceSupport]:
     """Judge every sentence of ``text`` against the passages of the sources it cites.
 
     ``source_vectors[n]`` holds one row per passage of source n (normalised). A sentence
@@ -327,6 +327,10 @@ def check_support(text: str, sentence_vectors: np.ndarray, source_vectors: Mappi
     ``verbatim``: a sentence copied from the text of a source it cites (:func:`verbatim_in`) is supported
     whatever its score (``checks.verbatim``; the number check still applies).
 
+    ``verbatim_recite``: a sentence its cited sources do not support (after ``attribute_uncited``) but that is
+    (near-)verbatim text of another source is re-cited to that source and marked ``attributed``: the generator
+    copied it and put the wrong number on it. The number, record-citing and yes/no checks apply to the new source.
+
     ``statement_checks``: a sentence that only announces content elsewhere (:func:`announces_only`) or repeats an
     earlier one (:func:`repeats`) is unsupported (``checks.states``, ``checks.repeat``, recorded either way).
     """
@@ -336,7 +340,8 @@ def check_support(text: str, sentence_vectors: np.ndarray, source_vectors: Mappi
     if scores is not None and len(scores) != len(sentences):
         raise ValueError("one score mapping per sentence is required")
     judge = _SupportJudge(source_vectors, threshold, source_texts, set(exempt_numbers), record_sources,
-                          about_patient, record_rules, cosine_min, scores is not None, verbatim, record_polarity)
+                          about_patient, record_rules, cosine_min, scores is not None, verbatim, record_polarity,
+                          verbatim_recite)
     out = [judge.judge(sent, vec, dict(scores[i]) if scores is not None else None, attribute_uncited)
            for i, (sent, vec) in enumerate(zip(sentences, sentence_vectors, strict=True))]
     for s, again in zip(out, repeats(sentences), strict=True):
@@ -366,12 +371,12 @@ class _SupportJudge:
                  source_texts: Mapping[int, list[str]] | None, exempt: set[str],
                  record_sources: Collection[int] | None, about_patient: Callable[[str], bool] | None,
                  record_rules: bool, cosine_min: float | None, with_scores: bool, verbatim: bool = False,
-                 record_polarity: bool = False):
+                 record_polarity: bool = False, recite: bool = False):
         self.vectors, self.threshold, self.texts, self.exempt = source_vectors, threshold, source_texts, exempt
         self.records = set(record_sources or ())
         self.check_records = record_sources is not None and about_patient is not None
         self.about_patient, self.record_rules, self.cosine_min = about_patient, record_rules, cosine_min
-        self.with_scores, self.verbatim = with_scores, verbatim
+        self.with_scores, self.verbatim, self.recite = with_scores, verbatim, recite
         self.polarity = record_rules or record_polarity  # yes/no lines are checked (record_fact)
 
     # -- the rules ------------------------------------------------------------------------------------
@@ -423,6 +428,8 @@ class _SupportJudge:
         v, rescued = self._as_cited(sent, vec, sims, cited, cos, needs_record)
         if not v.supported and attribute_uncited:
             v = self._attribute(sent, vec, sims, cos, needs_record) or v
+        if not v.supported and self.recite:
+            v = self._recite_copied(sent, vec, sims, cos, v.cited, needs_record) or v
         rec_lines = self.lines_of(v.cited)
         checks: dict[str, bool | None] = {
             "numbers": self.numbers_ok(sent, v.cited) if v.cited else None,
@@ -480,6 +487,22 @@ class _SupportJudge:
                 if self.with_scores and best_score < self.threshold and cos.get(n, -1.0) >= (self.cosine_min or 2.0):
                     best = self.nearest(vec, [n])  # the passage that holds it
                 return _Judged([n], best, best_score, True, attributed=True)
+        return None
+
+
+    def _recite_copied(self, sent: str, vec: np.ndarray, sims: dict[int, np.ndarray], cos: dict[int, float],
+                       cited: list[int], needs_record: bool) -> _Judged | None:
+        """The uncited source the sentence is copied from (most similar first), if the other checks pass there."""
+        if self.texts is None:
+            return None
+        for n in sorted((n for n in sims if n not in cited), key=lambda n: -cos.get(n, -1.0)):
+            if not verbatim_in(sent, "\n".join(self.texts.get(n, []))):
+                continue
+            fact_n = record_fact(sent, self.lines_of([n])) if n in self.records and self.polarity else None
+            if fact_n is False or (needs_record and n not in self.records) or not self.numbers_ok(sent, [n]):
+                continue
+            best = self.nearest(vec, [n]) or {n: int(np.argmax(sims[n]))}
+            return _Judged([n], best, float(np.max(sims[n])), True, attributed=True, copied=True)
         return None
 
 

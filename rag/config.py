@@ -198,6 +198,10 @@ class VerifierConfig(_Section):
     verbatim_support: bool = Field(False, description="a sentence copied from the text of a source it cites (>= 90% "
                                                       "of its words in order) is supported whatever the verifier says "
                                                       "(rag/cite.py verbatim_in; measured in BENCHMARKS.md, 'Trust')")
+    verbatim_recite: bool = Field(False, description="a sentence its cited sources do not support but that is "
+                                                     "copied from another retrieved source (rag/cite.py verbatim_in) "
+                                                     "is re-cited to that source and marked attributed (a wrong "
+                                                     "marker on a copied sentence; BENCHMARKS.md, 'Trust')")
     record_polarity: bool = Field(False, description="a sentence whose yes/no condition contradicts a 'Condition: "
                                                      "yes/no' line of a patient record it cites ('no anaemia' "
                                                      "against 'Anaemia: yes') is not supported, whatever the "

@@ -122,7 +122,8 @@ def _fit_or_report(args: argparse.Namespace, cfg: Any, records: dict[str, Any]) 
                               {"second_try": cfg.generator.second_try,
                                "statement_checks": cfg.verifier.statement_checks,
                                "verbatim": cfg.verifier.verbatim_support,
-                               "record_polarity": cfg.verifier.record_polarity})
+                               "record_polarity": cfg.verifier.record_polarity,
+                               "verbatim_recite": cfg.verifier.verbatim_recite})
         if args.json:
             print_json(calib)
             return 0

@@ -372,3 +372,26 @@ def test_unfinished_and_mark_cut():
     assert mark_cut("Some cases of DPL resolve [1]") == "Some cases of DPL resolve\u2026 [1]"
     assert mark_cut("Signs - A - B - [1, 2]") == "Signs - A - B\u2026 [1, 2]"
     assert mark_cut("no marker at all") == "no marker at all\u2026"
+
+
+def test_a_copied_sentence_with_the_wrong_marker_is_recited_to_its_source_only_when_on():
+    # The generator copied source 2's sentence and numbered it [1] (a trust test answer listed another
+    # condition's symptoms this way); the verifier rejects it against source 1.
+    text = ("In HFrEF, CRT is recommended (class 1) for patients with an LVEF of 35% or less, sinus rhythm, left "
+            "bundle branch block (LBBB) with a QRS duration of 150 ms or more [1].")
+    vec = np.array([[1.0, 0.0]], np.float32)
+    sources = {1: np.array([[0.0, 1.0]], np.float32), 2: np.array([[0.9, 0.1]], np.float32)}
+    texts = {1: ["## Iron\nIntravenous iron is given when ferritin is below 100."], 2: [CRT]}
+    low = [{1: np.array([0.05], np.float32), 2: np.array([0.1], np.float32)}]
+    kw = dict(source_texts=texts, scores=low, verbatim=True, attribute_uncited=True)
+    off = check_support(text, vec, sources, 0.5, **kw)[0]
+    assert not off.supported and off.citations == [1]
+    on = check_support(text, vec, sources, 0.5, verbatim_recite=True, **kw)[0]
+    assert on.supported and on.citations == [2] and on.attributed and on.checks["verbatim"] is True
+    # the copy's numbers must be the new source's: a changed threshold is not a copy of it
+    changed = text.replace("150 ms", "130 ms")
+    assert not check_support(changed, vec, sources, 0.5, verbatim_recite=True, **kw)[0].supported
+    # a sentence about the patient may only move to the patient's record
+    rec = check_support(text, vec, sources, 0.5, verbatim_recite=True, record_sources=[1],
+                        about_patient=lambda s: True, **kw)[0]
+    assert not rec.supported

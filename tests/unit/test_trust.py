@@ -205,3 +205,15 @@ def test_record_polarity_replays_against_the_recorded_record_text():
     row["sources"][0]["patient_id"] = None  # a guideline's line is not the patient's record
     row["sources"][0]["text"] = "- Anaemia: yes"
     assert trust.replay(row, 0.1, 0.0, None, {}, record_polarity=True)["answered"]
+
+
+def test_verbatim_recite_replays_a_copy_under_the_wrong_marker():
+    row = _row("medquad", True, 0.9, 0.05, right_doc=False)
+    row["sentences"][0].update(text="Salt intake in CKD should be kept below 2 g per day [1].", cited_docs=["x"])
+    row["sources"] = [{"n": 1, "doc_id": "x", "text": "## Iron\nIron is given when ferritin is low."},
+                      {"n": 2, "doc_id": "g", "text": "## Diet\nSalt intake in CKD should be kept below 2 g per day."}]
+    assert not trust.replay(row, 0.1, 0.0, None, {}, verbatim=True)["answered"]
+    on = trust.replay(row, 0.1, 0.0, None, {}, verbatim=True, verbatim_recite=True)
+    assert on["answered"] and on["right"] and not on["model_cited"]  # right, but by the pipeline's citation
+    row["sources"][1]["text"] = "## Diet\nSalt intake in CKD should be kept below 5 g per day."
+    assert not trust.replay(row, 0.1, 0.0, None, {}, verbatim=True, verbatim_recite=True)["answered"]
