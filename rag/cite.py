@@ -287,10 +287,8 @@ def about_patient(patient_id: str) -> Callable[[str], bool]:
 
 def check_support(text: str, sentence_vectors: np.ndarray, source_vectors: Mapping[int, np.ndarray],
                   threshold: float, attribute_uncited: bool = False,
-                  source_texts: Mapping[int, list[str]] | None = None,
-                  exempt_numbers: Collection[str] = (),
-                  record_sources: Collection[int] | None = None,
-                  about_patient: Callable[[str], bool] | None = None,
+                  source_texts: Mapping[int, list[str]] | None = None, exempt_numbers: Collection[str] = (),
+                  record_sources: Collection[int] | None = None, about_patient: Callable[[str], bool] | None = None,
                   scores: Sequence[Mapping[int, np.ndarray]] | None = None,
                   record_rules: bool = True, cosine_min: float | None = None,
                   statement_checks: bool = False, verbatim: bool = False,
@@ -325,11 +323,8 @@ def check_support(text: str, sentence_vectors: np.ndarray, source_vectors: Mappi
     rule stays; ``record_polarity`` keeps the yes/no one): they were written from one dataset's line format.
 
     ``verbatim``: a sentence copied from the text of a source it cites (:func:`verbatim_in`) is supported
-    whatever its score (``checks.verbatim``; the number check still applies).
-
-    ``verbatim_recite``: a sentence its cited sources do not support (after ``attribute_uncited``) but that is
-    (near-)verbatim text of another source is re-cited to that source and marked ``attributed``: the generator
-    copied it and put the wrong number on it. The number, record-citing and yes/no checks apply to the new source.
+    whatever its score (``checks.verbatim``; the number check still applies). ``verbatim_recite``: a rejected
+    copy of an uncited source is re-cited there (:meth:`_SupportJudge._recite_copied`).
 
     ``statement_checks``: a sentence that only announces content elsewhere (:func:`announces_only`) or repeats an
     earlier one (:func:`repeats`) is unsupported (``checks.states``, ``checks.repeat``, recorded either way).
@@ -492,7 +487,11 @@ class _SupportJudge:
 
     def _recite_copied(self, sent: str, vec: np.ndarray, sims: dict[int, np.ndarray], cos: dict[int, float],
                        cited: list[int], needs_record: bool) -> _Judged | None:
-        """The uncited source the sentence is copied from (most similar first), if the other checks pass there."""
+        """The uncited source the sentence is copied from (most similar first), if the other checks pass there.
+
+        For a sentence its cited sources do not support (after ``attribute_uncited``) that is (near-)verbatim
+        text of another source: the generator copied it and put the wrong number on it. The number,
+        record-citing and yes/no checks apply to the new source; the result is marked ``attributed``."""
         if self.texts is None:
             return None
         for n in sorted((n for n in sims if n not in cited), key=lambda n: -cos.get(n, -1.0)):
