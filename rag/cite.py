@@ -495,9 +495,9 @@ class _SupportJudge:
         if self.texts is None:
             return None
         for n in sorted((n for n in sims if n not in cited), key=lambda n: -cos.get(n, -1.0)):
-            if not verbatim_in(sent, "\n".join(self.texts.get(n, []))):
+            if not self.copied(sent, [n]):
                 continue
-            fact_n = record_fact(sent, self.lines_of([n])) if n in self.records and self.polarity else None
+            fact_n = self.fact(sent, [n])
             if fact_n is False or (needs_record and n not in self.records) or not self.numbers_ok(sent, [n]):
                 continue
             best = self.nearest(vec, [n]) or {n: int(np.argmax(sims[n]))}
