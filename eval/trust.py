@@ -262,7 +262,8 @@ def _replay_answer(row: dict[str, Any], abstain_below: float, calib: dict[str, A
         if record_rules and ch.get("record_rules") is False:
             ok = False
         if not ok and verbatim_recite and s["citations"]:
-            s = _recited(s, row, texts) or s  # verifier.verbatim_recite: copied from a source it does not cite
+            # verifier.verbatim_recite: copied from a source it does not cite
+            s = _recited(s, row, texts, polarity=record_polarity or record_rules) or s
             ok = bool(s.get("recited"))
         if ok:
             shown.append(s)
@@ -283,11 +284,13 @@ def _replay_answer(row: dict[str, Any], abstain_below: float, calib: dict[str, A
             "sentences": n, "shown": len(shown), "labelled": verdict.get("labelled", False), "signals": signals}
 
 
-def _recited(sentence: dict[str, Any], row: dict[str, Any], texts: dict[int, str]) -> dict[str, Any] | None:
+def _recited(sentence: dict[str, Any], row: dict[str, Any], texts: dict[int, str],
+             polarity: bool = False) -> dict[str, Any] | None:
     """The sentence re-cited to the retrieved source it is copied from (:func:`rag.cite.verbatim_in`), as
     ``check_support(verbatim_recite=True)`` would: not a source it cites; the numbers must appear there (the
-    question's own are exempt), a sentence about the patient must land on a patient record, and a yes/no
-    condition must not contradict that record. Sources in retrieval order (the rows keep no per-source cosine)."""
+    question's own are exempt), a sentence about the patient must land on a patient record, and (``polarity``:
+    ``verifier.record_polarity`` or ``confidence.record_rules`` on, as in the product) a yes/no condition must
+    not contradict that record. Sources in retrieval order (the rows keep no per-source cosine)."""
     by_n = {src["n"]: src for src in row.get("sources", [])}
     exempt = numbers_in(row["question"])
     for n, src in by_n.items():
@@ -298,7 +301,7 @@ def _recited(sentence: dict[str, Any], row: dict[str, Any], texts: dict[int, str
         pid = src.get("patient_id")
         if sentence["checks"].get("cites_record") is not None and not pid:
             continue  # about the patient: only a record can support it
-        if pid and record_fact(sentence["text"], texts.get(n, "").splitlines()) is False:
+        if polarity and pid and record_fact(sentence["text"], texts.get(n, "").splitlines()) is False:
             continue
         return {**sentence, "citations": [n], "cited_docs": [src["doc_id"]],
                 "cited_patients": [str(pid)] if pid else [], "attributed": True, "recited": True}

@@ -217,3 +217,16 @@ def test_verbatim_recite_replays_a_copy_under_the_wrong_marker():
     assert on["answered"] and on["right"] and not on["model_cited"]  # right, but by the pipeline's citation
     row["sources"][1]["text"] = "## Diet\nSalt intake in CKD should be kept below 5 g per day."
     assert not trust.replay(row, 0.1, 0.0, None, {}, verbatim=True, verbatim_recite=True)["answered"]
+
+
+def test_verbatim_recite_replay_checks_record_polarity_only_when_the_product_does():
+    row = _row("medquad", True, 0.9, 0.05, right_doc=False)  # the scorer does not matter: whether it is answered
+    copy = "The patient has no history of diabetes and takes no insulin"
+    row["sentences"][0].update(text=f"{copy} [1].", cited_docs=["x"])
+    row["sources"] = [{"n": 1, "doc_id": "x", "text": "## Iron\nIron is given when ferritin is low."},
+                      {"n": 2, "doc_id": "uci-hf-HF049", "patient_id": "HF049",
+                       "text": f"## History\n{copy}.\n- Diabetes: yes"}]
+    # Copied from the record, which also says "yes": the product re-cites it unless polarity checks are on.
+    assert trust.replay(row, 0.1, 0.0, None, {}, verbatim=True, verbatim_recite=True)["answered"]
+    held = trust.replay(row, 0.1, 0.0, None, {}, verbatim=True, verbatim_recite=True, record_polarity=True)
+    assert not held["answered"]
