@@ -36,6 +36,7 @@ from rag.assistant import MODEL_FOUND_NOTHING, NOTHING_SUPPORTED
 from rag.cite import announces_only, numbers_in, record_fact, repeats, unanswered_measures, verbatim_in
 from rag.confidence import answerability_logit, combine
 from rag.config import ConfidenceConfig
+from rag.subject import other_variant
 
 _LEGACY = ConfidenceConfig.model_validate({})  # the hand-set weights, for the uncalibrated comparison
 FEATURES = ("answerability", "support_prob", "support", "retrieval", "agreement", "generation")
@@ -80,7 +81,7 @@ def record(q: dict[str, Any], a: Answer, parents: dict[str, Any] | None = None) 
         "generated": a.generated, "confidence": a.confidence, "signals": a.confidence_signals,
         "timings_ms": a.timings_ms,
         "sources": [{"n": c.n, "doc_id": c.doc_id, "patient_id": c.patient_id, "answerability": c.answerability,
-                     "section": c.section, "text": _shown_text(c, parents)} for c in a.citations],
+                     "title": c.title, "section": c.section, "text": _shown_text(c, parents)} for c in a.citations],
         "sentences": [{"text": s.text, "citations": s.citations, "supported": s.supported, "prob": s.support_score,
                        "cosine": s.cosine, "attributed": s.attributed, "checks": s.checks, "cut_off": s.cut_off,
                        "cited_docs": sorted({by_n[n].doc_id for n in s.citations if n in by_n}),
@@ -203,7 +204,8 @@ def replay(row: dict[str, Any], gate: float, abstain_below: float, calib: dict[s
            records: dict[str, Any], support: str = "verifier", support_min: float = 0.5,
            cosine_min: float = 0.45, record_rules: bool = False, support_cosine: float | None = None,
            second_try: bool = True, statement_checks: bool = False, verbatim: bool = False,
-           record_polarity: bool = False, verbatim_recite: bool = False) -> dict[str, Any]:
+           record_polarity: bool = False, verbatim_recite: bool = False,
+           subject_variant: bool = False) -> dict[str, Any]:
     """Would the pipeline answer this question under these settings, and would it be right?
 
     Only what the records hold can change: the answerability gate (questions below the run's floor
@@ -216,6 +218,9 @@ def replay(row: dict[str, Any], gate: float, abstain_below: float, calib: dict[s
         # Never generated: abstained before generation (floor gate, weak retrieval, nothing retrieved).
         return {"answered": False, "right": not row["answerable"], "confidence": 0.0, "model_cited": False}
     if gate_value(row, calib) < gate:
+        return {"answered": False, "right": not row["answerable"], "confidence": 0.0, "model_cited": False}
+    if subject_variant and other_variant(row["question"], [str(s.get("title") or "") for s in row["sources"]]):
+        # verifier.subject_variant: the shown sources are about another variant of the subject (before generating)
         return {"answered": False, "right": not row["answerable"], "confidence": 0.0, "model_cited": False}
     kw: dict[str, Any] = {"support": support, "support_min": support_min, "cosine_min": cosine_min,
                           "record_rules": record_rules, "support_cosine": support_cosine,
@@ -414,7 +419,8 @@ def outcomes(rows: list[dict[str, Any]], settings: dict[str, Any], records: dict
                       statement_checks=settings.get("statement_checks", False),
                       verbatim=settings.get("verbatim", False),
                       record_polarity=settings.get("record_polarity", False),
-                      verbatim_recite=settings.get("verbatim_recite", False)),
+                      verbatim_recite=settings.get("verbatim_recite", False),
+                      subject_variant=settings.get("subject_variant", False)),
              "suite": r["suite"], "answerable": r["answerable"]} for r in rows]
 
 
@@ -578,6 +584,7 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "verbatim support flipped (verifier.verbatim_support)": {"verbatim": "flip"},
     "record polarity flipped (verifier.record_polarity)": {"record_polarity": "flip"},
     "verbatim re-citing flipped (verifier.verbatim_recite)": {"verbatim_recite": "flip"},
+    "subject-variant check flipped (verifier.subject_variant)": {"subject_variant": "flip"},
 }
 
 
@@ -593,7 +600,8 @@ def settings_from(config: Any, floor: float) -> dict[str, Any]:
             "support_min": config.verifier.support_min, "support_cosine": config.verifier.support_cosine,
             "second_try": config.generator.second_try, "statement_checks": config.verifier.statement_checks,
             "verbatim": config.verifier.verbatim_support, "record_polarity": config.verifier.record_polarity,
-            "verbatim_recite": config.verifier.verbatim_recite, "floor": floor}
+            "verbatim_recite": config.verifier.verbatim_recite,
+            "subject_variant": config.verifier.subject_variant, "floor": floor}
 
 
 def fit_dev(rows: list[dict[str, Any]], records: dict[str, Any], floor: float, out: Path,
@@ -641,7 +649,7 @@ def report(rows: list[dict[str, Any]], settings: dict[str, Any], records: dict[s
             s["calibration"] = {"gate": settings["calibration"].get("gate")}  # same gate, hand-set weights
         if s.get("gate") is None:
             s["gate"] = settings["floor"]
-        for key in ("statement_checks", "verbatim", "record_polarity", "verbatim_recite"):
+        for key in ("statement_checks", "verbatim", "record_polarity", "verbatim_recite", "subject_variant"):
             if s.get(key) == "flip":
                 s[key] = not settings.get(key, False)
         ablations[name] = summary(rows, s, records)

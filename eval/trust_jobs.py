@@ -179,3 +179,32 @@ def add_answer_answerability(config: Any, rows: list[dict[str, Any]]) -> int:
         r["signals"]["answer_answerability"] = answer_answerability(
             verifier, r["question"], [s["text"] for s in r["sentences"] if s["supported"]])
     return len(todo)
+
+
+def add_titles(config: Any, trust_index: str, rows: list[dict[str, Any]]) -> int:
+    """Give each recorded source its document title (the subject-variant check reads titles) when the row
+    was recorded before titles were; read from the demo and trust indexes' current versions. Returns how
+    many sources got one."""
+    from rag.config import resolve_path
+    from rag.index import current_version
+
+    todo = [src for r in rows for row in (r, r.get("second_try") or {}) for src in row.get("sources", [])
+            if "title" not in src]
+    if not todo:
+        return 0
+    titles: dict[str, str] = {}
+    for root in (resolve_path(config.index.dir), resolve_path(trust_index)):
+        version = current_version(root)
+        if version is None:
+            continue
+        with (root / "versions" / version / "chunks.jsonl").open(encoding="utf-8") as f:
+            for line in f:
+                c = json.loads(line)
+                titles.setdefault(c["doc_id"], c.get("title") or "")
+    missing = {src["doc_id"] for src in todo if src["doc_id"] not in titles}
+    if missing:
+        raise InputError(f"{len(missing)} recorded sources are in neither index (e.g. {sorted(missing)[0]}); "
+                         "report with the indexes the rows were recorded on")
+    for src in todo:
+        src["title"] = titles[src["doc_id"]]
+    return len(todo)

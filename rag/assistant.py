@@ -37,6 +37,7 @@ from rag.index_jobs import IndexJobs
 from rag.inputs import clean_patient_id, clean_question
 from rag.models import EmbedderSpec, resolve
 from rag.retrieve import HybridRetriever, Retrieval, Scorer, Unit
+from rag.subject import other_variant
 from rag.text import split_sentences
 from rag.verifier import Verifier, answer_answerability
 
@@ -416,6 +417,14 @@ class Assistant:
                 citations=[self._citation(n, u, None, answerable) for n, u in enumerate(ret.units, start=1)],
                 abstain_reason=f"no retrieved passage answers the question (answerability gate "
                                f"{gate_value:.2f} < {gate:.2f})")
+        sibling = other_variant(q, [u.chunk.title for u in shown]) \
+            if generate and self.config.verifier.subject_variant else None
+        if sibling is not None:
+            return unanswered(
+                answer=ABSTAIN_MESSAGE, abstained=True, confidence=0.0, confidence_label="low", sentences=[],
+                citations=[self._citation(n, u, None, answerable) for n, u in enumerate(ret.units, start=1)],
+                abstain_reason=f"the retrieved sources are about another variant of the subject asked "
+                               f"({sibling!r})")
         if not generate or signals["retrieval"] < cfg.retrieval_floor:
             citations = [self._citation(n, u, None, answerable) for n, u in enumerate(ret.units, start=1)]
             c = conf.combine(signals, cfg)

@@ -202,6 +202,11 @@ class VerifierConfig(_Section):
                                                      "copied from another retrieved source (rag/cite.py verbatim_in) "
                                                      "is re-cited to that source and marked attributed (a wrong "
                                                      "marker on a copied sentence; BENCHMARKS.md, 'Trust')")
+    subject_variant: bool = Field(False, description="abstain before generating when a shown source is about "
+                                                     "another variant of the asked subject (its title's words all "
+                                                     "in the question, a different type number or exclusive "
+                                                     "qualifier: 'type 1' for 'type 4') and none is about the asked "
+                                                     "one (rag/subject.py; BENCHMARKS.md, 'Trust')")
     record_polarity: bool = Field(False, description="a sentence whose yes/no condition contradicts a 'Condition: "
                                                      "yes/no' line of a patient record it cites ('no anaemia' "
                                                      "against 'Anaemia: yes') is not supported, whatever the "

@@ -460,3 +460,27 @@ def test_a_trust_run_resumes_from_its_journal(hash_index, tmp_path, monkeypatch)
     again = trust.run({"demo": a}, qs, tmp_path / "hf.csv", batch_size=1, journal=journal)
     assert gen.calls == 3, "only the question missing from the journal is generated"
     assert [r["id"] for r in again] == ["q0", "q1"] and again[0]["draft"] == full[0]["draft"]
+
+
+def test_sources_about_another_variant_abstain_before_generating(tmp_path):
+    """verifier.subject_variant: the asked type is not indexed, its sibling is; no generation is spent."""
+    from corpora.document import Document
+    from rag.update import build_index
+
+    text = ("Aicardi-Goutieres syndrome type {n} is a disorder that mainly affects the brain, the immune system "
+            "and the skin. Signs of type {n} include seizures, stiffness and skin lesions called chilblains.")
+    docs = [Document(f"ags-{n}", text.format(n=n), f"Aicardi-Goutieres syndrome type {n}", "reference",
+                     f"ags-{n}.md") for n in (1, 2)]
+    root = tmp_path / "index"
+    build_index(docs, HashEmbedder(), root, load_config().chunking.model_dump())
+    gen = ScriptedGenerator("Signs include seizures [1].")
+    cfg = load_config(overrides=[f"index.dir={root}", "index.auto_build_demo=false", "verifier.answerable_min=0.0",
+                                 "confidence.abstain_below=0.0", "verifier.subject_variant=true"])
+    a = Assistant(cfg, embedder=HashEmbedder(), generator=gen, verifier=LexicalVerifier())  # type: ignore[arg-type]
+    ans = a.ask("What are the symptoms of Aicardi-Goutieres syndrome type 4?")
+    assert ans.abstained and not ans.generated and gen.calls == 0
+    assert "another variant" in (ans.abstain_reason or "") and "syndrome type 1" in (ans.abstain_reason or "")
+    assert not a.ask("What are the symptoms of Aicardi-Goutieres syndrome type 2?").abstained
+    off = Assistant(cfg.model_copy(update={"verifier": cfg.verifier.model_copy(update={"subject_variant": False})}),
+                    embedder=HashEmbedder(), generator=gen, verifier=LexicalVerifier())  # type: ignore[arg-type]
+    assert not off.ask("What are the symptoms of Aicardi-Goutieres syndrome type 4?").abstained

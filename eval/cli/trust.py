@@ -112,6 +112,8 @@ def _fit_or_report(args: argparse.Namespace, cfg: Any, records: dict[str, Any]) 
         print(f"verdicts by a person: {counts['labelled']} answers of this part labelled, "
               f"{counts['match_recorded_answer']} match the recorded answer; {counts['unknown_ids']} label ids "
               "are not in this part", file=sys.stderr)
+    if (n := trust_jobs.add_titles(cfg, args.trust_index, rows)):
+        print(f"source titles read from the indexes for {n} sources recorded before titles were", file=sys.stderr)
     if (n := trust_jobs.add_answer_answerability(cfg, rows)):
         print(f"answer_answerability computed for {n} answers recorded before the signal existed", file=sys.stderr)
     floor = max(float(r.get("floor", args.floor)) for r in rows)
@@ -123,7 +125,8 @@ def _fit_or_report(args: argparse.Namespace, cfg: Any, records: dict[str, Any]) 
                                "statement_checks": cfg.verifier.statement_checks,
                                "verbatim": cfg.verifier.verbatim_support,
                                "record_polarity": cfg.verifier.record_polarity,
-                               "verbatim_recite": cfg.verifier.verbatim_recite})
+                               "verbatim_recite": cfg.verifier.verbatim_recite,
+                               "subject_variant": cfg.verifier.subject_variant})
         if args.json:
             print_json(calib)
             return 0

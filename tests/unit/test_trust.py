@@ -230,3 +230,14 @@ def test_verbatim_recite_replay_checks_record_polarity_only_when_the_product_doe
     assert trust.replay(row, 0.1, 0.0, None, {}, verbatim=True, verbatim_recite=True)["answered"]
     held = trust.replay(row, 0.1, 0.0, None, {}, verbatim=True, verbatim_recite=True, record_polarity=True)
     assert not held["answered"]
+
+
+def test_subject_variant_replays_on_the_recorded_source_titles():
+    row = _row("topic_removed", False, 0.9, 0.9)
+    row["question"] = "What are the symptoms of Aicardi-Goutieres syndrome type 4 ?"
+    row["sources"] = [{"n": 1, "doc_id": "g", "title": "Aicardi-Goutieres syndrome type 1", "text": "Signs."}]
+    assert trust.replay(row, 0.1, 0.0, None, {})["answered"]
+    held = trust.replay(row, 0.1, 0.0, None, {}, subject_variant=True)
+    assert not held["answered"] and held["right"]  # out of corpus and abstained: right
+    row["sources"].append({"n": 2, "doc_id": "h", "title": "Aicardi-Goutieres syndrome type 4", "text": "Signs."})
+    assert trust.replay(row, 0.1, 0.0, None, {}, subject_variant=True)["answered"]
