@@ -205,7 +205,7 @@ def replay(row: dict[str, Any], gate: float, abstain_below: float, calib: dict[s
            cosine_min: float = 0.45, record_rules: bool = False, support_cosine: float | None = None,
            second_try: bool = True, statement_checks: bool = False, verbatim: bool = False,
            record_polarity: bool = False, verbatim_recite: bool = False,
-           subject_variant: bool = False) -> dict[str, Any]:
+           subject_variant: bool = False, recite_supported: bool = False) -> dict[str, Any]:
     """Would the pipeline answer this question under these settings, and would it be right?
 
     Only what the records hold can change: the answerability gate (questions below the run's floor
@@ -219,13 +219,14 @@ def replay(row: dict[str, Any], gate: float, abstain_below: float, calib: dict[s
         return {"answered": False, "right": not row["answerable"], "confidence": 0.0, "model_cited": False}
     if gate_value(row, calib) < gate:
         return {"answered": False, "right": not row["answerable"], "confidence": 0.0, "model_cited": False}
-    if subject_variant and other_variant(row["question"], [str(s.get("title") or "") for s in row["sources"]]):
+    if subject_variant and _other_variant(row["question"], tuple(str(s.get("title") or "") for s in row["sources"])):
         # verifier.subject_variant: the shown sources are about another variant of the subject (before generating)
         return {"answered": False, "right": not row["answerable"], "confidence": 0.0, "model_cited": False}
     kw: dict[str, Any] = {"support": support, "support_min": support_min, "cosine_min": cosine_min,
                           "record_rules": record_rules, "support_cosine": support_cosine,
                           "statement_checks": statement_checks, "verbatim": verbatim,
-                          "record_polarity": record_polarity, "verbatim_recite": verbatim_recite}
+                          "record_polarity": record_polarity, "verbatim_recite": verbatim_recite,
+                          "recite_supported": recite_supported}
     first = _replay_answer(row, abstain_below, calib, records, **kw)
     second = row.get("second_try")
     if first.get("withheld") in (MODEL_FOUND_NOTHING, NOTHING_SUPPORTED) and second is not None and second_try:
@@ -241,7 +242,8 @@ def _replay_answer(row: dict[str, Any], abstain_below: float, calib: dict[str, A
                    records: dict[str, Any], support: str = "verifier", support_min: float = 0.5,
                    cosine_min: float = 0.45, record_rules: bool = False, support_cosine: float | None = None,
                    statement_checks: bool = False, verbatim: bool = False,
-                   record_polarity: bool = False, verbatim_recite: bool = False) -> dict[str, Any]:
+                   record_polarity: bool = False, verbatim_recite: bool = False,
+                   recite_supported: bool = False) -> dict[str, Any]:
     """One generated answer (a first or a second try) past the gate, under these settings; ``withheld``
     says why it would not be shown."""
     sig = row["signals"]
@@ -250,7 +252,7 @@ def _replay_answer(row: dict[str, Any], abstain_below: float, calib: dict[str, A
                 "withheld": MODEL_FOUND_NOTHING}
     shown = []
     texts = {src["n"]: str(src.get("text") or "") for src in row.get("sources", [])} \
-        if verbatim or verbatim_recite else {}
+        if verbatim or verbatim_recite or recite_supported else {}
     again = repeats([s["text"] for s in row["sentences"]]) if statement_checks else []
     for k, s in enumerate(row["sentences"]):
         if statement_checks and (again[k] or announces_only(s["text"])):
@@ -270,6 +272,10 @@ def _replay_answer(row: dict[str, Any], abstain_below: float, calib: dict[str, A
             # verifier.verbatim_recite: copied from a source it does not cite
             s = _recited(s, row, texts, polarity=record_polarity or record_rules) or s
             ok = bool(s.get("recited"))
+        if ok and recite_supported and s["citations"] and not any(_copied(s["text"], texts.get(n, ""))
+                                                                  for n in s["citations"]):
+            # verifier.recite_supported: accepted as cited, but copied from another source and from none it cites
+            s = _recited(s, row, texts, polarity=record_polarity or record_rules) or s
         if ok:
             shown.append(s)
     n = len(row["sentences"])
@@ -318,6 +324,12 @@ def _contradicts_record(sentence: dict[str, Any], row: dict[str, Any]) -> bool:
     lines = [line for src in row.get("sources", []) if src.get("patient_id") and src["n"] in sentence["citations"]
              for line in str(src.get("text") or "").splitlines()]
     return bool(lines) and record_fact(sentence["text"], lines) is False
+
+
+@functools.lru_cache(maxsize=100_000)
+def _other_variant(question: str, titles: tuple[str, ...]) -> str | None:
+    """:func:`rag.subject.other_variant`, once per row: a fit replays every record thousands of times."""
+    return other_variant(question, titles)
 
 
 @functools.lru_cache(maxsize=500_000)
@@ -420,7 +432,8 @@ def outcomes(rows: list[dict[str, Any]], settings: dict[str, Any], records: dict
                       verbatim=settings.get("verbatim", False),
                       record_polarity=settings.get("record_polarity", False),
                       verbatim_recite=settings.get("verbatim_recite", False),
-                      subject_variant=settings.get("subject_variant", False)),
+                      subject_variant=settings.get("subject_variant", False),
+                      recite_supported=settings.get("recite_supported", False)),
              "suite": r["suite"], "answerable": r["answerable"]} for r in rows]
 
 
@@ -585,6 +598,7 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "record polarity flipped (verifier.record_polarity)": {"record_polarity": "flip"},
     "verbatim re-citing flipped (verifier.verbatim_recite)": {"verbatim_recite": "flip"},
     "subject-variant check flipped (verifier.subject_variant)": {"subject_variant": "flip"},
+    "re-citing supported copies flipped (verifier.recite_supported)": {"recite_supported": "flip"},
 }
 
 
@@ -601,7 +615,8 @@ def settings_from(config: Any, floor: float) -> dict[str, Any]:
             "second_try": config.generator.second_try, "statement_checks": config.verifier.statement_checks,
             "verbatim": config.verifier.verbatim_support, "record_polarity": config.verifier.record_polarity,
             "verbatim_recite": config.verifier.verbatim_recite,
-            "subject_variant": config.verifier.subject_variant, "floor": floor}
+            "subject_variant": config.verifier.subject_variant,
+            "recite_supported": config.verifier.recite_supported, "floor": floor}
 
 
 def fit_dev(rows: list[dict[str, Any]], records: dict[str, Any], floor: float, out: Path,
@@ -649,7 +664,8 @@ def report(rows: list[dict[str, Any]], settings: dict[str, Any], records: dict[s
             s["calibration"] = {"gate": settings["calibration"].get("gate")}  # same gate, hand-set weights
         if s.get("gate") is None:
             s["gate"] = settings["floor"]
-        for key in ("statement_checks", "verbatim", "record_polarity", "verbatim_recite", "subject_variant"):
+        for key in ("statement_checks", "verbatim", "record_polarity", "verbatim_recite", "subject_variant",
+                    "recite_supported"):
             if s.get(key) == "flip":
                 s[key] = not settings.get(key, False)
         ablations[name] = summary(rows, s, records)

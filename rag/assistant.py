@@ -615,7 +615,8 @@ class Assistant:
                              statement_checks=self.config.verifier.statement_checks,
                              verbatim=self.config.verifier.verbatim_support,
                              record_polarity=self.config.verifier.record_polarity,
-                             verbatim_recite=self.config.verifier.verbatim_recite)
+                             verbatim_recite=self.config.verifier.verbatim_recite,
+                             recite_supported=self.config.verifier.recite_supported)
 
     def _support_scores(self, verifier: Verifier, question: str, sentences: list[str],
                         source_texts: dict[int, list[str]]) -> list[dict[int, np.ndarray]]:

@@ -292,7 +292,8 @@ def check_support(text: str, sentence_vectors: np.ndarray, source_vectors: Mappi
                   scores: Sequence[Mapping[int, np.ndarray]] | None = None,
                   record_rules: bool = True, cosine_min: float | None = None,
                   statement_checks: bool = False, verbatim: bool = False,
-                  record_polarity: bool = False, verbatim_recite: bool = False) -> list[SentenceSupport]:
+                  record_polarity: bool = False, verbatim_recite: bool = False,
+                  recite_supported: bool = False) -> list[SentenceSupport]:
     """Judge every sentence of ``text`` against the passages of the sources it cites.
 
     ``source_vectors[n]`` holds one row per passage of source n (normalised). A sentence
@@ -324,7 +325,9 @@ def check_support(text: str, sentence_vectors: np.ndarray, source_vectors: Mappi
 
     ``verbatim``: a sentence copied from the text of a source it cites (:func:`verbatim_in`) is supported
     whatever its score (``checks.verbatim``; the number check still applies). ``verbatim_recite``: a rejected
-    copy of an uncited source is re-cited there (:meth:`_SupportJudge._recite_copied`).
+    copy of an uncited source is re-cited there (:meth:`_SupportJudge._recite_copied`); ``recite_supported``: so
+    is a *supported* sentence that is a copy of an uncited source and of no source it cites (the model
+    accepted another page's text under the asked page's number).
 
     ``statement_checks``: a sentence that only announces content elsewhere (:func:`announces_only`) or repeats an
     earlier one (:func:`repeats`) is unsupported (``checks.states``, ``checks.repeat``, recorded either way).
@@ -336,7 +339,7 @@ def check_support(text: str, sentence_vectors: np.ndarray, source_vectors: Mappi
         raise ValueError("one score mapping per sentence is required")
     judge = _SupportJudge(source_vectors, threshold, source_texts, set(exempt_numbers), record_sources,
                           about_patient, record_rules, cosine_min, scores is not None, verbatim, record_polarity,
-                          verbatim_recite)
+                          verbatim_recite, recite_supported)
     out = [judge.judge(sent, vec, dict(scores[i]) if scores is not None else None, attribute_uncited)
            for i, (sent, vec) in enumerate(zip(sentences, sentence_vectors, strict=True))]
     for s, again in zip(out, repeats(sentences), strict=True):
@@ -366,12 +369,13 @@ class _SupportJudge:
                  source_texts: Mapping[int, list[str]] | None, exempt: set[str],
                  record_sources: Collection[int] | None, about_patient: Callable[[str], bool] | None,
                  record_rules: bool, cosine_min: float | None, with_scores: bool, verbatim: bool = False,
-                 record_polarity: bool = False, recite: bool = False):
+                 record_polarity: bool = False, recite: bool = False, recite_supported: bool = False):
         self.vectors, self.threshold, self.texts, self.exempt = source_vectors, threshold, source_texts, exempt
         self.records = set(record_sources or ())
         self.check_records = record_sources is not None and about_patient is not None
         self.about_patient, self.record_rules, self.cosine_min = about_patient, record_rules, cosine_min
         self.with_scores, self.verbatim, self.recite = with_scores, verbatim, recite
+        self.recite_supported = recite_supported
         self.polarity = record_rules or record_polarity  # yes/no lines are checked (record_fact)
 
     # -- the rules ------------------------------------------------------------------------------------
@@ -423,7 +427,8 @@ class _SupportJudge:
         v, rescued = self._as_cited(sent, vec, sims, cited, cos, needs_record)
         if not v.supported and attribute_uncited:
             v = self._attribute(sent, vec, sims, cos, needs_record) or v
-        if not v.supported and self.recite:
+        if (not v.supported and self.recite) or (v.supported and self.recite_supported and v.cited
+                                                   and not (v.copied or self.copied(sent, v.cited))):
             v = self._recite_copied(sent, vec, sims, cos, v.cited, needs_record) or v
         rec_lines = self.lines_of(v.cited)
         checks: dict[str, bool | None] = {

@@ -202,6 +202,10 @@ class VerifierConfig(_Section):
                                                      "copied from another retrieved source (rag/cite.py verbatim_in) "
                                                      "is re-cited to that source and marked attributed (a wrong "
                                                      "marker on a copied sentence; BENCHMARKS.md, 'Trust')")
+    recite_supported: bool = Field(False, description="a sentence the claim-support model accepts as cited but that is "
+                                                      "copied from another retrieved source and from none it cites "
+                                                      "is re-cited to the source it was copied from, marked "
+                                                      "attributed (BENCHMARKS.md, 'Trust')")
     subject_variant: bool = Field(False, description="abstain before generating when a shown source is about "
                                                      "another variant of the asked subject (its title's words all "
                                                      "in the question, a different type number or exclusive "

@@ -126,7 +126,8 @@ def _fit_or_report(args: argparse.Namespace, cfg: Any, records: dict[str, Any]) 
                                "verbatim": cfg.verifier.verbatim_support,
                                "record_polarity": cfg.verifier.record_polarity,
                                "verbatim_recite": cfg.verifier.verbatim_recite,
-                               "subject_variant": cfg.verifier.subject_variant})
+                               "subject_variant": cfg.verifier.subject_variant,
+                               "recite_supported": cfg.verifier.recite_supported})
         if args.json:
             print_json(calib)
             return 0

@@ -395,3 +395,24 @@ def test_a_copied_sentence_with_the_wrong_marker_is_recited_to_its_source_only_w
     rec = check_support(text, vec, sources, 0.5, verbatim_recite=True, record_sources=[1],
                         about_patient=lambda s: True, **kw)[0]
     assert not rec.supported
+
+
+def test_a_supported_sentence_copied_from_an_uncited_source_is_recited_only_when_on():
+    # The claim-support model accepts the copy against source 1 (another page on the same topic), but the
+    # words are source 2's: recite_supported moves the citation to the page the sentence was copied from.
+    text = ("In HFrEF, CRT is recommended (class 1) for patients with an LVEF of 35% or less, sinus rhythm, left "
+            "bundle branch block (LBBB) with a QRS duration of 150 ms or more [1].")
+    vec = np.array([[1.0, 0.0]], np.float32)
+    sources = {1: np.array([[0.8, 0.2]], np.float32), 2: np.array([[0.9, 0.1]], np.float32)}
+    texts = {1: ["## Devices\nCardiac resynchronisation (class 1) helps some patients with HFrEF, a wide QRS of "
+                 "150 ms, an LVEF of 35% and LBBB."], 2: [CRT]}
+    high = [{1: np.array([0.9], np.float32), 2: np.array([0.95], np.float32)}]
+    kw = dict(source_texts=texts, scores=high, verbatim=True, verbatim_recite=True, attribute_uncited=True)
+    off = check_support(text, vec, sources, 0.5, **kw)[0]
+    assert off.supported and off.citations == [1] and not off.attributed
+    on = check_support(text, vec, sources, 0.5, recite_supported=True, **kw)[0]
+    assert on.supported and on.citations == [2] and on.attributed
+    # a copy of the cited source itself stays where it is
+    texts[1] = [CRT]
+    kept = check_support(text, vec, sources, 0.5, recite_supported=True, **kw)[0]
+    assert kept.citations == [1] and not kept.attributed

@@ -241,3 +241,15 @@ def test_subject_variant_replays_on_the_recorded_source_titles():
     assert not held["answered"] and held["right"]  # out of corpus and abstained: right
     row["sources"].append({"n": 2, "doc_id": "h", "title": "Aicardi-Goutieres syndrome type 4", "text": "Signs."})
     assert trust.replay(row, 0.1, 0.0, None, {}, subject_variant=True)["answered"]
+
+
+def test_recite_supported_replays_a_supported_copy_of_an_uncited_source():
+    row = _row("medquad", True, 0.9, 0.9, right_doc=False)  # supported as cited, to the wrong page
+    copy = "Salt intake in CKD should be kept below 2 g per day"
+    row["sentences"][0].update(text=f"{copy} [1].", cited_docs=["x"])
+    row["sources"] = [{"n": 1, "doc_id": "x", "text": "## Diet\nKeep salt low in kidney disease."},
+                      {"n": 2, "doc_id": "g", "text": f"## Diet\n{copy}."}]
+    off = trust.replay(row, 0.1, 0.0, None, {}, verbatim=True)
+    assert off["answered"] and not off["right"]
+    on = trust.replay(row, 0.1, 0.0, None, {}, verbatim=True, recite_supported=True)
+    assert on["answered"] and on["right"] and not on["model_cited"]  # right by the pipeline's citation
