@@ -39,6 +39,9 @@ def add(esub: Any, common: argparse.ArgumentParser) -> None:
     et.add_argument("--labels", action="append", metavar="FILE.jsonl", default=[],
                     help="`fit`/`report`: a person's verdicts on this run's answers (eval/labels/); they replace the "
                          "automatic verdict for the exact answers they judged (repeatable)")
+    et.add_argument("--min-ooc-abstain", type=float, default=0.97,
+                    help="`fit`: the dev out-of-corpus abstention the chosen operating point must reach (target 0.95 "
+                         "plus a margin: eval/trust_procedure.py)")
     et.add_argument("--calibration-out", default="configs/calibration/default.json", help="`fit`: where to write")
     et.add_argument("--json", action="store_true")
     et.set_defaults(handler=run)
@@ -127,7 +130,8 @@ def _fit_or_report(args: argparse.Namespace, cfg: Any, records: dict[str, Any]) 
                                "record_polarity": cfg.verifier.record_polarity,
                                "verbatim_recite": cfg.verifier.verbatim_recite,
                                "subject_variant": cfg.verifier.subject_variant,
-                               "recite_supported": cfg.verifier.recite_supported})
+                               "recite_supported": cfg.verifier.recite_supported},
+                              min_ooc_abstain=args.min_ooc_abstain)
         if args.json:
             print_json(calib)
             return 0

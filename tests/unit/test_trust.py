@@ -253,3 +253,24 @@ def test_recite_supported_replays_a_supported_copy_of_an_uncited_source():
     assert off["answered"] and not off["right"]
     on = trust.replay(row, 0.1, 0.0, None, {}, verbatim=True, recite_supported=True)
     assert on["answered"] and on["right"] and not on["model_cited"]  # right by the pipeline's citation
+
+
+def test_the_choosing_rules_are_compared_on_held_out_halves():
+    from eval import trust_procedure
+
+    rng = random.Random(3)
+    rows = [_row("medquad", True, rng.uniform(0.3, 1.0), rng.uniform(0.5, 1.0)) for _ in range(40)]
+    rows += [_row("non_medical", False, rng.uniform(0.0, 0.7), 0.9) for _ in range(40)]
+    settings = {"calibration": None, "support_cosine": None}
+    points, answered, right = trust_procedure.grid(rows, settings, {}, 0.05)
+    assert answered.shape == right.shape == (len(points), len(rows))
+    summary = trust_procedure.compare(rows, points, answered, right, repeats=4)
+    assert set(summary) == set(trust_procedure.RULES)
+    for s in summary.values():
+        assert s["repeats"] == 4 and 0 <= s["b_ooc_at_least_95"] <= 4
+    # each rule's pick meets its own bar on the rows it picked on
+    ooc = np.array([not r["answerable"] for r in rows])
+    half = np.ones(len(rows), bool)
+    for rule, bar in (("exact", 0.95), ("margin", 0.97)):
+        i = trust_procedure.pick(rule, answered, right, ooc, half, points)
+        assert i is not None and (~answered[i] & ooc).sum() / ooc.sum() >= bar
