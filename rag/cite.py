@@ -289,9 +289,8 @@ def check_support(text: str, sentence_vectors: np.ndarray, source_vectors: Mappi
                   threshold: float, attribute_uncited: bool = False,
                   source_texts: Mapping[int, list[str]] | None = None, exempt_numbers: Collection[str] = (),
                   record_sources: Collection[int] | None = None, about_patient: Callable[[str], bool] | None = None,
-                  scores: Sequence[Mapping[int, np.ndarray]] | None = None,
-                  record_rules: bool = True, cosine_min: float | None = None,
-                  statement_checks: bool = False, verbatim: bool = False,
+                  scores: Sequence[Mapping[int, np.ndarray]] | None = None, record_rules: bool = True,
+                  cosine_min: float | None = None, statement_checks: bool = False, verbatim: bool = False,
                   record_polarity: bool = False, verbatim_recite: bool = False,
                   recite_supported: bool = False) -> list[SentenceSupport]:
     """Judge every sentence of ``text`` against the passages of the sources it cites.
@@ -324,10 +323,8 @@ def check_support(text: str, sentence_vectors: np.ndarray, source_vectors: Mappi
     rule stays; ``record_polarity`` keeps the yes/no one): they were written from one dataset's line format.
 
     ``verbatim``: a sentence copied from the text of a source it cites (:func:`verbatim_in`) is supported
-    whatever its score (``checks.verbatim``; the number check still applies). ``verbatim_recite``: a rejected
-    copy of an uncited source is re-cited there (:meth:`_SupportJudge._recite_copied`); ``recite_supported``: so
-    is a *supported* sentence that is a copy of an uncited source and of no source it cites (the model
-    accepted another page's text under the asked page's number).
+    whatever its score (``checks.verbatim``; the number check still applies). ``verbatim_recite`` and
+    ``recite_supported``: re-citing copies (:meth:`_SupportJudge._recite_copied`).
 
     ``statement_checks``: a sentence that only announces content elsewhere (:func:`announces_only`) or repeats an
     earlier one (:func:`repeats`) is unsupported (``checks.states``, ``checks.repeat``, recorded either way).
@@ -495,8 +492,10 @@ class _SupportJudge:
         """The uncited source the sentence is copied from (most similar first), if the other checks pass there.
 
         For a sentence its cited sources do not support (after ``attribute_uncited``) that is (near-)verbatim
-        text of another source: the generator copied it and put the wrong number on it. The number,
-        record-citing and yes/no checks apply to the new source; the result is marked ``attributed``."""
+        text of another source: the generator copied it and put the wrong number on it. With ``recite_supported``
+        also for a *supported* sentence copied from no source it cites (the claim-support model accepts another
+        page's text under the asked page's number). The number, record-citing and yes/no checks apply to the
+        new source; the result is marked ``attributed``."""
         if self.texts is None:
             return None
         for n in sorted((n for n in sims if n not in cited), key=lambda n: -cos.get(n, -1.0)):
