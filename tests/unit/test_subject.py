@@ -51,3 +51,25 @@ def test_parse_keeps_words_and_variants_apart():
 def test_dates_in_note_titles_are_not_variants():
     assert relation("What does P002's discharge summary of 2025-09-02 say?", "P002 discharge summary, 2025-02-14") \
         == "compatible"
+
+
+def test_the_measurement_set_keeps_clear_of_the_trust_split():
+    """eval/subject_variant.py: sibling families are asked only when no member touches the trust split."""
+    from types import SimpleNamespace
+
+    from eval.subject_variant import select, siblings
+
+    assert siblings(["AGS type 1", "AGS type 4", "Asthma"]) == {"AGS type 1": {"AGS type 4"},
+                                                                "AGS type 4": {"AGS type 1"}}
+
+    def doc(i: str, focus: str, folder: str = "2_GARD_QA") -> SimpleNamespace:
+        return SimpleNamespace(doc_id=i, meta={"focus": focus}, source=f"medquad/{folder}/{i}.xml#1")
+
+    docs = [doc("a1", "AGS type 1"), doc("a4", "AGS type 4"), doc("m6", "Microphthalmia syndromic 6"),
+            doc("m8", "Microphthalmia syndromic 8"), doc("x", "Asthma"), doc("y", "Gout")]
+    trust = {"dev": {"medquad": ["a1"], "topic_removed": []}, "test": {"medquad": [], "topic_removed": []},
+             "index_medquad_files": []}
+    sel = select(docs, trust, distractors=1, seed=0)
+    assert sel["sibling"] == ["Microphthalmia syndromic 6", "Microphthalmia syndromic 8"]  # AGS: a1 is asked
+    assert len(sel["other"]) == 1 and sel["other"][0] in {"Asthma", "Gout"}
+    assert "2_GARD_QA/m6.xml" in sel["files"] and "2_GARD_QA/a1.xml" not in sel["files"]
