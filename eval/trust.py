@@ -254,6 +254,7 @@ def _replay_answer(row: dict[str, Any], abstain_below: float, calib: dict[str, A
     texts = {src["n"]: str(src.get("text") or "") for src in row.get("sources", [])} \
         if verbatim or verbatim_recite or recite_supported else {}
     again = repeats([s["text"] for s in row["sentences"]]) if statement_checks else []
+    polarity = record_polarity or record_rules  # the product checks a record's yes/no lines only then
     for k, s in enumerate(row["sentences"]):
         if statement_checks and (again[k] or announces_only(s["text"])):
             continue  # verifier.statement_checks: announces content it does not state, or says it twice
@@ -270,12 +271,12 @@ def _replay_answer(row: dict[str, Any], abstain_below: float, calib: dict[str, A
             ok = False
         if not ok and verbatim_recite and s["citations"]:
             # verifier.verbatim_recite: copied from a source it does not cite
-            s = _recited(s, row, texts, polarity=record_polarity or record_rules) or s
+            s = _recited(s, row, texts, polarity) or s
             ok = bool(s.get("recited"))
         if ok and recite_supported and s["citations"] and not any(_copied(s["text"], texts.get(n, ""))
                                                                   for n in s["citations"]):
             # verifier.recite_supported: accepted as cited, but copied from another source and from none it cites
-            s = _recited(s, row, texts, polarity=record_polarity or record_rules) or s
+            s = _recited(s, row, texts, polarity) or s
         if ok:
             shown.append(s)
     n = len(row["sentences"])
@@ -612,11 +613,16 @@ def settings_from(config: Any, floor: float) -> dict[str, Any]:
     return {"gate": config.verifier.answerable_min, "abstain_below": config.confidence.abstain_below,
             "calibration": calib, "record_rules": config.confidence.record_rules,
             "support_min": config.verifier.support_min, "support_cosine": config.verifier.support_cosine,
-            "second_try": config.generator.second_try, "statement_checks": config.verifier.statement_checks,
-            "verbatim": config.verifier.verbatim_support, "record_polarity": config.verifier.record_polarity,
-            "verbatim_recite": config.verifier.verbatim_recite,
-            "subject_variant": config.verifier.subject_variant,
-            "recite_supported": config.verifier.recite_supported, "floor": floor}
+            **pipeline_options(config), "floor": floor}
+
+
+def pipeline_options(config: Any) -> dict[str, bool]:
+    """The pipeline switches a config runs with, by their replay names (what a fit is fitted under)."""
+    v = config.verifier
+    return {"second_try": config.generator.second_try, "statement_checks": v.statement_checks,
+            "verbatim": v.verbatim_support, "record_polarity": v.record_polarity,
+            "verbatim_recite": v.verbatim_recite, "subject_variant": v.subject_variant,
+            "recite_supported": v.recite_supported}
 
 
 def fit_dev(rows: list[dict[str, Any]], records: dict[str, Any], floor: float, out: Path,
@@ -671,10 +677,8 @@ def report(rows: list[dict[str, Any]], settings: dict[str, Any], records: dict[s
             s["calibration"] = {"gate": settings["calibration"].get("gate")}  # same gate, hand-set weights
         if s.get("gate") is None:
             s["gate"] = settings["floor"]
-        for key in ("statement_checks", "verbatim", "record_polarity", "verbatim_recite", "subject_variant",
-                    "recite_supported"):
-            if s.get(key) == "flip":
-                s[key] = not settings.get(key, False)
+        for key in [k for k, v in change.items() if v == "flip"]:
+            s[key] = not settings.get(key, False)
         ablations[name] = summary(rows, s, records)
     timing = {k: [r["timings_ms"][k] for r in rows if k in r["timings_ms"]]
               for k in ("answerability", "citation_check", "generation", "total")}

@@ -208,3 +208,22 @@ def add_titles(config: Any, trust_index: str, rows: list[dict[str, Any]]) -> int
     for src in todo:
         src["title"] = titles[src["doc_id"]]
     return len(todo)
+
+
+def prepare_rows(config: Any, rows_path: Path, labels: list[Path], trust_index: str,
+                 say: Callable[[str], None] = lambda _: None) -> list[dict[str, Any]]:
+    """A part's recorded rows ready to replay: a person's verdicts attached, titles and the
+    answer_answerability signal added where the rows predate them (each step ``say``s what it did)."""
+    rows = trust.load_rows(rows_path)
+    if labels:
+        from eval import trust_labels
+
+        counts = trust_labels.attach(rows, trust_labels.load(labels))
+        say(f"verdicts by a person: {counts['labelled']} answers of this part labelled, "
+            f"{counts['match_recorded_answer']} match the recorded answer; {counts['unknown_ids']} label ids "
+            "are not in this part")
+    if (n := add_titles(config, trust_index, rows)):
+        say(f"source titles read from the indexes for {n} sources recorded before titles were")
+    if (n := add_answer_answerability(config, rows)):
+        say(f"answer_answerability computed for {n} answers recorded before the signal existed")
+    return rows

@@ -114,17 +114,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from corpora.heart_failure import read_records
     from corpora.report import LoadReport
-    from eval import trust_jobs, trust_labels, trust_set
+    from eval import trust_jobs, trust_set
     from rag.config import data_dir, load_config, resolve_path
 
     cfg = load_config()
-    rows = trust.load_rows(resolve_path(args.rows))
-    if any("-test" in r.get("id", "") for r in rows) or "test" in Path(args.rows).name:
+    if "test" in Path(args.rows).name:
         raise SystemExit("dev rows only: the choosing rule is compared on dev")
-    if args.labels:
-        trust_labels.attach(rows, trust_labels.load([resolve_path(p) for p in args.labels]))
-    trust_jobs.add_titles(cfg, args.trust_index, rows)
-    trust_jobs.add_answer_answerability(cfg, rows)
+    rows = trust_jobs.prepare_rows(cfg, resolve_path(args.rows), [resolve_path(p) for p in args.labels],
+                                   args.trust_index)
     csv = data_dir(cfg) / trust_set.HF_CSV
     records = {r.patient_id: r for r in read_records(csv, LoadReport(fmt="uci-heart-failure"))}
     floor = max(float(r.get("floor", 0.05)) for r in rows)

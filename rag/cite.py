@@ -424,8 +424,9 @@ class _SupportJudge:
         v, rescued = self._as_cited(sent, vec, sims, cited, cos, needs_record)
         if not v.supported and attribute_uncited:
             v = self._attribute(sent, vec, sims, cos, needs_record) or v
-        if (not v.supported and self.recite) or (v.supported and self.recite_supported and v.cited
-                                                   and not (v.copied or self.copied(sent, v.cited))):
+        if v.supported and self.recite_supported and v.cited and v.copied is None:
+            v.copied = self.copied(sent, v.cited)  # kept: checks.verbatim reads it below
+        if (not v.supported and self.recite) or (v.supported and self.recite_supported and v.cited and not v.copied):
             v = self._recite_copied(sent, vec, sims, cos, v.cited, needs_record) or v
         rec_lines = self.lines_of(v.cited)
         checks: dict[str, bool | None] = {

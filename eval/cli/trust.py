@@ -107,31 +107,14 @@ def _fit_or_report(args: argparse.Namespace, cfg: Any, records: dict[str, Any]) 
     rows_path = out / f"rows-{args.part}.jsonl"
     if not rows_path.exists():
         raise InputError(f"{rows_path} not found; run `python app.py eval trust run --part {args.part}` first")
-    rows = trust.load_rows(rows_path)
-    if args.labels:
-        from eval import trust_labels
-
-        counts = trust_labels.attach(rows, trust_labels.load([resolve_path(p) for p in args.labels]))
-        print(f"verdicts by a person: {counts['labelled']} answers of this part labelled, "
-              f"{counts['match_recorded_answer']} match the recorded answer; {counts['unknown_ids']} label ids "
-              "are not in this part", file=sys.stderr)
-    if (n := trust_jobs.add_titles(cfg, args.trust_index, rows)):
-        print(f"source titles read from the indexes for {n} sources recorded before titles were", file=sys.stderr)
-    if (n := trust_jobs.add_answer_answerability(cfg, rows)):
-        print(f"answer_answerability computed for {n} answers recorded before the signal existed", file=sys.stderr)
+    rows = trust_jobs.prepare_rows(cfg, rows_path, [resolve_path(p) for p in args.labels], args.trust_index,
+                                   lambda line: print(line, file=sys.stderr))
     floor = max(float(r.get("floor", args.floor)) for r in rows)
     if args.action == "fit":
         if args.part != "dev":
             raise InputError("`eval trust fit` fits on dev only; report test with `eval trust report --part test`")
         calib = trust.fit_dev(rows, records, floor, resolve_path(args.calibration_out),
-                              {"second_try": cfg.generator.second_try,
-                               "statement_checks": cfg.verifier.statement_checks,
-                               "verbatim": cfg.verifier.verbatim_support,
-                               "record_polarity": cfg.verifier.record_polarity,
-                               "verbatim_recite": cfg.verifier.verbatim_recite,
-                               "subject_variant": cfg.verifier.subject_variant,
-                               "recite_supported": cfg.verifier.recite_supported},
-                              min_ooc_abstain=args.min_ooc_abstain)
+                              trust.pipeline_options(cfg), min_ooc_abstain=args.min_ooc_abstain)
         if args.json:
             print_json(calib)
             return 0
