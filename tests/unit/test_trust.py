@@ -274,3 +274,25 @@ def test_the_choosing_rules_are_compared_on_held_out_halves():
     for rule, bar in (("exact", 0.95), ("margin", 0.97)):
         i = trust_procedure.pick(rule, answered, right, ooc, half, points)
         assert i is not None and (~answered[i] & ooc).sum() / ooc.sum() >= bar
+
+
+def test_calibration_procedures_are_measured_on_the_half_they_were_not_fitted_on():
+    from eval import trust_calibration
+
+    rng = random.Random(5)
+    rows = []
+    for _ in range(80):
+        p = rng.uniform(0.5, 1.0)
+        rows.append(_row("medquad", True, 0.8, p, right_doc=rng.random() < (p - 0.5) * 2))
+    rows += [_row("non_medical", False, 0.01, 0.9) for _ in range(20)]
+    settings = {"gate": 0.05, "abstain_below": 0.0, "calibration": None, "support_min": 0.5, "support_cosine": None,
+                "second_try": True, "statement_checks": False, "verbatim": False, "record_polarity": False,
+                "verbatim_recite": False, "subject_variant": False, "recite_supported": False}
+    outcome = trust_calibration.answered_at(rows, settings, {})
+    assert sum(o["answered"] for o in outcome) == 80  # the 20 below the gate are never answered
+    out = trust_calibration.compare(rows, outcome, {}, settings, ["support_prob", "generation"], repeats=2)
+    assert set(out) == {"support_prob", "generation", "flat", "chance_ece_if_perfect"}
+    assert out["support_prob"]["n"] == 40  # half of the answered rows, per suite
+    # the informative signal beats one flat probability in Brier; chance ECE is positive at this size
+    assert out["support_prob"]["brier_all"] < out["flat"]["brier_all"]
+    assert 0.0 < out["chance_ece_if_perfect"] < 0.3
