@@ -33,7 +33,7 @@ GRID = tuple(round(0.01 * i, 2) for i in range(1, 100))
 
 def signals(adapter: str, part: str, trust_index: str) -> list[dict[str, Any]]:
     """Each question's gate signals with the verifier ``adapter`` (no calibration, no generation)."""
-    cfg = load_config(overrides=[f"verifier.adapter={adapter}", "verifier.answerable_min=0.0",
+    cfg = load_config(overrides=[f"verifier.answerability_adapter={adapter}", "verifier.answerable_min=0.0",
                                  "confidence.calibration=null"])
     first = Assistant(trust_jobs.trust_config(cfg, trust_index))
     assistants = {"trust": first, "demo": Assistant.open(cfg, embedder=first.embedder, verifier=first.verifier)}
@@ -63,14 +63,18 @@ def _rates(rows: list[dict[str, Any]], gate: dict[str, Any], t: float) -> dict[s
             "stopped_by_suite": {k: f"{v[0]}/{v[1]}" for k, v in sorted(by_suite.items())}}
 
 
-def study(adapter: str, trust_index: str, target: float) -> dict[str, Any]:
-    dev, test = signals(adapter, "dev", trust_index), signals(adapter, "test", trust_index)
+def study(adapter: str, trust_index: str, target: float, test: bool = True) -> dict[str, Any]:
+    """Fit the gate and choose its threshold on dev; report test at it only when ``test``."""
+    dev = signals(adapter, "dev", trust_index)
     gate = trust.fit_gate(dev)
     curve = [_rates(dev, gate, t) for t in GRID]
     ok = [c for c in curve if c["ooc_stopped"] >= target * c["ooc"]]
     chosen = min(ok, key=lambda c: (c["answerable_stopped"], -c["ooc_stopped"])) if ok else curve[-1]
-    return {"adapter": adapter, "gate": gate, "dev": chosen, "test": _rates(test, gate, chosen["threshold"]),
-            "dev_rows": dev, "test_rows": test}
+    out = {"adapter": adapter, "gate": gate, "dev": chosen, "dev_rows": dev}
+    if test:
+        test_rows = signals(adapter, "test", trust_index)
+        out.update(test=_rates(test_rows, gate, chosen["threshold"]), test_rows=test_rows)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,14 +83,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--trust-index", default=".cds/index/trust")
     ap.add_argument("--target", type=float, default=0.95, help="out-of-corpus share the gate must stop on dev")
     ap.add_argument("--output", default=".cds/eval/gate")
+    ap.add_argument("--dev-only", action="store_true", help="choose on dev and stop: test stays unread")
     args = ap.parse_args(argv)
     out = resolve_path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     for spec in args.adapter:
         name, _, path = spec.partition("=")
-        r = study(path, args.trust_index, args.target)
+        r = study(path, args.trust_index, args.target, test=not args.dev_only)
         Path(out / f"gate-{name}.json").write_text(json.dumps(r, indent=1), encoding="utf-8")
-        for part in ("dev", "test"):
+        for part in ("dev", "test") if "test" in r else ("dev",):
             c = r[part]
             print(f"{name} {part} threshold {c['threshold']:.2f}: out of corpus stopped {c['ooc_stopped']}/{c['ooc']} "
                   f"({100 * c['ooc_stopped'] / c['ooc']:.1f}%), answerable stopped {c['answerable_stopped']}/"
