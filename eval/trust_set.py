@@ -152,6 +152,40 @@ def make(data_dir: Path, seed: int = 13, medquad_per_part: int = 60, removed_per
     }
 
 
+SUITES = ("medquad", "topic_removed", "patient", "non_medical", "demo_answerable", "demo_out_of_corpus")
+
+
+def add_ece_part(split: dict[str, Any], data_dir: Path, n: int = 500, seed: int = 13) -> dict[str, Any]:
+    """``split`` with an ``ece`` part: ``n`` more answerable MedQuAD questions, one per indexed page whose focus
+    no dev or test question asks about (answerable or removed).
+
+    ECE with 10 bins is noisy at the test split's ~110 answers (a perfectly calibrated confidence scores
+    0.075 there by chance: BENCHMARKS.md, "Trust", eleventh session); this part is asked like test, never
+    fitted on, and pooled with test's answers for ECE and Brier. The other parts are left as they are."""
+    docs = load_sources([f"medquad:{data_dir / 'medquad'}"]).documents
+    by_file: dict[str, list[Any]] = defaultdict(list)
+    for d in docs:
+        by_file[d.source.rsplit("#", 1)[0].split("medquad/", 1)[-1]].append(d)
+    by_id = {d.doc_id: d for d in docs}
+    asked = {by_id[i].meta.get("focus", "").strip().lower() for part in ("dev", "test")
+             for suite in ("medquad", "topic_removed") for i in split[part][suite] if i in by_id}
+    pool = [f for f in split["index_medquad_files"]
+            if by_file.get(f) and str(by_file[f][0].meta.get("focus", "")).strip().lower() not in asked]
+    rng = random.Random(f"trust-ece-{seed}")
+    rng.shuffle(pool)
+    chosen = []
+    for f in pool:
+        with_q = [d for d in by_file[f] if d.meta.get("question")]
+        if with_q:
+            chosen.append(rng.choice(with_q).doc_id)
+        if len(chosen) == n:
+            break
+    out = dict(split)
+    out["ece"] = {suite: (chosen if suite == "medquad" else []) for suite in SUITES}
+    out["counts"] = {**split["counts"], "ece": {suite: len(v) for suite, v in out["ece"].items()}}
+    return out
+
+
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         raise InputError(f"{path} not found (the written question sets of eval/questions/)")

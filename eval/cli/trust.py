@@ -17,7 +17,12 @@ def add(esub: Any, common: argparse.ArgumentParser) -> None:
                          description="split: write eval/splits/trust.json; build: the trust index; run: ask a part; "
                                      "fit: calibration + thresholds from dev; report: replay the config's settings")
     et.add_argument("action", choices=["split", "build", "run", "fit", "report"])
-    et.add_argument("--part", choices=["dev", "test"], default="dev")
+    et.add_argument("--part", choices=["dev", "test", "ece"], default="dev",
+                    help="ece: more answerable MedQuAD questions, asked like test, pooled with it for ECE "
+                         "(`split --ece N` adds them)")
+    et.add_argument("--ece", type=int, metavar="N",
+                    help="`split`: add an ece part of N answerable MedQuAD questions to the existing split "
+                         "(the other parts unchanged)")
     et.add_argument("--output", default=".cds/eval/trust", help="run folder (rows-PART.jsonl, summaries, plots)")
     et.add_argument("--trust-index", default=".cds/index/trust", help="the trust index folder (`build` writes it)")
     et.add_argument("--floor", type=float, default=0.05,
@@ -52,6 +57,11 @@ def run(args: argparse.Namespace) -> int:
     from rag.config import data_dir
 
     cfg = load_config(args)
+    if args.action == "split" and args.ece:
+        split = trust_set.add_ece_part(trust_set.load(), data_dir(cfg), args.ece)
+        trust_set.write(split)
+        print(f"wrote {trust_set.TRUST_SPLIT}: ece part of {len(split['ece']['medquad'])} MedQuAD questions added")
+        return 0
     if args.action == "split":
         split = trust_set.make(data_dir(cfg))
         trust_set.write(split)

@@ -296,3 +296,17 @@ def test_calibration_procedures_are_measured_on_the_half_they_were_not_fitted_on
     # the informative signal beats one flat probability in Brier; chance ECE is positive at this size
     assert out["support_prob"]["brier_all"] < out["flat"]["brier_all"]
     assert 0.0 < out["chance_ece_if_perfect"] < 0.3
+
+
+def test_pooled_calibration_reports_the_ece_a_perfect_confidence_shows_by_chance():
+    from eval import trust_ece
+
+    rng = random.Random(6)
+    rows = [_row("medquad", True, 0.8, rng.uniform(0.5, 1.0)) for _ in range(60)]
+    settings = {"gate": 0.05, "abstain_below": 0.0, "calibration": None}
+    c = trust_ece.calibration(rows, settings, {})
+    assert c["questions"] == c["answered"] == 60 and c["accuracy"] == 1.0  # every cited doc is gold here
+    assert 0.0 <= c["ece"] <= 1.0 and c["ece_ci95"][0] <= c["ece"] + 1e-9
+    # chance ECE shrinks as the number of answers grows
+    small, large = trust_ece.chance_ece([0.7] * 50), trust_ece.chance_ece([0.7] * 800)
+    assert small > large > 0.0
