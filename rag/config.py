@@ -461,15 +461,21 @@ def _apply(data: dict[str, Any], parts: list[str], value: Any) -> None:
     node[parts[-1]] = value
 
 
-def _format_validation(err: ValidationError, origin: str) -> str:
-    msgs = []
+def _format_validation(err: ValidationError, origin: str, overridden: dict[str, str] | None = None) -> str:
+    """One line; a key that came from ``--set`` is reported as that override, not as the preset file's."""
+    msgs, from_file = [], False
     for e in err.errors():
         key = ".".join(str(x) for x in e["loc"]) or "(root)"
-        if e["type"] == "extra_forbidden":
-            msgs.append(f"unknown key '{key}'")
+        what = f"unknown key '{key}'" if e["type"] == "extra_forbidden" else f"'{key}': {e['msg']}"
+        # the override that set this key, or a key below it ("--set bogus.x=1" is reported as unknown 'bogus')
+        item = next((v for k, v in (overridden or {}).items() if k == key or k.startswith(key + ".")), None)
+        if item is not None:
+            msgs.append(f"--set {item}: {what}")
         else:
-            msgs.append(f"'{key}': {e['msg']}")
-    return f"invalid config ({origin}): " + "; ".join(msgs) + " (see configs/default.yaml for valid keys)"
+            msgs.append(what)
+            from_file = True
+    where = f"invalid config ({origin})" if from_file else "invalid config"
+    return f"{where}: " + "; ".join(msgs) + " (see configs/default.yaml for valid keys)"
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -519,10 +525,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     """Load a preset YAML (default: configs/default.yaml) and apply dotted overrides."""
     cfg_path = Path(path) if path is not None else DEFAULT_CONFIG
     data = _read_yaml(cfg_path, set())
+    overridden: dict[str, str] = {}
     for item in overrides or []:
         parts, value = _parse_override(item)
         _apply(data, parts, value)
+        overridden[".".join(parts)] = item
     try:
         return AppConfig.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(_format_validation(e, str(cfg_path))) from e
+        raise ConfigError(_format_validation(e, str(cfg_path), overridden)) from e

@@ -207,3 +207,16 @@ def test_bundles_are_pinned_and_a_changed_gguf_is_refused_before_conversion(tmp_
     with pytest.raises(ModelNotAvailableError, match="could not be read as a GGUF") as err:
         convert_gguf(parts, tmp_path / "out", expected_sha256=right)
     assert "sha256" not in str(err.value)
+
+
+def test_a_bad_override_is_named_as_the_override_not_the_preset_file(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        load_config(overrides=["verifier.subject_variant=maybe"])
+    msg = str(e.value)
+    assert "--set verifier.subject_variant=maybe" in msg and "default.yaml)" not in msg.split(":")[0]
+    with pytest.raises(ConfigError, match=r"--set bogus.x=1: unknown key 'bogus'"):
+        load_config(overrides=["bogus.x=1"])
+    bad = tmp_path / "p.yaml"
+    bad.write_text("retrieval:\n  top_k: 0\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"invalid config \(.*p.yaml\): 'retrieval.top_k'"):
+        load_config(bad)
