@@ -10,6 +10,13 @@ Per question: the positive is the gold document's passage the current answerabil
 best (a long guideline has many passages, most not about the question); the negatives are the BM25
 top passages of other documents about another subject. Questions about a MedQuAD focus the trust split
 asks about (answerable or removed topic) are left out, so the trust evaluation stays unseen.
+
+    python app.py train verifier              # writes version 2's pairs to .cds/verifier/data (replay)
+    python -m eval.realistic_index            # the realistic corpus (.cds/realistic/medquad)
+    python -m finetune.verifier_realistic --out adapters/verifier-minilm-realistic
+
+Measured, not adopted (BENCHMARKS.md, "Trust", eleventh session): use it with
+``--set verifier.answerability_adapter=adapters/verifier-minilm-realistic``.
 """
 
 from __future__ import annotations
