@@ -11,7 +11,6 @@ best (a long guideline has many passages, most not about the question); the nega
 top passages of other documents about another subject. Questions about a MedQuAD focus the trust split
 asks about (answerable or removed topic) are left out, so the trust evaluation stays unseen.
 
-    python app.py train verifier              # writes version 2's pairs to .cds/verifier/data (replay)
     python -m eval.realistic_index            # the realistic corpus (.cds/realistic/medquad)
     python -m finetune.verifier_realistic --out adapters/verifier-minilm-realistic
 
@@ -131,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--from-adapter", default=None, help="adapter to continue (default: the config's verifier.adapter)")
     ap.add_argument("--out", default=".cds/verifier/realistic/adapter")
     ap.add_argument("--replay", default=".cds/verifier/data/train.jsonl",
-                    help="the adapter's own training pairs (`python app.py train verifier` writes them)")
+                    help="the earlier stages' training pairs (built here when missing, as `train verifier` does)")
     ap.add_argument("--heldout", default=".cds/verifier/data/heldout.jsonl")
     ap.add_argument("--epochs", type=float, default=2.0)
     ap.add_argument("--learning-rate", type=float, default=3e-4)
@@ -172,6 +171,12 @@ def main(argv: list[str] | None = None) -> int:
         parts[part] = pairs
         card[part] = {"pairs": len(pairs), "stats": dict(stats)}
         verifier_data.write({part: pairs}, card, work / "pairs")
+    if not resolve_path(args.replay).exists():
+        # The earlier stages' pairs (as `app.py train verifier` writes them, without training): the replay pool.
+        from finetune.heldout import held_out_doc_ids
+
+        vparts, vcard = verifier_data.build(root, held_out_doc_ids(), verifier_data.VerifierDataOptions(), passages_of)
+        verifier_data.write(vparts, vcard, resolve_path(args.replay).parent)
     replay = [p for p in verifier_data.read(resolve_path(args.replay)) if p.task == "answerable"]
     held = [p for p in verifier_data.read(resolve_path(args.heldout)) if p.task == "answerable"]
     opts = verifier.TuneOptions(epochs=args.epochs, learning_rate=args.learning_rate)
