@@ -214,6 +214,9 @@ def materialise(split: dict[str, Any], data_dir: Path, out: Path) -> list[str]:
 
 def questions(split: dict[str, Any], part: str, data_dir: Path) -> list[dict[str, Any]]:
     """The questions of one part, each with its suite, expected outcome and what scoring needs."""
+    if part not in split:
+        add = " --ece 500" if part == "ece" else ""
+        raise InputError(f"the trust split has no {part!r} part; add it with `python app.py eval trust split{add}`")
     p = split[part]
     ids = set(p["medquad"]) | set(p["topic_removed"])
     docs = {d.doc_id: d for d in load_sources([f"medquad:{data_dir / 'medquad'}"]).documents}

@@ -310,3 +310,12 @@ def test_pooled_calibration_reports_the_ece_a_perfect_confidence_shows_by_chance
     # chance ECE shrinks as the number of answers grows
     small, large = trust_ece.chance_ece([0.7] * 50), trust_ece.chance_ece([0.7] * 800)
     assert small > large > 0.0
+
+
+def test_a_missing_trust_part_is_one_line_saying_how_to_add_it(tmp_path):
+    from eval import trust_set
+    from rag.errors import InputError
+
+    split = {"dev": {}, "test": {}, "index_medquad_files": []}
+    with pytest.raises(InputError, match=r"no 'ece' part; add it with `python app.py eval trust split --ece 500`"):
+        trust_set.questions(split, "ece", tmp_path)
