@@ -21,7 +21,6 @@ import argparse
 import json
 import random
 from collections import defaultdict
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -103,19 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--output", default=".cds/eval/trust_calibration.json")
     args = ap.parse_args(argv)
 
-    from corpora.heart_failure import read_records
-    from corpora.report import LoadReport
-    from eval import trust_jobs, trust_set
-    from rag.config import data_dir, load_config, resolve_path
+    from eval import trust_jobs
+    from rag.config import resolve_path
 
-    cfg = load_config()
-    if "test" in Path(args.rows).name:
-        raise SystemExit("dev rows only: fitting procedures are compared on dev")
-    rows = trust_jobs.prepare_rows(cfg, resolve_path(args.rows), [resolve_path(p) for p in args.labels],
-                                   args.trust_index)
-    csv = data_dir(cfg) / trust_set.HF_CSV
-    records = {r.patient_id: r for r in read_records(csv, LoadReport(fmt="uci-heart-failure"))}
-    floor = max(float(r.get("floor", 0.05)) for r in rows)
+    cfg, rows, records, floor = trust_jobs.dev_study(args.rows, args.labels, args.trust_index,
+                                                     "fitting procedures are compared on dev")
     settings = trust.settings_from(cfg, floor)
     outcome = answered_at(rows, settings, records)
     candidates = ["chosen", *("+".join(f) for f in trust.FEATURE_SETS)]

@@ -53,17 +53,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--output", default=".cds/eval/trust-ece")
     args = ap.parse_args(argv)
 
-    from corpora.heart_failure import read_records
-    from corpora.report import LoadReport
-    from eval import trust_jobs, trust_set
-    from rag.config import data_dir, load_config, resolve_path
+    from eval import trust_jobs
+    from rag.config import load_config, resolve_path
 
     cfg = load_config(args.config)
     labels = [resolve_path(p) for p in args.labels]
     test = trust_jobs.prepare_rows(cfg, resolve_path(args.test_rows), labels, args.trust_index)
     ece_rows = trust_jobs.prepare_rows(cfg, resolve_path(args.ece_rows), [], args.trust_index)
-    records = {r.patient_id: r for r in read_records(data_dir(cfg) / trust_set.HF_CSV,
-                                                     LoadReport(fmt="uci-heart-failure"))}
+    records = trust_jobs.load_records(cfg)
     floor = max(float(r.get("floor", 0.05)) for r in test + ece_rows)
     settings = trust.settings_from(cfg, floor)
     out = resolve_path(args.output)

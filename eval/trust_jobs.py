@@ -227,3 +227,26 @@ def prepare_rows(config: Any, rows_path: Path, labels: list[Path], trust_index: 
     if (n := add_answer_answerability(config, rows)):
         say(f"answer_answerability computed for {n} answers recorded before the signal existed")
     return rows
+
+
+def load_records(config: Any) -> dict[str, Any]:
+    """The heart-failure records the patient questions are scored against, by patient id."""
+    from corpora.heart_failure import read_records
+    from corpora.report import LoadReport
+    from rag.config import data_dir
+
+    return {r.patient_id: r for r in read_records(data_dir(config) / trust_set.HF_CSV,
+                                                  LoadReport(fmt="uci-heart-failure"))}
+
+
+def dev_study(rows_path: str, labels: list[str], trust_index: str, why: str
+              ) -> tuple[Any, list[dict[str, Any]], dict[str, Any], float]:
+    """What a dev-only study of recorded rows needs: the default config, the prepared rows, the records and
+    the run's generation floor. Refuses a test rows file (``why`` says what is compared on dev)."""
+    from rag.config import load_config, resolve_path
+
+    if "test" in Path(rows_path).name:
+        raise SystemExit(f"dev rows only: {why}")
+    cfg = load_config()
+    rows = prepare_rows(cfg, resolve_path(rows_path), [resolve_path(p) for p in labels], trust_index)
+    return cfg, rows, load_records(cfg), max(float(r.get("floor", 0.05)) for r in rows)

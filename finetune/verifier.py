@@ -148,23 +148,11 @@ def _stage(model: Any, tok: Any, pairs: list[Pair], seq: list[int], params: list
     return losses
 
 
-@dataclass
-class TuneOptions:
-    """A further stage on an existing adapter: new pairs mixed 1:1 with replayed old ones."""
-    learning_rate: float = 3e-4
-    epochs: float = 2.0
-    batch_size: int = 16
-    warmup_ratio: float = 0.05
-    max_length: int = 192
-    save_steps: int = 50
-    seed: int = 13
-    threads: int | None = None
-
-
 def tune(new: list[Pair], replay: list[Pair], base: Path, adapter: Path, out_dir: Path, run_dir: Path,
-         opts: TuneOptions, progress: bool = False) -> dict[str, Any]:
+         opts: VerifierTrainOptions, progress: bool = False) -> dict[str, Any]:
     """Continue training ``adapter`` on ``new`` pairs, each epoch mixed with as many ``replay`` pairs
-    (drawn afresh) so what it learned before is kept; resumable from ``run_dir``. Writes ``out_dir``."""
+    (drawn afresh) so what it learned before is kept; resumable from ``run_dir``. Writes ``out_dir``.
+    Of ``opts``, the LoRA shape comes from ``adapter`` and the focus stage does not apply."""
     import torch
     from peft import PeftModel, get_peft_model_state_dict, set_peft_model_state_dict
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -186,10 +174,8 @@ def tune(new: list[Pair], replay: list[Pair], base: Path, adapter: Path, out_dir
         seq += epoch
     seq = seq[: math.ceil(len(seq) * opts.epochs / math.ceil(opts.epochs))]
     run_dir.mkdir(parents=True, exist_ok=True)
-    stage_opts = VerifierTrainOptions(batch_size=opts.batch_size, warmup_ratio=opts.warmup_ratio,
-                                      max_length=opts.max_length, save_steps=opts.save_steps)
     t0 = time.perf_counter()
-    losses = _stage(model, tok, pairs, seq, params, opts.learning_rate, stage_opts, run_dir / "tune.pt", "tune",
+    losses = _stage(model, tok, pairs, seq, params, opts.learning_rate, opts, run_dir / "tune.pt", "tune",
                     progress, get_peft_model_state_dict, set_peft_model_state_dict)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out_dir))

@@ -179,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
         verifier_data.write(vparts, vcard, resolve_path(args.replay).parent)
     replay = [p for p in verifier_data.read(resolve_path(args.replay)) if p.task == "answerable"]
     held = [p for p in verifier_data.read(resolve_path(args.heldout)) if p.task == "answerable"]
-    opts = verifier.TuneOptions(epochs=args.epochs, learning_rate=args.learning_rate)
+    # the tune stage's own settings: a lower rate than stage 1, a checkpoint every 50 steps
+    opts = verifier.VerifierTrainOptions(epochs=args.epochs, learning_rate=args.learning_rate, save_steps=50)
     out = resolve_path(args.out)
     card["tune"] = verifier.tune(parts["dev"], replay, base, start, out, work / "run", opts, progress=True)
     after = Verifier(base, out, batch_size=32)
