@@ -67,14 +67,55 @@ def study(adapter: str, trust_index: str, target: float, test: bool = True) -> d
     """Fit the gate and choose its threshold on dev; report test at it only when ``test``."""
     dev = signals(adapter, "dev", trust_index)
     gate = trust.fit_gate(dev)
-    curve = [_rates(dev, gate, t) for t in GRID]
-    ok = [c for c in curve if c["ooc_stopped"] >= target * c["ooc"]]
-    chosen = min(ok, key=lambda c: (c["answerable_stopped"], -c["ooc_stopped"])) if ok else curve[-1]
+    chosen = _choose(dev, gate, target)
     out = {"adapter": adapter, "gate": gate, "dev": chosen, "dev_rows": dev}
     if test:
         test_rows = signals(adapter, "test", trust_index)
         out.update(test=_rates(test_rows, gate, chosen["threshold"]), test_rows=test_rows)
     return out
+
+
+def _choose(rows: list[dict[str, Any]], gate: dict[str, Any], target: float) -> dict[str, Any]:
+    """The threshold that stops >= ``target`` of ``rows``' out-of-corpus questions with the fewest answerable."""
+    curve = [_rates(rows, gate, t) for t in GRID]
+    ok = [c for c in curve if c["ooc_stopped"] >= target * c["ooc"]]
+    return min(ok, key=lambda c: (c["answerable_stopped"], -c["ooc_stopped"])) if ok else curve[-1]
+
+
+def cross_validate(rows: list[dict[str, Any]], features: tuple[str, ...], target: float, folds: int = 5,
+                   seed: int = 0) -> dict[str, Any]:
+    """Dev-only: fit the gate and choose its threshold on k-1 folds, count what it stops on the held-out fold.
+
+    Folds are stratified by suite, so every fold holds each kind of question. Pooled over the held-out
+    folds, this says what a gate with ``features`` stops on questions it was not fitted on."""
+    import random
+
+    fold_of: dict[str, int] = {}
+    by_suite: dict[str, list[str]] = {}
+    for r in rows:
+        by_suite.setdefault(r["suite"], []).append(r["id"])
+    rng = random.Random(seed)
+    for suite in sorted(by_suite):
+        ids = sorted(by_suite[suite])
+        rng.shuffle(ids)
+        fold_of.update({qid: i % folds for i, qid in enumerate(ids)})
+    held: list[dict[str, Any]] = []
+    for k in range(folds):
+        train = [r for r in rows if fold_of[r["id"]] != k]
+        gate = trust.fit_gate(train, features)
+        t = _choose(train, gate, target)["threshold"]
+        held.extend({**r, "stopped": trust.probability(gate, r["signals"]) < t}
+                    for r in rows if fold_of[r["id"]] == k)
+    ooc = [r["stopped"] for r in held if not r["answerable"]]
+    ans = [r["stopped"] for r in held if r["answerable"]]
+    suites: dict[str, list[int]] = {}
+    for r in held:
+        suites.setdefault(r["suite"], [0, 0])
+        suites[r["suite"]][0] += r["stopped"]
+        suites[r["suite"]][1] += 1
+    return {"features": list(features), "folds": folds, "seed": seed, "ooc_stopped": sum(ooc), "ooc": len(ooc),
+            "answerable_stopped": sum(ans), "answerable": len(ans),
+            "stopped_by_suite": {k: f"{v[0]}/{v[1]}" for k, v in sorted(suites.items())}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,9 +125,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--target", type=float, default=0.95, help="out-of-corpus share the gate must stop on dev")
     ap.add_argument("--output", default=".cds/eval/gate")
     ap.add_argument("--dev-only", action="store_true", help="choose on dev and stop: test stays unread")
+    ap.add_argument("--cv", type=int, default=0, metavar="K",
+                    help="dev only: K-fold cross-validation of each --features set (test stays unread)")
+    ap.add_argument("--features", action="append", metavar="NAME=F1,F2,...",
+                    help=f"a gate feature set for --cv (default: {','.join(trust.GATE_FEATURES)})")
+    ap.add_argument("--signals", help="with --cv: the dev signals of an earlier --cv run (gate-NAME-dev.json)")
     args = ap.parse_args(argv)
     out = resolve_path(args.output)
     out.mkdir(parents=True, exist_ok=True)
+    if args.cv:
+        return _cv_main(args, out)
     for spec in args.adapter:
         name, _, path = spec.partition("=")
         r = study(path, args.trust_index, args.target, test=not args.dev_only)
@@ -97,6 +145,32 @@ def main(argv: list[str] | None = None) -> int:
                   f"({100 * c['ooc_stopped'] / c['ooc']:.1f}%), answerable stopped {c['answerable_stopped']}/"
                   f"{c['answerable']} ({100 * c['answerable_stopped'] / c['answerable']:.1f}%) "
                   f"{c['stopped_by_suite']}", flush=True)
+    return 0
+
+
+def _cv_main(args: argparse.Namespace, out: Path) -> int:
+    sets = [tuple(spec.partition("=")[2].split(",")) if "=" in spec else tuple(spec.split(","))
+            for spec in args.features or [",".join(trust.GATE_FEATURES)]]
+    names = [spec.partition("=")[0] if "=" in spec else spec for spec in args.features or ["standard"]]
+    for spec in args.adapter:
+        name, _, path = spec.partition("=")
+        if args.signals:
+            dev = json.loads(Path(args.signals).read_text(encoding="utf-8"))
+        else:
+            dev = signals(path, "dev", args.trust_index)
+            (out / f"gate-{name}-dev.json").write_text(json.dumps(dev), encoding="utf-8")
+        results = []
+        for set_name, feats in zip(names, sets, strict=True):
+            missing = sorted({f for f in feats if f != "answerability_logit"} - set(dev[0]["signals"]))
+            if missing:
+                raise SystemExit(f"error: no dev signal named {', '.join(missing)}")
+            r = cross_validate(dev, feats, args.target, args.cv)
+            results.append({"name": set_name, **r})
+            print(f"{name} {set_name} ({','.join(feats)}) {args.cv}-fold dev: out of corpus stopped "
+                  f"{r['ooc_stopped']}/{r['ooc']} ({100 * r['ooc_stopped'] / r['ooc']:.1f}%), answerable stopped "
+                  f"{r['answerable_stopped']}/{r['answerable']} "
+                  f"({100 * r['answerable_stopped'] / r['answerable']:.1f}%) {r['stopped_by_suite']}", flush=True)
+        (out / f"gate-{name}-cv.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
     return 0
 
 

@@ -29,6 +29,7 @@ from rag.cite import (
     unfinished,
 )
 from rag.config import AppConfig, load_config, resolve_path
+from rag.coverage import lexical_signals
 from rag.embed import Embedder, load_embedder
 from rag.errors import ConfigError, InputError, UnknownPatientError
 from rag.generate import ABSTAIN_TOKEN, Generation, PromptSource, build_messages, fit_sources, is_abstention
@@ -391,7 +392,7 @@ class Assistant:
         q, pid = self._validate(question, patient_id)
         ret = self._retrieve(q, pid, top_k, withhold)
         timings.update({f"retrieval_{k}": v for k, v in ret.timings_ms.items()})
-        signals = self._retrieval_signals(ret, self.embedder.spec)
+        signals = self._retrieval_signals(ret, self.embedder.spec, q)
         cfg = self.config.confidence
         base: dict[str, Any] = {"question": q, "index_version": self.index.version, "models": self._models(generate),
                                 "patient_id": pid}
@@ -556,7 +557,7 @@ class Assistant:
                     out.append({"n": n, "chunk_id": c.chunk_id, "start": c.start, "end": c.end, "text": c.text})
         return out
 
-    def _retrieval_signals(self, ret: Retrieval, spec: EmbedderSpec) -> dict[str, float]:
+    def _retrieval_signals(self, ret: Retrieval, spec: EmbedderSpec, question: str) -> dict[str, float]:
         idx = self.index
         shown = {h.chunk_id for u in ret.units for h in u.hits}
         top_cos = max((s for cid, s in ret.dense if cid in shown), default=None)
@@ -566,6 +567,9 @@ class Assistant:
         return {
             "retrieval": conf.retrieval_strength(top_cos, spec.sim_floor, spec.sim_ceiling),
             "agreement": conf.agreement([parent_of(c) for c, _ in ret.dense], [parent_of(c) for c, _ in ret.bm25]),
+            # Does the question name words that the retrieved sources, or the whole index, never use?
+            **(lexical_signals(question, (f"{u.chunk.title}\n{u.chunk.text}" for u in ret.units), stats)
+               if (stats := getattr(idx, "term_stats", None)) is not None else {}),
         }
 
     def _answerability(self, verifier: Verifier, question: str, units: list[Unit]) -> list[float]:

@@ -25,6 +25,7 @@ Writers (build, update, rollback, retention) live in :mod:`rag.update`, which im
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -40,6 +41,7 @@ import numpy as np
 
 from corpora.document import Document
 from rag.chunk import Chunk, HierarchicalChunker
+from rag.coverage import TermStats
 from rag.embed import Embedder
 from rag.errors import EmbedderMismatchError, IndexCorruptError, IndexMissingError
 from rag.fsutil import fsync_dir
@@ -335,6 +337,11 @@ class HybridIndex:
             if c.patient_id:
                 rows.setdefault(c.patient_id, []).append(i)
         self.patient_rows = {p: np.asarray(r, dtype=np.int64) for p, r in rows.items()}
+
+    @functools.cached_property
+    def term_stats(self) -> TermStats | None:
+        """Document frequencies of the BM25 tokens (once per loaded version; None without bm25s scores)."""
+        return TermStats.from_bm25(self.bm25)
 
     @classmethod
     def load(cls, root: Path, version: str | None = None, expect_embedder: dict[str, Any] | None = None,

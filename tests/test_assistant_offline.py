@@ -322,6 +322,10 @@ def test_calibrated_confidence_is_the_fitted_probability(hash_index, tmp_path):
     want = 1 / (1 + math.exp(-(-1.0 + 2.0 * sig["support"] + 1.0 * sig["answerability"]
                                - 0.5 * sig["answer_answerability"])))
     assert ans.confidence == pytest.approx(want, abs=1e-9)
+    # The lexical signals (rag.coverage) are recorded for every answer: the question's words are in the index
+    assert 0.0 < sig["coverage"] <= 1.0 and sig["unseen"] == 0.0
+    off = a.ask("Which SGLT2 inhibitors treat zygomycosis?", generate=False).confidence_signals
+    assert off["unseen"] > 0.0  # a word no indexed passage contains
 
 
 def test_a_bad_calibration_file_is_a_config_error(hash_index, tmp_path):

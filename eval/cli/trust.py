@@ -47,6 +47,12 @@ def add(esub: Any, common: argparse.ArgumentParser) -> None:
     et.add_argument("--min-ooc-abstain", type=float, default=0.97,
                     help="`fit`: the dev out-of-corpus abstention the chosen operating point must reach (target 0.95 "
                          "plus a margin: eval/trust_procedure.py)")
+    et.add_argument("--gate-features", metavar="F1,F2,...",
+                    help="`fit`: the gate model's signals (default: answerability_logit,retrieval,agreement; "
+                         "`python -m eval.trust_gate --cv 5` compares sets on dev)")
+    et.add_argument("--feature-set", action="append", default=[], metavar="F1,F2,...",
+                    help="`fit`: one more candidate signal set for the calibration (repeatable; chosen by "
+                         "cross-validated log loss with the built-in sets)")
     et.add_argument("--calibration-out", default="configs/calibration/default.json", help="`fit`: where to write")
     et.add_argument("--json", action="store_true")
     et.set_defaults(handler=run)
@@ -124,7 +130,10 @@ def _fit_or_report(args: argparse.Namespace, cfg: Any, records: dict[str, Any]) 
         if args.part != "dev":
             raise InputError("`eval trust fit` fits on dev only; report test with `eval trust report --part test`")
         calib = trust.fit_dev(rows, records, floor, resolve_path(args.calibration_out),
-                              trust.pipeline_options(cfg), min_ooc_abstain=args.min_ooc_abstain)
+                              trust.pipeline_options(cfg), min_ooc_abstain=args.min_ooc_abstain,
+                              gate_features=tuple(args.gate_features.split(",")) if args.gate_features
+                              else trust.GATE_FEATURES,
+                              extra_sets=[tuple(fs.split(",")) for fs in args.feature_set])
         if args.json:
             print_json(calib)
             return 0

@@ -319,3 +319,71 @@ def test_a_missing_trust_part_is_one_line_saying_how_to_add_it(tmp_path):
     split = {"dev": {}, "test": {}, "index_medquad_files": []}
     with pytest.raises(InputError, match=r"no 'ece' part; add it with `python app.py eval trust split --ece 500`"):
         trust_set.questions(split, "ece", tmp_path)
+
+
+def _gated(qid: str, suite: str, answerable: bool, answerability: float, coverage: float) -> dict:
+    return {"id": qid, "suite": suite, "answerable": answerable,
+            "signals": {"answerability": answerability, "retrieval": 0.5, "agreement": 0.5, "coverage": coverage}}
+
+
+def test_gate_cross_validation_measures_each_feature_set_on_held_out_folds():
+    from eval import trust_gate
+
+    rng = random.Random(6)
+    # answerability alone cannot tell these apart; coverage can
+    rows = [_gated(f"a{i}", "medquad", True, rng.uniform(0.2, 0.9), rng.uniform(0.7, 1.0)) for i in range(60)]
+    rows += [_gated(f"o{i}", "topic_removed", False, rng.uniform(0.2, 0.9), rng.uniform(0.0, 0.5))
+             for i in range(60)]
+    plain = trust_gate.cross_validate(rows, trust.GATE_FEATURES, target=0.95, folds=5)
+    lexical = trust_gate.cross_validate(rows, (*trust.GATE_FEATURES, "coverage"), target=0.95, folds=5)
+    assert plain["answerable"] == lexical["answerable"] == 60 and plain["ooc"] == 60
+    assert lexical["answerable_stopped"] < plain["answerable_stopped"]
+    assert lexical["ooc_stopped"] >= 50  # fitted without the fold, the threshold still stops most of it
+    gate = trust.fit_gate(rows, (*trust.GATE_FEATURES, "coverage"))
+    assert gate["features"][-1] == "coverage" and len(gate["coef"]) == 4
+
+
+def test_a_gate_signal_the_dev_run_did_not_record_is_refused(tmp_path):
+    from rag.errors import InputError
+
+    rows = [_row("medquad", True, 0.8, 0.9), _row("topic_removed", False, 0.1, 0.9)]
+    with pytest.raises(InputError, match="coverage"):
+        trust.fit_dev(rows, {}, 0.05, tmp_path / "c.json", gate_features=(*trust.GATE_FEATURES, "coverage"))
+    assert not (tmp_path / "c.json").exists()
+
+
+def test_whole_fit_procedures_are_measured_on_the_other_half():
+    from eval import trust_holdout
+
+    name, kw = trust_holdout.parse_candidate("lexical=gate:answerability_logit,coverage;set:support_prob,coverage")
+    assert name == "lexical" and kw["gate_features"] == ("answerability_logit", "coverage")
+    assert kw["extra_sets"] == [("support_prob", "coverage")]
+    assert trust_holdout.parse_candidate("standard=")[1]["gate_features"] == trust.GATE_FEATURES
+    rng = random.Random(7)
+    rows = []
+    for i in range(60):
+        p = rng.uniform(0.5, 1.0)
+        rows.append({**_row("medquad", True, rng.uniform(0.5, 1.0), p, right_doc=rng.random() < p), "id": f"a{i}"})
+    rows += [{**_row("non_medical", False, rng.uniform(0.0, 0.3), 0.9), "id": f"o{i}"} for i in range(40)]
+    masks = trust_holdout.halves(rows, repeats=2)
+    assert all(m.sum() == 50 for m in masks)  # half of each suite
+    out = trust_holdout.measure(rows, {}, 0.05, {}, kw | {"gate_features": trust.GATE_FEATURES,
+                                                          "extra_sets": []}, masks[0])
+    assert 0.0 <= out["answerable_abstained"] <= 1.0 and out["ooc_abstained"] >= 0.9
+    assert out["gate_features"] == list(trust.GATE_FEATURES)
+
+
+def test_choosing_from_one_replay_per_support_setting_equals_replaying_every_setting():
+    rng = random.Random(8)
+    rows = [_row("medquad", True, rng.uniform(0.0, 1.0), rng.uniform(0.3, 1.0), right_doc=rng.random() < 0.7)
+            for _ in range(50)]
+    rows += [_row("topic_removed", False, rng.uniform(0.0, 0.8), rng.uniform(0.0, 1.0)) for _ in range(40)]
+    for r in rows[::3]:  # some first answers withheld with a second try on record
+        r["second_try"] = {"signals": dict(r["signals"], support_prob=0.95), "sentences": [
+            dict(r["sentences"][0], prob=0.95, supported=True)], "reason": None}
+        r["sentences"][0]["prob"] = 0.1
+    calib = trust.fit_calibration(rows, {}, gate=0.05)
+    calib["gate"] = trust.fit_gate(rows)
+    for target in (0.9, 0.97):
+        kw = {"min_ooc_abstain": target, "cosines": (None, 0.55, 0.9), "support_mins": (0.5, 0.7)}
+        assert trust.choose(rows, {}, calib, 0.05, **kw) == trust._choose_by_replay(rows, {}, calib, 0.05, **kw)

@@ -1,0 +1,67 @@
+"""Does the question name things the indexed sources never mention?
+
+Asked about a condition no indexed document covers, retrieval still returns the nearest passages, and
+they can read like an answer. The words that name the subject of such a question are rare: either no
+indexed passage contains them, or the passages shown do not. Two signals, from the index's own BM25
+statistics (no learned model, no list of any corpus's terms):
+
+- ``coverage``: the idf-weighted share of the question's distinct BM25 tokens that appear in the shown
+  sources' text;
+- ``unseen``: the idf-weighted share that no indexed passage contains at all.
+
+A token the index never saw gets the highest idf, so the asked subject weighs more than "treatment" or
+"symptoms". Both are gate and confidence signals; what they are worth is fitted on the trust dev split.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from rag.text import tokenize
+
+
+@dataclass(frozen=True)
+class TermStats:
+    """Document frequency of every BM25 token of an index, over its passages."""
+
+    vocab: Mapping[str, int]
+    df: np.ndarray
+    n_docs: int
+
+    @classmethod
+    def from_bm25(cls, bm25: Any) -> TermStats | None:
+        """From a bm25s index (its score matrix is column-compressed by token); None if it has no scores."""
+        scores = getattr(bm25, "scores", None)
+        vocab = getattr(bm25, "vocab_dict", None)
+        if not isinstance(scores, Mapping) or "indptr" not in scores or not isinstance(vocab, Mapping):
+            return None
+        df = np.diff(np.asarray(scores["indptr"], dtype=np.int64))
+        return cls(vocab, df, int(scores.get("num_docs", 0)))
+
+    def doc_freq(self, token: str) -> int:
+        i = self.vocab.get(token)
+        return int(self.df[i]) if i is not None and 0 <= i < len(self.df) else 0
+
+    def idf(self, token: str) -> float:
+        """BM25's idf (Lucene form, always positive): higher for rarer tokens, highest for unseen ones."""
+        df = self.doc_freq(token)
+        return math.log(1.0 + (self.n_docs - df + 0.5) / (df + 0.5))
+
+
+def lexical_signals(question: str, source_texts: Iterable[str], stats: TermStats) -> dict[str, float]:
+    """``coverage`` and ``unseen`` of ``question`` against the shown sources and the whole index."""
+    tokens = set(tokenize(question))
+    if not tokens:  # a question of stopwords only names nothing the sources could lack
+        return {"coverage": 1.0, "unseen": 0.0}
+    shown: set[str] = set()
+    for text in source_texts:
+        shown.update(tokenize(text))
+    weight = {t: stats.idf(t) for t in tokens}
+    total = sum(weight.values()) or 1.0
+    return {"coverage": sum(w for t, w in weight.items() if t in shown) / total,
+            "unseen": sum(w for t, w in weight.items() if stats.doc_freq(t) == 0) / total}

@@ -1,0 +1,60 @@
+"""Lexical coverage signals: does the question name words the sources or the index never use?"""
+
+from __future__ import annotations
+
+import pytest
+
+from rag.coverage import TermStats, lexical_signals
+from rag.lexical import build_bm25
+
+PASSAGES = [
+    "Heart failure with reduced ejection fraction is treated with an ACE inhibitor and a beta blocker.",
+    "Atrial fibrillation raises the risk of stroke; anticoagulation lowers it.",
+    "Symptoms of heart failure include breathlessness and ankle swelling.",
+    "Treatment of hypertension starts with lifestyle changes.",
+]
+
+
+@pytest.fixture(scope="module")
+def stats() -> TermStats:
+    s = TermStats.from_bm25(build_bm25(PASSAGES))
+    assert s is not None
+    return s
+
+
+def test_document_frequencies_come_from_the_index(stats: TermStats) -> None:
+    assert stats.n_docs == 4
+    assert stats.doc_freq("heart") == 2
+    assert stats.doc_freq("stroke") == 1
+    assert stats.doc_freq("sarcoidosis") == 0
+    # rarer tokens weigh more; a token the index never saw weighs most
+    assert stats.idf("sarcoidosis") > stats.idf("stroke") > stats.idf("heart")
+
+
+def test_a_question_the_sources_cover(stats: TermStats) -> None:
+    sig = lexical_signals("What are the symptoms of heart failure?", [PASSAGES[2]], stats)
+    assert sig == {"coverage": pytest.approx(1.0), "unseen": 0.0}
+
+
+def test_the_asked_subject_missing_from_the_index_dominates(stats: TermStats) -> None:
+    # "symptoms" is covered, the subject is not: coverage is low because the subject is the rare word
+    sig = lexical_signals("What are the symptoms of cardiac sarcoidosis?", [PASSAGES[2]], stats)
+    assert sig["unseen"] > 0.5
+    assert sig["coverage"] < 0.35
+    assert sig["coverage"] + sig["unseen"] <= 1.0 + 1e-9
+
+
+def test_indexed_but_not_shown_counts_against_coverage_not_unseen(stats: TermStats) -> None:
+    sig = lexical_signals("Does anticoagulation lower stroke risk?", [PASSAGES[0]], stats)
+    assert sig["unseen"] == 0.0
+    assert sig["coverage"] < 0.2
+    shown = lexical_signals("Does anticoagulation lower stroke risk?", [PASSAGES[1]], stats)
+    assert shown["coverage"] == pytest.approx(1.0)
+
+
+def test_a_question_of_stopwords_names_nothing(stats: TermStats) -> None:
+    assert lexical_signals("what is it?", [PASSAGES[0]], stats) == {"coverage": 1.0, "unseen": 0.0}
+
+
+def test_no_bm25_scores_gives_no_stats() -> None:
+    assert TermStats.from_bm25(object()) is None
