@@ -2,13 +2,18 @@
 
 ECE over 10 bins is noisy at the ~110 answers of the trust test part: a perfectly calibrated confidence
 scores 0.075 there by chance. The ``ece`` part (``python app.py eval trust split --ece 500``) holds more
-answerable MedQuAD questions, asked like test (``eval trust run --part ece --resume``, resumable across
-sessions) and never fitted on. This replays both parts' records with the config's settings (as ``eval trust
+answerable MedQuAD questions, asked like test over several sessions (``eval trust run --part ece
+--skip-kept eval/results/trust-ece.jsonl``, then ``eval trust keep``) and never fitted on. This replays
+both parts' records with the config's settings (as ``eval trust
 report``) and reports ECE, its 95% interval, Brier, accuracy and the ECE a perfectly calibrated confidence
 would show at the same size, for test alone, ece alone and both pooled, with the reliability diagram.
 
     python -m eval.trust_ece --test-rows .cds/eval/trust-s10-final-test/rows-test.jsonl \\
         --ece-rows .cds/eval/trust-ece/rows-ece.journal.jsonl --labels ... --output .cds/eval/trust-ece
+    python -m eval.trust_ece --test-kept eval/results/trust-test.jsonl --ece-kept eval/results/trust-ece.jsonl
+
+Runs' records are lost with a fresh machine; kept outcomes (:mod:`eval.trust_kept`) are committed and
+pooled only under the current config's fingerprint.
 """
 
 from __future__ import annotations
@@ -29,12 +34,25 @@ def chance_ece(conf: list[float], draws: int = 200, seed: int = 0) -> float:
     return float(np.mean([trust.ece(c, rng.random(len(c)) < c) for _ in range(draws)])) if len(c) else 0.0
 
 
-def calibration(rows: list[dict[str, Any]], settings: dict[str, Any], records: dict[str, Any]) -> dict[str, Any]:
+def answered_of(rows: list[dict[str, Any]], settings: dict[str, Any], records: dict[str, Any]
+                ) -> tuple[int, list[float], list[bool]]:
+    """Replayed records: (questions, confidence and rightness of each answered one)."""
     answered = [o for o in trust.outcomes(rows, settings, records) if o["answered"]]
-    conf = [o["confidence"] for o in answered]
-    right = [bool(o["right"]) for o in answered]
+    return len(rows), [o["confidence"] for o in answered], [bool(o["right"]) for o in answered]
+
+
+def kept_of(path: Any, fp: str) -> tuple[int, list[float], list[bool]]:
+    """Kept outcomes (eval/results/, :mod:`eval.trust_kept`) under fingerprint ``fp`` only."""
+    from eval import trust_kept
+
+    rows = [r for r in trust_kept.load(path) if r.get("fingerprint") == fp]
+    answered = [r for r in rows if r["answered"]]
+    return len(rows), [float(r["confidence"]) for r in answered], [bool(r["right"]) for r in answered]
+
+
+def calibration(questions: int, conf: list[float], right: list[bool]) -> dict[str, Any]:
     lo, hi = trust.ece_interval(conf, right)
-    return {"questions": len(rows), "answered": len(answered),
+    return {"questions": questions, "answered": len(conf),
             "accuracy": round(float(np.mean(right)), 4) if right else None,
             "mean_confidence": round(float(np.mean(conf)), 4) if conf else None,
             "ece": round(trust.ece(conf, right), 4), "ece_ci95": [round(lo, 4), round(hi, 4)],
@@ -43,31 +61,67 @@ def calibration(rows: list[dict[str, Any]], settings: dict[str, Any], records: d
             "chance_ece_if_perfect": round(chance_ece(conf), 4)}
 
 
+def reliability_png(conf: list[float], right: list[bool], path: Any, title: str) -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from eval.mcq import stats
+
+    filled = [b for b in stats.reliability(np.array(conf), np.array(right, float), 10) if b.n]
+    fig, ax = plt.subplots(figsize=(5, 4.2))
+    ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
+    ax.plot([b.confidence for b in filled], [b.accuracy for b in filled], "o-", label="answered questions")
+    for b in filled:
+        ax.annotate(str(b.n), (b.confidence, b.accuracy), textcoords="offset points", xytext=(4, -10), fontsize=8)
+    ax.set(xlabel="confidence", ylabel="share right (strict)", title=f"Reliability ({title}; n per bin)",
+           xlim=(0, 1), ylim=(0, 1.02))
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--test-rows", required=True)
-    ap.add_argument("--ece-rows", required=True, help="rows-ece.jsonl, or the journal of a run still going")
+    ap.add_argument("--test-rows", help="rows-test.jsonl of a test run")
+    ap.add_argument("--test-kept", help="or: kept test outcomes (eval/results/, `eval trust keep`)")
+    ap.add_argument("--ece-rows", help="rows-ece.jsonl, or the journal of a run still going")
+    ap.add_argument("--ece-kept", help="or: kept ece outcomes (eval/results/trust-ece.jsonl)")
     ap.add_argument("--labels", action="append", default=[], help="person verdicts (as `eval trust report`)")
     ap.add_argument("--trust-index", default=".cds/index/trust")
     ap.add_argument("--config", default=None)
+    ap.add_argument("--floor", type=float, default=0.05, help="the runs' generation floor (for the fingerprint)")
     ap.add_argument("--output", default=".cds/eval/trust-ece")
     args = ap.parse_args(argv)
+    if not (args.test_rows or args.test_kept) or not (args.ece_rows or args.ece_kept):
+        ap.error("give --test-rows or --test-kept, and --ece-rows or --ece-kept")
 
     from eval import trust_jobs
     from rag.config import load_config, resolve_path
 
     cfg = load_config(args.config)
     labels = [resolve_path(p) for p in args.labels]
-    test = trust_jobs.prepare_rows(cfg, resolve_path(args.test_rows), labels, args.trust_index)
-    ece_rows = trust_jobs.prepare_rows(cfg, resolve_path(args.ece_rows), [], args.trust_index)
     records = trust_jobs.load_records(cfg)
-    floor = max(float(r.get("floor", 0.05)) for r in test + ece_rows)
-    settings = trust.settings_from(cfg, floor)
+    fp = trust_jobs.kept_fingerprint(cfg, args.trust_index, args.floor) if args.test_kept or args.ece_kept else None
+    parts: dict[str, tuple[int, list[float], list[bool]]] = {}
+    for name, rows_file, kept_file, part_labels in (("test", args.test_rows, args.test_kept, labels),
+                                                    ("ece", args.ece_rows, args.ece_kept, [])):
+        if kept_file:
+            parts[name] = kept_of(resolve_path(kept_file), str(fp))
+        else:
+            rows = trust_jobs.prepare_rows(cfg, resolve_path(rows_file), part_labels, args.trust_index)
+            floor = max(float(r.get("floor", 0.05)) for r in rows)
+            parts[name] = answered_of(rows, trust.settings_from(cfg, floor), records)
+    pooled = (parts["test"][0] + parts["ece"][0], parts["test"][1] + parts["ece"][1],
+              parts["test"][2] + parts["ece"][2])
     out = resolve_path(args.output)
-    result: dict[str, Any] = {"settings": {k: v for k, v in settings.items() if k != "calibration"},
-              "test": calibration(test, settings, records), "ece": calibration(ece_rows, settings, records),
-              "pooled": calibration(test + ece_rows, settings, records)}
-    result["figures"] = [str(p) for p in trust.plots(test + ece_rows, settings, records, out, "test+ece")]
+    result: dict[str, Any] = {"fingerprint": fp, "test": calibration(*parts["test"]),
+                              "ece": calibration(*parts["ece"]), "pooled": calibration(*pooled)}
+    result["figures"] = [str(reliability_png(pooled[1], pooled[2], out / "trust-test+ece.png", "test+ece"))]
     out.mkdir(parents=True, exist_ok=True)
     (out / "calibration-test+ece.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     print("| rows | questions | answered | accuracy | mean confidence | ECE (95% CI) | chance ECE if perfect | Brier |")

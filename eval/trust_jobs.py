@@ -90,7 +90,8 @@ def trust_config(config: Any, trust_index: str) -> Any:
 def run_part(config: Any, trust_index: str, part: str, data: Path, rows_path: Path, floor: float = 0.05,
              batch_size: int = 8, limit: int | None = None, regenerate_above: float | None = None,
              gate_from: Path | None = None, progress: Callable[[int], Callable[[int, int], None]] | None = None,
-             replay: Path | None = None, suites: list[str] | None = None, resume: bool = False
+             replay: Path | None = None, suites: list[str] | None = None, resume: bool = False,
+             skip_kept: Path | None = None
              ) -> list[dict[str, Any]]:
     """Ask one part through the assistant (demo suites on ``config``'s index, the rest on the trust index).
 
@@ -100,6 +101,8 @@ def run_part(config: Any, trust_index: str, part: str, data: Path, rows_path: Pa
     With ``replay`` (an earlier run's records), the generator's earlier drafts are reused for the
     same prompts (:class:`ReplayGenerator`): every check is recomputed, only new prompts generate.
     ``suites`` keeps only those suites (a diagnostic run: its records are not a whole part).
+    ``skip_kept`` (an ``eval/results/`` file, :mod:`eval.trust_kept`): questions whose outcome is kept
+    there under this config's fingerprint are not asked again.
     Every record is also appended to ``rows-PART.journal.jsonl`` as it is made; with ``resume`` the
     questions already there are not asked again (without it an old journal is discarded).
     """
@@ -140,6 +143,14 @@ def run_part(config: Any, trust_index: str, part: str, data: Path, rows_path: Pa
                                                          generator=generator or first.generator,
                                                          verifier=first.verifier,
                                                          answerability_verifier=first.answerability_verifier)}
+    if skip_kept is not None:
+        from eval import trust_kept
+
+        fp = kept_fingerprint(config, trust_index, floor)
+        kept = trust_kept.kept_ids(skip_kept, fp)
+        log.info("%d of %d questions already kept in %s (fingerprint %s): not asked", len({q["id"] for q in qs} & kept),
+                 len(qs), skip_kept, fp)
+        qs = [q for q in qs if q["id"] not in kept]
     journal = rows_path.with_name(f"rows-{part}.journal.jsonl")
     rows_path.parent.mkdir(parents=True, exist_ok=True)
     if not resume:
@@ -158,6 +169,35 @@ def run_part(config: Any, trust_index: str, part: str, data: Path, rows_path: Pa
     trust.write_rows(rows, rows_path)
     journal.unlink(missing_ok=True)
     return rows
+
+
+def kept_fingerprint(config: Any, trust_index: str, floor: float) -> str:
+    """The fingerprint of outcomes under ``config`` (:func:`eval.trust_kept.fingerprint`) with the indexes on disk."""
+    from eval import trust_kept
+    from rag.config import resolve_path
+    from rag.index import read_manifest
+
+    manifests = [read_manifest(resolve_path(d))[1] for d in (trust_index, config.index.dir)]
+    return trust_kept.fingerprint(config, trust.settings_from(config, floor), manifests)
+
+
+def keep(config: Any, rows_path: Path, labels: list[Path], trust_index: str, to: Path) -> dict[str, Any]:
+    """Add a run's outcomes (its rows, or the journal of a run still going) to ``to`` under this config's
+    fingerprint; the run must have been made with this config's settings for them to mean anything."""
+    from eval import trust_kept
+
+    if not rows_path.exists():
+        journal = rows_path.with_name(rows_path.name.replace(".jsonl", ".journal.jsonl"))
+        if not journal.exists():
+            raise InputError(f"{rows_path} not found (nor its journal); run `python app.py eval trust run` first")
+        rows_path = journal
+    rows = prepare_rows(config, rows_path, labels, trust_index)
+    floor = max(float(r.get("floor", 0.05)) for r in rows)
+    fp = kept_fingerprint(config, trust_index, floor)
+    added, replaced = trust_kept.merge(to, trust_kept.outcomes(rows, trust.settings_from(config, floor),
+                                                               load_records(config), fp))
+    return {"file": str(to), "fingerprint": fp, "added": added, "replaced": replaced,
+            "kept_under_fingerprint": len(trust_kept.kept_ids(to, fp))}
 
 
 def add_answer_answerability(config: Any, rows: list[dict[str, Any]]) -> int:

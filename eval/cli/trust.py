@@ -16,7 +16,7 @@ def add(esub: Any, common: argparse.ArgumentParser) -> None:
                          "calibrated confidence (dev fits, test reports)",
                          description="split: write eval/splits/trust.json; build: the trust index; run: ask a part; "
                                      "fit: calibration + thresholds from dev; report: replay the config's settings")
-    et.add_argument("action", choices=["split", "build", "run", "fit", "report"])
+    et.add_argument("action", choices=["split", "build", "run", "fit", "report", "keep"])
     et.add_argument("--part", choices=["dev", "test", "ece"], default="dev",
                     help="ece: more answerable MedQuAD questions, asked like test, pooled with it for ECE "
                          "(`split --ece N` adds them)")
@@ -41,6 +41,11 @@ def add(esub: Any, common: argparse.ArgumentParser) -> None:
     et.add_argument("--replay", metavar="ROWS.jsonl",
                     help="`run`: reuse the generator's drafts of an earlier run for the same prompts (every check is "
                          "recomputed with the current verifier and settings; only new prompts are generated)")
+    et.add_argument("--skip-kept", metavar="FILE.jsonl",
+                    help="`run`: do not ask questions whose outcome is kept in this eval/results/ file under this "
+                         "config's fingerprint (a part asked over several sessions)")
+    et.add_argument("--to", metavar="FILE.jsonl",
+                    help="`keep`: the eval/results/ file that gets this run's outcomes (ids and numbers only)")
     et.add_argument("--labels", action="append", metavar="FILE.jsonl", default=[],
                     help="`fit`/`report`: a person's verdicts on this run's answers (eval/labels/); they replace the "
                          "automatic verdict for the exact answers they judged (repeatable)")
@@ -84,7 +89,26 @@ def run(args: argparse.Namespace) -> int:
                                                      LoadReport(fmt="uci-heart-failure"))}
     if args.action == "run":
         return _run_part(args, cfg)
+    if args.action == "keep":
+        return _keep(args, cfg)
     return _fit_or_report(args, cfg, records)
+
+
+def _keep(args: argparse.Namespace, cfg: Any) -> int:
+    from eval import trust_jobs
+    from rag.config import resolve_path
+    from rag.errors import InputError
+
+    if not args.to:
+        raise InputError("`eval trust keep` needs --to FILE.jsonl (e.g. eval/results/trust-ece.jsonl)")
+    out = trust_jobs.keep(cfg, resolve_path(args.output) / f"rows-{args.part}.jsonl",
+                          [resolve_path(p) for p in args.labels], args.trust_index, resolve_path(args.to))
+    if args.json:
+        print_json(out)
+        return 0
+    print(f"{out['added']} outcomes added, {out['replaced']} replaced in {out['file']}; "
+          f"{out['kept_under_fingerprint']} kept under fingerprint {out['fingerprint']}")
+    return 0
 
 
 def _build(args: argparse.Namespace, cfg: Any) -> int:
@@ -109,7 +133,8 @@ def _run_part(args: argparse.Namespace, cfg: Any) -> int:
                                args.batch_size, args.limit, args.regenerate_above,
                                resolve_path(args.gate_from) if args.gate_from else None,
                                None if args.quiet else (lambda n: advance(bar(n))),
-                               resolve_path(args.replay) if args.replay else None, args.suite, args.resume)
+                               resolve_path(args.replay) if args.replay else None, args.suite, args.resume,
+                               resolve_path(args.skip_kept) if args.skip_kept else None)
     print(f"{len(rows)} {args.part} questions answered or abstained; records in {rows_path}")
     return 0
 

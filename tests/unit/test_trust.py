@@ -304,7 +304,7 @@ def test_pooled_calibration_reports_the_ece_a_perfect_confidence_shows_by_chance
     rng = random.Random(6)
     rows = [_row("medquad", True, 0.8, rng.uniform(0.5, 1.0)) for _ in range(60)]
     settings = {"gate": 0.05, "abstain_below": 0.0, "calibration": None}
-    c = trust_ece.calibration(rows, settings, {})
+    c = trust_ece.calibration(*trust_ece.answered_of(rows, settings, {}))
     assert c["questions"] == c["answered"] == 60 and c["accuracy"] == 1.0  # every cited doc is gold here
     assert 0.0 <= c["ece"] <= 1.0 and c["ece_ci95"][0] <= c["ece"] + 1e-9
     # chance ECE shrinks as the number of answers grows
@@ -387,3 +387,45 @@ def test_choosing_from_one_replay_per_support_setting_equals_replaying_every_set
     for target in (0.9, 0.97):
         kw = {"min_ooc_abstain": target, "cosines": (None, 0.55, 0.9), "support_mins": (0.5, 0.7)}
         assert trust.choose(rows, {}, calib, 0.05, **kw) == trust._choose_by_replay(rows, {}, calib, 0.05, **kw)
+
+
+def test_kept_outcomes_hold_ids_and_numbers_only_and_pool_under_one_fingerprint(tmp_path):
+    from eval import trust_ece, trust_kept
+
+    rows = [{**_row("medquad", True, 0.8, 0.9), "id": f"q{i}", "question": "What treats X?",
+             "answer": "Copied corpus text [1]."} for i in range(4)]
+    settings = {"gate": 0.05, "abstain_below": 0.0, "calibration": None}
+    kept = trust_kept.outcomes(rows, settings, {}, "fp1")
+    assert all(set(k) == {"id", "suite", "answerable", "answered", "confidence", "right", "by_person", "fingerprint"}
+               for k in kept)
+    path = tmp_path / "results" / "trust-ece.jsonl"
+    assert trust_kept.merge(path, kept[:3]) == (3, 0)
+    assert trust_kept.merge(path, kept[2:]) == (1, 1)  # q2 replaced, q3 added
+    assert "Copied" not in path.read_text() and "What treats" not in path.read_text()
+    assert trust_kept.kept_ids(path, "fp1") == {"q0", "q1", "q2", "q3"} and trust_kept.kept_ids(path, "fp2") == set()
+    trust_kept.merge(path, [dict(kept[0], id="old", fingerprint="fp0", answered=True, confidence=0.1, right=False)])
+    n, conf, right = trust_ece.kept_of(path, "fp1")  # another fingerprint's outcome is never pooled
+    assert n == 4 and len(conf) == 4 and all(right)
+    path.write_text(path.read_text() + "{broken\n")
+    from rag.errors import InputError
+
+    with pytest.raises(InputError, match="git checkout"):
+        trust_kept.load(path)
+
+
+def test_the_fingerprint_changes_with_what_decides_an_outcome():
+    from eval import trust_kept
+    from rag.config import load_config
+
+    cfg = load_config()
+    manifest = {"documents": {"d1": {"hash": "a"}}, "embedder": {"model_id": "m"}, "chunking": {"child_tokens": 96},
+                "version": "v0001", "created": "today"}
+    settings = {"gate": 0.3, "calibration": {"coef": [1.0]}}
+    fp = trust_kept.fingerprint(cfg, settings, [manifest])
+    # the index's name and date do not matter; its documents, the settings and the config do
+    assert trust_kept.fingerprint(cfg, settings, [dict(manifest, version="v0002", created="later")]) == fp
+    assert trust_kept.fingerprint(cfg, settings, [dict(manifest, documents={"d1": {"hash": "b"}})]) != fp
+    assert trust_kept.fingerprint(cfg, {**settings, "calibration": {"coef": [2.0]}}, [manifest]) != fp
+    other = cfg.model_copy(deep=True)
+    other.generator.max_new_tokens += 1
+    assert trust_kept.fingerprint(other, settings, [manifest]) != fp

@@ -1,0 +1,110 @@
+"""Trust outcomes that outlive the machine: ids and numbers only, committed under ``eval/results/``.
+
+A run's records (``.cds/eval/...``) hold the answers and the sources' text. They stay out of git (the
+repository holds no text copied from the corpora) and are lost with a fresh machine, so a part that
+needs more CPU than one session has (the ``ece`` part: ~9 h on 2 cores) could never finish. What the
+calibration report needs of each question is kept instead: whether the product answered, its confidence,
+and whether the answer was right (a person's verdict where one matches the shown answer, else the strict
+scorer), with a **fingerprint** of everything that decides them (the models and adapters by content, the
+retrieval, verifier and generator settings, the replayed settings with the calibration itself, and the
+indexes' documents). ``eval trust run --skip-kept FILE`` asks only the questions not kept under the
+current fingerprint; ``eval trust keep`` adds a run's outcomes; ``python -m eval.trust_ece`` pools them.
+A change to any of those inputs changes the fingerprint, and outcomes under another fingerprint are
+never pooled (they are kept in the file, for the record, until replaced).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from eval import trust
+
+
+def _files_digest(path: Path) -> str:
+    """sha256 over a file, or over every file of a folder (names and contents); '' when absent."""
+    if not path.exists():
+        return ""
+    h = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for p in files:
+        h.update(p.name.encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def index_digest(manifest: dict[str, Any]) -> str:
+    """The documents an index version holds (by content hash), its embedder and chunking: not its name or date."""
+    docs = sorted((k, str(v.get("hash"))) for k, v in manifest.get("documents", {}).items())
+    body = {"documents": docs, "embedder": manifest.get("embedder"), "chunking": manifest.get("chunking")}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def fingerprint(config: Any, settings: dict[str, Any], manifests: Iterable[dict[str, Any]]) -> str:
+    """What decides a question's outcome under ``config``: the same fingerprint means the same outcome."""
+    from rag.config import resolve_path
+
+    adapters = {name: _files_digest(resolve_path(p)) for name, p in (
+        ("generator", config.generator.adapter), ("verifier", config.verifier.adapter),
+        ("answerability", getattr(config.verifier, "answerability_adapter", None))) if p}
+    body = {
+        "embedder": config.embedder.model_dump(exclude={"batch_size"}),
+        "generator": config.generator.model_dump(exclude={"threads", "batch_size"}),
+        "verifier": config.verifier.model_dump(),
+        "retrieval": config.retrieval.model_dump(),
+        "chunking": config.chunking.model_dump(),
+        "adapters": adapters,
+        "settings": settings,
+        "indexes": sorted(index_digest(m) for m in manifests),
+    }
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def outcomes(rows: list[dict[str, Any]], settings: dict[str, Any], records: dict[str, Any], fp: str
+             ) -> list[dict[str, Any]]:
+    """Each recorded question's outcome under ``settings`` (ids and numbers only)."""
+    return [{"id": r["id"], "suite": r["suite"], "answerable": bool(r["answerable"]), "answered": bool(o["answered"]),
+             "confidence": round(float(o["confidence"]), 6), "right": bool(o["right"]),
+             "by_person": bool(o.get("labelled", False)), "fingerprint": fp}
+            for r, o in zip(rows, trust.outcomes(rows, settings, records), strict=True)]
+
+
+def load(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    rows = []
+    with path.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                from rag.errors import InputError
+
+                raise InputError(f"{path}:{n}: not a JSON line ({e.msg}); restore it with `git checkout {path}`") from e
+            rows.append(row)
+    return rows
+
+
+def kept_ids(path: Path, fp: str) -> set[str]:
+    """The questions already kept under this fingerprint (not to be asked again)."""
+    return {r["id"] for r in load(path) if r.get("fingerprint") == fp}
+
+
+def merge(path: Path, new: list[dict[str, Any]]) -> tuple[int, int]:
+    """Add ``new`` outcomes to the file (one per question: a new one replaces the old); written atomically.
+    Returns (added, replaced)."""
+    by_id = {r["id"]: r for r in load(path)}
+    added = sum(r["id"] not in by_id for r in new)
+    by_id.update({r["id"]: r for r in new})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        for qid in sorted(by_id):
+            f.write(json.dumps(by_id[qid], sort_keys=True) + "\n")
+    tmp.replace(path)
+    return added, len(new) - added
