@@ -4,9 +4,9 @@ ECE over 10 bins is noisy at the ~110 answers of the trust test part: a perfectl
 scores 0.075 there by chance. The ``ece`` part (``python app.py eval trust split --ece 500``) holds more
 answerable MedQuAD questions, asked like test over several sessions (``eval trust run --part ece
 --skip-kept eval/results/trust-ece.jsonl``, then ``eval trust keep``) and never fitted on. This replays
-both parts' records with the config's settings (as ``eval trust
-report``) and reports ECE, its 95% interval, Brier, accuracy and the ECE a perfectly calibrated confidence
-would show at the same size, for test alone, ece alone and both pooled, with the reliability diagram.
+both parts' records with the config's settings (as ``eval trust report``), or reads their kept outcomes,
+and reports ECE, its 95% interval, Brier, accuracy and the ECE a perfectly calibrated confidence would show
+at the same size, for test alone, ece alone and both pooled, with the reliability diagram.
 
     python -m eval.trust_ece --test-rows .cds/eval/trust-s10-final-test/rows-test.jsonl \\
         --ece-rows .cds/eval/trust-ece/rows-ece.journal.jsonl --labels ... --output .cds/eval/trust-ece
