@@ -682,8 +682,9 @@ def fit_dev(rows: list[dict[str, Any]], records: dict[str, Any], floor: float, o
                      - {k for r in rows for k in r["signals"]} - {"support", "support_prob", "generation",
                                                                   "answer_answerability", "second_try"})
     if missing:
-        raise InputError(f"no dev record has the gate signal {', '.join(missing)}: run "
-                         "`python app.py eval trust run --part dev` again with this version")
+        known = sorted({k for r in rows for k in r["signals"]} | {"answerability_logit"})
+        raise InputError(f"no dev record has the signal {', '.join(missing)} (recorded: {', '.join(known)}); "
+                         "a signal newer than the run needs `python app.py eval trust run --part dev` again")
     gate = fit_gate(rows, gate_features)
     cosines = (None, 0.8, 0.85, 0.9, 0.95)
     # The support bar is chosen too, but never below 0.5: below it a sentence the verifier judges more
