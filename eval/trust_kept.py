@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from eval import trust
+from eval import jsonl, trust
 
 
 def _files_digest(path: Path) -> str:
@@ -75,19 +75,7 @@ def outcomes(rows: list[dict[str, Any]], settings: dict[str, Any], records: dict
 def load(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
-    rows = []
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                from rag.errors import InputError
-
-                raise InputError(f"{path}:{n}: not a JSON line ({e.msg}); restore it with `git checkout {path}`") from e
-            rows.append(row)
-    return rows
+    return [row for _, row in jsonl.objects(path, f"restore it with `git checkout {path}`")]
 
 
 def kept_ids(path: Path, fp: str) -> set[str]:

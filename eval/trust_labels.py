@@ -17,10 +17,10 @@ says how many verdicts were used.
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
+from eval import jsonl
 from rag.errors import InputError
 
 
@@ -36,14 +36,8 @@ def load(paths: list[Path]) -> dict[str, list[dict[str, Any]]]:
     for path in paths:
         if not path.exists():
             raise InputError(f"labels file {path} not found; give a file under eval/labels/")
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                lab = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"{path}:{n}: not JSON ({e.msg}); one verdict object per line") from None
-            if not isinstance(lab, dict) or not isinstance(lab.get("right"), bool) or \
+        for n, lab in jsonl.objects(path, "one verdict object per line"):
+            if not isinstance(lab.get("right"), bool) or \
                     not isinstance(lab.get("id"), str) or not isinstance(lab.get("sha1"), str):
                 raise InputError(f"{path}:{n}: a verdict needs \"id\" (text), \"right\" (true/false) and \"sha1\"")
             same = [x for x in out.get(lab["id"], []) if x["sha1"] == lab["sha1"]]

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from eval import jsonl
 from rag.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -63,17 +64,7 @@ def _exists(path: Path, what: str) -> None:
 
 def _jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     _exists(path, "benchmark file")
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise InputError(f"{path}:{n}: expected a JSON object, got {type(row).__name__}")
-            yield n, row
+    yield from jsonl.objects(path)
 
 
 def _text(row: dict[str, Any], key: str, where: str) -> str:
