@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
-from collections import defaultdict
 from typing import Any
 
 import numpy as np
@@ -56,17 +54,13 @@ def _fit(candidate: str, rows_a: list[dict[str, Any]], records: dict[str, Any], 
 
 def compare(rows: list[dict[str, Any]], outcome: list[dict[str, Any]], records: dict[str, Any],
             settings: dict[str, Any], candidates: list[str], repeats: int = 20, seed: int = 0) -> dict[str, Any]:
-    by_suite: dict[str, list[int]] = defaultdict(list)
-    for j, r in enumerate(rows):
-        by_suite[r["suite"]].append(j)
-    rng = random.Random(seed)
+    from eval.trust_jobs import halves
+
     noise = np.random.default_rng(seed)
     res: dict[str, list[dict[str, float]]] = {c: [] for c in [*candidates, "flat"]}
     chance: list[float] = []
-    for _ in range(repeats):
-        a = set()
-        for idx in by_suite.values():
-            a.update(rng.sample(idx, len(idx) // 2))
+    for mask in halves(rows, repeats, seed):
+        a = {int(j) for j in np.flatnonzero(mask)}
         rows_a = [rows[j] for j in sorted(a)]
         b = [j for j in range(len(rows)) if j not in a and outcome[j]["answered"]]
         y_b = np.array([bool(outcome[j]["right"]) for j in b])

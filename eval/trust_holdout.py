@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import tempfile
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -39,21 +37,6 @@ def parse_candidate(spec: str) -> tuple[str, dict[str, Any]]:
         else:
             raise SystemExit(f"error: candidate {name}: unknown part {key!r} (gate:... or set:...)")
     return name, kw
-
-
-def halves(rows: list[dict[str, Any]], repeats: int, seed: int = 0) -> list[np.ndarray]:
-    """Masks of half A per repeat, stratified by suite."""
-    by_suite: dict[str, list[int]] = defaultdict(list)
-    for j, r in enumerate(rows):
-        by_suite[r["suite"]].append(j)
-    rng = random.Random(seed)
-    out = []
-    for _ in range(repeats):
-        a = np.zeros(len(rows), bool)
-        for idx in by_suite.values():
-            a[rng.sample(idx, len(idx) // 2)] = True
-        out.append(a)
-    return out
 
 
 def measure(rows: list[dict[str, Any]], records: dict[str, Any], floor: float, options: dict[str, Any],
@@ -96,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
                                                      "fitting procedures are compared on dev")
     options = trust.pipeline_options(cfg)
     candidates = [parse_candidate(c) for c in args.candidate]
-    masks = halves(rows, args.repeats)
+    masks = trust_jobs.halves(rows, args.repeats)
     results: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in candidates}
     for k, a in enumerate(masks):
         for name, kw in candidates:

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from eval import trust, trust_set
 from rag import Assistant
 from rag.errors import InputError
@@ -290,3 +292,21 @@ def dev_study(rows_path: str, labels: list[str], trust_index: str, why: str
     cfg = load_config()
     rows = prepare_rows(cfg, resolve_path(rows_path), [resolve_path(p) for p in labels], trust_index)
     return cfg, rows, load_records(cfg), max(float(r.get("floor", 0.05)) for r in rows)
+
+
+def halves(rows: list[dict[str, Any]], repeats: int, seed: int = 0) -> list[np.ndarray]:
+    """Masks of half A per repeat of a 50/50 split of ``rows``, stratified by suite (the dev-only studies' split)."""
+    import random
+    from collections import defaultdict
+
+    by_suite: dict[str, list[int]] = defaultdict(list)
+    for j, r in enumerate(rows):
+        by_suite[r["suite"]].append(j)
+    rng = random.Random(seed)
+    out = []
+    for _ in range(repeats):
+        a = np.zeros(len(rows), bool)
+        for idx in by_suite.values():
+            a[rng.sample(idx, len(idx) // 2)] = True
+        out.append(a)
+    return out

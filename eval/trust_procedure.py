@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
-from collections import defaultdict
 from typing import Any
 
 import numpy as np
@@ -66,16 +64,10 @@ def pick(rule: str, answered: np.ndarray, right: np.ndarray, ooc: np.ndarray, ma
 def compare(rows: list[dict[str, Any]], points: list[tuple[float, float]], answered: np.ndarray, right: np.ndarray,
             repeats: int = 20, seed: int = 0) -> dict[str, Any]:
     ooc = np.array([not r["answerable"] for r in rows])
-    by_suite: dict[str, list[int]] = defaultdict(list)
-    for j, r in enumerate(rows):
-        by_suite[r["suite"]].append(j)
-    rng = random.Random(seed)
+    from eval.trust_jobs import halves
+
     results: dict[str, list[dict[str, Any]]] = {rule: [] for rule in RULES}
-    for _ in range(repeats):
-        a = np.zeros(len(rows), bool)
-        for idx in by_suite.values():
-            picked = rng.sample(idx, len(idx) // 2)
-            a[picked] = True
+    for a in halves(rows, repeats, seed):
         b = ~a
         for rule in RULES:
             i = pick(rule, answered, right, ooc, a, points)

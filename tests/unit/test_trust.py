@@ -365,7 +365,9 @@ def test_whole_fit_procedures_are_measured_on_the_other_half():
         p = rng.uniform(0.5, 1.0)
         rows.append({**_row("medquad", True, rng.uniform(0.5, 1.0), p, right_doc=rng.random() < p), "id": f"a{i}"})
     rows += [{**_row("non_medical", False, rng.uniform(0.0, 0.3), 0.9), "id": f"o{i}"} for i in range(40)]
-    masks = trust_holdout.halves(rows, repeats=2)
+    from eval import trust_jobs
+
+    masks = trust_jobs.halves(rows, repeats=2)
     assert all(m.sum() == 50 for m in masks)  # half of each suite
     out = trust_holdout.measure(rows, {}, 0.05, {}, kw | {"gate_features": trust.GATE_FEATURES,
                                                           "extra_sets": []}, masks[0])
