@@ -85,7 +85,8 @@ class ReplayGenerator:
 def trust_config(config: Any, trust_index: str) -> Any:
     """The config pointed at the trust index (never auto-building the demo there)."""
     c = config.model_copy(deep=True)
-    c.index.dir, c.index.auto_build_demo = trust_index, False
+    # Another index: an answerability adapter adapted to the configured index's documents does not apply there.
+    c.index.dir, c.index.auto_build_demo, c.index.answerability_adapter = trust_index, False, None
     return c
 
 

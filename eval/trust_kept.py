@@ -49,7 +49,8 @@ def fingerprint(config: Any, settings: dict[str, Any], manifests: Iterable[dict[
 
     adapters = {name: _files_digest(resolve_path(p)) for name, p in (
         ("generator", config.generator.adapter), ("verifier", config.verifier.adapter),
-        ("answerability", getattr(config.verifier, "answerability_adapter", None))) if p}
+        ("answerability", getattr(config.verifier, "answerability_adapter", None)),
+        ("index_answerability", getattr(config.index, "answerability_adapter", None))) if p}
     body = {
         "embedder": config.embedder.model_dump(exclude={"batch_size"}),
         "generator": config.generator.model_dump(exclude={"threads", "batch_size"}),

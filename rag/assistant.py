@@ -40,7 +40,7 @@ from rag.models import EmbedderSpec, resolve
 from rag.retrieve import HybridRetriever, Retrieval, Scorer, Unit
 from rag.subject import other_variant
 from rag.text import split_sentences
-from rag.verifier import Verifier, answer_answerability
+from rag.verifier import Verifier, adapter_mismatch, answer_answerability
 
 log = logging.getLogger(__name__)
 
@@ -61,13 +61,15 @@ class Assistant:
 
     def __init__(self, config: AppConfig, embedder: Embedder | None = None, generator: Backend | None = None,
                  progress: bool = False, verifier: Verifier | None = None,
-                 answerability_verifier: Verifier | None = None):
+                 answerability_verifier: Verifier | None = None, index_verifier: Verifier | None = None):
         self.config = config
         self.progress = progress
         self._embedder = embedder
         self._generator = generator
         self._verifier = verifier
         self._answer_verifier = answerability_verifier
+        self._index_verifier = index_verifier
+        self._index_adapter_fits: dict[str, bool] = {}  # index version -> index.answerability_adapter applies
         self._reranker: tuple[tuple[str, bool], Any] | None = None  # (retrieval.reranker, int8) -> DistilledReranker
         self._calibration: conf.Calibration | None = None
         self._index: HybridIndex | None = None
@@ -148,6 +150,38 @@ class Assistant:
             self._answer_verifier = Verifier(base.path, resolve_path(cfg.answerability_adapter),
                                              batch_size=cfg.batch_size)
         return self._answer_verifier
+
+    @property
+    def gate_verifier(self) -> Verifier | None:
+        """The verifier judging answerability *on this index*: ``index.answerability_adapter`` (adapted to this
+        index's documents, ``finetune/verifier_index.py``) when the loaded version holds exactly the documents it
+        was adapted on, else :attr:`answerability_verifier`."""
+        if not self.config.verifier.enabled or not self.config.index.answerability_adapter:
+            return self.answerability_verifier
+        if not self._index_adapter_applies():
+            return self.answerability_verifier
+        if self._index_verifier is None:
+            cfg = self.config.verifier
+            base = resolve(cfg.model, self.cache_dir)
+            self._index_verifier = Verifier(base.path, resolve_path(self.config.index.answerability_adapter),
+                                            batch_size=cfg.batch_size)
+        return self._index_verifier
+
+    def _index_adapter_applies(self) -> bool:
+        """Whether ``index.answerability_adapter`` was adapted on this index version's documents (checked once per
+        version; a mismatch is logged once, with what to run)."""
+        index = self.index
+        fits = self._index_adapter_fits.get(index.version)
+        if fits is None:
+            path = resolve_path(str(self.config.index.answerability_adapter))
+            why = adapter_mismatch(path, index.manifest)
+            fits = why is None
+            if why:
+                log.warning("index.answerability_adapter %s is not used on index %s (%s): the general verifier gates "
+                            "instead; adapt it again with `python -m finetune.verifier_index --sources ...` or set "
+                            "index.answerability_adapter=null", path, index.version, why)
+            self._index_adapter_fits[index.version] = fits
+        return fits
 
     @property
     def calibration(self) -> conf.Calibration | None:
@@ -233,7 +267,7 @@ class Assistant:
         ``retrieval.reranker`` (a folder; a missing or unreadable one is an InputError)."""
         r = self.config.retrieval
         if r.reranker == "verifier":
-            verifier = self.answerability_verifier
+            verifier = self.gate_verifier
             if verifier is None:
                 raise ConfigError("retrieval.rerank needs the verifier (retrieval.reranker=verifier); set "
                                   "verifier.enabled=true, retrieval.reranker=<a distilled reranker folder> or "
@@ -408,7 +442,7 @@ class Assistant:
         # What the generator will see: the gate asks whether *these* sources answer.
         sources = self._prompt_sources(ret.units) if generate else []
         shown = ret.units[: len(sources)] if generate else ret.units
-        verifier = self.answerability_verifier
+        verifier = self.gate_verifier
         answerable = self._gate(verifier, q, shown, signals, timings) if verifier is not None else []
         gate = self.config.verifier.answerable_min
         gate_value = signals.get("answerable_p", signals.get("answerability", 1.0))
@@ -486,7 +520,7 @@ class Assistant:
         for s in steered:
             s.supported = False
             s.checks["rules"] = False
-        answer_verifier = self.answerability_verifier
+        answer_verifier = self.gate_verifier
         if answer_verifier is not None and any(s.supported for s in support):
             # The answer read as a whole (a calibration signal): supported sentences can still miss the question.
             signals["answer_answerability"] = answer_answerability(

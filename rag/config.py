@@ -232,6 +232,10 @@ class IndexConfig(_Section):
         description="built automatically on first query when the index is missing",
     )
     auto_build_demo: bool = Field(True, description="build the demo index on first query if missing")
+    answerability_adapter: str | None = Field(
+        None, description="an answerability adapter adapted to this index's own documents (python -m "
+                          "finetune.verifier_index): the gate on this index uses it while the index holds exactly "
+                          "the documents it was adapted on, else the verifier's (docs/TRUST.md, 'Index adaptation')")
     data_dir: str = Field("../shared/data", description="root for relative paths in source_sets")
     source_sets: dict[str, list[str]] = Field(
         default_factory=dict,

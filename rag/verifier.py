@@ -113,3 +113,33 @@ def answer_answerability(verifier: Any, question: str, sentences: Sequence[str])
 
     text = " ".join(strip_markers(s) for s in sentences).strip()
     return float(verifier.answerability(question, [text])[0]) if text else 0.0
+
+
+ADAPTED_DOCUMENTS = "adapted_documents"  # in an index adapter's training_card.json: {doc_id: content hash}
+
+
+def adapter_mismatch(adapter: Path, manifest: dict[str, Any]) -> str | None:
+    """Why the index adapter at ``adapter`` does not fit the index version of ``manifest`` (None: it fits).
+
+    An index adapter (``finetune/verifier_index.py``) learned answerability from its index's own guideline
+    documents; its card lists them with their content hashes. It fits a version whose every document other than
+    patient records is one of them, unchanged: on other documents the gate's scale is not the one it was fitted
+    with (measured: BENCHMARKS.md, "Trust", thirteenth session)."""
+    import json
+
+    card = adapter / "training_card.json"
+    try:
+        adapted = json.loads(card.read_text(encoding="utf-8")).get(ADAPTED_DOCUMENTS)
+    except (OSError, ValueError) as e:
+        return f"cannot read {card}: {type(e).__name__}"
+    if not isinstance(adapted, dict) or not adapted:
+        return f"{card} lists no adapted documents"
+    docs = {k: v.get("hash") for k, v in manifest.get("documents", {}).items() if v.get("kind") != "ehr"}
+    if not docs:
+        return "the index holds no documents other than patient records"
+    new = sorted(k for k in docs if k not in adapted)
+    changed = sorted(k for k in docs if k in adapted and adapted[k] != docs[k])
+    if new or changed:
+        return (f"{len(new)} of its {len(docs)} documents were not adapted on, {len(changed)} changed since "
+                f"(e.g. {(new or changed)[0]})")
+    return None

@@ -163,9 +163,14 @@ class Engine:
             locked: Any = _Locked(verifier) if verifier is not None else None
             gate_verifier = a.answerability_verifier
             gate_locked: Any = locked if gate_verifier is verifier else _Locked(gate_verifier)
+            # the index's own answerability adapter (index.answerability_adapter), when it fits the loaded index
+            index_verifier = a.gate_verifier
+            index_locked: Any = (None if index_verifier is gate_verifier or index_verifier is None
+                                 else _Locked(index_verifier))
             self.assistant = Assistant(a.config, embedder=_Locked(a.embedder),
                                        generator=_CountingGenerator(a.generator),
-                                       verifier=locked, answerability_verifier=gate_locked)
+                                       verifier=locked, answerability_verifier=gate_locked,
+                                       index_verifier=index_locked)
             _ = self.assistant.index, self.assistant.calibration
         except CDSError as e:
             self.load_error = str(e)

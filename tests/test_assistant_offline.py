@@ -384,6 +384,62 @@ def test_a_separate_answerability_adapter_gates_and_the_main_one_checks_support(
     assert plain.answerability_verifier is support, "without the setting one verifier does both"
 
 
+def _index_adapter(tmp_path, manifest, drop: str | None = None, name: str = "adapter"):
+    """An index adapter folder whose card lists the index's non-record documents (less ``drop``)."""
+    from rag.verifier import ADAPTED_DOCUMENTS
+
+    folder = tmp_path / name
+    folder.mkdir()
+    docs = {k: v["hash"] for k, v in manifest["documents"].items() if v["kind"] != "ehr" and k != drop}
+    (folder / "training_card.json").write_text(json.dumps({ADAPTED_DOCUMENTS: docs}))
+    return folder
+
+
+def test_an_index_adapter_gates_only_the_index_it_was_adapted_on(hash_index, tmp_path, caplog):
+    """index.answerability_adapter: used for the gate (and the answer's answerability) while the index holds exactly
+    the documents it was adapted on; otherwise the general answerability verifier gates, with a warning."""
+    root, index = hash_index
+    fits = _index_adapter(tmp_path, index.manifest)
+    stale = _index_adapter(tmp_path, index.manifest, drop="demo-hfref-gdmt", name="stale")
+    base = [f"index.dir={root}", "index.auto_build_demo=false", "verifier.answerable_min=0.3",
+            "confidence.abstain_below=0.0"]
+    general, adapted = LexicalVerifier(), LexicalVerifier()
+    a = Assistant(load_config(overrides=[*base, f"index.answerability_adapter={fits}"]), embedder=HashEmbedder(),
+                  generator=ScriptedGenerator(f"{SUPPORTED} [1]."), verifier=general,  # type: ignore[arg-type]
+                  index_verifier=adapted)  # type: ignore[arg-type]
+    assert a.gate_verifier is adapted and a.answerability_verifier is general
+    ans = a.ask(HFREF_Q)
+    assert not ans.abstained and adapted.calls, "the index adapter gated"
+    assert "answer_answerability" in ans.confidence_signals
+    # One of the index's guidelines is not among the adapted documents: the general verifier gates, said once.
+    general2, adapted2 = LexicalVerifier(), LexicalVerifier()
+    b = Assistant(load_config(overrides=[*base, f"index.answerability_adapter={stale}"]), embedder=HashEmbedder(),
+                  generator=ScriptedGenerator(f"{SUPPORTED} [1]."), verifier=general2,  # type: ignore[arg-type]
+                  index_verifier=adapted2)  # type: ignore[arg-type]
+    with caplog.at_level("WARNING"):
+        b.ask(HFREF_Q)
+        b.ask(HFREF_Q)
+    assert not adapted2.calls and general2.calls
+    warned = [r for r in caplog.records if "index.answerability_adapter" in r.getMessage()]
+    assert len(warned) == 1 and "demo-hfref-gdmt" in warned[0].getMessage()
+
+
+def test_an_adapter_card_must_name_the_index_documents(hash_index, tmp_path):
+    from rag.verifier import adapter_mismatch
+
+    _, index = hash_index
+    assert adapter_mismatch(_index_adapter(tmp_path, index.manifest), index.manifest) is None
+    assert "cannot read" in str(adapter_mismatch(tmp_path / "nowhere", index.manifest))  # no card at all
+    (tmp_path / "training_card.json").write_text("{}")  # a general adapter's card
+    assert "lists no adapted documents" in str(adapter_mismatch(tmp_path, index.manifest))
+    changed = json.loads(json.dumps(index.manifest))
+    changed["documents"]["demo-hfref-gdmt"]["hash"] = "0" * 16
+    assert "1 changed since" in str(adapter_mismatch(_index_adapter(tmp_path, index.manifest, name="b"), changed))
+    records_only = {"documents": {k: v for k, v in index.manifest["documents"].items() if v["kind"] == "ehr"}}
+    assert "no documents other than patient records" in str(
+        adapter_mismatch(_index_adapter(tmp_path, index.manifest, name="c"), records_only))
+
+
 # -- generator.second_try: a withheld answer is asked again with the best-answering source alone -----------
 HFREF_Q = "Which SGLT2 inhibitors are recommended in chronic HFrEF?"
 
