@@ -443,6 +443,22 @@ def guideline_pairs(docs: list[Document], rng: random.Random, per_doc: int, pass
                 yield Pair("support", support_text(q, s), wrong[0], 0, "other_passage", "ngc")
 
 
+def detail_sentences(passage: str) -> list[str]:
+    """The sentences of a passage a detail question may be written from (not headings, not fragments)."""
+    return [s for s in split_sentences(body(passage)) if 8 <= len(s.split()) <= 60]
+
+
+def ask_detail(sentence: str, title: str, idf: dict[str, float], rng: random.Random, vignette_share: float
+               ) -> tuple[str, list[str]] | None:
+    """A terse detail question about ``sentence`` (``verifier_styles.detail_question``), after a short case
+    description for ``vignette_share`` of them, and the keywords it uses; None when it asks nothing."""
+    made = detail_question(sentence, title, idf, rng)
+    if made is None:
+        return None
+    q, kws = made
+    return (vignette(q, rng) if rng.random() < vignette_share else q), kws
+
+
 def detail_pairs(docs: list[Document], passages_of: Passages, rng: random.Random, per_doc: int, source: str,
                  vignette_share: float = 0.0) -> Iterator[Pair]:
     """Detail questions (one fact of one passage, terse wording) against guideline passages.
@@ -464,16 +480,14 @@ def detail_pairs(docs: list[Document], passages_of: Passages, rng: random.Random
                                              r"Service and frequency|Risk assessment|Summary|Intervention",
                                              p.split("\n", 1)[0]) and "Bibliographic" not in p.split("\n", 1)[0]]
         for passage in rng.sample(advice, min(per_doc, len(advice))):
-            sents = [s for s in split_sentences(body(passage)) if 8 <= len(s.split()) <= 60]
+            sents = detail_sentences(passage)
             if not sents:
                 continue
             s = rng.choice(sents)
-            made = detail_question(s, d.title, idf, rng)
+            made = ask_detail(s, d.title, idf, rng, vignette_share)
             if made is None:
                 continue
             q, kws = made
-            if rng.random() < vignette_share:
-                q = vignette(q, rng)
             yield Pair("answerable", answerability_text(q), passage, 1, "detail", source)
             same = [p for p in ps if p != passage and overlap(kws, p) <= 0.34]
             if same:

@@ -33,9 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from corpora.document import Document
-from finetune.verifier_data import Lexical, Pair, Passages, _hash_part, body
-from finetune.verifier_styles import detail_question, idf_table, overlap, vignette
-from rag.text import split_sentences
+from finetune.verifier_data import Lexical, Pair, Passages, _hash_part, ask_detail, detail_sentences
+from finetune.verifier_styles import idf_table, overlap
 from rag.verifier import ADAPTED_DOCUMENTS, answerability_text
 
 SOURCE = "index"
@@ -58,15 +57,13 @@ def index_pairs(docs: Sequence[Document], passages_of: Passages, rng: random.Ran
     for d, passage in flat:
         part = _hash_part(section_key(d, passage), heldout_share)
         same_doc = [p for e, p in flat if e.doc_id == d.doc_id and p != passage]
-        sents = [s for s in split_sentences(body(passage)) if 8 <= len(s.split()) <= 60]
+        sents = detail_sentences(passage)
         made = 0
         for s in rng.sample(sents, len(sents)):
-            q_kws = detail_question(s, d.title, idf, rng)
+            q_kws = ask_detail(s, d.title, idf, rng, vignette_share)
             if q_kws is None:
                 continue
             q, kws = q_kws
-            if rng.random() < vignette_share:
-                q = vignette(q, rng)
             q = answerability_text(q)
             parts[part].append(Pair("answerable", q, passage, 1, "detail", SOURCE))
             stats[f"{part}.pos"] += 1
@@ -100,15 +97,13 @@ def cross_pairs(outside: Sequence[Document], docs: Sequence[Document], passages_
     for d in outside:
         ps = by_doc.get(d.doc_id, [])
         for passage in rng.sample(ps, min(per_doc, len(ps))):
-            sents = [s for s in split_sentences(body(passage)) if 8 <= len(s.split()) <= 60]
+            sents = detail_sentences(passage)
             if not sents:
                 continue
-            made = detail_question(rng.choice(sents), d.title, idf, rng)
+            made = ask_detail(rng.choice(sents), d.title, idf, rng, vignette_share)
             if made is None:
                 continue
             q, kws = made
-            if rng.random() < vignette_share:
-                q = vignette(q, rng)
             near = [flat[j] for j in lex.top(q, 3) if overlap(kws, flat[j]) <= 0.5]
             if near:
                 yield Pair("answerable", answerability_text(q), near[0], 0, "outside", SOURCE)
