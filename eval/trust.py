@@ -206,7 +206,8 @@ def replay(row: dict[str, Any], gate: float, abstain_below: float, calib: dict[s
            cosine_min: float = 0.45, record_rules: bool = False, support_cosine: float | None = None,
            second_try: bool = True, statement_checks: bool = False, verbatim: bool = False,
            record_polarity: bool = False, verbatim_recite: bool = False,
-           subject_variant: bool = False, recite_supported: bool = False) -> dict[str, Any]:
+           subject_variant: bool = False, recite_supported: bool = False,
+           verbatim_strict: bool = False) -> dict[str, Any]:
     """Would the pipeline answer this question under these settings, and would it be right?
 
     Only what the records hold can change: the answerability gate (questions below the run's floor
@@ -227,7 +228,7 @@ def replay(row: dict[str, Any], gate: float, abstain_below: float, calib: dict[s
                           "record_rules": record_rules, "support_cosine": support_cosine,
                           "statement_checks": statement_checks, "verbatim": verbatim,
                           "record_polarity": record_polarity, "verbatim_recite": verbatim_recite,
-                          "recite_supported": recite_supported}
+                          "recite_supported": recite_supported, "verbatim_strict": verbatim_strict}
     first = _replay_answer(row, abstain_below, calib, records, **kw)
     second = row.get("second_try")
     if first.get("withheld") in (MODEL_FOUND_NOTHING, NOTHING_SUPPORTED) and second is not None and second_try:
@@ -244,7 +245,7 @@ def _replay_answer(row: dict[str, Any], abstain_below: float, calib: dict[str, A
                    cosine_min: float = 0.45, record_rules: bool = False, support_cosine: float | None = None,
                    statement_checks: bool = False, verbatim: bool = False,
                    record_polarity: bool = False, verbatim_recite: bool = False,
-                   recite_supported: bool = False) -> dict[str, Any]:
+                   recite_supported: bool = False, verbatim_strict: bool = False) -> dict[str, Any]:
     """One generated answer (a first or a second try) past the gate, under these settings; ``withheld``
     says why it would not be shown."""
     sig = row["signals"]
@@ -264,7 +265,7 @@ def _replay_answer(row: dict[str, Any], abstain_below: float, calib: dict[str, A
         score, bar = (s["prob"], support_min) if support == "verifier" else (s["cosine"] or 0.0, cosine_min)
         rescued = support == "verifier" and support_cosine is not None and (s["cosine"] or 0.0) >= support_cosine
         # verifier.verbatim_support: copied from the text of a source it cites (as recorded for the run)
-        copied = verbatim and any(_copied(s["text"], texts.get(n, "")) for n in s["citations"])
+        copied = verbatim and any(_copied(s["text"], texts.get(n, ""), verbatim_strict) for n in s["citations"])
         ok = ok and (score >= bar or rescued or copied)
         if record_polarity and not record_rules and _contradicts_record(s, row):
             ok = False  # verifier.record_polarity: "no anaemia" cited to a record saying "Anaemia: yes"
@@ -272,12 +273,12 @@ def _replay_answer(row: dict[str, Any], abstain_below: float, calib: dict[str, A
             ok = False
         if not ok and verbatim_recite and s["citations"]:
             # verifier.verbatim_recite: copied from a source it does not cite
-            s = _recited(s, row, texts, polarity) or s
+            s = _recited(s, row, texts, polarity, verbatim_strict) or s
             ok = bool(s.get("recited"))
-        if ok and recite_supported and s["citations"] and not any(_copied(s["text"], texts.get(n, ""))
+        if ok and recite_supported and s["citations"] and not any(_copied(s["text"], texts.get(n, ""), verbatim_strict)
                                                                   for n in s["citations"]):
             # verifier.recite_supported: accepted as cited, but copied from another source and from none it cites
-            s = _recited(s, row, texts, polarity) or s
+            s = _recited(s, row, texts, polarity, verbatim_strict) or s
         if ok:
             shown.append(s)
     n = len(row["sentences"])
@@ -298,7 +299,7 @@ def _replay_answer(row: dict[str, Any], abstain_below: float, calib: dict[str, A
 
 
 def _recited(sentence: dict[str, Any], row: dict[str, Any], texts: dict[int, str],
-             polarity: bool = False) -> dict[str, Any] | None:
+             polarity: bool = False, strict: bool = False) -> dict[str, Any] | None:
     """The sentence re-cited to the retrieved source it is copied from (:func:`rag.cite.verbatim_in`), as
     ``check_support(verbatim_recite=True)`` would: not a source it cites; the numbers must appear there (the
     question's own are exempt), a sentence about the patient must land on a patient record, and (``polarity``:
@@ -307,7 +308,7 @@ def _recited(sentence: dict[str, Any], row: dict[str, Any], texts: dict[int, str
     by_n = {src["n"]: src for src in row.get("sources", [])}
     exempt = numbers_in(row["question"])
     for n, src in by_n.items():
-        if n in sentence["citations"] or not _copied(sentence["text"], texts.get(n, "")):
+        if n in sentence["citations"] or not _copied(sentence["text"], texts.get(n, ""), strict):
             continue
         if not numbers_in(sentence["text"]) - exempt <= numbers_in(texts.get(n, "")):
             continue
@@ -335,9 +336,10 @@ def _other_variant(question: str, titles: tuple[str, ...]) -> str | None:
 
 
 @functools.lru_cache(maxsize=500_000)
-def _copied(sentence: str, passage: str) -> bool:
-    """:func:`rag.cite.verbatim_in`, once per pair: a fit replays every record thousands of times."""
-    return verbatim_in(sentence, passage)
+def _copied(sentence: str, passage: str, strict: bool = False) -> bool:
+    """:func:`rag.cite.verbatim_in`, once per pair: a fit replays every record thousands of times.
+    ``strict``: ``verifier.verbatim_strict`` (no word the passage lacks outside the copied runs)."""
+    return verbatim_in(sentence, passage, new_words=not strict)
 
 
 def probability(calib: dict[str, Any], signals: dict[str, float]) -> float:
@@ -436,7 +438,8 @@ def outcomes(rows: list[dict[str, Any]], settings: dict[str, Any], records: dict
                       record_polarity=settings.get("record_polarity", False),
                       verbatim_recite=settings.get("verbatim_recite", False),
                       subject_variant=settings.get("subject_variant", False),
-                      recite_supported=settings.get("recite_supported", False)),
+                      recite_supported=settings.get("recite_supported", False),
+                      verbatim_strict=settings.get("verbatim_strict", False)),
              "suite": r["suite"], "answerable": r["answerable"]} for r in rows]
 
 
@@ -639,6 +642,7 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "verbatim re-citing flipped (verifier.verbatim_recite)": {"verbatim_recite": "flip"},
     "subject-variant check flipped (verifier.subject_variant)": {"subject_variant": "flip"},
     "re-citing supported copies flipped (verifier.recite_supported)": {"recite_supported": "flip"},
+    "copies with a new word flipped (verifier.verbatim_strict)": {"verbatim_strict": "flip"},
 }
 
 
@@ -661,7 +665,7 @@ def pipeline_options(config: Any) -> dict[str, bool]:
     return {"second_try": config.generator.second_try, "statement_checks": v.statement_checks,
             "verbatim": v.verbatim_support, "record_polarity": v.record_polarity,
             "verbatim_recite": v.verbatim_recite, "subject_variant": v.subject_variant,
-            "recite_supported": v.recite_supported}
+            "recite_supported": v.recite_supported, "verbatim_strict": v.verbatim_strict}
 
 
 def fit_dev(rows: list[dict[str, Any]], records: dict[str, Any], floor: float, out: Path,

@@ -43,6 +43,17 @@ def index_digest(manifest: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
 
+# Options added after outcomes were first kept, with the value that reproduces the behaviour before them. At that
+# value an option is left out of the fingerprint, so outcomes kept before it existed stay valid (a fresh machine
+# cannot re-keep them without asking again: hours of CPU). Each new switch of the verifier or of the replayed
+# settings adds itself here with its old-behaviour value; any other value changes the fingerprint.
+NEUTRAL: dict[str, Any] = {"verbatim_strict": False}
+
+
+def _without_neutral(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if not (k in NEUTRAL and v == NEUTRAL[k])}
+
+
 def fingerprint(config: Any, settings: dict[str, Any], manifests: Iterable[dict[str, Any]]) -> str:
     """What decides a question's outcome under ``config``: the same fingerprint means the same outcome."""
     from rag.config import resolve_path
@@ -54,11 +65,11 @@ def fingerprint(config: Any, settings: dict[str, Any], manifests: Iterable[dict[
     body = {
         "embedder": config.embedder.model_dump(exclude={"batch_size"}),
         "generator": config.generator.model_dump(exclude={"threads", "batch_size"}),
-        "verifier": config.verifier.model_dump(),
+        "verifier": _without_neutral(config.verifier.model_dump()),
         "retrieval": config.retrieval.model_dump(),
         "chunking": config.chunking.model_dump(),
         "adapters": adapters,
-        "settings": settings,
+        "settings": _without_neutral(settings),
         "indexes": sorted(index_digest(m) for m in manifests),
     }
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -654,7 +654,8 @@ class Assistant:
                              verbatim=self.config.verifier.verbatim_support,
                              record_polarity=self.config.verifier.record_polarity,
                              verbatim_recite=self.config.verifier.verbatim_recite,
-                             recite_supported=self.config.verifier.recite_supported)
+                             recite_supported=self.config.verifier.recite_supported,
+                             verbatim_strict=self.config.verifier.verbatim_strict)
 
     def _support_scores(self, verifier: Verifier, question: str, sentences: list[str],
                         source_texts: dict[int, list[str]]) -> list[dict[int, np.ndarray]]:

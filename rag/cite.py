@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from rag.negation import NEGATION
-from rag.text import split_sentences
+from rag.text import STOPWORDS, split_sentences
 
 _MARKER = re.compile(r"\[\s*(\d+(?:\s*(?:,|;|-|–)\s*\d+)*)\s*\]")
 
@@ -177,20 +177,32 @@ def announces_only(sentence: str) -> bool:
 _WORDS = re.compile(r"[a-z0-9]+(?:[.,][0-9]+)?")
 
 
-def verbatim_in(sentence: str, passage: str, min_share: float = 0.9, min_words: int = 6) -> bool:
+def verbatim_in(sentence: str, passage: str, min_share: float = 0.9, min_words: int = 6,
+                new_words: bool = True) -> bool:
     """The sentence's words (markers removed) appear in this order in ``passage``, covering at least
     ``min_share`` of them: a sentence copied from its source, give or take a word. The claim-support model
     under-accepts such copies (0.02-0.23 on word-for-word guideline sentences, BENCHMARKS.md "Trust"); a
     copy is stated by its source by construction (whether it answers the question is the gate's and the
-    calibration's business)."""
+    calibration's business).
+
+    Without ``new_words`` (``verifier.verbatim_strict``), the words outside the copied runs must be function
+    words or words the passage has elsewhere: "Dystonia is abnormal uncontrolled movement ..." copied from
+    "Dyskinesia is abnormal uncontrolled movement ..." swaps in a term the passage never names, and is not a
+    copy of it."""
     from difflib import SequenceMatcher
 
     words = _WORDS.findall(strip_markers(sentence).lower())
     if len(words) < min_words:
         return False
     ref = _WORDS.findall(passage.lower())
-    matched = sum(b.size for b in SequenceMatcher(None, words, ref, autojunk=False).get_matching_blocks())
-    return matched >= min_share * len(words)
+    blocks = SequenceMatcher(None, words, ref, autojunk=False).get_matching_blocks()
+    if sum(b.size for b in blocks) < min_share * len(words):
+        return False
+    if new_words:
+        return True
+    copied = {i for b in blocks for i in range(b.a, b.a + b.size)}
+    have = set(ref)
+    return all(i in copied or w in STOPWORDS or w in have for i, w in enumerate(words))
 
 
 def repeats(sentences: Sequence[str]) -> list[bool]:
@@ -292,7 +304,7 @@ def check_support(text: str, sentence_vectors: np.ndarray, source_vectors: Mappi
                   scores: Sequence[Mapping[int, np.ndarray]] | None = None, record_rules: bool = True,
                   cosine_min: float | None = None, statement_checks: bool = False, verbatim: bool = False,
                   record_polarity: bool = False, verbatim_recite: bool = False,
-                  recite_supported: bool = False) -> list[SentenceSupport]:
+                  recite_supported: bool = False, verbatim_strict: bool = False) -> list[SentenceSupport]:
     """Judge every sentence of ``text`` against the passages of the sources it cites.
 
     ``source_vectors[n]`` holds one row per passage of source n (normalised). A sentence
@@ -324,7 +336,8 @@ def check_support(text: str, sentence_vectors: np.ndarray, source_vectors: Mappi
 
     ``verbatim``: a sentence copied from the text of a source it cites (:func:`verbatim_in`) is supported
     whatever its score (``checks.verbatim``; the number check still applies). ``verbatim_recite`` and
-    ``recite_supported``: re-citing copies (:meth:`_SupportJudge._recite_copied`).
+    ``recite_supported``: re-citing copies (:meth:`_SupportJudge._recite_copied`). ``verbatim_strict``: what counts
+    as a copy for all three (:func:`verbatim_in` without ``new_words``).
 
     ``statement_checks``: a sentence that only announces content elsewhere (:func:`announces_only`) or repeats an
     earlier one (:func:`repeats`) is unsupported (``checks.states``, ``checks.repeat``, recorded either way).
@@ -336,7 +349,7 @@ def check_support(text: str, sentence_vectors: np.ndarray, source_vectors: Mappi
         raise ValueError("one score mapping per sentence is required")
     judge = _SupportJudge(source_vectors, threshold, source_texts, set(exempt_numbers), record_sources,
                           about_patient, record_rules, cosine_min, scores is not None, verbatim, record_polarity,
-                          verbatim_recite, recite_supported)
+                          verbatim_recite, recite_supported, verbatim_strict)
     out = [judge.judge(sent, vec, dict(scores[i]) if scores is not None else None, attribute_uncited)
            for i, (sent, vec) in enumerate(zip(sentences, sentence_vectors, strict=True))]
     for s, again in zip(out, repeats(sentences), strict=True):
@@ -366,12 +379,13 @@ class _SupportJudge:
                  source_texts: Mapping[int, list[str]] | None, exempt: set[str],
                  record_sources: Collection[int] | None, about_patient: Callable[[str], bool] | None,
                  record_rules: bool, cosine_min: float | None, with_scores: bool, verbatim: bool = False,
-                 record_polarity: bool = False, recite: bool = False, recite_supported: bool = False):
+                 record_polarity: bool = False, recite: bool = False, recite_supported: bool = False,
+                 strict: bool = False):
         self.vectors, self.threshold, self.texts, self.exempt = source_vectors, threshold, source_texts, exempt
         self.records = set(record_sources or ())
         self.check_records = record_sources is not None and about_patient is not None
         self.about_patient, self.record_rules, self.cosine_min = about_patient, record_rules, cosine_min
-        self.with_scores, self.verbatim, self.recite = with_scores, verbatim, recite
+        self.with_scores, self.verbatim, self.recite, self.strict = with_scores, verbatim, recite, strict
         self.recite_supported = recite_supported
         self.polarity = record_rules or record_polarity  # yes/no lines are checked (record_fact)
 
@@ -405,7 +419,8 @@ class _SupportJudge:
 
     def copied(self, sent: str, ns: list[int]) -> bool:
         """The sentence is (near-)verbatim text of one of these sources (:func:`verbatim_in`)."""
-        return self.texts is not None and any(verbatim_in(sent, "\n".join(self.texts.get(n, []))) for n in ns)
+        return self.texts is not None and any(verbatim_in(sent, "\n".join(self.texts.get(n, [])),
+                                                          new_words=not self.strict) for n in ns)
 
     def nearest(self, vec: np.ndarray, ns: Collection[int]) -> dict[int, int]:
         """Per source, the passage most similar to the sentence (the one that holds it near-verbatim)."""

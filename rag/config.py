@@ -202,6 +202,10 @@ class VerifierConfig(_Section):
                                                      "copied from another retrieved source (rag/cite.py verbatim_in) "
                                                      "is re-cited to that source and marked attributed (a wrong "
                                                      "marker on a copied sentence; BENCHMARKS.md, 'Trust')")
+    verbatim_strict: bool = Field(False, description="a near-copy is a copy only when the words outside its copied "
+                                                     "runs are function words or words the passage has elsewhere: "
+                                                     "'Dystonia is ...' copied from 'Dyskinesia is ...' is not one "
+                                                     "(rag/cite.py verbatim_in; BENCHMARKS.md, 'Trust')")
     recite_supported: bool = Field(False, description="a sentence the claim-support model accepts as cited but that is "
                                                       "copied from another retrieved source and from none it cites "
                                                       "is re-cited to the source it was copied from, marked "

@@ -349,6 +349,32 @@ def test_verbatim_means_the_words_in_order_give_or_take_one(sentence, copied):
     assert verbatim_in(sentence, CRT) is copied
 
 
+def test_a_strict_copy_has_no_word_its_passage_lacks():
+    """verifier.verbatim_strict: the words outside the copied runs must be function words or the passage's own."""
+    from rag.cite import verbatim_in
+
+    swapped = "In HFpEF, CRT is recommended (class 1) for patients with an LVEF of 35% or less, sinus rhythm [1]."
+    assert verbatim_in(swapped, CRT) and not verbatim_in(swapped, CRT, new_words=False)  # HFpEF: not in the text
+    # a word moved from elsewhere in the passage, or a function word changed, still leaves a copy
+    moved = "In HFrEF, CRT is recommended (class 1) for patients with an LVEF of 35% or less, sinus rhythm, other [1]."
+    assert verbatim_in(moved, CRT, new_words=False)
+    reworded = ("In HFrEF, CRT is recommended (class 1) to patients with an LVEF of 35% or less, sinus rhythm, left "
+                "bundle branch block (LBBB) with a QRS duration of 150 ms or more [1].")
+    assert verbatim_in(reworded, CRT, new_words=False)
+
+
+def test_a_strict_copy_is_checked_wherever_copies_count():
+    text = "In HFpEF, CRT is recommended (class 1) for patients with an LVEF of 35% or less, sinus rhythm [1]."
+    vec = np.array([[1.0, 0.0]], np.float32)
+    sources = {1: np.array([[0.0, 1.0]], np.float32)}
+    low = [{1: np.array([0.05], np.float32)}]
+    loose = check_support(text, vec, sources, 0.5, source_texts={1: [CRT]}, scores=low, verbatim=True)
+    assert loose[0].supported and loose[0].checks["verbatim"] is True
+    strict = check_support(text, vec, sources, 0.5, source_texts={1: [CRT]}, scores=low, verbatim=True,
+                           verbatim_strict=True)
+    assert not strict[0].supported and strict[0].checks["verbatim"] is False
+
+
 def test_a_copied_sentence_is_supported_whatever_the_score_only_when_on():
     text = ("In HFrEF, CRT is recommended (class 1) for patients with an LVEF of 35% or less, sinus rhythm, left "
             "bundle branch block (LBBB) with a QRS duration of 150 ms or more [1].")

@@ -192,6 +192,14 @@ def test_verbatim_support_replays_against_the_recorded_source_text():
     assert not trust.replay(row, 0.1, 0.0, None, {}, verbatim=True)["answered"]
 
 
+def test_strict_copies_replay_against_the_recorded_source_text():
+    row = _row("medquad", True, 0.9, 0.05)
+    row["sentences"][0]["text"] = "Salt intake in HFrEF should be kept below 2 g per day [1]."
+    row["sources"] = [{"n": 1, "doc_id": "g", "text": "## Diet\nSalt intake in CKD should be kept below 2 g per day."}]
+    assert trust.replay(row, 0.1, 0.0, None, {}, verbatim=True)["answered"]  # 10 of 11 words in order
+    assert not trust.replay(row, 0.1, 0.0, None, {}, verbatim=True, verbatim_strict=True)["answered"]
+
+
 def test_record_polarity_replays_against_the_recorded_record_text():
     row = _row("medquad", True, 0.9, 0.9)  # the scorer does not matter here: whether it is answered does
     row["sentences"][0]["text"] = "No, the record of this patient states they have no anaemia [1]."
@@ -431,3 +439,9 @@ def test_the_fingerprint_changes_with_what_decides_an_outcome():
     other = cfg.model_copy(deep=True)
     other.generator.max_new_tokens += 1
     assert trust_kept.fingerprint(other, settings, [manifest]) != fp
+    # an option added later, at its old-behaviour value, leaves kept outcomes valid; any other value does not
+    assert trust_kept.fingerprint(cfg, {**settings, "verbatim_strict": False}, [manifest]) == fp
+    strict = cfg.model_copy(deep=True)
+    strict.verifier.verbatim_strict = True
+    assert trust_kept.fingerprint(strict, {**settings, "verbatim_strict": True}, [manifest]) != fp
+    assert trust_kept.fingerprint(strict, settings, [manifest]) != fp
