@@ -186,9 +186,10 @@ def verbatim_in(sentence: str, passage: str, min_share: float = 0.9, min_words: 
     calibration's business).
 
     Without ``new_words`` (``verifier.verbatim_strict``), the words outside the copied runs must be function
-    words or words the passage has elsewhere: "Dystonia is abnormal uncontrolled movement ..." copied from
-    "Dyskinesia is abnormal uncontrolled movement ..." swaps in a term the passage never names, and is not a
-    copy of it."""
+    words or words the passage has elsewhere (give or take a final "s"/"es"): "Dystonia is abnormal uncontrolled
+    movement ..." copied from "Dyskinesia is abnormal uncontrolled movement ..." swaps in a term the passage never
+    names, and is not a copy of it. The last word of a sentence cut off mid-way (:func:`unfinished`) is a fragment,
+    not a claim, and is not counted."""
     from difflib import SequenceMatcher
 
     words = _WORDS.findall(strip_markers(sentence).lower())
@@ -202,7 +203,18 @@ def verbatim_in(sentence: str, passage: str, min_share: float = 0.9, min_words: 
         return True
     copied = {i for b in blocks for i in range(b.a, b.a + b.size)}
     have = set(ref)
-    return all(i in copied or w in STOPWORDS or w in have for i, w in enumerate(words))
+    if unfinished(sentence):
+        copied.add(len(words) - 1)
+    return all(i in copied or w in STOPWORDS or not _inflections(w).isdisjoint(have) for i, w in enumerate(words))
+
+
+def _inflections(word: str) -> set[str]:
+    """The word with and without a final "s"/"es" (cause, causes): an inflection is not a new term."""
+    forms = {word, word + "s", word + "es"}
+    for end in ("es", "s"):
+        if len(word) > len(end) + 2 and word.endswith(end):
+            forms.add(word[: -len(end)])
+    return forms
 
 
 def repeats(sentences: Sequence[str]) -> list[bool]:

@@ -361,6 +361,13 @@ def test_a_strict_copy_has_no_word_its_passage_lacks():
     reworded = ("In HFrEF, CRT is recommended (class 1) to patients with an LVEF of 35% or less, sinus rhythm, left "
                 "bundle branch block (LBBB) with a QRS duration of 150 ms or more [1].")
     assert verbatim_in(reworded, CRT, new_words=False)
+    # an inflection is not a new term, nor is the fragment a sentence cut off at the token limit ends with
+    inflected = ("In HFrEF, CRT is recommended (class 1) for patients with an LVEF of 35% or less, sinus rhythms, left "
+                 "bundle branch block (LBBB) with a QRS duration of 150 ms or more [1].")
+    assert verbatim_in(inflected, CRT, new_words=False)
+    cut = "In HFrEF, CRT is recommended (class 1) for patients with an LVEF of 35% or less, sinus rhy [1]"
+    assert verbatim_in(cut, CRT, new_words=False)
+    assert not verbatim_in(cut.replace("HFrEF", "HFpEF"), CRT, new_words=False)
 
 
 def test_a_strict_copy_is_checked_wherever_copies_count():
