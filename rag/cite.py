@@ -348,8 +348,7 @@ def check_support(text: str, sentence_vectors: np.ndarray, source_vectors: Mappi
 
     ``verbatim``: a sentence copied from the text of a source it cites (:func:`verbatim_in`) is supported
     whatever its score (``checks.verbatim``; the number check still applies). ``verbatim_recite`` and
-    ``recite_supported``: re-citing copies (:meth:`_SupportJudge._recite_copied`). ``verbatim_strict``: what counts
-    as a copy for all three (:func:`verbatim_in` without ``new_words``).
+    ``recite_supported``: re-citing copies (:meth:`_SupportJudge._recite_copied`); ``verbatim_strict``: no new words.
 
     ``statement_checks``: a sentence that only announces content elsewhere (:func:`announces_only`) or repeats an
     earlier one (:func:`repeats`) is unsupported (``checks.states``, ``checks.repeat``, recorded either way).
