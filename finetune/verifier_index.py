@@ -217,5 +217,18 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def cli(argv: list[str] | None = None) -> int:
+    """:func:`main` with bad input (a missing source, no guideline documents, no corpora) as one line and exit 2."""
+    import sys
+
+    from corpora.errors import CDSError
+
+    try:
+        return main(argv)
+    except CDSError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(cli())

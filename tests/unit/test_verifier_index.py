@@ -72,3 +72,15 @@ def test_outside_questions_are_negatives_against_the_index():
     assert len(pairs) == stats["outside"] == 1
     p = pairs[0]
     assert p.label == 0 and p.kind == "outside" and p.text_b in {x for d in DOCS for x in _passages(d)}
+
+
+def test_bad_sources_are_one_line_and_exit_2(capsys, tmp_path):
+    from finetune.verifier_index import cli
+
+    assert cli(["--sources", str(tmp_path / "nowhere"), "--pairs-only", "--work", str(tmp_path / "w")]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    records = tmp_path / "notes"
+    records.mkdir()
+    (records / "n.md").write_text("---\ndoc_id: p1-n\nkind: ehr\npatient_id: P1\n---\n# Note\nEF 40%.\n")
+    assert cli(["--sources", str(records), "--pairs-only", "--work", str(tmp_path / "w")]) == 2
+    assert "no guideline documents" in capsys.readouterr().err
