@@ -96,9 +96,8 @@ def _verifier(args: argparse.Namespace, cfg: Any) -> int:
     import shutil
 
     from finetune import verifier, verifier_data
-    from finetune.heldout import held_out_doc_ids
-    from rag.config import data_dir, resolve_path
-    from rag.models import load_tokenizer, resolve
+    from rag.config import resolve_path
+    from rag.models import resolve
 
     data_out = resolve_path(".cds/verifier/data")
     run_dir = resolve_path(".cds/verifier/run")
@@ -106,13 +105,7 @@ def _verifier(args: argparse.Namespace, cfg: Any) -> int:
         shutil.rmtree(run_dir)
     if not (data_out / "train.jsonl").exists() or args.overwrite:
         # Pairs cut by the index's own chunker and the embedder's tokenizer: what the verifier reads at run time.
-        tok = load_tokenizer(cfg.embedder.model, resolve_path(cfg.models.cache_dir))
-        ch = cfg.chunking
-        passages_of = verifier_data.chunk_passages(lambda t: tok.encode(t, add_special_tokens=False),
-                                                   ch.parent_max_tokens, ch.child_tokens, ch.child_overlap)
-        parts, card = verifier_data.build(data_dir(cfg), held_out_doc_ids(), verifier_data.VerifierDataOptions(),
-                                          passages_of)
-        verifier_data.write(parts, card, data_out)
+        verifier_data.build_v2_pairs(cfg, data_out)
     base = resolve(cfg.verifier.model, resolve_path(cfg.models.cache_dir)).path
     out = resolve_path(args.out or cfg.verifier.adapter)
     card = verifier.train(data_out, base, out, run_dir, verifier.VerifierTrainOptions(), progress=not args.quiet)
@@ -128,7 +121,7 @@ def _verifier(args: argparse.Namespace, cfg: Any) -> int:
 
 def _embedder(args: argparse.Namespace, cfg: Any) -> int:
 
-    from finetune import embedder, embedder_data
+    from finetune import embedder, embedder_data, verifier_data
     from finetune.heldout import load_split
     from rag.config import data_dir, resolve_path
     from rag.models import resolve
@@ -137,7 +130,7 @@ def _embedder(args: argparse.Namespace, cfg: Any) -> int:
     data_out, run_dir = _work_dirs(out, args.overwrite)
     if not (data_out / "train.jsonl").exists():
         # Passages cut by the index's own chunker: exactly what the index embeds (Chunk.context_text()).
-        passages_of = _passages_of(cfg)
+        passages_of = verifier_data.index_passages(cfg)
         parts, dcard = embedder_data.build(data_dir(cfg), load_split(), embedder_data.EmbedderDataOptions(),
                                            passages_of)
         embedder_data.write(parts, dcard, data_out)
@@ -160,7 +153,7 @@ def _embedder(args: argparse.Namespace, cfg: Any) -> int:
 def _reranker(args: argparse.Namespace, cfg: Any) -> int:
 
     from corpora import load_sources
-    from finetune import reranker, reranker_data
+    from finetune import reranker, reranker_data, verifier_data
     from finetune.heldout import load_split
     from rag.config import data_dir, resolve_path
     from rag.errors import InputError
@@ -171,7 +164,7 @@ def _reranker(args: argparse.Namespace, cfg: Any) -> int:
     out = resolve_path(args.out or f".cds/reranker/minilm-l{args.layers}" + (f"-ffn{ffn}" if ffn else ""))
     data_out, run_dir = _work_dirs(out, args.overwrite)
     if not (data_out / "heldout.jsonl").exists():
-        passages_of = _passages_of(cfg)
+        passages_of = verifier_data.index_passages(cfg)
         root = data_dir(cfg)
         wd_path = root / "wikidoc_patient_info" / "medical_meadow_wikidoc_patient_information.json"
         mq = load_sources([f"medquad:{root / 'medquad'}"]).documents
@@ -249,15 +242,3 @@ def _work_dirs(out: Any, overwrite: bool) -> tuple[Any, Any]:
             if d.exists():
                 shutil.rmtree(d)
     return data_out, run_dir
-
-
-def _passages_of(cfg: Any) -> Any:
-    """Passages cut by the index's own chunker: exactly what the index embeds (Chunk.context_text())."""
-    from finetune.verifier_data import chunk_passages
-    from rag.config import resolve_path
-    from rag.models import load_tokenizer
-
-    tok = load_tokenizer(cfg.embedder.model, resolve_path(cfg.models.cache_dir))
-    ch = cfg.chunking
-    return chunk_passages(lambda t: tok.encode(t, add_special_tokens=False), ch.parent_max_tokens,
-                          ch.child_tokens, ch.child_overlap)

@@ -593,6 +593,28 @@ def build(data_dir: Path, held_out_doc_ids: set[str], opts: VerifierDataOptions,
     return {"train": train, "heldout": heldout}, card
 
 
+def index_passages(cfg: Any) -> Passages:
+    """Passages cut by ``cfg``'s index chunker with its embedder's tokenizer: exactly what the index embeds
+    (Chunk.context_text()), so the verifier reads in training what it reads at run time."""
+    from rag.config import resolve_path
+    from rag.models import load_tokenizer
+
+    tok = load_tokenizer(cfg.embedder.model, resolve_path(cfg.models.cache_dir))
+    ch = cfg.chunking
+    return chunk_passages(lambda t: tok.encode(t, add_special_tokens=False), ch.parent_max_tokens,
+                          ch.child_tokens, ch.child_overlap)
+
+
+def build_v2_pairs(cfg: Any, out: Path, passages_of: Passages | None = None) -> None:
+    """Version 2's training and held-out pairs with their card in ``out``, as `app.py train verifier` builds them
+    (the later stages' replay pool)."""
+    from finetune.heldout import held_out_doc_ids
+    from rag.config import data_dir
+
+    parts, card = build(data_dir(cfg), held_out_doc_ids(), VerifierDataOptions(), passages_of or index_passages(cfg))
+    write(parts, card, out)
+
+
 def write(parts: dict[str, list[Pair]], card: dict[str, Any], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     for name, pairs in parts.items():

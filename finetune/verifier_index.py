@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from corpora.document import Document
-from finetune.verifier_data import Lexical, Pair, Passages, _hash_part, ask_detail, detail_sentences
+from finetune.verifier_data import Pair, Passages, _hash_part, _passage_table, ask_detail, detail_sentences
 from finetune.verifier_styles import idf_table, overlap
 from rag.verifier import ADAPTED_DOCUMENTS, answerability_text
 
@@ -50,13 +50,14 @@ def index_pairs(docs: Sequence[Document], passages_of: Passages, rng: random.Ran
                 vignette_share: float, heldout_share: float, stats: Counter[str]
                 ) -> dict[str, list[Pair]]:
     """Answerability pairs written from ``docs``' own passages: ``{"train": ..., "heldout": ...}``."""
-    flat = [(d, p) for d in docs for p in passages_of(d)]
-    lex = Lexical([p for _, p in flat])
-    idf = idf_table([p for _, p in flat])
+    flat, lex, by_doc = _passage_table(list(docs), passages_of)
     parts: dict[str, list[Pair]] = {"train": [], "heldout": []}
+    if lex is None:
+        return parts
+    idf = idf_table([p for _, p in flat])
     for d, passage in flat:
         part = _hash_part(section_key(d, passage), heldout_share)
-        same_doc = [p for e, p in flat if e.doc_id == d.doc_id and p != passage]
+        same_doc = [p for p in by_doc[d.doc_id] if p != passage]
         sents = detail_sentences(passage)
         made = 0
         for s in rng.sample(sents, len(sents)):
@@ -87,8 +88,10 @@ def index_pairs(docs: Sequence[Document], passages_of: Passages, rng: random.Ran
 def cross_pairs(outside: Sequence[Document], docs: Sequence[Document], passages_of: Passages,
                 rng: random.Random, per_doc: int, vignette_share: float, stats: Counter[str]) -> Iterator[Pair]:
     """Questions about guidelines the index does not hold, against the index's nearest passage (0)."""
-    flat = [p for d in docs for p in passages_of(d)]
-    lex = Lexical(flat)
+    indexed, lex, _ = _passage_table(list(docs), passages_of)
+    if lex is None:
+        return
+    flat = [p for _, p in indexed]
     outside_passages = [(d, p) for d in outside for p in passages_of(d)]
     idf = idf_table([p for _, p in outside_passages])
     by_doc: dict[str, list[str]] = {}
@@ -132,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     from finetune import verifier, verifier_data
     from rag.config import data_dir, load_config, resolve_path
     from rag.errors import InputError
-    from rag.models import load_tokenizer, resolve
+    from rag.models import resolve
     from rag.verifier import Verifier
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -162,10 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     work = resolve_path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     root = data_dir(cfg)
-    tok = load_tokenizer(cfg.embedder.model, resolve_path(cfg.models.cache_dir))
-    ch = cfg.chunking
-    passages_of = verifier_data.chunk_passages(lambda t: tok.encode(t, add_special_tokens=False),
-                                               ch.parent_max_tokens, ch.child_tokens, ch.child_overlap)
+    passages_of = verifier_data.index_passages(cfg)
     rng = random.Random(args.seed)
     stats: Counter[str] = Counter()
     parts = index_pairs(docs, passages_of, rng, args.per_passage, args.vignette_share, args.heldout_share, stats)
@@ -193,10 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.pairs_only:
         return 0
     if not resolve_path(args.replay).exists():
-        from finetune.heldout import held_out_doc_ids
-
-        vparts, vcard = verifier_data.build(root, held_out_doc_ids(), verifier_data.VerifierDataOptions(), passages_of)
-        verifier_data.write(vparts, vcard, resolve_path(args.replay).parent)
+        verifier_data.build_v2_pairs(cfg, resolve_path(args.replay).parent, passages_of)
     replay = [p for p in verifier_data.read(resolve_path(args.replay)) if p.task == "answerable"]
     held_v2 = [p for p in verifier_data.read(resolve_path(args.replay).parent / "heldout.jsonl")
                if p.task == "answerable"]

@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     from corpora import load_sources
     from finetune import verifier, verifier_data
     from rag.config import data_dir, load_config, resolve_path
-    from rag.models import load_tokenizer, resolve
+    from rag.models import resolve
     from rag.verifier import Verifier
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -147,10 +147,7 @@ def main(argv: list[str] | None = None) -> int:
                        for p in resolve_path(".cds/realistic/medquad").rglob("*.xml")}
     docs = [d for d in medquad if medquad_rel(d) in realistic_files]
     docs += load_sources([f"ngc:{root / 'guidelines' / 'ngc_usgov_guideline_summaries.jsonl'}"]).documents
-    tok = load_tokenizer(cfg.embedder.model, resolve_path(cfg.models.cache_dir))
-    ch = cfg.chunking
-    passages_of = verifier_data.chunk_passages(lambda t: tok.encode(t, add_special_tokens=False),
-                                               ch.parent_max_tokens, ch.child_tokens, ch.child_overlap)
+    passages_of = verifier_data.index_passages(cfg)
     base = resolve(cfg.verifier.model, resolve_path(cfg.models.cache_dir)).path
     start = resolve_path(args.from_adapter or cfg.verifier.answerability_adapter or cfg.verifier.adapter)
     before = Verifier(base, start, batch_size=32)
@@ -173,10 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         verifier_data.write({part: pairs}, card, work / "pairs")
     if not resolve_path(args.replay).exists():
         # The earlier stages' pairs (as `app.py train verifier` writes them, without training): the replay pool.
-        from finetune.heldout import held_out_doc_ids
-
-        vparts, vcard = verifier_data.build(root, held_out_doc_ids(), verifier_data.VerifierDataOptions(), passages_of)
-        verifier_data.write(vparts, vcard, resolve_path(args.replay).parent)
+        verifier_data.build_v2_pairs(cfg, resolve_path(args.replay).parent, passages_of)
     replay = [p for p in verifier_data.read(resolve_path(args.replay)) if p.task == "answerable"]
     held = [p for p in verifier_data.read(resolve_path(args.heldout)) if p.task == "answerable"]
     # the tune stage's own settings: a lower rate than stage 1, a checkpoint every 50 steps

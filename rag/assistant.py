@@ -135,9 +135,13 @@ class Assistant:
         if not cfg.enabled:
             return None
         if self._verifier is None:
-            base = resolve(cfg.model, self.cache_dir)
-            self._verifier = Verifier(base.path, resolve_path(cfg.adapter), batch_size=cfg.batch_size)
+            self._verifier = self._load_verifier(cfg.adapter)
         return self._verifier
+
+    def _load_verifier(self, adapter: str) -> Verifier:
+        """The configured verifier encoder with ``adapter`` (the claim-support, answerability or index adapter)."""
+        cfg = self.config.verifier
+        return Verifier(resolve(cfg.model, self.cache_dir).path, resolve_path(adapter), batch_size=cfg.batch_size)
 
     @property
     def answerability_verifier(self) -> Verifier | None:
@@ -146,9 +150,7 @@ class Assistant:
         if not cfg.enabled or not cfg.answerability_adapter:
             return self.verifier
         if self._answer_verifier is None:
-            base = resolve(cfg.model, self.cache_dir)
-            self._answer_verifier = Verifier(base.path, resolve_path(cfg.answerability_adapter),
-                                             batch_size=cfg.batch_size)
+            self._answer_verifier = self._load_verifier(cfg.answerability_adapter)
         return self._answer_verifier
 
     @property
@@ -161,10 +163,7 @@ class Assistant:
         if not self._index_adapter_applies():
             return self.answerability_verifier
         if self._index_verifier is None:
-            cfg = self.config.verifier
-            base = resolve(cfg.model, self.cache_dir)
-            self._index_verifier = Verifier(base.path, resolve_path(self.config.index.answerability_adapter),
-                                            batch_size=cfg.batch_size)
+            self._index_verifier = self._load_verifier(self.config.index.answerability_adapter)
         return self._index_verifier
 
     def _index_adapter_applies(self) -> bool:
