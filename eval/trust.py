@@ -404,6 +404,39 @@ def fit_calibration(rows: list[dict[str, Any]], records: dict[str, Any], gate: f
             "fitted_on": {"answered": len(ys), "right": int(sum(ys))}}
 
 
+def fit_offset(calib: dict[str, Any], rows: list[dict[str, Any]], records: dict[str, Any], gate: float,
+               feature: str, gate_model: dict[str, Any] | None = None, support_cosine: float | None = None,
+               support_min: float = 0.5, options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``calib`` plus one coefficient for ``feature``, fitted on the answered rows with every other coefficient
+    frozen (penalised maximum likelihood, the calibration's C). Answers where ``feature`` is 0 keep their
+    confidence exactly: it corrects one kind of answer (record answers: ``patient_scoped``) without refitting,
+    and so without moving, the others."""
+    z0, x, y = [], [], []
+    for r in rows:
+        v = replay(r, gate, 0.0, {"gate": gate_model} if gate_model else None, records,
+                   support_cosine=support_cosine, support_min=support_min, **(options or {}))
+        if v["answered"]:
+            p = min(max(probability(calib, v["signals"]), 1e-9), 1 - 1e-9)
+            z0.append(math.log(p / (1 - p)))
+            x.append(float(v["signals"].get(feature, 0.0)))
+            y.append(float(v["right"]))
+    za, xa, ya = np.array(z0), np.array(x), np.array(y)
+    if not xa.any():
+        raise ValueError(f"cannot fit {feature}: no answered dev question has it")
+    b, c = 0.0, float(calib.get("C", 1.0))
+    for _ in range(50):  # Newton on a concave one-dimensional objective
+        q = 1.0 / (1.0 + np.exp(-(za + b * xa)))
+        grad = float(np.sum((ya - q) * xa)) - b / c
+        hess = -float(np.sum(q * (1 - q) * xa * xa)) - 1.0 / c
+        step = grad / hess
+        b -= step
+        if abs(step) < 1e-10:
+            break
+    return {**calib, "features": [*calib["features"], feature], "coef": [*calib["coef"], round(b, 6)],
+            "offset_fit": {"feature": feature, "answers_with_it": int(xa.astype(bool).sum()),
+                           "right_with_it": int(ya[xa.astype(bool)].sum())}}
+
+
 def _choose_c(x: np.ndarray, y: np.ndarray, grid: Sequence[float] = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0),
               repeats: int = 3) -> tuple[float, float]:
     """The logistic regularisation with the best stratified 5-fold log loss, averaged over ``repeats``
@@ -616,7 +649,12 @@ def plots(rows: list[dict[str, Any]], settings: dict[str, Any], records: dict[st
 
 def load_rows(path: Path) -> list[dict[str, Any]]:
     with path.open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+        rows = [json.loads(line) for line in f if line.strip()]
+    for r in rows:
+        if isinstance(r.get("signals"), dict):
+            # Recorded before the assistant reported it; the row knows whether a patient was asked about.
+            r["signals"].setdefault("patient_scoped", 1.0 if r.get("patient_id") else 0.0)
+    return rows
 
 
 def write_rows(rows: list[dict[str, Any]], path: Path) -> None:
@@ -670,8 +708,8 @@ def pipeline_options(config: Any) -> dict[str, bool]:
 
 def fit_dev(rows: list[dict[str, Any]], records: dict[str, Any], floor: float, out: Path,
             options: dict[str, Any] | None = None, min_ooc_abstain: float = 0.97,
-            gate_features: Sequence[str] = GATE_FEATURES, extra_sets: Sequence[tuple[str, ...]] = ()
-            ) -> dict[str, Any]:
+            gate_features: Sequence[str] = GATE_FEATURES, extra_sets: Sequence[tuple[str, ...]] = (),
+            offsets: Sequence[str] = ()) -> dict[str, Any]:
     """Fit the calibration and choose the gate and abstention threshold on dev; write the calibration file.
 
     The operating point must abstain on ``min_ooc_abstain`` of dev's out-of-corpus questions: 0.97, a margin
@@ -679,7 +717,8 @@ def fit_dev(rows: list[dict[str, Any]], records: dict[str, Any], floor: float, o
     (eval/trust_procedure.py; BENCHMARKS.md, "Trust", tenth session).
 
     ``options``: the pipeline switches the config runs with (``second_try``, ``statement_checks``).
-    ``gate_features``: the gate model's signals; ``extra_sets``: more candidate signal sets for the calibration."""
+    ``gate_features``: the gate model's signals; ``extra_sets``: more candidate signal sets for the calibration;
+    ``offsets``: signals added afterwards one coefficient each, the others frozen (:func:`fit_offset`)."""
     from datetime import UTC, datetime
 
     missing = sorted({f for f in (*gate_features, *(f for fs in extra_sets for f in fs)) if f != "answerability_logit"}
@@ -705,6 +744,9 @@ def fit_dev(rows: list[dict[str, Any]], records: dict[str, Any], floor: float, o
                             support_cosine=chosen["support_cosine"], support_min=chosen["support_min"],
                             options=options, extra_sets=extra_sets)
     calib["gate"] = gate
+    for feature in offsets:
+        calib = fit_offset(calib, rows, records, chosen["gate"], feature, gate_model=gate,
+                           support_cosine=chosen["support_cosine"], support_min=chosen["support_min"], options=options)
     chosen = choose(rows, records, calib, floor, min_ooc_abstain, cosines=cosines, support_mins=support_mins,
                     options=options)
     calib.update({"chosen_on": "trust dev split (eval/splits/trust.json)", "pipeline": options or {},

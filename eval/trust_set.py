@@ -74,6 +74,32 @@ def _rules_source_patients(test_patients: list[str], seed: int, first: int = 72)
     return out
 
 
+def _patient_pools(data_dir: Path, patients_per_part: int = 30) -> tuple[list[str], list[str]]:
+    """Dev's patients and the pool test's are drawn from: the generator's test and validation patients
+    (finetune/data.py, seed 13), never trained on; dev holds those the record-line rules were written from."""
+    records = read_records(data_dir / HF_CSV, LoadReport(fmt="uci-heart-failure"))
+    pids = [r.patient_id for r in records]
+    split_of = assign_splits((f"patient:{p}" for p in pids), 13, [("test", 0.2), ("val", 0.1)])
+    test_p = [p for p in pids if split_of[f"patient:{p}"] == "test"]
+    val_p = [p for p in pids if split_of[f"patient:{p}"] == "val"]
+    rules_src = _rules_source_patients(test_p, 13)
+    return [p for p in test_p if p in rules_src][:patients_per_part], [p for p in test_p if p not in rules_src] + val_p
+
+
+def _patient_questions(patients: list[str], seed: int) -> list[dict[str, Any]]:
+    """One record question per patient (seeded fact and wording), and for half of them an unanswerable one."""
+    qs: list[dict[str, Any]] = []
+    for p in patients:
+        prng = random.Random(f"trust-{seed}-{p}")
+        fact = prng.choice(FACTS)
+        qs.append({"patient_id": p, "fact": fact.key, "template": prng.randrange(len(fact.questions)),
+                   "who": prng.choice(["this patient", "id"])})
+        if prng.random() < 0.5:
+            qs.append({"patient_id": p, "fact": None, "template": prng.randrange(len(UNANSWERABLE)),
+                       "who": prng.choice(["this patient", "id"])})
+    return qs
+
+
 def make(data_dir: Path, seed: int = 13, medquad_per_part: int = 60, removed_per_part: int = 80,
          patients_per_part: int = 30) -> dict[str, Any]:
     split = load_split(DEFAULT_SPLIT)
@@ -113,28 +139,9 @@ def make(data_dir: Path, seed: int = 13, medquad_per_part: int = 60, removed_per
         rng.shuffle(pool)
         medquad[part] = [rng.choice([d for d in by_file[f] if d.meta.get("question")]).doc_id
                          for f in pool[:medquad_per_part]]
-    # Patients: the generator's patient split (finetune/data.py, seed 13).
-    records = read_records(data_dir / HF_CSV, LoadReport(fmt="uci-heart-failure"))
-    pids = [r.patient_id for r in records]
-    split_of = assign_splits((f"patient:{p}" for p in pids), 13, [("test", 0.2), ("val", 0.1)])
-    test_p = [p for p in pids if split_of[f"patient:{p}"] == "test"]
-    val_p = [p for p in pids if split_of[f"patient:{p}"] == "val"]
-    rules_src = _rules_source_patients(test_p, 13)
-    dev_patients = [p for p in test_p if p in rules_src][:patients_per_part]
-    test_pool = [p for p in test_p if p not in rules_src] + val_p
+    dev_patients, test_pool = _patient_pools(data_dir, patients_per_part)
     test_patients = sorted(rng.sample(test_pool, min(patients_per_part, len(test_pool))))
-    patient_q: dict[str, list[dict[str, Any]]] = {}
-    for part, ps in (("dev", dev_patients), ("test", test_patients)):
-        qs = []
-        for p in ps:
-            prng = random.Random(f"trust-{seed}-{p}")
-            fact = prng.choice(FACTS)
-            qs.append({"patient_id": p, "fact": fact.key, "template": prng.randrange(len(fact.questions)),
-                       "who": prng.choice(["this patient", "id"])})
-            if prng.random() < 0.5:
-                qs.append({"patient_id": p, "fact": None, "template": prng.randrange(len(UNANSWERABLE)),
-                           "who": prng.choice(["this patient", "id"])})
-        patient_q[part] = qs
+    patient_q = {part: _patient_questions(ps, seed) for part, ps in (("dev", dev_patients), ("test", test_patients))}
     written: dict[str, dict[str, list[str]]] = {}
     for name in ("non_medical", "demo_answerable", "demo_out_of_corpus"):
         rows = _read_jsonl(QUESTIONS / f"{name}.jsonl")
@@ -182,6 +189,20 @@ def add_ece_part(split: dict[str, Any], data_dir: Path, n: int = 500, seed: int 
             break
     out = dict(split)
     out["ece"] = {suite: (chosen if suite == "medquad" else []) for suite in SUITES}
+    out["counts"] = {**split["counts"], "ece": {suite: len(v) for suite, v in out["ece"].items()}}
+    return out
+
+
+def add_ece_patients(split: dict[str, Any], data_dir: Path, seed: int = 13) -> dict[str, Any]:
+    """``split`` with record questions in its ``ece`` part, about the never-trained-on patients that neither dev nor
+    test asks about (the rest of test's pool; ~30), asked with the same recipe. Held out for measuring the answer
+    confidence of record answers (dev has ~30 of them, test ~30); the other parts are left as they are."""
+    if "ece" not in split:
+        raise InputError("the trust split has no ece part; add it first: `python app.py eval trust split --ece 500`")
+    dev_patients, pool = _patient_pools(data_dir)
+    asked = {q["patient_id"] for part in ("dev", "test") for q in split[part]["patient"]} | set(dev_patients)
+    out = dict(split)
+    out["ece"] = {**split["ece"], "patient": _patient_questions([p for p in pool if p not in asked], seed)}
     out["counts"] = {**split["counts"], "ece": {suite: len(v) for suite, v in out["ece"].items()}}
     return out
 

@@ -508,6 +508,7 @@ class Assistant:
         _record_generation(timings, out)
         signals["generation"] = conf.generation_probability(out.token_probs)
         signals.setdefault("second_try", 0.0)  # 1 on a second try (a calibration may use it)
+        signals["patient_scoped"] = 1.0 if p.patient_id else 0.0  # asked about one patient's record
 
         t = time.perf_counter()
         text, removed = clean_markers(out.text, set(range(1, len(units) + 1)))

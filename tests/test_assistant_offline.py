@@ -242,6 +242,8 @@ def test_ask_many_gives_each_question_its_patient(assistant):
     for a, b, pid in zip(one, many, ["P001", "P002"], strict=True):
         assert b.patient_id == pid and a.draft == b.draft
         assert all(c.patient_id in (None, pid) for c in b.citations)
+        assert a.confidence_signals["patient_scoped"] == b.confidence_signals["patient_scoped"] == 1.0
+    assert assistant.ask(qs[0]).confidence_signals.get("patient_scoped", 0.0) == 0.0  # a calibration signal
     with pytest.raises(InputError, match="one patient id"):
         assistant.ask_many(qs, patient_ids=["P001"])
 

@@ -23,6 +23,9 @@ def add(esub: Any, common: argparse.ArgumentParser) -> None:
     et.add_argument("--ece", type=int, metavar="N",
                     help="`split`: add an ece part of N answerable MedQuAD questions to the existing split "
                          "(the other parts unchanged)")
+    et.add_argument("--ece-patients", action="store_true",
+                    help="`split`: add record questions about the held-out patients dev and test do not ask about to "
+                         "the ece part (for the record answers' confidence)")
     et.add_argument("--output", default=".cds/eval/trust", help="run folder (rows-PART.jsonl, summaries, plots)")
     et.add_argument("--trust-index", default=".cds/index/trust", help="the trust index folder (`build` writes it)")
     et.add_argument("--floor", type=float, default=0.05,
@@ -55,6 +58,12 @@ def add(esub: Any, common: argparse.ArgumentParser) -> None:
     et.add_argument("--gate-features", metavar="F1,F2,...",
                     help="`fit`: the gate model's signals (default: answerability_logit,retrieval,agreement; "
                          "`python -m eval.trust_gate --cv 5` compares sets on dev)")
+    et.add_argument("--offset", action="append", default=[], metavar="SIGNAL",
+                    help="`fit`: add SIGNAL to the fitted calibration as one coefficient with the others frozen "
+                         "(e.g. patient_scoped: corrects record answers without moving the rest)")
+    et.add_argument("--onto", metavar="CALIBRATION.json",
+                    help="`fit` with --offset: add the offsets to this calibration (its other coefficients, gate and "
+                         "thresholds kept) instead of refitting everything")
     et.add_argument("--feature-set", action="append", default=[], metavar="F1,F2,...",
                     help="`fit`: one more candidate signal set for the calibration (repeatable; chosen by "
                          "cross-validated log loss with the built-in sets)")
@@ -72,6 +81,11 @@ def run(args: argparse.Namespace) -> int:
         split = trust_set.add_ece_part(trust_set.load(), data_dir(cfg), args.ece)
         trust_set.write(split)
         print(f"wrote {trust_set.TRUST_SPLIT}: ece part of {len(split['ece']['medquad'])} MedQuAD questions added")
+        return 0
+    if args.action == "split" and args.ece_patients:
+        split = trust_set.add_ece_patients(trust_set.load(), data_dir(cfg))
+        trust_set.write(split)
+        print(f"wrote {trust_set.TRUST_SPLIT}: {len(split['ece']['patient'])} record questions added to the ece part")
         return 0
     if args.action == "split":
         split = trust_set.make(data_dir(cfg))
@@ -139,6 +153,41 @@ def _run_part(args: argparse.Namespace, cfg: Any) -> int:
     return 0
 
 
+def _fit_onto(args: argparse.Namespace, cfg: Any, rows: list[dict[str, Any]], records: dict[str, Any],
+              floor: float) -> int:
+    """`fit --onto C --offset S`: calibration C plus one dev-fitted coefficient per S, everything else as in C."""
+    import json
+
+    from eval import trust
+    from rag.config import resolve_path
+    from rag.errors import InputError
+
+    if not args.offset:
+        raise InputError("`eval trust fit --onto` needs at least one --offset SIGNAL (e.g. --offset patient_scoped)")
+    src = resolve_path(args.onto)
+    try:
+        calib = json.loads(src.read_text(encoding="utf-8"))
+        gate_model, features = calib["gate"], calib["features"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise InputError(f"{src} is not a calibration file of `eval trust fit` ({e}); give one with a gate") from e
+    settings = trust.settings_from(cfg, floor)
+    for feature in args.offset:
+        if feature in features:
+            raise InputError(f"{src} already uses {feature}; --onto adds a signal it does not have")
+        calib = trust.fit_offset(calib, rows, records, settings["gate"], feature, gate_model=gate_model,
+                                 support_cosine=settings["support_cosine"], support_min=settings["support_min"],
+                                 options=trust.pipeline_options(cfg))
+    calib["offset_fit"]["onto"] = str(args.onto)
+    out = resolve_path(args.calibration_out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(calib, indent=1) + "\n", encoding="utf-8")
+    tmp.replace(out)
+    print(f"calibration written to {out}: {src.name} plus {', '.join(args.offset)} "
+          f"(coefficient {calib['coef'][-1]}; gate and thresholds unchanged)")
+    return 0
+
+
 def _fit_or_report(args: argparse.Namespace, cfg: Any, records: dict[str, Any]) -> int:
     from eval import trust, trust_jobs
     from rag.config import resolve_path
@@ -154,11 +203,13 @@ def _fit_or_report(args: argparse.Namespace, cfg: Any, records: dict[str, Any]) 
     if args.action == "fit":
         if args.part != "dev":
             raise InputError("`eval trust fit` fits on dev only; report test with `eval trust report --part test`")
+        if args.onto:
+            return _fit_onto(args, cfg, rows, records, floor)
         calib = trust.fit_dev(rows, records, floor, resolve_path(args.calibration_out),
                               trust.pipeline_options(cfg), min_ooc_abstain=args.min_ooc_abstain,
                               gate_features=tuple(args.gate_features.split(",")) if args.gate_features
                               else trust.GATE_FEATURES,
-                              extra_sets=[tuple(fs.split(",")) for fs in args.feature_set])
+                              extra_sets=[tuple(fs.split(",")) for fs in args.feature_set], offsets=args.offset)
         if args.json:
             print_json(calib)
             return 0

@@ -445,3 +445,51 @@ def test_the_fingerprint_changes_with_what_decides_an_outcome():
     strict.verifier.verbatim_strict = True
     assert trust_kept.fingerprint(strict, {**settings, "verbatim_strict": True}, [manifest]) != fp
     assert trust_kept.fingerprint(strict, settings, [manifest]) != fp
+
+
+def test_an_offset_corrects_one_kind_of_answer_and_leaves_the_others_exactly(tmp_path):
+    import json
+
+    rng = random.Random(3)
+    rows = []
+    for k in range(120):
+        p = rng.uniform(0.5, 1.0)
+        record = k % 3 == 0
+        # Record answers are right far more often than their signals say; the others as the signals say.
+        right = rng.random() < (0.9 if record else (p - 0.5) * 2)
+        row = _row("medquad", True, 0.8, p, right_doc=right)  # scored by its cited page (no records needed)
+        if record:
+            row["patient_id"] = str(k)
+        rows.append(row)
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    rows = trust.load_rows(path)  # rows recorded before the signal existed get it from their patient id
+    assert {r["signals"]["patient_scoped"] for r in rows if r.get("patient_id")} == {1.0}
+    assert {r["signals"]["patient_scoped"] for r in rows if not r.get("patient_id")} == {0.0}
+    base = trust.fit_calibration(rows, {}, gate=0.05, features=("support_prob",))
+    out = trust.fit_offset(base, rows, {}, 0.05, "patient_scoped")
+    assert out["features"] == ["support_prob", "patient_scoped"] and out["coef"][-1] > 0.5
+    assert out["coef"][:-1] == base["coef"] and out["intercept"] == base["intercept"]
+    assert out["offset_fit"]["answers_with_it"] == 40
+
+    def conf(calib: dict, record: bool) -> list[float]:
+        kind = [r for r in rows if bool(r.get("patient_id")) == record]
+        return [trust.replay(r, 0.05, 0.0, calib, {})["confidence"] for r in kind]
+
+    assert conf(out, False) == conf(base, False)  # bit-identical where the signal is 0
+    records = [r for r in rows if r.get("patient_id")]
+    share = np.mean([trust.replay(r, 0.05, 0.0, out, {})["right"] for r in records])
+    gap = lambda c: abs(float(np.mean(c)) - share)  # noqa: E731
+    assert gap(conf(out, True)) < gap(conf(base, True))
+    with pytest.raises(ValueError, match="no answered dev question"):
+        trust.fit_offset(base, [r for r in rows if not r.get("patient_id")], {}, 0.05, "patient_scoped")
+
+
+def test_the_ece_part_asks_about_patients_no_other_part_asks_about():
+    from eval import trust_set
+
+    split = trust_set.load()
+    ece = {q["patient_id"] for q in split["ece"]["patient"]}
+    asked = {q["patient_id"] for part in ("dev", "test") for q in split[part]["patient"]}
+    assert len(ece) >= 25 and not ece & asked
+    assert sum(q["fact"] is not None for q in split["ece"]["patient"]) == len(ece)  # one record question each
