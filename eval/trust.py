@@ -480,7 +480,9 @@ def choose(rows: list[dict[str, Any]], records: dict[str, Any], calib: dict[str,
            min_ooc_abstain: float = 0.95, cosines: Sequence[float | None] = (None,),
            support_mins: Sequence[float] = (0.5,), options: dict[str, Any] | None = None) -> dict[str, Any]:
     """The gate, abstention threshold, cosine rescue and support bar with the most right answers,
-    abstaining on >= 95% out of corpus (ties: the stricter setting).
+    abstaining on >= 95% out of corpus. Ties go to the LOWER gate, threshold and cosine rescue bar (the setting
+    that answers more) and the higher support bar. (Until the fourteenth session this said "the stricter
+    setting"; the stricter tie-break is measured in BENCHMARKS.md, "Trust", fourteenth session.)
 
     Each support setting is replayed once, with the lowest gate and no threshold: a stricter gate only
     withholds the rows whose gate value is below it, and a threshold only the answers whose confidence is
