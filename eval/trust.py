@@ -367,6 +367,19 @@ def fit_gate(rows: list[dict[str, Any]], features: Sequence[str] = GATE_FEATURES
                                                                               "answerable": int(sum(ys))}}
 
 
+def _answered(rows: list[dict[str, Any]], records: dict[str, Any], gate: float, gate_model: dict[str, Any] | None,
+              support_cosine: float | None, support_min: float, options: dict[str, Any] | None
+              ) -> list[tuple[dict[str, float], bool]]:
+    """(signals, strictly right) of each row answered at ``gate`` with no confidence threshold: what fits see."""
+    out = []
+    for r in rows:
+        v = replay(r, gate, 0.0, {"gate": gate_model} if gate_model else None, records,
+                   support_cosine=support_cosine, support_min=support_min, **(options or {}))
+        if v["answered"]:
+            out.append((v["signals"], bool(v["right"])))
+    return out
+
+
 def fit_calibration(rows: list[dict[str, Any]], records: dict[str, Any], gate: float,
                     features: Sequence[str] | None = None, gate_model: dict[str, Any] | None = None,
                     support_cosine: float | None = None, support_min: float = 0.5,
@@ -379,14 +392,8 @@ def fit_calibration(rows: list[dict[str, Any]], records: dict[str, Any], gate: f
     the choice rewards calibration and discrimination, never in-sample fit)."""
     from sklearn.linear_model import LogisticRegression
 
-    sigs, ys = [], []
-    for r in rows:
-        v = replay(r, gate, 0.0, {"gate": gate_model} if gate_model else None, records,
-                   support_cosine=support_cosine, support_min=support_min, **(options or {}))
-        if not v["answered"]:
-            continue
-        sigs.append(v["signals"])
-        ys.append(int(v["right"]))
+    answered = _answered(rows, records, gate, gate_model, support_cosine, support_min, options)
+    sigs, ys = [sig for sig, _ in answered], [int(right) for _, right in answered]
     if len(set(ys)) < 2:
         raise ValueError(f"cannot fit a calibration: {len(ys)} answered dev questions, all with one label")
     y = np.array(ys)
@@ -411,16 +418,11 @@ def fit_offset(calib: dict[str, Any], rows: list[dict[str, Any]], records: dict[
     frozen (penalised maximum likelihood, the calibration's C). Answers where ``feature`` is 0 keep their
     confidence exactly: it corrects one kind of answer (record answers: ``patient_scoped``) without refitting,
     and so without moving, the others."""
-    z0, x, y = [], [], []
-    for r in rows:
-        v = replay(r, gate, 0.0, {"gate": gate_model} if gate_model else None, records,
-                   support_cosine=support_cosine, support_min=support_min, **(options or {}))
-        if v["answered"]:
-            p = min(max(probability(calib, v["signals"]), 1e-9), 1 - 1e-9)
-            z0.append(math.log(p / (1 - p)))
-            x.append(float(v["signals"].get(feature, 0.0)))
-            y.append(float(v["right"]))
-    za, xa, ya = np.array(z0), np.array(x), np.array(y)
+    answered = _answered(rows, records, gate, gate_model, support_cosine, support_min, options)
+    p = np.clip([probability(calib, sig) for sig, _ in answered], 1e-9, 1 - 1e-9)
+    za = np.log(p / (1 - p))
+    xa = np.array([float(sig.get(feature, 0.0)) for sig, _ in answered])
+    ya = np.array([float(right) for _, right in answered])
     if not xa.any():
         raise ValueError(f"cannot fit {feature}: no answered dev question has it")
     b, c = 0.0, float(calib.get("C", 1.0))
@@ -759,9 +761,16 @@ def fit_dev(rows: list[dict[str, Any]], records: dict[str, Any], floor: float, o
                   "created": datetime.now(UTC).isoformat(timespec="seconds"),
                   "note": "P(answer strictly right) = sigmoid(intercept + coef . signals); refit with "
                           "`python app.py eval trust fit` when the generator, verifier or retrieval changes"})
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(calib, indent=1) + "\n", encoding="utf-8")
+    write_calibration(calib, out)
     return calib
+
+
+def write_calibration(calib: dict[str, Any], out: Path) -> None:
+    """Write a calibration file atomically (a killed fit never leaves half a file for the config to load)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(calib, indent=1) + "\n", encoding="utf-8")
+    tmp.replace(out)
 
 
 def report(rows: list[dict[str, Any]], settings: dict[str, Any], records: dict[str, Any], out_dir: Path,

@@ -179,10 +179,7 @@ def _fit_onto(args: argparse.Namespace, cfg: Any, rows: list[dict[str, Any]], re
                                  options=trust.pipeline_options(cfg))
     calib["offset_fit"]["onto"] = str(args.onto)
     out = resolve_path(args.calibration_out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(calib, indent=1) + "\n", encoding="utf-8")
-    tmp.replace(out)
+    trust.write_calibration(calib, out)
     print(f"calibration written to {out}: {src.name} plus {', '.join(args.offset)} "
           f"(coefficient {calib['coef'][-1]}; gate and thresholds unchanged)")
     return 0
