@@ -482,9 +482,10 @@ def choose(rows: list[dict[str, Any]], records: dict[str, Any], calib: dict[str,
            min_ooc_abstain: float = 0.95, cosines: Sequence[float | None] = (None,),
            support_mins: Sequence[float] = (0.5,), options: dict[str, Any] | None = None) -> dict[str, Any]:
     """The gate, abstention threshold, cosine rescue and support bar with the most right answers,
-    abstaining on >= 95% out of corpus. Ties go to the LOWER gate, threshold and cosine rescue bar (the setting
-    that answers more) and the higher support bar. (Until the fourteenth session this said "the stricter
-    setting"; the stricter tie-break is measured in BENCHMARKS.md, "Trust", fourteenth session.)
+    abstaining on >= 95% out of corpus. Ties go to the stricter setting: the higher gate, threshold and
+    support bar, and no cosine rescue before a higher rescue bar before a lower one (among settings with as
+    many right answers, the one that shows fewer wrong ones). Until the fifteenth session ties went to the
+    lower gate, threshold and rescue bar; the change is measured in BENCHMARKS.md, "Trust", fourteenth session.
 
     Each support setting is replayed once, with the lowest gate and no threshold: a stricter gate only
     withholds the rows whose gate value is below it, and a threshold only the answers whose confidence is
@@ -509,7 +510,7 @@ def choose(rows: list[dict[str, Any]], records: dict[str, Any], calib: dict[str,
                     shown = answered & (gate_of >= gate) & (conf >= ab)
                     if int((~shown & ooc).sum()) / max(int(ooc.sum()), 1) < min_ooc_abstain:
                         continue
-                    key = (int((shown & right & ~ooc).sum()), -gate, -float(ab), -(cos or 2.0), float(smin))
+                    key = (int((shown & right & ~ooc).sum()), gate, float(ab), cos or 2.0, float(smin))
                     if best is None or key > best:
                         best, chosen = key, {"gate": gate, "abstain_below": float(ab), "support_cosine": cos,
                                              "support_min": float(smin)}
@@ -535,7 +536,7 @@ def _choose_by_replay(rows: list[dict[str, Any]], records: dict[str, Any], calib
         ans = [o for o in out if o["answerable"]]
         if sum(not o["answered"] for o in ooc) / max(len(ooc), 1) < min_ooc_abstain:
             continue
-        key = (sum(o["right"] for o in ans), -float(gate), -float(ab), -(cos or 2.0), float(smin))
+        key = (sum(o["right"] for o in ans), float(gate), float(ab), cos or 2.0, float(smin))
         if best is None or key > best:
             best, chosen = key, {"gate": float(gate), "abstain_below": float(ab), "support_cosine": cos,
                                  "support_min": float(smin)}
@@ -710,6 +711,25 @@ def pipeline_options(config: Any) -> dict[str, bool]:
             "recite_supported": v.recite_supported, "verbatim_strict": v.verbatim_strict}
 
 
+# The cosine rescue bars and support bars the dev choice considers. The support bar is never below 0.5: below
+# it a sentence the verifier judges more likely unsupported than supported would be shown as sourced. (A bar of
+# 0.2, chosen on dev for verifier v3, showed demo sentences cited to the wrong section of the right guideline:
+# the strict scorer counts citations per document, so dev could not see it.)
+COSINES: tuple[float | None, ...] = (None, 0.8, 0.85, 0.9, 0.95)
+SUPPORT_MINS: tuple[float, ...] = (0.5, 0.6, 0.7)
+
+
+def rechoose(calib: dict[str, Any], rows: list[dict[str, Any]], records: dict[str, Any], floor: float,
+             options: dict[str, Any] | None = None, min_ooc_abstain: float = 0.97) -> dict[str, Any]:
+    """``calib`` with its operating point (gate, threshold, cosine rescue, support bar) chosen again on dev,
+    its coefficients and gate model unchanged: what a change to :func:`choose` alone asks for."""
+    chosen = choose(rows, records, calib, floor, min_ooc_abstain, cosines=COSINES, support_mins=SUPPORT_MINS,
+                    options=options)
+    return {**calib, "answerable_min": chosen["gate"], "abstain_below": chosen["abstain_below"],
+            "support_cosine": chosen["support_cosine"], "support_min": chosen["support_min"],
+            "min_ooc_abstain": min_ooc_abstain}
+
+
 def fit_dev(rows: list[dict[str, Any]], records: dict[str, Any], floor: float, out: Path,
             options: dict[str, Any] | None = None, min_ooc_abstain: float = 0.97,
             gate_features: Sequence[str] = GATE_FEATURES, extra_sets: Sequence[tuple[str, ...]] = (),
@@ -733,12 +753,7 @@ def fit_dev(rows: list[dict[str, Any]], records: dict[str, Any], floor: float, o
         raise InputError(f"no dev record has the signal {', '.join(missing)} (recorded: {', '.join(known)}); "
                          "a signal newer than the run needs `python app.py eval trust run --part dev` again")
     gate = fit_gate(rows, gate_features)
-    cosines = (None, 0.8, 0.85, 0.9, 0.95)
-    # The support bar is chosen too, but never below 0.5: below it a sentence the verifier judges more
-    # likely unsupported than supported would be shown as sourced. (A bar of 0.2, chosen on dev for
-    # verifier v3, showed demo sentences cited to the wrong section of the right guideline: the strict
-    # scorer counts citations per document, so dev could not see it.)
-    support_mins = (0.5, 0.6, 0.7)
+    cosines, support_mins = COSINES, SUPPORT_MINS
     calib = fit_calibration(rows, records, gate=floor, gate_model=gate, options=options, extra_sets=extra_sets)
     calib["gate"] = gate
     chosen = choose(rows, records, calib, floor, min_ooc_abstain, cosines=cosines, support_mins=support_mins,

@@ -62,8 +62,11 @@ def add(esub: Any, common: argparse.ArgumentParser) -> None:
                     help="`fit`: add SIGNAL to the fitted calibration as one coefficient with the others frozen "
                          "(e.g. patient_scoped: corrects record answers without moving the rest)")
     et.add_argument("--onto", metavar="CALIBRATION.json",
-                    help="`fit` with --offset: add the offsets to this calibration (its other coefficients, gate and "
-                         "thresholds kept) instead of refitting everything")
+                    help="`fit` with --offset and/or --rechoose: start from this calibration (its coefficients and "
+                         "gate model kept) instead of refitting everything")
+    et.add_argument("--rechoose", action="store_true",
+                    help="`fit --onto`: choose the operating point (gate, threshold, cosine rescue, support bar) "
+                         "again on dev for that calibration's coefficients")
     et.add_argument("--feature-set", action="append", default=[], metavar="F1,F2,...",
                     help="`fit`: one more candidate signal set for the calibration (repeatable; chosen by "
                          "cross-validated log loss with the built-in sets)")
@@ -162,8 +165,8 @@ def _fit_onto(args: argparse.Namespace, cfg: Any, rows: list[dict[str, Any]], re
     from rag.config import resolve_path
     from rag.errors import InputError
 
-    if not args.offset:
-        raise InputError("`eval trust fit --onto` needs at least one --offset SIGNAL (e.g. --offset patient_scoped)")
+    if not args.offset and not args.rechoose:
+        raise InputError("`eval trust fit --onto` needs --offset SIGNAL (e.g. --offset patient_scoped) or --rechoose")
     src = resolve_path(args.onto)
     try:
         calib = json.loads(src.read_text(encoding="utf-8"))
@@ -177,11 +180,18 @@ def _fit_onto(args: argparse.Namespace, cfg: Any, rows: list[dict[str, Any]], re
         calib = trust.fit_offset(calib, rows, records, settings["gate"], feature, gate_model=gate_model,
                                  support_cosine=settings["support_cosine"], support_min=settings["support_min"],
                                  options=trust.pipeline_options(cfg))
-    calib["offset_fit"]["onto"] = str(args.onto)
+    if args.offset:
+        calib["offset_fit"]["onto"] = str(args.onto)
+    if args.rechoose:
+        calib = trust.rechoose(calib, rows, records, floor, trust.pipeline_options(cfg), args.min_ooc_abstain)
     out = resolve_path(args.calibration_out)
     trust.write_calibration(calib, out)
-    print(f"calibration written to {out}: {src.name} plus {', '.join(args.offset)} "
-          f"(coefficient {calib['coef'][-1]}; gate and thresholds unchanged)")
+    added = f" plus {', '.join(args.offset)} (coefficient {calib['coef'][-1]})" if args.offset else ""
+    point = (f"operating point chosen again on dev: verifier.answerable_min={calib['answerable_min']} "
+             f"confidence.abstain_below={calib['abstain_below']} verifier.support_min={calib['support_min']} "
+             f"verifier.support_cosine={calib['support_cosine']}" if args.rechoose
+             else "gate and thresholds unchanged")
+    print(f"calibration written to {out}: {src.name}{added}; {point}")
     return 0
 
 
@@ -202,6 +212,8 @@ def _fit_or_report(args: argparse.Namespace, cfg: Any, records: dict[str, Any]) 
             raise InputError("`eval trust fit` fits on dev only; report test with `eval trust report --part test`")
         if args.onto:
             return _fit_onto(args, cfg, rows, records, floor)
+        if args.rechoose:
+            raise InputError("`eval trust fit --rechoose` needs --onto CALIBRATION.json (the coefficients to keep)")
         calib = trust.fit_dev(rows, records, floor, resolve_path(args.calibration_out),
                               trust.pipeline_options(cfg), min_ooc_abstain=args.min_ooc_abstain,
                               gate_features=tuple(args.gate_features.split(",")) if args.gate_features

@@ -82,6 +82,22 @@ def test_choose_keeps_out_of_corpus_abstention_at_95_percent():
     assert s["answerable"]["right"]["k"] >= 50
 
 
+def test_choose_breaks_ties_towards_the_stricter_setting_and_rechoose_keeps_the_coefficients():
+    # Every answerable question is right and passes any gate and threshold up to 0.6; the out-of-corpus ones
+    # sit low. Settings from the floor up to 0.6 answer the same right questions: the tie goes to the
+    # strictest (the most that can be withheld without losing a right answer), not the most lenient.
+    rows = [_row("medquad", True, 0.9, 0.95) for _ in range(30)]
+    rows += [_row("topic_removed", False, 0.02, 0.95) for _ in range(30)]
+    calib = {"features": ["support_prob"], "coef": [0.0], "intercept": 0.41, "gate": None}  # every answer ~0.6
+    chosen = trust.choose(rows, {}, calib, 0.05, cosines=(None, 0.8), support_mins=(0.5, 0.7))
+    assert chosen["gate"] == 0.9 and chosen["support_cosine"] is None and chosen["support_min"] == 0.7
+    assert chosen["abstain_below"] == 0.6
+    assert chosen == trust._choose_by_replay(rows, {}, calib, 0.05, cosines=(None, 0.8), support_mins=(0.5, 0.7))
+    again = trust.rechoose(dict(calib, answerable_min=0.05, abstain_below=0.0), rows, {}, 0.05)
+    assert again["coef"] == calib["coef"] and again["intercept"] == calib["intercept"]
+    assert again["answerable_min"] == 0.9 and again["abstain_below"] == 0.6
+
+
 def test_ece_is_zero_when_confidence_matches_frequency_and_large_when_not():
     conf = [0.8] * 10
     assert trust.ece(conf, [True] * 8 + [False] * 2) == pytest.approx(0.0)
