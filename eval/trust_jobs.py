@@ -169,9 +169,28 @@ def run_part(config: Any, trust_index: str, part: str, data: Path, rows_path: Pa
         for r in earlier:
             r["floor"] = regenerate_above  # now: never generated only below this gate probability
         rows = [new.get(r["id"], r) for r in earlier]
+    for path in set_aside(rows_path, journal, {r["id"] for r in rows}):
+        log.warning("%s holds records of questions this run did not ask; kept as %s", rows_path.parent, path)
     trust.write_rows(rows, rows_path)
     journal.unlink(missing_ok=True)
     return rows
+
+
+def set_aside(rows_path: Path, journal: Path, final_ids: set[str]) -> list[Path]:
+    """Before a run writes its records: keep the earlier records file, and the journal, aside when they hold
+    records of questions the run's own records will not (a run with ``--skip-kept``, ``--suite`` or ``--limit``
+    into a folder an earlier run wrote): they would be lost otherwise (hours of generation). Each is renamed
+    to ``<name>.aside-<UTC time>.jsonl`` whole; returns the new paths."""
+    from datetime import UTC, datetime
+
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    out = []
+    for path in (rows_path, journal):
+        if path.exists() and any(r["id"] not in final_ids for r in trust.load_rows(path)):
+            aside = path.with_name(f"{path.name.removesuffix('.jsonl')}.aside-{stamp}.jsonl")
+            path.replace(aside)
+            out.append(aside)
+    return out
 
 
 def kept_fingerprint(config: Any, trust_index: str, floor: float) -> str:

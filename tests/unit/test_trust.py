@@ -509,3 +509,19 @@ def test_the_ece_part_asks_about_patients_no_other_part_asks_about():
     asked = {q["patient_id"] for part in ("dev", "test") for q in split[part]["patient"]}
     assert len(ece) >= 25 and not ece & asked
     assert sum(q["fact"] is not None for q in split["ece"]["patient"]) == len(ece)  # one record question each
+
+
+def test_a_run_never_drops_earlier_records_of_questions_it_did_not_ask(tmp_path):
+    import json
+
+    from eval import trust_jobs
+
+    rows_path, journal = tmp_path / "rows-ece.jsonl", tmp_path / "rows-ece.journal.jsonl"
+    write = lambda p, ids: p.write_text("".join(json.dumps({"id": i}) + "\n" for i in ids))  # noqa: E731
+    write(rows_path, ["a", "b"])  # an earlier run's records
+    write(journal, ["a", "c"])  # an earlier resumed run's journal
+    aside = trust_jobs.set_aside(rows_path, journal, {"a"})  # this run asks only "a"
+    assert len(aside) == 2 and not rows_path.exists() and not journal.exists()
+    assert sorted(json.loads(line)["id"] for p in aside for line in p.read_text().splitlines()) == ["a", "a", "b", "c"]
+    write(rows_path, ["a"])
+    assert trust_jobs.set_aside(rows_path, journal, {"a", "b"}) == [] and rows_path.exists()  # nothing to lose
