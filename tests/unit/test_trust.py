@@ -525,3 +525,20 @@ def test_a_run_never_drops_earlier_records_of_questions_it_did_not_ask(tmp_path)
     assert sorted(json.loads(line)["id"] for p in aside for line in p.read_text().splitlines()) == ["a", "a", "b", "c"]
     write(rows_path, ["a"])
     assert trust_jobs.set_aside(rows_path, journal, {"a", "b"}) == [] and rows_path.exists()  # nothing to lose
+
+
+def test_the_frontier_finds_the_least_answerable_abstention_each_out_of_corpus_bar_allows():
+    from eval import trust_frontier
+
+    # Answerable questions at answerability 0.1 .. 1.0, out-of-corpus ones at 0.0 .. 0.9 (interleaved): to abstain
+    # on all 10 out of corpus the gate must pass only 1.0; letting one through (90%) passes 0.9 and 1.0.
+    rows = [_row("medquad", True, round(0.1 * (i + 1), 2), 0.9) for i in range(10)]
+    rows += [_row("topic_removed", False, round(0.1 * i, 2), 0.9) for i in range(10)]
+    rows.append(dict(_row("medquad", True, 0.01, 0.9), generated=False, sentences=[]))  # never generated
+    out = trust_frontier.frontier(rows, {"calibration": None, "floor": 0.0, "support_min": 0.5}, {})
+    assert out["best"]["0.97"]["out_of_corpus_abstained"] == 1.0
+    assert out["best"]["0.97"]["answerable_abstained"] == round(10 / 11, 4)
+    assert out["best"]["0.90"]["answerable_abstained"] == round(9 / 11, 4)
+    none = out["no_gate_no_threshold"]
+    assert none["answerable_abstained"] == round(1 / 11, 4)
+    assert none["answerable_reasons"] == {"not generated (below the generation floor)": 1}
