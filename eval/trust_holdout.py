@@ -25,17 +25,20 @@ from eval import trust
 
 
 def parse_candidate(spec: str) -> tuple[str, dict[str, Any]]:
-    """``NAME=gate:F1,F2;set:F1,F2;set:...`` -> (name, fit_dev keyword arguments); ``NAME=`` is today's fit."""
+    """``NAME=gate:F1,F2;set:F1,F2;set:...;offset:F`` -> (name, fit_dev keyword arguments); ``NAME=`` is today's
+    fit. ``offset:F`` adds signal F afterwards as one coefficient, the others frozen (``eval trust fit --offset``)."""
     name, _, rest = spec.partition("=")
-    kw: dict[str, Any] = {"gate_features": trust.GATE_FEATURES, "extra_sets": []}
+    kw: dict[str, Any] = {"gate_features": trust.GATE_FEATURES, "extra_sets": [], "offsets": []}
     for part in filter(None, rest.split(";")):
         key, _, feats = part.partition(":")
         if key == "gate":
             kw["gate_features"] = tuple(feats.split(","))
         elif key == "set":
             kw["extra_sets"].append(tuple(feats.split(",")))
+        elif key == "offset":
+            kw["offsets"].append(feats)
         else:
-            raise SystemExit(f"error: candidate {name}: unknown part {key!r} (gate:... or set:...)")
+            raise SystemExit(f"error: candidate {name}: unknown part {key!r} (gate:..., set:... or offset:...)")
     return name, kw
 
 
@@ -53,7 +56,16 @@ def measure(rows: list[dict[str, Any]], records: dict[str, Any], floor: float, o
     ooc = [o for o in out if not o["answerable"]]
     ans = [o for o in out if o["answerable"]]
     answered = [o for o in ans if o["answered"]]
-    return {"ooc_abstained": sum(not o["answered"] for o in ooc) / len(ooc),
+    # Record answers (questions about one patient's record) on their own: the calibration's weakest class.
+    rec = [o for o, r in zip(out, held, strict=True) if r.get("patient_id")]
+    rec_ans = [o for o in rec if o["answered"] and o["answerable"]]
+    rec_conf = np.array([o["confidence"] for o in rec_ans])
+    rec_right = np.array([bool(o["right"]) for o in rec_ans], float)
+    return {"record_answered": len(rec_ans),
+            "record_gap": abs(float(rec_conf.mean() - rec_right.mean())) if rec_ans else None,
+            "record_brier": float(np.mean((rec_conf - rec_right) ** 2)) if rec_ans else None,
+            "record_wrong_shown": sum(o["answered"] and not o["right"] for o in rec),
+            "ooc_abstained": sum(not o["answered"] for o in ooc) / len(ooc),
             "answerable_abstained": sum(not o["answered"] for o in ans) / len(ans),
             "answerable_right": sum(o["right"] for o in ans) / len(ans),
             "answered_accuracy": (sum(o["right"] for o in answered) / len(answered)) if answered else None,
@@ -89,8 +101,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"repeat {k + 1}/{len(masks)}: {line}", flush=True)
     summary = {}
     for name, res in results.items():
-        summary[name] = {key: round(float(np.mean([r[key] for r in res])), 4)
-                         for key in ("ooc_abstained", "answerable_abstained", "answerable_right")}
+        summary[name] = {key: round(float(np.mean([r[key] for r in res if r.get(key) is not None])), 4)
+                         for key in ("ooc_abstained", "answerable_abstained", "answerable_right", "record_answered",
+                                     "record_gap", "record_brier", "record_wrong_shown")}
         summary[name]["b_ooc_at_least_95"] = sum(r["ooc_abstained"] >= 0.95 for r in res)
         summary[name]["repeats"] = len(res)
     out = resolve_path(args.output)

@@ -383,6 +383,7 @@ def test_whole_fit_procedures_are_measured_on_the_other_half():
     assert name == "lexical" and kw["gate_features"] == ("answerability_logit", "coverage")
     assert kw["extra_sets"] == [("support_prob", "coverage")]
     assert trust_holdout.parse_candidate("standard=")[1]["gate_features"] == trust.GATE_FEATURES
+    assert trust_holdout.parse_candidate("o=offset:patient_scoped")[1]["offsets"] == ["patient_scoped"]
     rng = random.Random(7)
     rows = []
     for i in range(60):
@@ -397,6 +398,7 @@ def test_whole_fit_procedures_are_measured_on_the_other_half():
                                                           "extra_sets": []}, masks[0])
     assert 0.0 <= out["answerable_abstained"] <= 1.0 and out["ooc_abstained"] >= 0.9
     assert out["gate_features"] == list(trust.GATE_FEATURES)
+    assert out["record_answered"] == 0 and out["record_gap"] is None  # no record question among these rows
 
 
 def test_choosing_from_one_replay_per_support_setting_equals_replaying_every_setting():
