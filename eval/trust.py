@@ -753,10 +753,9 @@ def fit_dev(rows: list[dict[str, Any]], records: dict[str, Any], floor: float, o
         raise InputError(f"no dev record has the signal {', '.join(missing)} (recorded: {', '.join(known)}); "
                          "a signal newer than the run needs `python app.py eval trust run --part dev` again")
     gate = fit_gate(rows, gate_features)
-    cosines, support_mins = COSINES, SUPPORT_MINS
     calib = fit_calibration(rows, records, gate=floor, gate_model=gate, options=options, extra_sets=extra_sets)
     calib["gate"] = gate
-    chosen = choose(rows, records, calib, floor, min_ooc_abstain, cosines=cosines, support_mins=support_mins,
+    chosen = choose(rows, records, calib, floor, min_ooc_abstain, cosines=COSINES, support_mins=SUPPORT_MINS,
                     options=options)
     # Refit at the chosen gate and support rule: the calibration should describe the answers given.
     calib = fit_calibration(rows, records, gate=chosen["gate"], gate_model=gate,
@@ -766,7 +765,7 @@ def fit_dev(rows: list[dict[str, Any]], records: dict[str, Any], floor: float, o
     for feature in offsets:
         calib = fit_offset(calib, rows, records, chosen["gate"], feature, gate_model=gate,
                            support_cosine=chosen["support_cosine"], support_min=chosen["support_min"], options=options)
-    chosen = choose(rows, records, calib, floor, min_ooc_abstain, cosines=cosines, support_mins=support_mins,
+    chosen = choose(rows, records, calib, floor, min_ooc_abstain, cosines=COSINES, support_mins=SUPPORT_MINS,
                     options=options)
     calib.update({"chosen_on": "trust dev split (eval/splits/trust.json)", "pipeline": options or {},
                   "min_ooc_abstain": min_ooc_abstain,
