@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import logging
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -38,6 +39,8 @@ from rag.confidence import answerability_logit, combine
 from rag.config import ConfidenceConfig
 from rag.errors import InputError
 from rag.subject import other_variant
+
+log = logging.getLogger(__name__)
 
 _LEGACY = ConfidenceConfig.model_validate({})  # the hand-set weights, for the uncalibrated comparison
 FEATURES = ("answerability", "support_prob", "support", "retrieval", "agreement", "generation")
@@ -162,6 +165,8 @@ def run(assistants: dict[str, Any], qs: list[dict[str, Any]], hf_csv: Path, batc
     """
     records = {r.patient_id: r for r in read_records(hf_csv, LoadReport(fmt="uci-heart-failure"))}
     earlier = {r["id"]: r for r in load_rows(journal)} if journal is not None and journal.exists() else {}
+    if journal is not None and journal.exists() and not journal.read_bytes().endswith(b"\n"):
+        write_rows(list(earlier.values()), journal)  # drop a cut-off last record before appending after it
     rows: list[dict[str, Any] | None] = [earlier.get(q["id"]) for q in qs]
     done = [sum(r is not None for r in rows)]
     for name, assistant in assistants.items():
@@ -653,8 +658,18 @@ def plots(rows: list[dict[str, Any]], settings: dict[str, Any], records: dict[st
 
 
 def load_rows(path: Path) -> list[dict[str, Any]]:
+    """A run's records (or its journal). A journal's last line may be cut off by a kill mid-write: that record
+    is dropped (its question is asked again on ``--resume``); a bad line anywhere else is an error."""
     with path.open(encoding="utf-8") as f:
-        rows = [json.loads(line) for line in f if line.strip()]
+        lines = [line for line in f if line.strip()]
+    rows = []
+    for i, line in enumerate(lines):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            if i < len(lines) - 1 or line.endswith("\n"):
+                raise InputError(f"{path}: line {i + 1} is not a JSON record ({e.msg}); remove it or run again") from e
+            log.warning("%s: the last record was cut off mid-write (a killed run); its question is asked again", path)
     for r in rows:
         if isinstance(r.get("signals"), dict):
             # Recorded before the assistant reported it; the row knows whether a patient was asked about.

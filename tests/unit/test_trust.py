@@ -544,3 +544,33 @@ def test_the_frontier_finds_the_least_answerable_abstention_each_out_of_corpus_b
     none = out["no_gate_no_threshold"]
     assert none["answerable_abstained"] == round(1 / 11, 4)
     assert none["answerable_reasons"] == {"not generated (below the generation floor)": 1}
+
+
+def test_a_journal_cut_off_mid_write_loads_without_its_last_record_and_a_bad_line_elsewhere_is_an_error(tmp_path):
+    import json
+
+    from rag.errors import InputError
+
+    path = tmp_path / "rows-ece.journal.jsonl"
+    whole = json.dumps({"id": "a", "signals": {}}) + "\n"
+    path.write_text(whole + '{"id": "b", "sig')  # killed while writing the second record
+    assert [r["id"] for r in trust.load_rows(path)] == ["a"]
+    # Resuming drops the cut-off record before appending (an append after it would damage both).
+    out = trust.run({}, [], _hf_csv(tmp_path), journal=path)
+    assert out == [] and [json.loads(line)["id"] for line in path.read_text().splitlines()] == ["a"]
+    assert path.read_text().endswith("\n")
+    path.write_text('{"id": "b", "sig\n' + whole)  # not a cut-off end: a damaged file
+    with pytest.raises(InputError, match="line 1 is not a JSON record"):
+        trust.load_rows(path)
+
+
+def _hf_csv(tmp_path):
+    """A one-patient heart-failure CSV (trust.run reads the records it scores against)."""
+    from corpora.heart_failure import COLUMNS
+
+    path = tmp_path / "hf.csv"
+    row = {"age": 60, "anaemia": 0, "creatinine_phosphokinase": 100, "diabetes": 0, "ejection_fraction": 35,
+           "high_blood_pressure": 0, "platelets": 250000, "serum_creatinine": 1.0, "serum_sodium": 137, "sex": 1,
+           "smoking": 0, "time": 100, "DEATH_EVENT": 0}
+    path.write_text(",".join(COLUMNS) + "\n" + ",".join(str(row.get(c, 0)) for c in COLUMNS) + "\n")
+    return path
