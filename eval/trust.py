@@ -780,13 +780,8 @@ def fit_dev(rows: list[dict[str, Any]], records: dict[str, Any], floor: float, o
     for feature in offsets:
         calib = fit_offset(calib, rows, records, chosen["gate"], feature, gate_model=gate,
                            support_cosine=chosen["support_cosine"], support_min=chosen["support_min"], options=options)
-    chosen = choose(rows, records, calib, floor, min_ooc_abstain, cosines=COSINES, support_mins=SUPPORT_MINS,
-                    options=options)
+    calib = rechoose(calib, rows, records, floor, options, min_ooc_abstain)
     calib.update({"chosen_on": "trust dev split (eval/splits/trust.json)", "pipeline": options or {},
-                  "min_ooc_abstain": min_ooc_abstain,
-                  "answerable_min": chosen["gate"],
-                  "abstain_below": chosen["abstain_below"], "support_cosine": chosen["support_cosine"],
-                  "support_min": chosen["support_min"],
                   "created": datetime.now(UTC).isoformat(timespec="seconds"),
                   "note": "P(answer strictly right) = sigmoid(intercept + coef . signals); refit with "
                           "`python app.py eval trust fit` when the generator, verifier or retrieval changes"})
