@@ -272,10 +272,46 @@ def add_titles(config: Any, trust_index: str, rows: list[dict[str, Any]]) -> int
     return len(todo)
 
 
+def add_unseen_terms(config: Any, trust_index: str, rows: list[dict[str, Any]]) -> int:
+    """Record the ``unseen_terms`` check (:func:`rag.coverage.unseen_terms`) on every recorded sentence, as the
+    assistant records it, from the BM25 statistics of the index each question ran on (demo suites: the
+    config's index; the rest: the trust index), so that ``verifier.unseen_terms`` can be replayed on rows
+    recorded before it existed. Returns how many sentences restate an unseen question word."""
+    from rag.cite import strip_markers
+    from rag.config import resolve_path
+    from rag.coverage import restates, unseen_terms
+    from rag.index import HybridIndex
+
+    stats: dict[str, Any] = {}
+
+    def of(suite: str) -> Any:
+        key = "demo" if suite.startswith("demo_") else "trust"
+        if key not in stats:
+            root = resolve_path(config.index.dir if key == "demo" else trust_index)
+            stats[key] = HybridIndex.load(root, verify=False).term_stats
+            if stats[key] is None:
+                raise InputError(f"the index at {root} has no BM25 statistics; rebuild it with this version")
+        return stats[key]
+
+    flagged = 0
+    for r in rows:
+        for row in (r, r.get("second_try") or {}):
+            if not row.get("sentences"):
+                continue
+            terms = unseen_terms(r["question"], of(r["suite"]))
+            for s in row["sentences"]:
+                s["checks"].pop("unseen_terms", None)
+                if restates(strip_markers(s["text"]), terms):
+                    s["checks"]["unseen_terms"] = False
+                    flagged += 1
+    return flagged
+
+
 def prepare_rows(config: Any, rows_path: Path, labels: list[Path], trust_index: str,
                  say: Callable[[str], None] = lambda _: None) -> list[dict[str, Any]]:
     """A part's recorded rows ready to replay: a person's verdicts attached, titles and the
-    answer_answerability signal added where the rows predate them (each step ``say``s what it did)."""
+    answer_answerability signal added where the rows predate them, the unseen-terms check recorded on every
+    sentence (each step ``say``s what it did)."""
     rows = trust.load_rows(rows_path)
     if labels:
         from eval import trust_labels
@@ -288,6 +324,8 @@ def prepare_rows(config: Any, rows_path: Path, labels: list[Path], trust_index: 
         say(f"source titles read from the indexes for {n} sources recorded before titles were")
     if (n := add_answer_answerability(config, rows)):
         say(f"answer_answerability computed for {n} answers recorded before the signal existed")
+    if (n := add_unseen_terms(config, trust_index, rows)):
+        say(f"unseen-terms check recorded: {n} sentences restate a question word no indexed passage contains")
     return rows
 
 

@@ -29,7 +29,7 @@ from rag.cite import (
     unfinished,
 )
 from rag.config import AppConfig, load_config, resolve_path
-from rag.coverage import lexical_signals
+from rag.coverage import lexical_signals, restates, unseen_terms
 from rag.embed import Embedder, load_embedder
 from rag.errors import ConfigError, InputError, UnknownPatientError
 from rag.generate import ABSTAIN_TOKEN, Generation, PromptSource, build_messages, fit_sources, is_abstention
@@ -520,6 +520,7 @@ class Assistant:
         for s in steered:
             s.supported = False
             s.checks["rules"] = False
+        self._check_unseen_terms(p.question, support)
         answer_verifier = self.gate_verifier
         if answer_verifier is not None and any(s.supported for s in support):
             # The answer read as a whole (a calibration signal): supported sentences can still miss the question.
@@ -550,6 +551,17 @@ class Assistant:
             confidence_label=conf.label(c, cfg) if reason is None else "low", citations=citations,
             sentences=sentences, timings_ms=timings, abstain_reason=reason, confidence_signals=signals,
             removed_citations=removed, draft=out.text, first_try=p.first_try, **p.base)
+
+    def _check_unseen_terms(self, question: str, support: list[Any]) -> None:
+        """Mark sentences restating a question word no indexed passage contains (recorded always, for replay);
+        with ``verifier.unseen_terms`` they are not supported: no source the index holds states them."""
+        stats = getattr(self.index, "term_stats", None)
+        terms = unseen_terms(question, stats) if stats is not None and support else frozenset()
+        for s in support:
+            if restates(strip_markers(s.text), terms):
+                s.checks["unseen_terms"] = False
+                if self.config.verifier.unseen_terms:
+                    s.supported = False
 
     def _abstain_reason(self, p: Prepared, support: list[Any], model_abstained: bool, steered: bool,
                         confidence: float) -> str | None:

@@ -210,6 +210,10 @@ class VerifierConfig(_Section):
                                                       "copied from another retrieved source and from none it cites "
                                                       "is re-cited to the source it was copied from, marked "
                                                       "attributed (BENCHMARKS.md, 'Trust')")
+    unseen_terms: bool = Field(False, description="an answer sentence that restates a question word no indexed "
+                                                  "passage contains ('glaucoma' on an index that never mentions "
+                                                  "it) is not supported (rag/coverage.py unseen_terms; "
+                                                  "BENCHMARKS.md, 'Trust')")
     subject_variant: bool = Field(False, description="abstain before generating when a shown source is about "
                                                      "another variant of the asked subject (its title's words all "
                                                      "in the question, a different type number or exclusive "

@@ -11,11 +11,16 @@ statistics (no learned model, no list of any corpus's terms):
 
 A token the index never saw gets the highest idf, so the asked subject weighs more than "treatment" or
 "symptoms". Both are gate and confidence signals; what they are worth is fitted on the trust dev split.
+
+The same statistics give a hard check (``verifier.unseen_terms``): an answer sentence that restates one
+of the question's :func:`unseen_terms` ("First-line treatment for glaucoma is metformin [2]" on an index
+that never mentions glaucoma) says something no indexed source states, whatever the claim checker reads.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +28,8 @@ from typing import Any
 import numpy as np
 
 from rag.text import tokenize
+
+_DIGIT = re.compile(r"\d")
 
 
 @dataclass(frozen=True)
@@ -65,3 +72,14 @@ def lexical_signals(question: str, source_texts: Iterable[str], stats: TermStats
     total = sum(weight.values()) or 1.0
     return {"coverage": sum(w for t, w in weight.items() if t in shown) / total,
             "unseen": sum(w for t, w in weight.items() if stats.doc_freq(t) == 0) / total}
+
+
+def unseen_terms(question: str, stats: TermStats) -> frozenset[str]:
+    """The question's BM25 tokens that no indexed passage contains. Tokens with a digit are left out: the
+    question's own numbers are exempt from the number check (an answer may restate "145 mmHg")."""
+    return frozenset(t for t in tokenize(question) if not _DIGIT.search(t) and stats.doc_freq(t) == 0)
+
+
+def restates(sentence: str, terms: frozenset[str]) -> bool:
+    """Whether ``sentence`` contains one of ``terms`` (BM25 tokens, so "Glaucoma's" finds "glaucoma")."""
+    return bool(terms) and not terms.isdisjoint(tokenize(sentence))

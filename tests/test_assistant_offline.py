@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from rag.assistant import ABSTAIN_MESSAGE, Assistant
+from rag.answer import Answer
+from rag.assistant import ABSTAIN_MESSAGE, NOTHING_SUPPORTED, Assistant
 from rag.config import load_config
 from rag.errors import EmbedderMismatchError, IndexCorruptError, IndexMissingError, InputError, UnknownPatientError
 from rag.index import HybridIndex, verify_index
@@ -546,3 +547,36 @@ def test_sources_about_another_variant_abstain_before_generating(tmp_path):
     off = Assistant(cfg.model_copy(update={"verifier": cfg.verifier.model_copy(update={"subject_variant": False})}),
                     embedder=HashEmbedder(), generator=gen, verifier=LexicalVerifier())  # type: ignore[arg-type]
     assert not off.ask("What are the symptoms of Aicardi-Goutieres syndrome type 4?").abstained
+
+
+def test_a_sentence_restating_a_question_word_the_index_never_holds_is_not_supported(tmp_path):
+    """verifier.unseen_terms: "glaucoma" is in no indexed passage, so "glaucoma is treated with metformin [1]"
+    cannot be sourced however close it reads to the metformin passage; recorded even with the switch off."""
+    from corpora.document import Document
+    from rag.update import build_index
+
+    docs = [Document("t2d", "Metformin is the first-line treatment for type 2 diabetes, with lifestyle change. "
+                            "Early combination therapy is considered when HbA1c is far above target.",
+                     "Type 2 diabetes treatment", "reference", "t2d.md")]
+    root = tmp_path / "index"
+    build_index(docs, HashEmbedder(), root, load_config().chunking.model_dump())
+    gen = ScriptedGenerator("The first-line treatment for glaucoma is metformin [1].")
+    over = [f"index.dir={root}", "index.auto_build_demo=false", "verifier.answerable_min=0.0",
+            "confidence.abstain_below=0.0", "confidence.calibration=null", "generator.second_try=false"]
+    question = "What is the first-line treatment of glaucoma?"
+
+    def ask(on: bool) -> Answer:
+        cfg = load_config(overrides=[*over, f"verifier.unseen_terms={str(on).lower()}"])
+        a = Assistant(cfg, embedder=HashEmbedder(), generator=gen, verifier=LexicalVerifier())  # type: ignore[arg-type]
+        return a.ask(question)
+
+    off = ask(False)
+    assert not off.abstained and off.sentences[0].checks.get("unseen_terms") is False
+    on = ask(True)
+    assert on.abstained and on.abstain_reason == NOTHING_SUPPORTED and not on.sentences[0].supported
+    # A question whose words are all indexed is answered as before.
+    gen.replies = ["The first-line treatment for type 2 diabetes is metformin [1]."]
+    kept = Assistant(load_config(overrides=[*over, "verifier.unseen_terms=true"]), embedder=HashEmbedder(),
+                     generator=gen, verifier=LexicalVerifier()  # type: ignore[arg-type]
+                     ).ask("What is the first-line treatment of type 2 diabetes?")
+    assert not kept.abstained and "unseen_terms" not in kept.sentences[0].checks

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rag.coverage import TermStats, lexical_signals
+from rag.coverage import TermStats, lexical_signals, restates, unseen_terms
 from rag.lexical import build_bm25
 
 PASSAGES = [
@@ -58,3 +58,15 @@ def test_a_question_of_stopwords_names_nothing(stats: TermStats) -> None:
 
 def test_no_bm25_scores_gives_no_stats() -> None:
     assert TermStats.from_bm25(object()) is None
+
+
+def test_unseen_terms_are_the_question_words_no_passage_holds_and_a_sentence_restating_one_is_caught() -> None:
+    stats = TermStats.from_bm25(build_bm25(["Metformin is the first-line treatment of type 2 diabetes.",
+                                            "The blood pressure target is below 130 mmHg."]))
+    assert stats is not None
+    terms = unseen_terms("What is the first-line treatment of glaucoma at 145 mmHg?", stats)
+    assert terms == frozenset({"glaucoma"})  # "145": numbers are exempt (the number check owns them)
+    assert restates("Glaucoma's first-line treatment is metformin [1].", terms)
+    assert not restates("Metformin is the first-line treatment [1].", terms)
+    assert unseen_terms("What is the first-line treatment of type 2 diabetes?", stats) == frozenset()
+    assert not restates("Anything at all.", frozenset())

@@ -267,6 +267,16 @@ def test_subject_variant_replays_on_the_recorded_source_titles():
     assert trust.replay(row, 0.1, 0.0, None, {}, subject_variant=True)["answered"]
 
 
+def test_unseen_terms_replays_on_the_recorded_sentence_check():
+    row = _row("demo_out_of_corpus", False, 0.9, 0.9)
+    row["sentences"][0]["checks"]["unseen_terms"] = False  # restates a question word no indexed passage holds
+    assert trust.replay(row, 0.1, 0.0, None, {})["answered"]
+    held = trust.replay(row, 0.1, 0.0, None, {}, unseen_terms=True)
+    assert not held["answered"] and held["right"]
+    del row["sentences"][0]["checks"]["unseen_terms"]
+    assert trust.replay(row, 0.1, 0.0, None, {}, unseen_terms=True)["answered"]
+
+
 def test_recite_supported_replays_a_supported_copy_of_an_uncited_source():
     row = _row("medquad", True, 0.9, 0.9, right_doc=False)  # supported as cited, to the wrong page
     copy = "Salt intake in CKD should be kept below 2 g per day"
