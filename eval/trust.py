@@ -259,6 +259,11 @@ def _replay_answer(row: dict[str, Any], abstain_below: float, calib: dict[str, A
     if row["reason"] == MODEL_FOUND_NOTHING:
         return {"answered": False, "right": not row["answerable"], "confidence": 0.0, "model_cited": False,
                 "withheld": MODEL_FOUND_NOTHING}
+    if unseen_terms and any(s["checks"].get("unseen_terms") is False for s in row["sentences"]):
+        # verifier.unseen_terms: a sentence restates a question word no indexed passage holds; the whole answer is
+        # withheld, with no second try (the sources are about something else)
+        return {"answered": False, "right": not row["answerable"], "confidence": 0.0, "model_cited": False,
+                "withheld": "unseen terms"}
     shown = []
     texts = {src["n"]: str(src.get("text") or "") for src in row.get("sources", [])} \
         if verbatim or verbatim_recite or recite_supported else {}
@@ -278,8 +283,6 @@ def _replay_answer(row: dict[str, Any], abstain_below: float, calib: dict[str, A
             ok = False  # verifier.record_polarity: "no anaemia" cited to a record saying "Anaemia: yes"
         if record_rules and ch.get("record_rules") is False:
             ok = False
-        if unseen_terms and ch.get("unseen_terms") is False:
-            ok = False  # verifier.unseen_terms: restates a question word no indexed passage contains
         if not ok and verbatim_recite and s["citations"]:
             # verifier.verbatim_recite: copied from a source it does not cite
             s = _recited(s, row, texts, polarity, verbatim_strict) or s

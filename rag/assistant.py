@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +39,7 @@ from rag.inputs import clean_patient_id, clean_question
 from rag.models import EmbedderSpec, resolve
 from rag.retrieve import HybridRetriever, Retrieval, Scorer, Unit
 from rag.subject import other_variant
-from rag.text import split_sentences
+from rag.text import split_sentences, tokenize
 from rag.verifier import Verifier, adapter_mismatch, answer_answerability
 
 log = logging.getLogger(__name__)
@@ -520,7 +520,7 @@ class Assistant:
         for s in steered:
             s.supported = False
             s.checks["rules"] = False
-        self._check_unseen_terms(p.question, support)
+        restated = self._check_unseen_terms(p.question, support)
         answer_verifier = self.gate_verifier
         if answer_verifier is not None and any(s.supported for s in support):
             # The answer read as a whole (a calibration signal): supported sentences can still miss the question.
@@ -531,7 +531,7 @@ class Assistant:
         if self.verifier is not None:
             signals["support_prob"] = float(np.mean([max(s.score, 0.0) for s in support])) if support else 0.0
         c = conf.combine(signals, cfg, self.calibration if cfg.calibrated_answers else None)
-        reason = self._abstain_reason(p, support, model_abstained, bool(steered), c)
+        reason = self._abstain_reason(p, support, model_abstained, bool(steered), c, restated)
         citations = self._cited(units, support, p.answerable)
         sentences = [SentenceRecord(_with_markers(strip_markers(s.text), s.citations) if s.attributed else s.text,
                                     s.citations,
@@ -552,19 +552,23 @@ class Assistant:
             sentences=sentences, timings_ms=timings, abstain_reason=reason, confidence_signals=signals,
             removed_citations=removed, draft=out.text, first_try=p.first_try, **p.base)
 
-    def _check_unseen_terms(self, question: str, support: list[Any]) -> None:
+    def _check_unseen_terms(self, question: str, support: list[Any]) -> list[str]:
         """Mark sentences restating a question word no indexed passage contains (recorded always, for replay);
-        with ``verifier.unseen_terms`` they are not supported: no source the index holds states them."""
+        with ``verifier.unseen_terms`` they are not supported (no source the index holds states them) and the
+        answer is withheld (:meth:`_abstain_reason`). Returns the words restated."""
         stats = getattr(self.index, "term_stats", None)
         terms = unseen_terms(question, stats) if stats is not None and support else frozenset()
+        restated: set[str] = set()
         for s in support:
             if restates(strip_markers(s.text), terms):
                 s.checks["unseen_terms"] = False
+                restated.update(terms & set(tokenize(strip_markers(s.text))))
                 if self.config.verifier.unseen_terms:
                     s.supported = False
+        return sorted(restated)
 
     def _abstain_reason(self, p: Prepared, support: list[Any], model_abstained: bool, steered: bool,
-                        confidence: float) -> str | None:
+                        confidence: float, restated: Sequence[str] = ()) -> str | None:
         """Why the checked answer is withheld (the first rule that applies), or None to answer."""
         cfg = self.config.confidence
         if model_abstained:
@@ -572,6 +576,12 @@ class Assistant:
         if steered:
             return ("the answer claims its rules or scope changed (an instruction inside the question or a source?); "
                     "refused")
+        if self.config.verifier.unseen_terms and restated:
+            # The generator wrote the asked subject into a claim and no indexed source names it: the sources are
+            # about something else, so their other (supported) sentences do not answer either, and a second try
+            # would read the same sources (none is made).
+            return (f"the question asks about {', '.join(repr(t) for t in restated)}, which no indexed source "
+                    "mentions")
         if not any(s.supported for s in support):
             return NOTHING_SUPPORTED
         if cfg.record_rules and p.patient_id and (

@@ -551,32 +551,36 @@ def test_sources_about_another_variant_abstain_before_generating(tmp_path):
 
 def test_a_sentence_restating_a_question_word_the_index_never_holds_is_not_supported(tmp_path):
     """verifier.unseen_terms: "glaucoma" is in no indexed passage, so "glaucoma is treated with metformin [1]"
-    cannot be sourced however close it reads to the metformin passage; recorded even with the switch off."""
+    cannot be sourced however close it reads to the metformin passage (recorded even with the switch off); the
+    whole answer is withheld, naming the word, with no second try (it would read the same off-topic sources)."""
     from corpora.document import Document
     from rag.update import build_index
 
     docs = [Document("t2d", "Metformin is the first-line treatment for type 2 diabetes, with lifestyle change. "
                             "Early combination therapy is considered when HbA1c is far above target.",
-                     "Type 2 diabetes treatment", "reference", "t2d.md")]
+                     "Type 2 diabetes treatment", "reference", "t2d.md"),
+            Document("htn", "First-line treatment for hypertension is a thiazide, an ACE inhibitor, an ARB or a "
+                            "calcium channel blocker.", "Hypertension treatment", "reference", "htn.md")]
     root = tmp_path / "index"
     build_index(docs, HashEmbedder(), root, load_config().chunking.model_dump())
-    gen = ScriptedGenerator("The first-line treatment for glaucoma is metformin [1].")
+    # The second sentence is true and sourced, but about type 2 diabetes: not an answer either.
+    gen = ScriptedGenerator("The first-line treatment for glaucoma is metformin [1]. Metformin is the first-line "
+                            "treatment for type 2 diabetes, with lifestyle change [1].")
     over = [f"index.dir={root}", "index.auto_build_demo=false", "verifier.answerable_min=0.0",
-            "confidence.abstain_below=0.0", "confidence.calibration=null", "generator.second_try=false"]
+            "confidence.abstain_below=0.0", "confidence.calibration=null", "generator.second_try=true"]
     question = "What is the first-line treatment of glaucoma?"
 
-    def ask(on: bool) -> Answer:
+    def assistant(on: bool) -> Assistant:
         cfg = load_config(overrides=[*over, f"verifier.unseen_terms={str(on).lower()}"])
-        a = Assistant(cfg, embedder=HashEmbedder(), generator=gen, verifier=LexicalVerifier())  # type: ignore[arg-type]
-        return a.ask(question)
+        return Assistant(cfg, embedder=HashEmbedder(), generator=gen, verifier=LexicalVerifier())  # type: ignore[arg-type]
 
-    off = ask(False)
-    assert not off.abstained and off.sentences[0].checks.get("unseen_terms") is False
-    on = ask(True)
-    assert on.abstained and on.abstain_reason == NOTHING_SUPPORTED and not on.sentences[0].supported
+    off = assistant(False).ask(question)
+    assert not off.abstained and off.sentences[0].checks.get("unseen_terms") is False and gen.calls == 1
+    on = assistant(True).ask(question)
+    assert on.abstained and not on.sentences[0].supported and on.sentences[1].supported
+    assert gen.calls == 2, "one generation, no second try"
+    assert on.abstain_reason == "the question asks about 'glaucoma', which no indexed source mentions"
     # A question whose words are all indexed is answered as before.
     gen.replies = ["The first-line treatment for type 2 diabetes is metformin [1]."]
-    kept = Assistant(load_config(overrides=[*over, "verifier.unseen_terms=true"]), embedder=HashEmbedder(),
-                     generator=gen, verifier=LexicalVerifier()  # type: ignore[arg-type]
-                     ).ask("What is the first-line treatment of type 2 diabetes?")
+    kept = assistant(True).ask("What is the first-line treatment of type 2 diabetes?")
     assert not kept.abstained and "unseen_terms" not in kept.sentences[0].checks

@@ -270,11 +270,19 @@ def test_subject_variant_replays_on_the_recorded_source_titles():
 def test_unseen_terms_replays_on_the_recorded_sentence_check():
     row = _row("demo_out_of_corpus", False, 0.9, 0.9)
     row["sentences"][0]["checks"]["unseen_terms"] = False  # restates a question word no indexed passage holds
+    row["sentences"].append(dict(row["sentences"][0], text="B [1].", checks={"numbers": True}))  # supported
     assert trust.replay(row, 0.1, 0.0, None, {})["answered"]
     held = trust.replay(row, 0.1, 0.0, None, {}, unseen_terms=True)
     assert not held["answered"] and held["right"]
+    # The whole answer is withheld, with no second try (the sources are about something else)
+    row["second_try"] = {**_row("demo_out_of_corpus", False, 0.9, 0.9), "sources": []}
+    assert trust.replay(row, 0.1, 0.0, None, {})["answered"]
+    assert not trust.replay(row, 0.1, 0.0, None, {}, unseen_terms=True)["answered"]
     del row["sentences"][0]["checks"]["unseen_terms"]
     assert trust.replay(row, 0.1, 0.0, None, {}, unseen_terms=True)["answered"]
+    for s in row["sentences"]:
+        s["prob"] = 0.1  # withheld by the claim check alone: the second try is made
+    assert trust.replay(row, 0.1, 0.0, None, {}, unseen_terms=True).get("second_try")
 
 
 def test_recite_supported_replays_a_supported_copy_of_an_uncited_source():
