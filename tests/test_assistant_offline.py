@@ -7,8 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from rag.answer import Answer
-from rag.assistant import ABSTAIN_MESSAGE, NOTHING_SUPPORTED, Assistant
+from rag.assistant import ABSTAIN_MESSAGE, Assistant
 from rag.config import load_config
 from rag.errors import EmbedderMismatchError, IndexCorruptError, IndexMissingError, InputError, UnknownPatientError
 from rag.index import HybridIndex, verify_index
