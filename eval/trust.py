@@ -212,7 +212,7 @@ def replay(row: dict[str, Any], gate: float, abstain_below: float, calib: dict[s
            second_try: bool = True, statement_checks: bool = False, verbatim: bool = False,
            record_polarity: bool = False, verbatim_recite: bool = False,
            subject_variant: bool = False, recite_supported: bool = False,
-           verbatim_strict: bool = False, unseen_terms: bool = False) -> dict[str, Any]:
+           verbatim_strict: bool = False, unseen_terms: bool = False, novel_terms: bool = False) -> dict[str, Any]:
     """Would the pipeline answer this question under these settings, and would it be right?
 
     Only what the records hold can change: the answerability gate (questions below the run's floor
@@ -234,7 +234,7 @@ def replay(row: dict[str, Any], gate: float, abstain_below: float, calib: dict[s
                           "statement_checks": statement_checks, "verbatim": verbatim,
                           "record_polarity": record_polarity, "verbatim_recite": verbatim_recite,
                           "recite_supported": recite_supported, "verbatim_strict": verbatim_strict,
-                          "unseen_terms": unseen_terms}
+                          "unseen_terms": unseen_terms, "novel_terms": novel_terms}
     first = _replay_answer(row, abstain_below, calib, records, **kw)
     second = row.get("second_try")
     if first.get("withheld") in (MODEL_FOUND_NOTHING, NOTHING_SUPPORTED) and second is not None and second_try:
@@ -252,7 +252,7 @@ def _replay_answer(row: dict[str, Any], abstain_below: float, calib: dict[str, A
                    statement_checks: bool = False, verbatim: bool = False,
                    record_polarity: bool = False, verbatim_recite: bool = False,
                    recite_supported: bool = False, verbatim_strict: bool = False,
-                   unseen_terms: bool = False) -> dict[str, Any]:
+                   unseen_terms: bool = False, novel_terms: bool = False) -> dict[str, Any]:
     """One generated answer (a first or a second try) past the gate, under these settings; ``withheld``
     says why it would not be shown."""
     sig = row["signals"]
@@ -283,6 +283,8 @@ def _replay_answer(row: dict[str, Any], abstain_below: float, calib: dict[str, A
             ok = False  # verifier.record_polarity: "no anaemia" cited to a record saying "Anaemia: yes"
         if record_rules and ch.get("record_rules") is False:
             ok = False
+        if novel_terms and ch.get("novel_terms") is False:
+            ok = False  # verifier.novel_terms: a word no indexed passage contains and the question does not
         if not ok and verbatim_recite and s["citations"]:
             # verifier.verbatim_recite: copied from a source it does not cite
             s = _recited(s, row, texts, polarity, verbatim_strict) or s
@@ -709,6 +711,7 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "re-citing supported copies flipped (verifier.recite_supported)": {"recite_supported": "flip"},
     "copies with a new word flipped (verifier.verbatim_strict)": {"verbatim_strict": "flip"},
     "unseen question words flipped (verifier.unseen_terms)": {"unseen_terms": "flip"},
+    "novel words flipped (verifier.novel_terms)": {"novel_terms": "flip"},
 }
 
 
@@ -732,7 +735,7 @@ def pipeline_options(config: Any) -> dict[str, bool]:
             "verbatim": v.verbatim_support, "record_polarity": v.record_polarity,
             "verbatim_recite": v.verbatim_recite, "subject_variant": v.subject_variant,
             "recite_supported": v.recite_supported, "verbatim_strict": v.verbatim_strict,
-            "unseen_terms": v.unseen_terms}
+            "unseen_terms": v.unseen_terms, "novel_terms": v.novel_terms}
 
 
 # The cosine rescue bars and support bars the dev choice considers. The support bar is never below 0.5: below

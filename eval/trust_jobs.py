@@ -273,13 +273,13 @@ def add_titles(config: Any, trust_index: str, rows: list[dict[str, Any]]) -> int
 
 
 def add_unseen_terms(config: Any, trust_index: str, rows: list[dict[str, Any]]) -> int:
-    """Record the ``unseen_terms`` check (:func:`rag.coverage.unseen_terms`) on every recorded sentence, as the
-    assistant records it, from the BM25 statistics of the index each question ran on (demo suites: the
-    config's index; the rest: the trust index), so that ``verifier.unseen_terms`` can be replayed on rows
-    recorded before it existed. Returns how many sentences restate an unseen question word."""
+    """Record the ``unseen_terms`` and ``novel_terms`` checks (:mod:`rag.coverage`) on every recorded sentence, as
+    the assistant records them, from the BM25 statistics of the index each question ran on (demo suites: the
+    config's index; the rest: the trust index), so that ``verifier.unseen_terms`` and ``verifier.novel_terms`` can be
+    replayed on rows recorded before them. Returns how many sentences restate an unseen question word."""
     from rag.cite import strip_markers
     from rag.config import resolve_path
-    from rag.coverage import restates, unseen_terms
+    from rag.coverage import novel_terms, restates, unseen_terms
     from rag.index import HybridIndex
 
     stats: dict[str, Any] = {}
@@ -301,9 +301,12 @@ def add_unseen_terms(config: Any, trust_index: str, rows: list[dict[str, Any]]) 
             terms = unseen_terms(r["question"], of(r["suite"]))
             for s in row["sentences"]:
                 s["checks"].pop("unseen_terms", None)
+                s["checks"].pop("novel_terms", None)
                 if restates(strip_markers(s["text"]), terms):
                     s["checks"]["unseen_terms"] = False
                     flagged += 1
+                if novel_terms(strip_markers(s["text"]), r["question"], of(r["suite"])):
+                    s["checks"]["novel_terms"] = False
     return flagged
 
 

@@ -29,7 +29,7 @@ from rag.cite import (
     unfinished,
 )
 from rag.config import AppConfig, load_config, resolve_path
-from rag.coverage import lexical_signals, restates, unseen_terms
+from rag.coverage import lexical_signals, novel_terms, restates, unseen_terms
 from rag.embed import Embedder, load_embedder
 from rag.errors import ConfigError, InputError, UnknownPatientError
 from rag.generate import ABSTAIN_TOKEN, Generation, PromptSource, build_messages, fit_sources, is_abstention
@@ -560,6 +560,10 @@ class Assistant:
         terms = unseen_terms(question, stats) if stats is not None and support else frozenset()
         restated: set[str] = set()
         for s in support:
+            if stats is not None and novel_terms(strip_markers(s.text), question, stats):
+                s.checks["novel_terms"] = False  # a word no source can have stated (verifier.novel_terms)
+                if self.config.verifier.novel_terms:
+                    s.supported = False
             if restates(strip_markers(s.text), terms):
                 s.checks["unseen_terms"] = False
                 restated.update(terms & set(tokenize(strip_markers(s.text))))

@@ -210,6 +210,10 @@ class VerifierConfig(_Section):
                                                       "copied from another retrieved source and from none it cites "
                                                       "is re-cited to the source it was copied from, marked "
                                                       "attributed (BENCHMARKS.md, 'Trust')")
+    novel_terms: bool = Field(False, description="an answer sentence with a word no indexed passage contains and the "
+                                                 "question does not ('bronchoscopy' in a pulmonary embolism "
+                                                 "answer from an index that never names it) is not supported "
+                                                 "(rag/coverage.py novel_terms; BENCHMARKS.md, 'Trust')")
     unseen_terms: bool = Field(False, description="an answer sentence that restates a question word no indexed "
                                                   "passage contains ('glaucoma' on an index that never mentions "
                                                   "it) is not supported (rag/coverage.py unseen_terms; "

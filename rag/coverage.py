@@ -83,3 +83,12 @@ def unseen_terms(question: str, stats: TermStats) -> frozenset[str]:
 def restates(sentence: str, terms: frozenset[str]) -> bool:
     """Whether ``sentence`` contains one of ``terms`` (BM25 tokens, so "Glaucoma's" finds "glaucoma")."""
     return bool(terms) and not terms.isdisjoint(tokenize(sentence))
+
+
+def novel_terms(sentence: str, question: str, stats: TermStats) -> frozenset[str]:
+    """The sentence's BM25 tokens that no indexed passage contains and the question does not contain (tokens
+    with a digit left to the number check): words the generator brought that no source can have stated
+    ("Pulmonary embolism is diagnosed by a bronchoscopy" on an index that never names bronchoscopy)."""
+    asked = set(tokenize(question))
+    return frozenset(t for t in tokenize(sentence)
+                     if t not in asked and not _DIGIT.search(t) and stats.doc_freq(t) == 0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rag.coverage import TermStats, lexical_signals, restates, unseen_terms
+from rag.coverage import TermStats, lexical_signals, novel_terms, restates, unseen_terms
 from rag.lexical import build_bm25
 
 PASSAGES = [
@@ -70,3 +70,15 @@ def test_unseen_terms_are_the_question_words_no_passage_holds_and_a_sentence_res
     assert not restates("Metformin is the first-line treatment [1].", terms)
     assert unseen_terms("What is the first-line treatment of type 2 diabetes?", stats) == frozenset()
     assert not restates("Anything at all.", frozenset())
+
+
+def test_novel_terms_are_sentence_words_neither_the_index_nor_the_question_has() -> None:
+    stats = TermStats.from_bm25(build_bm25(["CT pulmonary angiography confirms pulmonary embolism.",
+                                            "A D-dimer below the cut-off excludes it when probability is low."]))
+    assert stats is not None
+    q = "How is pulmonary embolism diagnosed?"
+    assert novel_terms("Pulmonary embolism is diagnosed by a bronchoscopy [1].", q, stats) == {"bronchoscopy"}
+    assert novel_terms("CT pulmonary angiography confirms pulmonary embolism [1].", q, stats) == frozenset()
+    # the question's own words and numbers are not the generator's invention; any other new word is
+    assert novel_terms("Pulmonary embolism is diagnosed at 24 [1].", q, stats) == frozenset()
+    assert novel_terms("Pulmonary embolism is diagnosed within hours [1].", q, stats) == frozenset({"within", "hour"})

@@ -285,6 +285,16 @@ def test_unseen_terms_replays_on_the_recorded_sentence_check():
     assert trust.replay(row, 0.1, 0.0, None, {}, unseen_terms=True).get("second_try")
 
 
+def test_novel_terms_replays_per_sentence():
+    row = _row("medquad", True, 0.9, 0.9)
+    row["sentences"].append(dict(row["sentences"][0], text="B [1].", checks={"numbers": True, "novel_terms": False}))
+    kept = trust.replay(row, 0.1, 0.0, None, {}, novel_terms=True)
+    assert kept["answered"] and kept["shown"] == 1 and kept["sentences"] == 2  # only the flagged sentence goes
+    row["sentences"][0]["checks"]["novel_terms"] = False
+    assert not trust.replay(row, 0.1, 0.0, None, {}, novel_terms=True)["answered"]
+    assert trust.replay(row, 0.1, 0.0, None, {})["answered"]
+
+
 def test_recite_supported_replays_a_supported_copy_of_an_uncited_source():
     row = _row("medquad", True, 0.9, 0.9, right_doc=False)  # supported as cited, to the wrong page
     copy = "Salt intake in CKD should be kept below 2 g per day"
