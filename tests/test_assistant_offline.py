@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from rag.answer import Answer
 from rag.assistant import ABSTAIN_MESSAGE, Assistant
 from rag.config import load_config
 from rag.errors import EmbedderMismatchError, IndexCorruptError, IndexMissingError, InputError, UnknownPatientError
@@ -583,3 +584,30 @@ def test_a_sentence_restating_a_question_word_the_index_never_holds_is_not_suppo
     gen.replies = ["The first-line treatment for type 2 diabetes is metformin [1]."]
     kept = assistant(True).ask("What is the first-line treatment of type 2 diabetes?")
     assert not kept.abstained and "unseen_terms" not in kept.sentences[0].checks
+
+
+def test_a_sentence_bringing_a_word_no_source_holds_is_not_supported(tmp_path):
+    """verifier.novel_terms: "bronchoscopy" is in no indexed passage and not in the question; that sentence goes,
+    the sourced one stays (recorded even with the switch off)."""
+    from corpora.document import Document
+    from rag.update import build_index
+
+    docs = [Document("pe", "CT pulmonary angiography confirms pulmonary embolism. A low D-dimer excludes it when "
+                           "clinical probability is low.", "Pulmonary embolism diagnosis", "reference", "pe.md")]
+    root = tmp_path / "index"
+    build_index(docs, HashEmbedder(), root, load_config().chunking.model_dump())
+    gen = ScriptedGenerator("CT pulmonary angiography confirms pulmonary embolism [1]. CT pulmonary angiography or "
+                            "bronchoscopy confirms pulmonary embolism [1].")
+    over = [f"index.dir={root}", "index.auto_build_demo=false", "verifier.answerable_min=0.0",
+            "confidence.abstain_below=0.0", "confidence.calibration=null", "generator.second_try=false"]
+
+    def ask(on: bool) -> Answer:
+        cfg = load_config(overrides=[*over, f"verifier.novel_terms={str(on).lower()}"])
+        a = Assistant(cfg, embedder=HashEmbedder(), generator=gen, verifier=LexicalVerifier())  # type: ignore[arg-type]
+        return a.ask("How is pulmonary embolism diagnosed?")
+
+    off, on = ask(False), ask(True)
+    assert [s.supported for s in off.sentences] == [True, True]
+    assert off.sentences[1].checks.get("novel_terms") is False and "novel_terms" not in off.sentences[0].checks
+    assert [s.supported for s in on.sentences] == [True, False] and not on.abstained
+    assert "bronchoscopy" not in on.answer
