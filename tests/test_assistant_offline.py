@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import pytest
@@ -549,61 +550,61 @@ def test_sources_about_another_variant_abstain_before_generating(tmp_path):
     assert not off.ask("What are the symptoms of Aicardi-Goutieres syndrome type 4?").abstained
 
 
+def _checked_assistant(tmp_path: Any, docs: list[tuple[str, str, str]], gen: ScriptedGenerator, switch: str,
+                       on: bool, second_try: bool) -> Assistant:
+    """An assistant over ``docs`` (id, text, title): no gate, threshold or calibration; ``verifier.<switch>`` set."""
+    from corpora.document import Document
+    from rag.update import build_index
+
+    root = tmp_path / "index"
+    if not root.exists():
+        build_index([Document(d, text, title, "reference", f"{d}.md") for d, text, title in docs], HashEmbedder(),
+                    root, load_config().chunking.model_dump())
+    cfg = load_config(overrides=[f"index.dir={root}", "index.auto_build_demo=false", "verifier.answerable_min=0.0",
+                                 "confidence.abstain_below=0.0", "confidence.calibration=null",
+                                 f"generator.second_try={str(second_try).lower()}",
+                                 f"verifier.{switch}={str(on).lower()}"])
+    return Assistant(cfg, embedder=HashEmbedder(), generator=gen, verifier=LexicalVerifier())  # type: ignore[arg-type]
+
+
 def test_a_sentence_restating_a_question_word_the_index_never_holds_is_not_supported(tmp_path):
     """verifier.unseen_terms: "glaucoma" is in no indexed passage, so "glaucoma is treated with metformin [1]"
     cannot be sourced however close it reads to the metformin passage (recorded even with the switch off); the
     whole answer is withheld, naming the word, with no second try (it would read the same off-topic sources)."""
-    from corpora.document import Document
-    from rag.update import build_index
-
-    docs = [Document("t2d", "Metformin is the first-line treatment for type 2 diabetes, with lifestyle change. "
-                            "Early combination therapy is considered when HbA1c is far above target.",
-                     "Type 2 diabetes treatment", "reference", "t2d.md"),
-            Document("htn", "First-line treatment for hypertension is a thiazide, an ACE inhibitor, an ARB or a "
-                            "calcium channel blocker.", "Hypertension treatment", "reference", "htn.md")]
-    root = tmp_path / "index"
-    build_index(docs, HashEmbedder(), root, load_config().chunking.model_dump())
+    docs = [("t2d", "Metformin is the first-line treatment for type 2 diabetes, with lifestyle change. Early "
+                    "combination therapy is considered when HbA1c is far above target.", "Type 2 diabetes treatment"),
+            ("htn", "First-line treatment for hypertension is a thiazide, an ACE inhibitor, an ARB or a calcium "
+                    "channel blocker.", "Hypertension treatment")]
     # The second sentence is true and sourced, but about type 2 diabetes: not an answer either.
     gen = ScriptedGenerator("The first-line treatment for glaucoma is metformin [1]. Metformin is the first-line "
                             "treatment for type 2 diabetes, with lifestyle change [1].")
-    over = [f"index.dir={root}", "index.auto_build_demo=false", "verifier.answerable_min=0.0",
-            "confidence.abstain_below=0.0", "confidence.calibration=null", "generator.second_try=true"]
     question = "What is the first-line treatment of glaucoma?"
 
-    def assistant(on: bool) -> Assistant:
-        cfg = load_config(overrides=[*over, f"verifier.unseen_terms={str(on).lower()}"])
-        return Assistant(cfg, embedder=HashEmbedder(), generator=gen, verifier=LexicalVerifier())  # type: ignore[arg-type]
+    def ask(on: bool, q: str = question) -> Answer:
+        return _checked_assistant(tmp_path, docs, gen, "unseen_terms", on, second_try=True).ask(q)
 
-    off = assistant(False).ask(question)
+    off = ask(False)
     assert not off.abstained and off.sentences[0].checks.get("unseen_terms") is False and gen.calls == 1
-    on = assistant(True).ask(question)
+    on = ask(True)
     assert on.abstained and not on.sentences[0].supported and on.sentences[1].supported
     assert gen.calls == 2, "one generation, no second try"
     assert on.abstain_reason == "the question asks about 'glaucoma', which no indexed source mentions"
     # A question whose words are all indexed is answered as before.
     gen.replies = ["The first-line treatment for type 2 diabetes is metformin [1]."]
-    kept = assistant(True).ask("What is the first-line treatment of type 2 diabetes?")
+    kept = ask(True, "What is the first-line treatment of type 2 diabetes?")
     assert not kept.abstained and "unseen_terms" not in kept.sentences[0].checks
 
 
 def test_a_sentence_bringing_a_word_no_source_holds_is_not_supported(tmp_path):
     """verifier.novel_terms: "bronchoscopy" is in no indexed passage and not in the question; that sentence goes,
     the sourced one stays (recorded even with the switch off)."""
-    from corpora.document import Document
-    from rag.update import build_index
-
-    docs = [Document("pe", "CT pulmonary angiography confirms pulmonary embolism. A low D-dimer excludes it when "
-                           "clinical probability is low.", "Pulmonary embolism diagnosis", "reference", "pe.md")]
-    root = tmp_path / "index"
-    build_index(docs, HashEmbedder(), root, load_config().chunking.model_dump())
+    docs = [("pe", "CT pulmonary angiography confirms pulmonary embolism. A low D-dimer excludes it when clinical "
+                   "probability is low.", "Pulmonary embolism diagnosis")]
     gen = ScriptedGenerator("CT pulmonary angiography confirms pulmonary embolism [1]. CT pulmonary angiography or "
                             "bronchoscopy confirms pulmonary embolism [1].")
-    over = [f"index.dir={root}", "index.auto_build_demo=false", "verifier.answerable_min=0.0",
-            "confidence.abstain_below=0.0", "confidence.calibration=null", "generator.second_try=false"]
 
     def ask(on: bool) -> Answer:
-        cfg = load_config(overrides=[*over, f"verifier.novel_terms={str(on).lower()}"])
-        a = Assistant(cfg, embedder=HashEmbedder(), generator=gen, verifier=LexicalVerifier())  # type: ignore[arg-type]
+        a = _checked_assistant(tmp_path, docs, gen, "novel_terms", on, second_try=False)
         return a.ask("How is pulmonary embolism diagnosed?")
 
     off, on = ask(False), ask(True)
