@@ -553,9 +553,10 @@ class Assistant:
             removed_citations=removed, draft=out.text, first_try=p.first_try, **p.base)
 
     def _check_unseen_terms(self, question: str, support: list[Any]) -> list[str]:
-        """Mark sentences restating a question word no indexed passage contains (recorded always, for replay);
-        with ``verifier.unseen_terms`` they are not supported (no source the index holds states them) and the
-        answer is withheld (:meth:`_abstain_reason`). Returns the words restated."""
+        """The index-vocabulary checks (:mod:`rag.coverage`), recorded on every sentence for replay whatever the
+        switches: a sentence restating a question word no indexed passage contains (``verifier.unseen_terms``:
+        unsupported, and the answer is withheld in :meth:`_abstain_reason`), and one bringing a word neither the
+        index nor the question holds (``verifier.novel_terms``: unsupported). Returns the question words restated."""
         stats = getattr(self.index, "term_stats", None)
         terms = unseen_terms(question, stats) if stats is not None and support else frozenset()
         restated: set[str] = set()
