@@ -481,14 +481,7 @@ def outcomes(rows: list[dict[str, Any]], settings: dict[str, Any], records: dict
     return [{**replay(r, settings["gate"], settings["abstain_below"], settings.get("calibration"), records,
                       record_rules=settings.get("record_rules", False), support=settings.get("support", "verifier"),
                       support_min=settings.get("support_min", 0.5), support_cosine=settings.get("support_cosine"),
-                      second_try=settings.get("second_try", True),
-                      statement_checks=settings.get("statement_checks", False),
-                      verbatim=settings.get("verbatim", False),
-                      record_polarity=settings.get("record_polarity", False),
-                      verbatim_recite=settings.get("verbatim_recite", False),
-                      subject_variant=settings.get("subject_variant", False),
-                      recite_supported=settings.get("recite_supported", False),
-                      verbatim_strict=settings.get("verbatim_strict", False)),
+                      **switches(settings)),
              "suite": r["suite"], "answerable": r["answerable"]} for r in rows]
 
 
@@ -726,6 +719,17 @@ def settings_from(config: Any, floor: float) -> dict[str, Any]:
             "calibration": calib, "record_rules": config.confidence.record_rules,
             "support_min": config.verifier.support_min, "support_cosine": config.verifier.support_cosine,
             **pipeline_options(config), "floor": floor}
+
+
+# Every pipeline switch :func:`replay` takes, by its replay name: a replay passes all of them (one list, so a new
+# switch cannot be left out of one caller).
+SWITCHES = ("second_try", "statement_checks", "verbatim", "record_polarity", "verbatim_recite", "subject_variant",
+            "recite_supported", "verbatim_strict", "unseen_terms", "novel_terms")
+
+
+def switches(settings: dict[str, Any]) -> dict[str, Any]:
+    """The pipeline switches in ``settings`` (the rest keep :func:`replay`'s defaults)."""
+    return {k: settings[k] for k in SWITCHES if k in settings}
 
 
 def pipeline_options(config: Any) -> dict[str, bool]:

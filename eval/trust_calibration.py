@@ -25,9 +25,6 @@ import numpy as np
 
 from eval import trust
 
-OPTIONS = ("second_try", "statement_checks", "verbatim", "record_polarity", "verbatim_recite", "subject_variant",
-           "recite_supported")
-
 
 def _gate_model(settings: dict[str, Any]) -> dict[str, Any] | None:
     return settings["calibration"].get("gate") if settings.get("calibration") else None
@@ -39,12 +36,12 @@ def answered_at(rows: list[dict[str, Any]], settings: dict[str, Any], records: d
     gate = _gate_model(settings)
     return [trust.replay(r, settings["gate"], 0.0, {"gate": gate} if gate else None, records,
                          support_min=settings["support_min"], support_cosine=settings["support_cosine"],
-                         **{k: settings[k] for k in OPTIONS}) for r in rows]
+                         **trust.switches(settings)) for r in rows]
 
 
 def _fit(candidate: str, rows_a: list[dict[str, Any]], records: dict[str, Any], settings: dict[str, Any]
          ) -> dict[str, Any]:
-    opts = {k: settings[k] for k in OPTIONS}
+    opts = trust.switches(settings)
     gate_model = _gate_model(settings)
     features = None if candidate == "chosen" else candidate.split("+")
     return trust.fit_calibration(rows_a, records, gate=settings["gate"], features=features, gate_model=gate_model,

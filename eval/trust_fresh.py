@@ -45,13 +45,6 @@ def questions(paths: list[Path]) -> list[dict[str, Any]]:
     return out
 
 
-def replay_all(rows: list[dict[str, Any]], settings: dict[str, Any], gate: float, threshold: float
-               ) -> list[dict[str, Any]]:
-    keys = [k for k in settings if k not in ("gate", "abstain_below", "calibration", "floor")]
-    return [trust.replay(r, gate, threshold, settings["calibration"], {}, **{k: settings[k] for k in keys})
-            for r in rows]
-
-
 def compare(rows: list[dict[str, Any]], settings: dict[str, Any], switch: str) -> list[dict[str, Any]]:
     """Out-of-corpus answers shown and answerable answers right, with ``switch`` off and on, at three points."""
     floor = float(settings.get("floor", 0.05))
@@ -60,7 +53,7 @@ def compare(rows: list[dict[str, Any]], settings: dict[str, Any], switch: str) -
     table = []
     for name, gate, threshold in points:
         for value in (False, True):
-            out = replay_all(rows, {**settings, switch: value}, gate, threshold)
+            out = trust.outcomes(rows, {**settings, switch: value, "gate": gate, "abstain_below": threshold}, {})
             ans = [o for o, r in zip(out, rows, strict=True) if r["answerable"]]
             ooc = [o for o, r in zip(out, rows, strict=True) if not r["answerable"]]
             answered = [o for o in ans if o["answered"]]

@@ -285,6 +285,22 @@ def test_unseen_terms_replays_on_the_recorded_sentence_check():
     assert trust.replay(row, 0.1, 0.0, None, {}, unseen_terms=True).get("second_try")
 
 
+def test_outcomes_pass_every_pipeline_switch_to_replay():
+    """outcomes (summary, report, keep, holdout) must replay the switches a config runs with, not only replay()."""
+    import inspect
+
+    from rag.config import load_config
+
+    assert set(trust.SWITCHES) <= set(inspect.signature(trust.replay).parameters)
+    assert set(trust.pipeline_options(load_config())) == set(trust.SWITCHES)
+    row = _row("demo_out_of_corpus", False, 0.9, 0.9)
+    row["id"] = "q"
+    row["sentences"][0]["checks"]["unseen_terms"] = False
+    settings = {"gate": 0.1, "abstain_below": 0.0, "calibration": None}
+    assert trust.outcomes([row], {**settings, "unseen_terms": False}, {})[0]["answered"]
+    assert not trust.outcomes([row], {**settings, "unseen_terms": True}, {})[0]["answered"]
+
+
 def test_novel_terms_replays_per_sentence():
     row = _row("medquad", True, 0.9, 0.9)
     row["sentences"].append(dict(row["sentences"][0], text="B [1].", checks={"numbers": True, "novel_terms": False}))
