@@ -477,8 +477,18 @@ def _choose_c(x: np.ndarray, y: np.ndarray, grid: Sequence[float] = (0.1, 0.3, 1
     return best, scores[best]
 
 
+def point(row: dict[str, Any], settings: dict[str, Any]) -> tuple[float, float]:
+    """The (gate, threshold) a recorded question is replayed at: ``demo_point`` (the config's
+    ``index.operating_point``, when it applies to the config's index) for the suites asked on that index, else
+    ``gate`` and ``abstain_below``."""
+    demo = settings.get("demo_point")
+    if demo is not None and str(row["suite"]).startswith("demo_"):
+        return float(demo[0]), float(demo[1])
+    return settings["gate"], settings["abstain_below"]
+
+
 def outcomes(rows: list[dict[str, Any]], settings: dict[str, Any], records: dict[str, Any]) -> list[dict[str, Any]]:
-    return [{**replay(r, settings["gate"], settings["abstain_below"], settings.get("calibration"), records,
+    return [{**replay(r, *point(r, settings), settings.get("calibration"), records,
                       record_rules=settings.get("record_rules", False), support=settings.get("support", "verifier"),
                       support_min=settings.get("support_min", 0.5), support_cosine=settings.get("support_cosine"),
                       **switches(settings)),
@@ -690,7 +700,8 @@ def write_rows(rows: list[dict[str, Any]], path: Path) -> None:
 
 # -- jobs (called by `app.py eval trust ...`) ----------------------------------------------------------
 ABLATIONS: dict[str, dict[str, Any]] = {
-    "no answerability gate (floor only)": {"gate": None},
+    "no answerability gate (floor only)": {"gate": None, "demo_point": None},
+    "no per-index operating point (index.operating_point)": {"demo_point": None},
     "support by embedding cosine (old check)": {"support": "cosine"},
     "support by the verifier alone (no cosine rescue)": {"support_cosine": None},
     "record-line rules on": {"record_rules": True},
@@ -716,9 +727,28 @@ def settings_from(config: Any, floor: float) -> dict[str, Any]:
     if config.confidence.calibration:
         calib = json.loads(resolve_path(config.confidence.calibration).read_text(encoding="utf-8"))
     return {"gate": config.verifier.answerable_min, "abstain_below": config.confidence.abstain_below,
-            "calibration": calib, "record_rules": config.confidence.record_rules,
+            "demo_point": index_point(config), "calibration": calib, "record_rules": config.confidence.record_rules,
             "support_min": config.verifier.support_min, "support_cosine": config.verifier.support_cosine,
             **pipeline_options(config), "floor": floor}
+
+
+def index_point(config: Any) -> list[float] | None:
+    """The config's ``index.operating_point`` as [gate, threshold] when it applies to the config's index (its
+    current version, with the config's calibration), else None: the demo suites were asked on that index."""
+    from rag import operating
+    from rag.config import resolve_path
+    from rag.index import read_manifest
+
+    if not config.index.operating_point:
+        return None
+    p = operating.load(resolve_path(config.index.operating_point))
+    calib = config.confidence.calibration if config.confidence.calibrated_answers else None
+    why = p.mismatch(read_manifest(resolve_path(config.index.dir))[1], resolve_path(calib) if calib else None)
+    if why:
+        log.warning("index.operating_point %s does not apply to %s (%s): the demo suites replay at the general point",
+                    p.path, config.index.dir, why)
+        return None
+    return [p.answerable_min, p.abstain_below]
 
 
 # Every pipeline switch :func:`replay` takes, by its replay name: a replay passes all of them (one list, so a new

@@ -53,7 +53,11 @@ def compare(rows: list[dict[str, Any]], settings: dict[str, Any], switch: str) -
     table = []
     for name, gate, threshold in points:
         for value in (False, True):
-            out = trust.outcomes(rows, {**settings, switch: value, "gate": gate, "abstain_below": threshold}, {})
+            # the operating point is the product's (the demo index's own point where it applies); the others are swept
+            # for every suite alike
+            at = {"gate": gate, "abstain_below": threshold} if name == "operating point" else \
+                {"gate": gate, "abstain_below": threshold, "demo_point": None}
+            out = trust.outcomes(rows, {**settings, switch: value, **at}, {})
             ans = [o for o, r in zip(out, rows, strict=True) if r["answerable"]]
             ooc = [o for o, r in zip(out, rows, strict=True) if not r["answerable"]]
             answered = [o for o in ans if o["answered"]]
@@ -101,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             except ValueError as e:
                 raise InputError(str(e)) from e
             cfg = load_config(args.config, overrides=[f"verifier.{args.switch}=true"])
-            cfg.verifier.answerable_min = args.floor
+            cfg.verifier.answerable_min, cfg.index.operating_point = args.floor, None
             out = resolve_path(args.output)
             out.mkdir(parents=True, exist_ok=True)
             rows = trust.run({"demo": Assistant.open(cfg)}, qs, data_dir(cfg) / trust_set.HF_CSV,

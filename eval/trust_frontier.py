@@ -37,7 +37,7 @@ def frontier(rows: list[dict[str, Any]], settings: dict[str, Any], records: dict
     floor = float(settings.get("floor", 0.05))
     calib = settings.get("calibration")
     gate_of = np.array([trust.gate_value(r, calib) for r in rows])
-    out = trust.outcomes(rows, dict(settings, gate=floor, abstain_below=0.0), records)
+    out = trust.outcomes(rows, dict(settings, gate=floor, abstain_below=0.0, demo_point=None), records)
     answered = np.array([o["answered"] for o in out], bool)
     right = np.array([bool(o["right"]) for o in out], bool) & answered
     conf = np.array([float(o["confidence"]) for o in out])

@@ -34,6 +34,7 @@ GRID = tuple(round(0.01 * i, 2) for i in range(1, 100))
 def signals(adapter: str, part: str, trust_index: str) -> list[dict[str, Any]]:
     """Each question's gate signals with the verifier ``adapter`` (no calibration, no generation)."""
     cfg = load_config(overrides=[f"verifier.answerability_adapter={adapter}", "verifier.answerable_min=0.0",
+                                 "index.operating_point=null",
                                  "confidence.calibration=null"])
     first = Assistant(trust_jobs.trust_config(cfg, trust_index))
     assistants = {"trust": first, "demo": Assistant.open(cfg, embedder=first.embedder, verifier=first.verifier)}

@@ -87,6 +87,7 @@ def trust_config(config: Any, trust_index: str) -> Any:
     c = config.model_copy(deep=True)
     # Another index: an answerability adapter adapted to the configured index's documents does not apply there.
     c.index.dir, c.index.auto_build_demo, c.index.answerability_adapter = trust_index, False, None
+    c.index.operating_point = None  # chosen on the configured index's documents: not this one's
     return c
 
 
@@ -132,6 +133,7 @@ def run_part(config: Any, trust_index: str, part: str, data: Path, rows_path: Pa
     for c in (trust_config(config, trust_index), config):
         c = c.model_copy(deep=True)
         c.verifier.answerable_min = floor
+        c.index.operating_point = None  # every question past the floor is generated, whatever point replays it
         cfgs.append(c)
     first = Assistant(cfgs[0])
     generator: Any = None

@@ -40,7 +40,7 @@ def grid(rows: list[dict[str, Any]], settings: dict[str, Any], records: dict[str
     answered = np.zeros((len(points), len(rows)), bool)
     right = np.zeros((len(points), len(rows)), bool)
     for i, (g, a) in enumerate(points):
-        for j, o in enumerate(trust.outcomes(rows, dict(settings, gate=g, abstain_below=a), records)):
+        for j, o in enumerate(trust.outcomes(rows, dict(settings, gate=g, abstain_below=a, demo_point=None), records)):
             answered[i, j], right[i, j] = o["answered"], o["right"]
     return points, answered, right
 

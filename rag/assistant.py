@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from rag import confidence as conf
+from rag import operating
 from rag.answer import Answer, Citation, SentenceRecord
 from rag.backends import Backend, load_backend
 from rag.cite import (
@@ -70,6 +71,7 @@ class Assistant:
         self._answer_verifier = answerability_verifier
         self._index_verifier = index_verifier
         self._index_adapter_fits: dict[str, bool] = {}  # index version -> index.answerability_adapter applies
+        self._points: dict[str, tuple[float, float] | None] = {}  # index version -> index.operating_point if it fits
         self._reranker: tuple[tuple[str, bool], Any] | None = None  # (retrieval.reranker, int8) -> DistilledReranker
         self._calibration: conf.Calibration | None = None
         self._index: HybridIndex | None = None
@@ -181,6 +183,27 @@ class Assistant:
                             "index.answerability_adapter=null", path, index.version, why)
             self._index_adapter_fits[index.version] = fits
         return fits
+
+    def operating_point(self, index: HybridIndex | None = None) -> tuple[float, float]:
+        """The (gate, confidence threshold) on ``index`` (the loaded version by default): ``index.operating_point``
+        when it was chosen on exactly this version's documents with the calibration in use, else
+        ``verifier.answerable_min`` and ``confidence.abstain_below`` (checked once per version; a mismatch is logged
+        once, with what to run)."""
+        general = (self.config.verifier.answerable_min, self.config.confidence.abstain_below)
+        if not self.config.index.operating_point:
+            return general
+        index = index or self.index
+        if index.version not in self._points:
+            path = resolve_path(self.config.index.operating_point)
+            point = operating.load(path)
+            calib = self.config.confidence.calibration if self.config.confidence.calibrated_answers else None
+            why = point.mismatch(index.manifest, resolve_path(calib) if calib else None)
+            if why:
+                log.warning("index.operating_point %s is not used on index %s (%s): verifier.answerable_min and "
+                            "confidence.abstain_below apply; choose it again with `python -m eval.trust_operating "
+                            "choose` or set index.operating_point=null", path, index.version, why)
+            self._points[index.version] = None if why else (point.answerable_min, point.abstain_below)
+        return self._points[index.version] or general
 
     @property
     def calibration(self) -> conf.Calibration | None:
@@ -443,7 +466,7 @@ class Assistant:
         shown = ret.units[: len(sources)] if generate else ret.units
         verifier = self.gate_verifier
         answerable = self._gate(verifier, q, shown, signals, timings) if verifier is not None else []
-        gate = self.config.verifier.answerable_min
+        gate = self.operating_point()[0]
         gate_value = signals.get("answerable_p", signals.get("answerability", 1.0))
         if generate and verifier is not None and gate_value < gate:
             return unanswered(
@@ -593,8 +616,9 @@ class Assistant:
                 missed := unanswered_measures(p.question, [s.text for s in support if s.supported])):
             # A record question answered with another field's (true, cited) value is not an answer.
             return f"no supported sentence gives the {', '.join(sorted(missed))} the question asks about"
-        if confidence < cfg.abstain_below:
-            return f"confidence {confidence:.2f} is below the abstention threshold {cfg.abstain_below:.2f}"
+        threshold = self.operating_point(p.index)[1]
+        if confidence < threshold:
+            return f"confidence {confidence:.2f} is below the abstention threshold {threshold:.2f}"
         return None
 
     def _cited(self, units: list[Unit], support: list[Any], answerable: list[float]) -> list[Citation]:

@@ -248,6 +248,11 @@ class IndexConfig(_Section):
         None, description="an answerability adapter adapted to this index's own documents (python -m "
                           "finetune.verifier_index): the gate on this index uses it while the index holds exactly "
                           "the documents it was adapted on, else the verifier's (docs/TRUST.md, 'Index adaptation')")
+    operating_point: str | None = Field(
+        None, description="a gate and threshold chosen on this index's own dev questions (python -m "
+                          "eval.trust_operating choose): used instead of verifier.answerable_min and "
+                          "confidence.abstain_below while the index holds exactly the documents it was chosen on and "
+                          "the calibration is the one it was chosen with (docs/TRUST.md, 'Per-index operating point')")
     data_dir: str = Field("../shared/data", description="root for relative paths in source_sets")
     source_sets: dict[str, list[str]] = Field(
         default_factory=dict,
