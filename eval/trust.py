@@ -37,6 +37,7 @@ from rag.assistant import MODEL_FOUND_NOTHING, NOTHING_SUPPORTED
 from rag.cite import announces_only, numbers_in, record_fact, repeats, unanswered_measures, verbatim_in
 from rag.confidence import answerability_logit, combine
 from rag.config import ConfidenceConfig
+from rag.coverage import named_share
 from rag.errors import InputError
 from rag.subject import other_variant
 
@@ -212,7 +213,8 @@ def replay(row: dict[str, Any], gate: float, abstain_below: float, calib: dict[s
            second_try: bool = True, statement_checks: bool = False, verbatim: bool = False,
            record_polarity: bool = False, verbatim_recite: bool = False,
            subject_variant: bool = False, recite_supported: bool = False,
-           verbatim_strict: bool = False, unseen_terms: bool = False, novel_terms: bool = False) -> dict[str, Any]:
+           verbatim_strict: bool = False, unseen_terms: bool = False, novel_terms: bool = False,
+           subject_min: float | None = None) -> dict[str, Any]:
     """Would the pipeline answer this question under these settings, and would it be right?
 
     Only what the records hold can change: the answerability gate (questions below the run's floor
@@ -234,7 +236,7 @@ def replay(row: dict[str, Any], gate: float, abstain_below: float, calib: dict[s
                           "statement_checks": statement_checks, "verbatim": verbatim,
                           "record_polarity": record_polarity, "verbatim_recite": verbatim_recite,
                           "recite_supported": recite_supported, "verbatim_strict": verbatim_strict,
-                          "unseen_terms": unseen_terms, "novel_terms": novel_terms}
+                          "unseen_terms": unseen_terms, "novel_terms": novel_terms, "subject_min": subject_min}
     first = _replay_answer(row, abstain_below, calib, records, **kw)
     second = row.get("second_try")
     if first.get("withheld") in (MODEL_FOUND_NOTHING, NOTHING_SUPPORTED) and second is not None and second_try:
@@ -252,7 +254,8 @@ def _replay_answer(row: dict[str, Any], abstain_below: float, calib: dict[str, A
                    statement_checks: bool = False, verbatim: bool = False,
                    record_polarity: bool = False, verbatim_recite: bool = False,
                    recite_supported: bool = False, verbatim_strict: bool = False,
-                   unseen_terms: bool = False, novel_terms: bool = False) -> dict[str, Any]:
+                   unseen_terms: bool = False, novel_terms: bool = False, subject_min: float | None = None
+                   ) -> dict[str, Any]:
     """One generated answer (a first or a second try) past the gate, under these settings; ``withheld``
     says why it would not be shown."""
     sig = row["signals"]
@@ -298,11 +301,20 @@ def _replay_answer(row: dict[str, Any], abstain_below: float, calib: dict[str, A
     n = len(row["sentences"])
     signals = dict(sig)
     signals["support"] = len(shown) / n if n else 0.0
+    if "subject_terms" in row and shown:
+        # how much of what was asked the shown answer names (alone, and with the sources it cites)
+        signals["subject_named"] = named_share(row["subject_terms"], [s["text"] for s in shown])
+        signals["subject_cited"] = subject_share(row, shown)
     if record_rules and row.get("patient_id") and unanswered_measures(row["question"], [s["text"] for s in shown]):
         shown = []
     if not shown:
         return {"answered": False, "right": not row["answerable"], "confidence": 0.0, "model_cited": False,
                 "withheld": NOTHING_SUPPORTED}
+    if subject_min is not None and subject_share(row, shown) < subject_min:
+        # subject_min (a replay-only study, seventeenth session; not a product setting): the shown sentences and
+        # the sources they cite name too little of what the question asks
+        return {"answered": False, "right": not row["answerable"], "confidence": 0.0, "model_cited": False,
+                "withheld": "subject"}
     conf = probability(calib, signals) if calib and "features" in calib else combine(signals, _LEGACY)
     if conf < abstain_below:
         return {"answered": False, "right": not row["answerable"], "confidence": conf, "model_cited": False,
@@ -310,6 +322,14 @@ def _replay_answer(row: dict[str, Any], abstain_below: float, calib: dict[str, A
     verdict = trust_labels.override(row, shown, right_if_answered(row, shown, records))
     return {"answered": True, "right": verdict["right"], "model_cited": verdict["model_cited"], "confidence": conf,
             "sentences": n, "shown": len(shown), "labelled": verdict.get("labelled", False), "signals": signals}
+
+
+def subject_share(row: dict[str, Any], shown: list[dict[str, Any]]) -> float:
+    """:func:`rag.coverage.named_share` of the question's indexed words (``subject_terms``, recorded by
+    :func:`eval.trust_jobs.add_unseen_terms`) over the shown sentences and the text of the sources they cite."""
+    texts = {src["n"]: str(src.get("text") or "") for src in row.get("sources", [])}
+    cited = sorted({n for s in shown for n in s["citations"]})
+    return named_share(row.get("subject_terms") or {}, [s["text"] for s in shown] + [texts.get(n, "") for n in cited])
 
 
 def _recited(sentence: dict[str, Any], row: dict[str, Any], texts: dict[int, str],
@@ -491,7 +511,7 @@ def outcomes(rows: list[dict[str, Any]], settings: dict[str, Any], records: dict
     return [{**replay(r, *point(r, settings), settings.get("calibration"), records,
                       record_rules=settings.get("record_rules", False), support=settings.get("support", "verifier"),
                       support_min=settings.get("support_min", 0.5), support_cosine=settings.get("support_cosine"),
-                      **switches(settings)),
+                      subject_min=settings.get("subject_min"), **switches(settings)),
              "suite": r["suite"], "answerable": r["answerable"]} for r in rows]
 
 

@@ -281,7 +281,7 @@ def add_unseen_terms(config: Any, trust_index: str, rows: list[dict[str, Any]]) 
     replayed on rows recorded before them. Returns how many sentences restate an unseen question word."""
     from rag.cite import strip_markers
     from rag.config import resolve_path
-    from rag.coverage import novel_terms, restates, unseen_terms
+    from rag.coverage import novel_terms, restates, subject_weights, unseen_terms
     from rag.index import HybridIndex
 
     stats: dict[str, Any] = {}
@@ -297,6 +297,7 @@ def add_unseen_terms(config: Any, trust_index: str, rows: list[dict[str, Any]]) 
 
     flagged = 0
     for r in rows:
+        r["subject_terms"] = subject_weights(r["question"], of(r["suite"]))  # for a subject_min replay
         for row in (r, r.get("second_try") or {}):
             if not row.get("sentences"):
                 continue

@@ -80,6 +80,23 @@ def unseen_terms(question: str, stats: TermStats) -> frozenset[str]:
     return frozenset(t for t in tokenize(question) if not _DIGIT.search(t) and stats.doc_freq(t) == 0)
 
 
+def subject_weights(question: str, stats: TermStats) -> dict[str, float]:
+    """The question's BM25 tokens that the index holds, with their idf (tokens with a digit are left to the number
+    check and unseen ones to :func:`unseen_terms`): what an answer to it should name or cite."""
+    return {t: stats.idf(t) for t in set(tokenize(question)) if not _DIGIT.search(t) and stats.doc_freq(t) > 0}
+
+
+def named_share(weights: Mapping[str, float], texts: Iterable[str]) -> float:
+    """The idf-weighted share of ``weights``' tokens found in ``texts`` (1.0 when there are none)."""
+    total = sum(weights.values())
+    if total <= 0:
+        return 1.0
+    seen: set[str] = set()
+    for text in texts:
+        seen.update(tokenize(text))
+    return sum(w for t, w in weights.items() if t in seen) / total
+
+
 def restates(sentence: str, terms: frozenset[str]) -> bool:
     """Whether ``sentence`` contains one of ``terms`` (BM25 tokens, so "Glaucoma's" finds "glaucoma")."""
     return bool(terms) and not terms.isdisjoint(tokenize(sentence))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rag.coverage import TermStats, lexical_signals, novel_terms, restates, unseen_terms
+from rag.coverage import TermStats, lexical_signals, named_share, novel_terms, restates, subject_weights, unseen_terms
 from rag.lexical import build_bm25
 
 PASSAGES = [
@@ -82,3 +82,13 @@ def test_novel_terms_are_sentence_words_neither_the_index_nor_the_question_has()
     # the question's own words and numbers are not the generator's invention; any other new word is
     assert novel_terms("Pulmonary embolism is diagnosed at 24 [1].", q, stats) == frozenset()
     assert novel_terms("Pulmonary embolism is diagnosed within hours [1].", q, stats) == frozenset({"within", "hour"})
+
+
+def test_the_subject_weights_are_the_indexed_question_words_and_their_named_share(stats: TermStats) -> None:
+    weights = subject_weights("What is the first-line drug for atrial fibrillation in 2024 sarcoidosis?", stats)
+    assert {"atrial", "fibrillation"} <= set(weights)
+    assert "sarcoidosis" not in weights and "2024" not in weights  # unseen words and numbers are other checks' job
+    named = named_share(weights, ["Anticoagulation lowers stroke risk in atrial fibrillation [1]."])
+    other = named_share(weights, ["An ACE inhibitor and a beta blocker [1]."])
+    assert other < named <= 1.0
+    assert named_share({}, ["anything"]) == 1.0  # nothing asked that the index holds: nothing to miss

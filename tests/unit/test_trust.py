@@ -618,3 +618,18 @@ def _hf_csv(tmp_path):
            "smoking": 0, "time": 100, "DEATH_EVENT": 0}
     path.write_text(",".join(COLUMNS) + "\n" + ",".join(str(row.get(c, 0)) for c in COLUMNS) + "\n")
     return path
+
+
+def test_the_subject_share_is_a_replayed_signal_and_a_study_bar():
+    row = {**_row("medquad", True, 0.9, 0.9), "question": "What treats atrial fibrillation?",
+           "subject_terms": {"atrial": 2.0, "fibrillation": 2.0, "treat": 0.5},
+           "sources": [{"n": 1, "doc_id": "g", "text": "Atrial fibrillation: anticoagulation."}]}
+    row["sentences"][0]["text"] = "Anticoagulation treats it [1]."
+    out = trust.replay(row, 0.1, 0.0, None, {})
+    assert out["signals"]["subject_named"] == pytest.approx(0.5 / 4.5)  # only "treats" is in the sentence
+    assert out["signals"]["subject_cited"] == pytest.approx(1.0)  # the cited source names the rest
+    assert trust.replay(row, 0.1, 0.0, None, {}, subject_min=0.9)["answered"]
+    row["sources"][0]["text"] = "Hypertension: thiazides."
+    held = trust.replay(row, 0.1, 0.0, None, {}, subject_min=0.9)
+    assert not held["answered"] and held["withheld"] == "subject"
+    assert "subject_named" not in trust.replay(_row("medquad", True, 0.9, 0.9), 0.1, 0.0, None, {})["signals"]
