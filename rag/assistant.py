@@ -201,7 +201,7 @@ class Assistant:
             if why:
                 log.warning("index.operating_point %s is not used on index %s (%s): verifier.answerable_min and "
                             "confidence.abstain_below apply; choose it again with `python -m eval.trust_operating "
-                            "choose` or set index.operating_point=null", path, index.version, why)
+                            "--rows ... --out FILE` or set index.operating_point=null", path, index.version, why)
             self._points[index.version] = None if why else (point.answerable_min, point.abstain_below)
         return self._points[index.version] or general
 

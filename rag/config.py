@@ -250,7 +250,7 @@ class IndexConfig(_Section):
                           "the documents it was adapted on, else the verifier's (docs/TRUST.md, 'Index adaptation')")
     operating_point: str | None = Field(
         None, description="a gate and threshold chosen on this index's own dev questions (python -m "
-                          "eval.trust_operating choose): used instead of verifier.answerable_min and "
+                          "eval.trust_operating --rows ... --out FILE): used instead of verifier.answerable_min and "
                           "confidence.abstain_below while the index holds exactly the documents it was chosen on and "
                           "the calibration is the one it was chosen with (docs/TRUST.md, 'Per-index operating point')")
     data_dir: str = Field("../shared/data", description="root for relative paths in source_sets")

@@ -55,7 +55,8 @@ def sha256_of(path: Path) -> str:
 
 def load(path: Path) -> OperatingPoint:
     """Read an operating-point file; a missing or malformed one is a :class:`ConfigError` saying what to do."""
-    fix = "choose it again with `python -m eval.trust_operating choose` or set index.operating_point=null"
+    fix = ("choose it again with `python -m eval.trust_operating --rows ... --out FILE` or set "
+           "index.operating_point=null")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

@@ -56,7 +56,7 @@ def test_a_bad_point_file_says_what_to_do(tmp_path, text, says):
         path.write_text(text)
     with pytest.raises(ConfigError, match=says) as e:
         operating.load(path)
-    assert "trust_operating choose" in str(e.value) and "\n" not in str(e.value)
+    assert "trust_operating --rows" in str(e.value) and "\n" not in str(e.value)
 
 
 def test_the_assistant_uses_the_point_only_where_it_applies(tmp_path, calib):
