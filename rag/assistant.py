@@ -72,6 +72,9 @@ class Assistant:
         self._index_verifier = index_verifier
         self._index_adapter_fits: dict[str, bool] = {}  # index version -> index.answerability_adapter applies
         self._points: dict[str, tuple[float, float] | None] = {}  # index version -> index.operating_point if it fits
+        # read now: a missing or malformed file stops the assistant (or the server) before any model loads
+        self._point_file = operating.load(resolve_path(config.index.operating_point)) \
+            if config.index.operating_point else None
         self._reranker: tuple[tuple[str, bool], Any] | None = None  # (retrieval.reranker, int8) -> DistilledReranker
         self._calibration: conf.Calibration | None = None
         self._index: HybridIndex | None = None
@@ -190,12 +193,12 @@ class Assistant:
         ``verifier.answerable_min`` and ``confidence.abstain_below`` (checked once per version; a mismatch is logged
         once, with what to run)."""
         general = (self.config.verifier.answerable_min, self.config.confidence.abstain_below)
-        if not self.config.index.operating_point:
+        point = self._point_file
+        if point is None:
             return general
         index = index or self.index
         if index.version not in self._points:
-            path = resolve_path(self.config.index.operating_point)
-            point = operating.load(path)
+            path = point.path
             calib = self.config.confidence.calibration if self.config.confidence.calibrated_answers else None
             why = point.mismatch(index.manifest, resolve_path(calib) if calib else None)
             if why:

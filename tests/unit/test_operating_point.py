@@ -115,3 +115,9 @@ def test_the_chooser_refuses_bad_input_in_one_line(tmp_path, capsys):
 def test_no_point_reaching_the_bar_is_none():
     g = _grid([0.9], [0.9], [True], [False], [True])
     assert g.choose(np.ones(1, bool), 1.0, 0.96) is None
+
+
+def test_a_bad_point_file_stops_the_assistant_before_any_model_loads(tmp_path):
+    (tmp_path / "point.json").write_text("{")
+    with pytest.raises(ConfigError, match="not readable JSON"):
+        Assistant(load_config(overrides=[f"index.operating_point={tmp_path / 'point.json'}"]))
