@@ -40,6 +40,7 @@ from rag.config import ConfidenceConfig
 from rag.coverage import named_share
 from rag.errors import InputError
 from rag.subject import other_variant
+from rag.text import tokenize
 
 log = logging.getLogger(__name__)
 
@@ -303,7 +304,7 @@ def _replay_answer(row: dict[str, Any], abstain_below: float, calib: dict[str, A
     signals["support"] = len(shown) / n if n else 0.0
     if "subject_terms" in row and shown:
         # how much of what was asked the shown answer names (alone, and with the sources it cites)
-        signals["subject_named"] = named_share(row["subject_terms"], [s["text"] for s in shown])
+        signals["subject_named"] = _named(row["subject_terms"], tuple(s["text"] for s in shown))
         signals["subject_cited"] = subject_share(row, shown)
     if record_rules and row.get("patient_id") and unanswered_measures(row["question"], [s["text"] for s in shown]):
         shown = []
@@ -329,7 +330,19 @@ def subject_share(row: dict[str, Any], shown: list[dict[str, Any]]) -> float:
     :func:`eval.trust_jobs.add_unseen_terms`) over the shown sentences and the text of the sources they cite."""
     texts = {src["n"]: str(src.get("text") or "") for src in row.get("sources", [])}
     cited = sorted({n for s in shown for n in s["citations"]})
-    return named_share(row.get("subject_terms") or {}, [s["text"] for s in shown] + [texts.get(n, "") for n in cited])
+    return _named(row.get("subject_terms") or {},
+                  tuple(s["text"] for s in shown) + tuple(texts.get(n, "") for n in cited))
+
+
+@functools.lru_cache(maxsize=200_000)
+def _tokens(text: str) -> frozenset[str]:
+    """A text's BM25 tokens, once per text: a fit replays every record thousands of times."""
+    return frozenset(tokenize(text))
+
+
+def _named(weights: dict[str, float], texts: tuple[str, ...]) -> float:
+    """:func:`rag.coverage.named_share` with each text tokenized once per process."""
+    return named_share(weights, (), seen=frozenset().union(*(_tokens(t) for t in texts)))
 
 
 def _recited(sentence: dict[str, Any], row: dict[str, Any], texts: dict[int, str],

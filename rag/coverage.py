@@ -86,15 +86,16 @@ def subject_weights(question: str, stats: TermStats) -> dict[str, float]:
     return {t: stats.idf(t) for t in set(tokenize(question)) if not _DIGIT.search(t) and stats.doc_freq(t) > 0}
 
 
-def named_share(weights: Mapping[str, float], texts: Iterable[str]) -> float:
-    """The idf-weighted share of ``weights``' tokens found in ``texts`` (1.0 when there are none)."""
+def named_share(weights: Mapping[str, float], texts: Iterable[str], seen: frozenset[str] = frozenset()) -> float:
+    """The idf-weighted share of ``weights``' tokens found in ``texts`` or in ``seen`` (tokens already known to be
+    there); 1.0 when there are no weights."""
     total = sum(weights.values())
     if total <= 0:
         return 1.0
-    seen: set[str] = set()
+    found = set(seen)
     for text in texts:
-        seen.update(tokenize(text))
-    return sum(w for t, w in weights.items() if t in seen) / total
+        found.update(tokenize(text))
+    return sum(w for t, w in weights.items() if t in found) / total
 
 
 def restates(sentence: str, terms: frozenset[str]) -> bool:
