@@ -881,6 +881,8 @@ def report(rows: list[dict[str, Any]], settings: dict[str, Any], records: dict[s
     main = summary(rows, settings, records)
     ablations = {}
     for name, change in ABLATIONS.items():
+        if all(v != "flip" and settings.get(k) == v for k, v in change.items()):
+            continue  # the default already runs this way (e.g. no index.operating_point): the row would repeat it
         s = dict(settings, **change)
         if "calibration" in change and settings.get("calibration"):
             s["calibration"] = {"gate": settings["calibration"].get("gate")}  # same gate, hand-set weights

@@ -633,3 +633,12 @@ def test_the_subject_share_is_a_replayed_signal_and_a_study_bar():
     held = trust.replay(row, 0.1, 0.0, None, {}, subject_min=0.9)
     assert not held["answered"] and held["withheld"] == "subject"
     assert "subject_named" not in trust.replay(_row("medquad", True, 0.9, 0.9), 0.1, 0.0, None, {})["signals"]
+
+
+def test_the_report_leaves_out_ablations_the_default_already_runs(tmp_path):
+    rows = [{**_row("medquad", True, 0.9, 0.9), "timings_ms": {"total": 10.0}, "id": "m1", "sources": []},
+            {**_row("topic_removed", False, 0.1, 0.9), "timings_ms": {"total": 5.0}, "id": "t1", "sources": []}]
+    settings = {"gate": 0.5, "abstain_below": 0.0, "calibration": None, "floor": 0.05, "demo_point": None}
+    row = "no per-index operating point (index.operating_point)"
+    assert row not in trust.report(rows, settings, {}, tmp_path, "dev")["ablations"]
+    assert row in trust.report(rows, {**settings, "demo_point": [0.1, 0.2]}, {}, tmp_path, "dev")["ablations"]
