@@ -37,7 +37,7 @@ from rag.assistant import MODEL_FOUND_NOTHING, NOTHING_SUPPORTED
 from rag.cite import announces_only, numbers_in, record_fact, repeats, unanswered_measures, verbatim_in
 from rag.confidence import answerability_logit, combine
 from rag.config import ConfidenceConfig
-from rag.coverage import named_share
+from rag.coverage import share_found
 from rag.errors import InputError
 from rag.subject import other_variant
 from rag.text import tokenize
@@ -342,7 +342,7 @@ def _tokens(text: str) -> frozenset[str]:
 
 def _named(weights: dict[str, float], texts: tuple[str, ...]) -> float:
     """:func:`rag.coverage.named_share` with each text tokenized once per process."""
-    return named_share(weights, (), seen=frozenset().union(*(_tokens(t) for t in texts)))
+    return share_found(weights, frozenset().union(*(_tokens(t) for t in texts)))
 
 
 def _recited(sentence: dict[str, Any], row: dict[str, Any], texts: dict[int, str],
@@ -775,8 +775,7 @@ def index_point(config: Any) -> list[float] | None:
     if not config.index.operating_point:
         return None
     p = operating.load(resolve_path(config.index.operating_point))
-    calib = config.confidence.calibration if config.confidence.calibrated_answers else None
-    why = p.mismatch(read_manifest(resolve_path(config.index.dir))[1], resolve_path(calib) if calib else None)
+    why = p.mismatch_for(read_manifest(resolve_path(config.index.dir))[1], config)
     if why:
         log.warning("index.operating_point %s does not apply to %s (%s): the demo suites replay at the general point",
                     p.path, config.index.dir, why)

@@ -278,10 +278,11 @@ def add_unseen_terms(config: Any, trust_index: str, rows: list[dict[str, Any]]) 
     """Record the ``unseen_terms`` and ``novel_terms`` checks (:mod:`rag.coverage`) on every recorded sentence, as
     the assistant records them, from the BM25 statistics of the index each question ran on (demo suites: the
     config's index; the rest: the trust index), so that ``verifier.unseen_terms`` and ``verifier.novel_terms`` can be
-    replayed on rows recorded before them. Returns how many sentences restate an unseen question word."""
+    replayed on rows recorded before them; and each question's ``subject_terms`` (:func:`rag.coverage.subject_weights`,
+    for the subject signals). Returns how many sentences restate an unseen question word."""
     from rag.cite import strip_markers
     from rag.config import resolve_path
-    from rag.coverage import novel_terms, restates, subject_weights, unseen_terms
+    from rag.coverage import subject_weights, vocabulary_checks
     from rag.index import HybridIndex
 
     stats: dict[str, Any] = {}
@@ -301,14 +302,15 @@ def add_unseen_terms(config: Any, trust_index: str, rows: list[dict[str, Any]]) 
         for row in (r, r.get("second_try") or {}):
             if not row.get("sentences"):
                 continue
-            terms = unseen_terms(r["question"], of(r["suite"]))
-            for s in row["sentences"]:
+            checks = vocabulary_checks([strip_markers(s["text"]) for s in row["sentences"]], r["question"],
+                                       of(r["suite"]))
+            for s, (asked, novel) in zip(row["sentences"], checks, strict=True):
                 s["checks"].pop("unseen_terms", None)
                 s["checks"].pop("novel_terms", None)
-                if restates(strip_markers(s["text"]), terms):
+                if asked:
                     s["checks"]["unseen_terms"] = False
                     flagged += 1
-                if novel_terms(strip_markers(s["text"]), r["question"], of(r["suite"])):
+                if novel:
                     s["checks"]["novel_terms"] = False
     return flagged
 

@@ -30,7 +30,7 @@ from rag.cite import (
     unfinished,
 )
 from rag.config import AppConfig, load_config, resolve_path
-from rag.coverage import lexical_signals, novel_terms, restates, unseen_terms
+from rag.coverage import lexical_signals, vocabulary_checks
 from rag.embed import Embedder, load_embedder
 from rag.errors import ConfigError, InputError, UnknownPatientError
 from rag.generate import ABSTAIN_TOKEN, Generation, PromptSource, build_messages, fit_sources, is_abstention
@@ -40,7 +40,7 @@ from rag.inputs import clean_patient_id, clean_question
 from rag.models import EmbedderSpec, resolve
 from rag.retrieve import HybridRetriever, Retrieval, Scorer, Unit
 from rag.subject import other_variant
-from rag.text import split_sentences, tokenize
+from rag.text import split_sentences
 from rag.verifier import Verifier, adapter_mismatch, answer_answerability
 
 log = logging.getLogger(__name__)
@@ -198,13 +198,11 @@ class Assistant:
             return general
         index = index or self.index
         if index.version not in self._points:
-            path = point.path
-            calib = self.config.confidence.calibration if self.config.confidence.calibrated_answers else None
-            why = point.mismatch(index.manifest, resolve_path(calib) if calib else None)
+            why = point.mismatch_for(index.manifest, self.config)
             if why:
                 log.warning("index.operating_point %s is not used on index %s (%s): verifier.answerable_min and "
                             "confidence.abstain_below apply; choose it again with `python -m eval.trust_operating "
-                            "--rows ... --out FILE` or set index.operating_point=null", path, index.version, why)
+                            "--rows ... --out FILE` or set index.operating_point=null", point.path, index.version, why)
             self._points[index.version] = None if why else (point.answerable_min, point.abstain_below)
         return self._points[index.version] or general
 
@@ -584,16 +582,18 @@ class Assistant:
         unsupported, and the answer is withheld in :meth:`_abstain_reason`), and one bringing a word neither the
         index nor the question holds (``verifier.novel_terms``: unsupported). Returns the question words restated."""
         stats = getattr(self.index, "term_stats", None)
-        terms = unseen_terms(question, stats) if stats is not None and support else frozenset()
+        if stats is None or not support:
+            return []
         restated: set[str] = set()
-        for s in support:
-            if stats is not None and novel_terms(strip_markers(s.text), question, stats):
+        for s, (asked, novel) in zip(support, vocabulary_checks([strip_markers(s.text) for s in support], question,
+                                                                 stats), strict=True):
+            if novel:
                 s.checks["novel_terms"] = False  # a word no source can have stated (verifier.novel_terms)
                 if self.config.verifier.novel_terms:
                     s.supported = False
-            if restates(strip_markers(s.text), terms):
+            if asked:
                 s.checks["unseen_terms"] = False
-                restated.update(terms & set(tokenize(strip_markers(s.text))))
+                restated.update(asked)
                 if self.config.verifier.unseen_terms:
                     s.supported = False
         return sorted(restated)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,15 +87,19 @@ def subject_weights(question: str, stats: TermStats) -> dict[str, float]:
     return {t: stats.idf(t) for t in set(tokenize(question)) if not _DIGIT.search(t) and stats.doc_freq(t) > 0}
 
 
-def named_share(weights: Mapping[str, float], texts: Iterable[str], seen: frozenset[str] = frozenset()) -> float:
-    """The idf-weighted share of ``weights``' tokens found in ``texts`` or in ``seen`` (tokens already known to be
-    there); 1.0 when there are no weights."""
+def named_share(weights: Mapping[str, float], texts: Iterable[str]) -> float:
+    """The idf-weighted share of ``weights``' tokens found in ``texts`` (1.0 when there are no weights)."""
+    found: set[str] = set()
+    for text in texts:
+        found.update(tokenize(text))
+    return share_found(weights, found)
+
+
+def share_found(weights: Mapping[str, float], found: AbstractSet[str]) -> float:
+    """:func:`named_share` on tokens already made."""
     total = sum(weights.values())
     if total <= 0:
         return 1.0
-    found = set(seen)
-    for text in texts:
-        found.update(tokenize(text))
     return sum(w for t, w in weights.items() if t in found) / total
 
 
@@ -107,6 +112,22 @@ def novel_terms(sentence: str, question: str, stats: TermStats) -> frozenset[str
     """The sentence's BM25 tokens that no indexed passage contains and the question does not contain (tokens
     with a digit left to the number check): words the generator brought that no source can have stated
     ("Pulmonary embolism is diagnosed by a bronchoscopy" on an index that never names bronchoscopy)."""
+    return _novel(set(tokenize(sentence)), set(tokenize(question)), stats)
+
+
+def _novel(tokens: AbstractSet[str], asked: AbstractSet[str], stats: TermStats) -> frozenset[str]:
+    return frozenset(t for t in tokens if t not in asked and not _DIGIT.search(t) and stats.doc_freq(t) == 0)
+
+
+def vocabulary_checks(sentences: Iterable[str], question: str, stats: TermStats
+                      ) -> list[tuple[frozenset[str], frozenset[str]]]:
+    """Per sentence (citation markers stripped): the :func:`unseen_terms` of the question it restates, and its
+    :func:`novel_terms`; each sentence and the question tokenized once. What the assistant records on every
+    answer sentence and ``eval.trust_jobs`` records on old rows (one implementation for both)."""
     asked = set(tokenize(question))
-    return frozenset(t for t in tokenize(sentence)
-                     if t not in asked and not _DIGIT.search(t) and stats.doc_freq(t) == 0)
+    unseen = unseen_terms(question, stats)
+    out = []
+    for sentence in sentences:
+        tokens = set(tokenize(sentence))
+        out.append((frozenset(unseen & tokens), _novel(tokens, asked, stats)))
+    return out

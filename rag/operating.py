@@ -48,6 +48,14 @@ class OperatingPoint:
                     f"removed, {len(changed)} changed (e.g. {first})")
         return None
 
+    def mismatch_for(self, manifest: dict[str, Any], config: Any) -> str | None:
+        """:meth:`mismatch` with the calibration ``config`` (an :class:`rag.config.AppConfig`) answers with: its
+        ``confidence.calibration`` file when ``calibrated_answers`` is on, else none."""
+        from rag.config import resolve_path
+
+        calib = config.confidence.calibration if config.confidence.calibrated_answers else None
+        return self.mismatch(manifest, resolve_path(calib) if calib else None)
+
 
 def sha256_of(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
