@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +32,12 @@ log = logging.getLogger(__name__)
 GRID = tuple(round(0.01 * i, 2) for i in range(1, 100))
 
 
-def signals(adapter: str, part: str, trust_index: str) -> list[dict[str, Any]]:
-    """Each question's gate signals with the verifier ``adapter`` (no calibration, no generation)."""
+def signals(adapter: str, part: str, trust_index: str, overrides: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """Each question's gate signals with the verifier ``adapter`` (no calibration, no generation); ``overrides``
+    are further ``--set KEY=VALUE`` settings (a candidate such as ``verifier.expand_question=true``)."""
     cfg = load_config(overrides=[f"verifier.answerability_adapter={adapter}", "verifier.answerable_min=0.0",
                                  "index.operating_point=null",
-                                 "confidence.calibration=null"])
+                                 "confidence.calibration=null", *overrides])
     first = Assistant(trust_jobs.trust_config(cfg, trust_index))
     assistants = {"trust": first, "demo": Assistant.open(cfg, embedder=first.embedder, verifier=first.verifier)}
     rows = []
@@ -131,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--features", action="append", metavar="NAME=F1,F2,...",
                     help=f"a gate feature set for --cv (default: {','.join(trust.GATE_FEATURES)})")
     ap.add_argument("--signals", help="with --cv: the dev signals of an earlier --cv run (gate-NAME-dev.json)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="with --cv: a setting for the signal runs (e.g. verifier.expand_question=true)")
     args = ap.parse_args(argv)
     out = resolve_path(args.output)
     out.mkdir(parents=True, exist_ok=True)
@@ -158,7 +162,7 @@ def _cv_main(args: argparse.Namespace, out: Path) -> int:
         if args.signals:
             dev = json.loads(Path(args.signals).read_text(encoding="utf-8"))
         else:
-            dev = signals(path, "dev", args.trust_index)
+            dev = signals(path, "dev", args.trust_index, args.overrides)
             (out / f"gate-{name}-dev.json").write_text(json.dumps(dev), encoding="utf-8")
         results = []
         for set_name, feats in zip(names, sets, strict=True):

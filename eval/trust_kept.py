@@ -47,7 +47,8 @@ def index_digest(manifest: dict[str, Any]) -> str:
 # value an option is left out of the fingerprint, so outcomes kept before it existed stay valid (a fresh machine
 # cannot re-keep them without asking again: hours of CPU). Each new switch of the verifier or of the replayed
 # settings adds itself here with its old-behaviour value; any other value changes the fingerprint.
-NEUTRAL: dict[str, Any] = {"verbatim_strict": False, "unseen_terms": False, "novel_terms": False, "demo_point": None}
+NEUTRAL: dict[str, Any] = {"verbatim_strict": False, "unseen_terms": False, "novel_terms": False, "demo_point": None,
+                          "expand_question": False}
 
 
 def _without_neutral(values: dict[str, Any]) -> dict[str, Any]:

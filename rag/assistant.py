@@ -15,6 +15,7 @@ import numpy as np
 
 from rag import confidence as conf
 from rag import operating
+from rag.abbrev import expand
 from rag.answer import Answer, Citation, SentenceRecord
 from rag.backends import Backend, load_backend
 from rag.cite import (
@@ -666,6 +667,8 @@ class Assistant:
         k = self.config.verifier.passages_per_source
         rows = [(n, idx.children[idx.child_pos[h.chunk_id]].context_text())
                 for n, u in enumerate(units) for h in u.hits[:k] if h.chunk_id in idx.child_pos]
+        if self.config.verifier.expand_question:
+            question = expand(question).dense_text  # verifier.expand_question: shorthand written out
         probs = verifier.answerability(question, [text for _, text in rows])
         best = [0.0] * len(units)
         for (n, _), pr in zip(rows, probs, strict=True):

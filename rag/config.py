@@ -214,6 +214,10 @@ class VerifierConfig(_Section):
                                                  "question does not ('bronchoscopy' in a pulmonary embolism "
                                                  "answer from an index that never names it) is not supported "
                                                  "(rag/coverage.py novel_terms; BENCHMARKS.md, 'Trust')")
+    expand_question: bool = Field(False, description="the answerability model reads the question with its clinical "
+                                                     "abbreviations written out (rag/abbrev.py: 'ADHF (acute "
+                                                     "decompensated heart failure)'); measured, off: BENCHMARKS.md, "
+                                                     "'Trust', eighteenth session")
     unseen_terms: bool = Field(False, description="an answer sentence that restates a question word no indexed "
                                                   "passage contains ('glaucoma' on an index that never mentions "
                                                   "it) is not supported (rag/coverage.py unseen_terms; "
