@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -214,17 +214,23 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def cli(argv: list[str] | None = None) -> int:
-    """:func:`main` with bad input (a missing source, no guideline documents, no corpora) as one line and exit 2."""
+def one_line_errors(main_: Callable[[list[str] | None], int], argv: list[str] | None) -> int:
+    """Run a stage's ``main``; bad input (a missing source, no documents, no corpora, no model) is one line on
+    stderr and exit 2."""
     import sys
 
     from corpora.errors import CDSError
 
     try:
-        return main(argv)
+        return main_(argv)
     except CDSError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+
+
+def cli(argv: list[str] | None = None) -> int:
+    """:func:`main` with bad input (a missing source, no guideline documents, no corpora) as one line and exit 2."""
+    return one_line_errors(main, argv)
 
 
 if __name__ == "__main__":

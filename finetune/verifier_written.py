@@ -217,16 +217,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cli(argv: list[str] | None = None) -> int:
-    """:func:`main` with bad input as one line and exit 2."""
-    import sys
+    """:func:`main` with bad input as one line and exit 2 (as ``verifier_index``)."""
+    from finetune.verifier_index import one_line_errors
 
-    from corpora.errors import CDSError
-
-    try:
-        return main(argv)
-    except CDSError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return one_line_errors(main, argv)
 
 
 if __name__ == "__main__":
