@@ -32,16 +32,18 @@ log = logging.getLogger(__name__)
 GRID = tuple(round(0.01 * i, 2) for i in range(1, 100))
 
 
-def signals(adapter: str, part: str, trust_index: str, overrides: Sequence[str] = ()) -> list[dict[str, Any]]:
-    """Each question's gate signals with the verifier ``adapter`` (no calibration, no generation); ``overrides``
-    are further ``--set KEY=VALUE`` settings (a candidate such as ``verifier.expand_question=true``)."""
+def _assistants(adapter: str, trust_index: str, overrides: Sequence[str] = ()) -> dict[str, Assistant]:
+    """The trust-index and demo-index assistants gating with the verifier ``adapter`` (no calibration)."""
     cfg = load_config(overrides=[f"verifier.answerability_adapter={adapter}", "verifier.answerable_min=0.0",
                                  "index.operating_point=null",
                                  "confidence.calibration=null", *overrides])
     first = Assistant(trust_jobs.trust_config(cfg, trust_index))
-    assistants = {"trust": first, "demo": Assistant.open(cfg, embedder=first.embedder, verifier=first.verifier)}
+    return {"trust": first, "demo": Assistant.open(cfg, embedder=first.embedder, verifier=first.verifier)}
+
+
+def _gated(assistants: dict[str, Assistant], qs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
-    for q in trust_set.questions(trust_set.load(), part, data_dir(cfg)):
+    for q in qs:
         a = assistants["demo" if q["suite"].startswith("demo_") else "trust"]
         step = a.prepare(q["question"], q.get("patient_id"), None, True)
         sig = dict(step.confidence_signals if isinstance(step, Answer) else step.signals)
@@ -49,6 +51,37 @@ def signals(adapter: str, part: str, trust_index: str, overrides: Sequence[str] 
         sig["answerability_logit"] = answerability_logit(sig["answerability"])
         rows.append({"id": q["id"], "suite": q["suite"], "answerable": q["answerable"], "signals": sig})
     return rows
+
+
+def signals(adapter: str, part: str, trust_index: str, overrides: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """Each question's gate signals with the verifier ``adapter`` (no calibration, no generation); ``overrides``
+    are further ``--set KEY=VALUE`` settings (a candidate such as ``verifier.expand_question=true``)."""
+    cfg = load_config(overrides=list(overrides))
+    return _gated(_assistants(adapter, trust_index, overrides),
+                  trust_set.questions(trust_set.load(), part, data_dir(cfg)))
+
+
+def fresh_questions(path: Path) -> list[dict[str, Any]]:
+    """A question file of ``eval/questions`` asked on the demo index: answerable when a row names its gold
+    documents (``gold_doc_ids``), out of corpus otherwise; the suite is the file's name."""
+    from rag.errors import InputError
+
+    try:
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, ValueError) as e:
+        raise InputError(f"cannot read question file {path}: {type(e).__name__}; pass a JSON-lines file of "
+                         "eval/questions") from e
+    return [{"id": r["id"], "question": r["question"], "suite": f"demo_{path.stem}",
+             "answerable": bool(r.get("gold_doc_ids"))} for r in rows]
+
+
+def fresh_study(dev: list[dict[str, Any]], fresh: list[dict[str, Any]], target: float) -> dict[str, Any]:
+    """The gate fitted on all of dev, its threshold chosen there at ``target``, applied to questions it was not
+    fitted on (``fresh``): what it stops per question file."""
+    gate = trust.fit_gate(dev)
+    chosen = _choose(dev, gate, target)
+    return {"threshold": chosen["threshold"], "dev": {k: v for k, v in chosen.items() if k != "threshold"},
+            "fresh": _rates(fresh, gate, chosen["threshold"])}
 
 
 def _rates(rows: list[dict[str, Any]], gate: dict[str, Any], t: float) -> dict[str, Any]:
@@ -135,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--signals", help="with --cv: the dev signals of an earlier --cv run (gate-NAME-dev.json)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="with --cv: a setting for the signal runs (e.g. verifier.expand_question=true)")
+    ap.add_argument("--fresh", action="append", default=[], metavar="FILE",
+                    help="with --cv: also fit the gate on all of dev and report what it stops of these question "
+                         "files (eval/questions/*.jsonl, asked on the demo index; read as aggregates)")
     args = ap.parse_args(argv)
     out = resolve_path(args.output)
     out.mkdir(parents=True, exist_ok=True)
@@ -176,6 +212,15 @@ def _cv_main(args: argparse.Namespace, out: Path) -> int:
                   f"{r['answerable_stopped']}/{r['answerable']} "
                   f"({100 * r['answerable_stopped'] / r['answerable']:.1f}%) {r['stopped_by_suite']}", flush=True)
         (out / f"gate-{name}-cv.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
+        if args.fresh:
+            qs = [q for f in args.fresh for q in fresh_questions(resolve_path(f))]
+            rows = _gated(_assistants(path, args.trust_index, args.overrides), qs)
+            r = fresh_study(dev, rows, args.target)
+            (out / f"gate-{name}-fresh.json").write_text(json.dumps({**r, "rows": rows}, indent=1), encoding="utf-8")
+            f = r["fresh"]
+            print(f"{name} fresh (gate fitted on all dev, threshold {r['threshold']:.2f}): out of corpus stopped "
+                  f"{f['ooc_stopped']}/{f['ooc']}, answerable stopped {f['answerable_stopped']}/{f['answerable']} "
+                  f"{f['stopped_by_suite']}", flush=True)
     return 0
 
 

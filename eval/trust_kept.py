@@ -48,7 +48,7 @@ def index_digest(manifest: dict[str, Any]) -> str:
 # cannot re-keep them without asking again: hours of CPU). Each new switch of the verifier or of the replayed
 # settings adds itself here with its old-behaviour value; any other value changes the fingerprint.
 NEUTRAL: dict[str, Any] = {"verbatim_strict": False, "unseen_terms": False, "novel_terms": False, "demo_point": None,
-                          "expand_question": False}
+                          "expand_question": False, "answerability_model": None}
 
 
 def _without_neutral(values: dict[str, Any]) -> dict[str, Any]:

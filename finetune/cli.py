@@ -47,6 +47,9 @@ def add(sub: Any, common: argparse.ArgumentParser) -> None:
                     help="`train reranker`: passes over the training pairs (default 1)")
     tr.add_argument("--loss", choices=("bce", "mse"), default=None,
                     help="`train reranker`: bce on the teacher's probabilities (default) or mse on its logits")
+    tr.add_argument("--task", choices=("answerable", "support"), default=None,
+                    help="`train verifier`: train and measure one task only (answerable: an adapter for "
+                         "verifier.answerability_adapter; default: both)")
     tr.add_argument("--json", action="store_true")
     tr.set_defaults(handler=run)
 
@@ -111,7 +114,7 @@ def _verifier(args: argparse.Namespace, cfg: Any) -> int:
     base = resolve(cfg.verifier.model, resolve_path(cfg.models.cache_dir)).path
     out = resolve_path(args.out or cfg.verifier.adapter)
     # a checkpoint every 50 steps: ~1 min on all-MiniLM-L6-v2, ~8 min on all-mpnet-base-v2 (2 cores)
-    card = verifier.train(data_out, base, out, run_dir, verifier.VerifierTrainOptions(save_steps=50),
+    card = verifier.train(data_out, base, out, run_dir, verifier.VerifierTrainOptions(save_steps=50, task=args.task),
                           progress=not args.quiet)
     if args.json:
         print_json(card)

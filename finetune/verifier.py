@@ -47,10 +47,14 @@ class VerifierTrainOptions:
     focus_source: str | None = "record"
     focus_task: str = "support"
     focus_learning_rate: float = 3e-4
+    # Train (and measure) one task only: "answerable" makes an answerability-only adapter for
+    # ``verifier.answerability_adapter``; None: both tasks, as the default verifier.
+    task: str | None = None
 
 
 # The encoder's attention and feed-forward projections, by architecture. MPNet's classification head has a
 # ``dense`` layer of its own, so its targets are named under the encoder (a regex) and the head stays whole.
+TASKS = ("answerable", "support")
 BERT_TARGETS = ["query", "key", "value", "dense"]
 MPNET_TARGETS = r".*encoder\.layer\.\d+\.(attention\.attn\.(q|k|v|o)|intermediate\.dense|output\.dense)"
 
@@ -152,7 +156,7 @@ def _stage(model: Any, tok: Any, pairs: list[Pair], seq: list[int], params: list
         sched.step()
         optim.zero_grad()
         step += 1
-        losses.append(round(float(loss), 4))
+        losses.append(round(float(loss.detach()), 4))
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}")
@@ -220,6 +224,11 @@ def train(data_dir: Path, base: Path, out_dir: Path, run_dir: Path, opts: Verifi
         torch.set_num_threads(opts.threads)
     train_pairs = read(data_dir / "train.jsonl")
     held = read(data_dir / "heldout.jsonl")
+    if opts.task:
+        if opts.task not in TASKS:
+            raise InputError(f"verifier task {opts.task!r} is not one of {', '.join(TASKS)}")
+        train_pairs = [p for p in train_pairs if p.task == opts.task]
+        held = [p for p in held if p.task == opts.task]
     torch.manual_seed(opts.seed)
     tok = AutoTokenizer.from_pretrained(str(base))
     model = AutoModelForSequenceClassification.from_pretrained(str(base), num_labels=1)
@@ -233,7 +242,8 @@ def train(data_dir: Path, base: Path, out_dir: Path, run_dir: Path, opts: Verifi
     rng.shuffle(order)
     stage1 = [order[i % len(order)] for i in range(math.ceil(len(order) * opts.epochs))]
     stages = [("stage1", stage1, opts.learning_rate, run_dir / "checkpoint.pt")]
-    if opts.focus_source:
+    # The focus stage is a second pass over one task's pairs: only when that task is trained.
+    if opts.focus_source and opts.task in (None, opts.focus_task):
         def is_focus(p: Pair) -> bool:
             return p.source == opts.focus_source and p.task == opts.focus_task
 

@@ -144,10 +144,12 @@ class Assistant:
             self._verifier = self._load_verifier(cfg.adapter)
         return self._verifier
 
-    def _load_verifier(self, adapter: str) -> Verifier:
-        """The configured verifier encoder with ``adapter`` (the claim-support, answerability or index adapter)."""
+    def _load_verifier(self, adapter: str, model: str | None = None) -> Verifier:
+        """The verifier encoder (``model``, default ``verifier.model``) with ``adapter`` (the claim-support,
+        answerability or index adapter)."""
         cfg = self.config.verifier
-        return Verifier(resolve(cfg.model, self.cache_dir).path, resolve_path(adapter), batch_size=cfg.batch_size)
+        return Verifier(resolve(model or cfg.model, self.cache_dir).path, resolve_path(adapter),
+                        batch_size=cfg.batch_size)
 
     @property
     def answerability_verifier(self) -> Verifier | None:
@@ -156,7 +158,7 @@ class Assistant:
         if not cfg.enabled or not cfg.answerability_adapter:
             return self.verifier
         if self._answer_verifier is None:
-            self._answer_verifier = self._load_verifier(cfg.answerability_adapter)
+            self._answer_verifier = self._load_verifier(cfg.answerability_adapter, cfg.answerability_model)
         return self._answer_verifier
 
     @property

@@ -184,6 +184,9 @@ class VerifierConfig(_Section):
     answerability_adapter: str | None = Field(
         None, description="another adapter for answerability only (the gate, its signal and retrieval.rerank); "
                           "null: `adapter` does both (docs/TRUST.md, 'Gate study')")
+    answerability_model: str | None = Field(
+        None, description="the encoder answerability_adapter was trained on, when not `model` (an answerability-only "
+                          "adapter on a larger base; `app.py train verifier --task answerable`); null: `model`")
     answerable_min: float = Field(
         0.4, ge=0.0, le=1.0, description="abstain before generating below this: the calibration's gate probability "
                                          "(P(the shown sources answer), from answerability, retrieval and agreement) "

@@ -612,3 +612,24 @@ def test_a_sentence_bringing_a_word_no_source_holds_is_not_supported(tmp_path):
     assert off.sentences[1].checks.get("novel_terms") is False and "novel_terms" not in off.sentences[0].checks
     assert [s.supported for s in on.sentences] == [True, False] and not on.abstained
     assert "bronchoscopy" not in on.answer
+
+
+def test_an_answerability_adapter_on_another_base_loads_on_that_base(hash_index, tmp_path):
+    """verifier.answerability_model: the gate's adapter is read on its own encoder (a larger base), claim support
+    stays on verifier.model; loading is lazy, so only the chosen folders are checked here."""
+    root, _ = hash_index
+    gate_base, gate_adapter, support_adapter = tmp_path / "mpnet", tmp_path / "gate", tmp_path / "support"
+    for folder in (gate_adapter, support_adapter):
+        folder.mkdir()
+        (folder / "adapter_config.json").write_text("{}", encoding="utf-8")
+    gate_base.mkdir()
+    (gate_base / "config.json").write_text("{}", encoding="utf-8")
+    cfg = load_config(overrides=[f"index.dir={root}", "index.auto_build_demo=false",
+                                 f"verifier.adapter={support_adapter}",
+                                 f"verifier.answerability_adapter={gate_adapter}",
+                                 f"verifier.answerability_model={gate_base}"])
+    a = Assistant(cfg, embedder=HashEmbedder())  # type: ignore[arg-type]
+    gate, support = a.answerability_verifier, a.verifier
+    assert gate is not None and support is not None
+    assert (gate.base, gate.adapter) == (gate_base, gate_adapter)
+    assert support.base != gate_base and support.adapter == support_adapter

@@ -46,7 +46,9 @@ def fetch(args: argparse.Namespace) -> int:
     from rag.models import fetch as fetch_bundle
 
     cfg = load_config(args)
-    wanted = [cfg.embedder.model, cfg.generator.model] + ([cfg.verifier.model] if cfg.verifier.enabled else [])
+    v = cfg.verifier
+    wanted = [cfg.embedder.model, cfg.generator.model] + (
+        [v.model] + ([v.answerability_model] if v.answerability_model else []) if v.enabled else [])
     names = args.names or list(dict.fromkeys(m.split(":", 1)[1] for m in wanted if m.startswith("bundle:")))
     for name in names:
         print(f"ready: bundle:{name} -> {fetch_bundle(name, resolve_path(cfg.models.cache_dir)).path}")

@@ -642,3 +642,41 @@ def test_the_report_leaves_out_ablations_the_default_already_runs(tmp_path):
     row = "no per-index operating point (index.operating_point)"
     assert row not in trust.report(rows, settings, {}, tmp_path, "dev")["ablations"]
     assert row in trust.report(rows, {**settings, "demo_point": [0.1, 0.2]}, {}, tmp_path, "dev")["ablations"]
+
+
+def test_fresh_question_files_are_gated_by_the_gate_fitted_on_all_of_dev(tmp_path):
+    from eval import trust_gate
+
+    f = tmp_path / "clinician_6.jsonl"
+    f.write_text('{"id": "c1", "question": "K+ 5.2 - start spironolactone?", "gold_doc_ids": ["demo-hf"]}\n'
+                 '{"id": "c2", "question": "Gout flare: colchicine dose?"}\n', encoding="utf-8")
+    qs = trust_gate.fresh_questions(f)
+    assert [(q["suite"], q["answerable"]) for q in qs] == [("demo_clinician_6", True), ("demo_clinician_6", False)]
+    from rag.confidence import answerability_logit
+
+    def row(qid: str, suite: str, answerable: bool, p: float) -> dict:
+        r = _gated(qid, suite, answerable, p, 0.5)
+        r["signals"]["answerability_logit"] = answerability_logit(p)
+        return r
+
+    rng = random.Random(3)
+    dev = [row(f"a{i}", "medquad", True, rng.uniform(0.5, 1.0)) for i in range(40)]
+    dev += [row(f"o{i}", "topic_removed", False, rng.uniform(0.0, 0.4)) for i in range(40)]
+    fresh = [row("c1", "demo_clinician_6", True, 0.9), row("c2", "demo_clinician_6", False, 0.05),
+             row("c3", "demo_clinician_6", True, 0.1)]
+    r = trust_gate.fresh_study(dev, fresh, target=0.95)
+    assert r["dev"]["ooc_stopped"] >= 38  # the threshold is chosen on dev, at the target
+    assert r["fresh"]["ooc_stopped"] == 1 and r["fresh"]["answerable_stopped"] == 1  # c3 is stopped, c1 is not
+    assert r["fresh"]["stopped_by_suite"] == {"demo_clinician_6": "2/3"}
+
+
+def test_a_malformed_fresh_question_file_is_one_line(tmp_path):
+    from eval import trust_gate
+    from rag.errors import InputError
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "c1", "question": \n', encoding="utf-8")
+    with pytest.raises(InputError, match="JSON-lines"):
+        trust_gate.fresh_questions(bad)
+    with pytest.raises(InputError, match="cannot read"):
+        trust_gate.fresh_questions(tmp_path / "missing.jsonl")
