@@ -1,6 +1,6 @@
 """What the evidence verifier costs per answer, side by side with the embedding-cosine check it replaces.
 
-    .venv/bin/python -m eval.bench_verifier [--config configs/default.yaml] [--repeats 2] [--json]
+    .venv/bin/python -m eval.bench_verifier [--config configs/default.yaml] [--repeats 2] [--question Q] [--json]
 
 One process, the demo index, warm models. Each demo question is answered once with the verifier
 (answerability gate + claim support) and once with ``verifier.enabled=false`` (cosine support, no
@@ -34,15 +34,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config")
     ap.add_argument("--set", action="append", default=[], dest="overrides")
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--question", action="append", default=[],
+                    help="ask this question instead of the built-in six (repeatable; no patient)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     with_v = Assistant.open(load_config(args.config, args.overrides))
     without = Assistant(load_config(args.config, [*args.overrides, "verifier.enabled=false"]),
                         embedder=with_v.embedder, generator=with_v.generator)
-    with_v.ask(QUESTIONS[0][0])  # warm-up: loads every model once
+    questions: list[tuple[str, str | None]] = [(q, None) for q in args.question] or QUESTIONS
+    with_v.ask(questions[0][0])  # warm-up: loads every model once
     rows: dict[str, list[dict[str, float]]] = {"verifier": [], "cosine": []}
     for _ in range(args.repeats):
-        for q, pid in QUESTIONS:
+        for q, pid in questions:
             for name, a in (("verifier", with_v), ("cosine", without)):
                 t = time.perf_counter()
                 ans = a.ask(q, patient_id=pid)
@@ -56,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         xs = [r[key] for r in rows[name] if r["generated"] or not generated_only]
         return round(statistics.median(xs), 1) if xs else float("nan")
 
-    out: dict[str, Any] = {"questions": len(QUESTIONS), "repeats": args.repeats}
+    out: dict[str, Any] = {"questions": len(questions), "repeats": args.repeats, "overrides": args.overrides}
     for name in rows:
         checks = [r["answerability"] + r["citation_check"] for r in rows[name] if r["generated"]]
         shares = [c / r["wall"] for c, r in zip(checks, [r for r in rows[name] if r["generated"]], strict=True)]
