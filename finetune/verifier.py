@@ -265,8 +265,9 @@ def train(data_dir: Path, base: Path, out_dir: Path, run_dir: Path, opts: Verifi
     probs = verifier.score([(p.text_a, p.text_b) for p in held])
     score_s = time.perf_counter() - t
     card = {
-        "what": "evidence verifier: LoRA delta + classification head on the bundled sentence encoder "
-                "(answerability of a passage for a question; support of an answer sentence by a passage)",
+        "what": "evidence verifier: LoRA delta + classification head on a sentence encoder "
+                + (f"({opts.task} pairs only)" if opts.task else
+                   "(answerability of a passage for a question; support of an answer sentence by a passage)"),
         "base": base.name, "created": datetime.now(UTC).isoformat(timespec="seconds"), "git_commit": _git_commit(),
         "options": asdict(opts), "train_pairs": len(train_pairs), "heldout_pairs": len(held), "steps": len(losses),
         "train_seconds_this_run": round(train_s, 1),

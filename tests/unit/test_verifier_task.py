@@ -50,7 +50,7 @@ def test_an_answerability_only_run_trains_and_measures_that_task_alone(tmp_path:
     # 20 answerable pairs in batches of 8 -> 3 steps; the record-support focus stage (30 pairs) is not run
     assert card["train_pairs"] == 20 and card["steps"] == 3
     assert set(card["heldout"]) == {"answerable"} and card["heldout"]["answerable"]["n"] == 6
-    assert card["options"]["task"] == "answerable"
+    assert card["options"]["task"] == "answerable" and "answerable pairs only" in card["what"]
     assert (tmp_path / "out" / "adapter_config.json").exists()
 
 
