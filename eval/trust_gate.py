@@ -17,10 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from corpora.errors import CDSError
 from eval import trust, trust_jobs, trust_set
 from eval.mcq import stats
 from rag import Assistant
@@ -172,10 +174,20 @@ def main(argv: list[str] | None = None) -> int:
                     help="with --cv: also fit the gate on all of dev and report what it stops of these question "
                          "files (eval/questions/*.jsonl, asked on the demo index; read as aggregates)")
     args = ap.parse_args(argv)
-    out = resolve_path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    if args.cv:
-        return _cv_main(args, out)
+    if args.fresh and not args.cv:
+        ap.error("--fresh needs --cv (the gate is fitted on the dev signals that run computes)")
+    try:
+        # fresh files are read first: a bad one is one line now, not after minutes of dev signals
+        fresh = [q for f in args.fresh for q in fresh_questions(resolve_path(f))]
+        out = resolve_path(args.output)
+        out.mkdir(parents=True, exist_ok=True)
+        return _cv_main(args, out, fresh) if args.cv else _study_main(args, out)
+    except CDSError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _study_main(args: argparse.Namespace, out: Path) -> int:
     for spec in args.adapter:
         name, _, path = spec.partition("=")
         r = study(path, args.trust_index, args.target, test=not args.dev_only)
@@ -189,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _cv_main(args: argparse.Namespace, out: Path) -> int:
+def _cv_main(args: argparse.Namespace, out: Path, fresh: list[dict[str, Any]]) -> int:
     sets = [tuple(spec.partition("=")[2].split(",")) if "=" in spec else tuple(spec.split(","))
             for spec in args.features or [",".join(trust.GATE_FEATURES)]]
     names = [spec.partition("=")[0] if "=" in spec else spec for spec in args.features or ["standard"]]
@@ -212,9 +224,8 @@ def _cv_main(args: argparse.Namespace, out: Path) -> int:
                   f"{r['answerable_stopped']}/{r['answerable']} "
                   f"({100 * r['answerable_stopped'] / r['answerable']:.1f}%) {r['stopped_by_suite']}", flush=True)
         (out / f"gate-{name}-cv.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
-        if args.fresh:
-            qs = [q for f in args.fresh for q in fresh_questions(resolve_path(f))]
-            rows = _gated(_assistants(path, args.trust_index, args.overrides), qs)
+        if fresh:
+            rows = _gated(_assistants(path, args.trust_index, args.overrides), fresh)
             r = fresh_study(dev, rows, args.target)
             (out / f"gate-{name}-fresh.json").write_text(json.dumps({**r, "rows": rows}, indent=1), encoding="utf-8")
             f = r["fresh"]

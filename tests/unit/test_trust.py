@@ -680,3 +680,16 @@ def test_a_malformed_fresh_question_file_is_one_line(tmp_path):
         trust_gate.fresh_questions(bad)
     with pytest.raises(InputError, match="cannot read"):
         trust_gate.fresh_questions(tmp_path / "missing.jsonl")
+
+
+def test_a_bad_fresh_file_is_one_line_before_any_dev_signal(tmp_path, capsys):
+    from eval import trust_gate
+
+    rc = trust_gate.main(["--adapter", "v2=adapters/verifier-minilm", "--cv", "5", "--output", str(tmp_path / "g"),
+                          "--fresh", str(tmp_path / "missing.jsonl")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.startswith("error: cannot read question file") and "\n" not in err
+    assert not (tmp_path / "g").exists()
+    with pytest.raises(SystemExit):
+        trust_gate.main(["--adapter", "v2=adapters/verifier-minilm", "--fresh", str(tmp_path / "q.jsonl")])
+    assert "--fresh needs --cv" in capsys.readouterr().err
