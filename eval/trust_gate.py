@@ -90,15 +90,25 @@ def _rates(rows: list[dict[str, Any]], gate: dict[str, Any], t: float) -> dict[s
     p = [trust.probability(gate, r["signals"]) for r in rows]
     ooc = [pi < t for pi, r in zip(p, rows, strict=True) if not r["answerable"]]
     ans = [pi < t for pi, r in zip(p, rows, strict=True) if r["answerable"]]
-    by_suite: dict[str, list[int]] = {}
-    for pi, r in zip(p, rows, strict=True):
-        by_suite.setdefault(r["suite"], [0, 0])
-        by_suite[r["suite"]][0] += pi < t
-        by_suite[r["suite"]][1] += 1
+    by_suite = _stopped_by_suite(rows, [pi < t for pi in p])
     return {"threshold": t, "ooc_stopped": sum(ooc), "ooc": len(ooc), "answerable_stopped": sum(ans),
             "answerable": len(ans), "ooc_stopped_ci": stats.wilson(sum(ooc), len(ooc)),
             "answerable_stopped_ci": stats.wilson(sum(ans), len(ans)),
-            "stopped_by_suite": {k: f"{v[0]}/{v[1]}" for k, v in sorted(by_suite.items())}}
+            "stopped_by_suite": by_suite}
+
+
+def _stopped_by_suite(rows: list[dict[str, Any]], stopped: list[bool]) -> dict[str, str]:
+    """"stopped/asked" per suite; a suite holding answerable and out-of-corpus questions (patient records with and
+    without the asked fact) is counted per kind, so what it stops is never a sum of both."""
+    mixed = {s for s in {r["suite"] for r in rows}
+             if len({r["answerable"] for r in rows if r["suite"] == s}) > 1}
+    counts: dict[str, list[int]] = {}
+    for r, st in zip(rows, stopped, strict=True):
+        key = r["suite"] + (("/answerable" if r["answerable"] else "/out_of_corpus") if r["suite"] in mixed else "")
+        counts.setdefault(key, [0, 0])
+        counts[key][0] += st
+        counts[key][1] += 1
+    return {k: f"{v[0]}/{v[1]}" for k, v in sorted(counts.items())}
 
 
 def study(adapter: str, trust_index: str, target: float, test: bool = True) -> dict[str, Any]:
@@ -146,14 +156,9 @@ def cross_validate(rows: list[dict[str, Any]], features: tuple[str, ...], target
                     for r in rows if fold_of[r["id"]] == k)
     ooc = [r["stopped"] for r in held if not r["answerable"]]
     ans = [r["stopped"] for r in held if r["answerable"]]
-    suites: dict[str, list[int]] = {}
-    for r in held:
-        suites.setdefault(r["suite"], [0, 0])
-        suites[r["suite"]][0] += r["stopped"]
-        suites[r["suite"]][1] += 1
     return {"features": list(features), "folds": folds, "seed": seed, "ooc_stopped": sum(ooc), "ooc": len(ooc),
             "answerable_stopped": sum(ans), "answerable": len(ans),
-            "stopped_by_suite": {k: f"{v[0]}/{v[1]}" for k, v in sorted(suites.items())}}
+            "stopped_by_suite": _stopped_by_suite(held, [r["stopped"] for r in held])}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -667,7 +667,9 @@ def test_fresh_question_files_are_gated_by_the_gate_fitted_on_all_of_dev(tmp_pat
     r = trust_gate.fresh_study(dev, fresh, target=0.95)
     assert r["dev"]["ooc_stopped"] >= 38  # the threshold is chosen on dev, at the target
     assert r["fresh"]["ooc_stopped"] == 1 and r["fresh"]["answerable_stopped"] == 1  # c3 is stopped, c1 is not
-    assert r["fresh"]["stopped_by_suite"] == {"demo_clinician_6": "2/3"}
+    # the file mixes answerable and out-of-corpus questions: counted per kind, never summed
+    assert r["fresh"]["stopped_by_suite"] == {"demo_clinician_6/answerable": "1/2",
+                                              "demo_clinician_6/out_of_corpus": "1/1"}
 
 
 def test_a_malformed_fresh_question_file_is_one_line(tmp_path):
