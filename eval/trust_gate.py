@@ -29,6 +29,7 @@ from rag import Assistant
 from rag.answer import Answer
 from rag.confidence import answerability_logit
 from rag.config import data_dir, load_config, resolve_path
+from rag.errors import InputError
 
 log = logging.getLogger(__name__)
 GRID = tuple(round(0.01 * i, 2) for i in range(1, 100))
@@ -58,16 +59,16 @@ def _gated(assistants: dict[str, Assistant], qs: Sequence[dict[str, Any]]) -> li
 def signals(adapter: str, part: str, trust_index: str, overrides: Sequence[str] = ()) -> list[dict[str, Any]]:
     """Each question's gate signals with the verifier ``adapter`` (no calibration, no generation); ``overrides``
     are further ``--set KEY=VALUE`` settings (a candidate such as ``verifier.expand_question=true``)."""
-    cfg = load_config(overrides=list(overrides))
-    return _gated(_assistants(adapter, trust_index, overrides),
-                  trust_set.questions(trust_set.load(), part, data_dir(cfg)))
+    return _part(_assistants(adapter, trust_index, overrides), part)
+
+
+def _part(assistants: dict[str, Assistant], part: str) -> list[dict[str, Any]]:
+    return _gated(assistants, trust_set.questions(trust_set.load(), part, data_dir(assistants["demo"].config)))
 
 
 def fresh_questions(path: Path) -> list[dict[str, Any]]:
     """A question file of ``eval/questions`` asked on the demo index: answerable when a row names its gold
     documents (``gold_doc_ids``), out of corpus otherwise; the suite is the file's name."""
-    from rag.errors import InputError
-
     try:
         rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     except (OSError, ValueError) as e:
@@ -212,10 +213,13 @@ def _cv_main(args: argparse.Namespace, out: Path, fresh: list[dict[str, Any]]) -
     names = [spec.partition("=")[0] if "=" in spec else spec for spec in args.features or ["standard"]]
     for spec in args.adapter:
         name, _, path = spec.partition("=")
+        # one set of assistants (models and indexes loaded once) for the dev signals and the fresh files
+        assistants = _assistants(path, args.trust_index, args.overrides) if fresh or not args.signals else None
         if args.signals:
             dev = json.loads(Path(args.signals).read_text(encoding="utf-8"))
         else:
-            dev = signals(path, "dev", args.trust_index, args.overrides)
+            assert assistants is not None
+            dev = _part(assistants, "dev")
             (out / f"gate-{name}-dev.json").write_text(json.dumps(dev), encoding="utf-8")
         results = []
         for set_name, feats in zip(names, sets, strict=True):
@@ -229,8 +233,8 @@ def _cv_main(args: argparse.Namespace, out: Path, fresh: list[dict[str, Any]]) -
                   f"{r['answerable_stopped']}/{r['answerable']} "
                   f"({100 * r['answerable_stopped'] / r['answerable']:.1f}%) {r['stopped_by_suite']}", flush=True)
         (out / f"gate-{name}-cv.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
-        if fresh:
-            rows = _gated(_assistants(path, args.trust_index, args.overrides), fresh)
+        if assistants is not None and fresh:
+            rows = _gated(assistants, fresh)
             r = fresh_study(dev, rows, args.target)
             (out / f"gate-{name}-fresh.json").write_text(json.dumps({**r, "rows": rows}, indent=1), encoding="utf-8")
             f = r["fresh"]
