@@ -826,7 +826,7 @@ def rechoose(calib: dict[str, Any], rows: list[dict[str, Any]], records: dict[st
 def fit_dev(rows: list[dict[str, Any]], records: dict[str, Any], floor: float, out: Path,
             options: dict[str, Any] | None = None, min_ooc_abstain: float = 0.97,
             gate_features: Sequence[str] = GATE_FEATURES, extra_sets: Sequence[tuple[str, ...]] = (),
-            offsets: Sequence[str] = ()) -> dict[str, Any]:
+            offsets: Sequence[str] = (), gate_verifier: dict[str, str] | None = None) -> dict[str, Any]:
     """Fit the calibration and choose the gate and abstention threshold on dev; write the calibration file.
 
     The operating point must abstain on ``min_ooc_abstain`` of dev's out-of-corpus questions: 0.97, a margin
@@ -835,7 +835,9 @@ def fit_dev(rows: list[dict[str, Any]], records: dict[str, Any], floor: float, o
 
     ``options``: the pipeline switches the config runs with (``second_try``, ``statement_checks``).
     ``gate_features``: the gate model's signals; ``extra_sets``: more candidate signal sets for the calibration;
-    ``offsets``: signals added afterwards one coefficient each, the others frozen (:func:`fit_offset`)."""
+    ``offsets``: signals added afterwards one coefficient each, the others frozen (:func:`fit_offset`).
+    ``gate_verifier``: the adapter whose answerability logits the rows hold (``rag.provenance.gate_verifier``),
+    recorded so that the assistant refuses the file under another gate adapter."""
     from datetime import UTC, datetime
 
     missing = sorted({f for f in (*gate_features, *(f for fs in extra_sets for f in fs)) if f != "answerability_logit"}
@@ -859,6 +861,8 @@ def fit_dev(rows: list[dict[str, Any]], records: dict[str, Any], floor: float, o
         calib = fit_offset(calib, rows, records, chosen["gate"], feature, gate_model=gate,
                            support_cosine=chosen["support_cosine"], support_min=chosen["support_min"], options=options)
     calib = rechoose(calib, rows, records, floor, options, min_ooc_abstain)
+    if gate_verifier:
+        calib["gate_verifier"] = gate_verifier
     calib.update({"chosen_on": "trust dev split (eval/splits/trust.json)", "pipeline": options or {},
                   "created": datetime.now(UTC).isoformat(timespec="seconds"),
                   "note": "P(answer strictly right) = sigmoid(intercept + coef . signals); refit with "

@@ -24,18 +24,6 @@ from typing import Any
 from eval import jsonl, trust
 
 
-def _files_digest(path: Path) -> str:
-    """sha256 over a file, or over every file of a folder (names and contents); '' when absent."""
-    if not path.exists():
-        return ""
-    h = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    for p in files:
-        h.update(p.name.encode())
-        h.update(p.read_bytes())
-    return h.hexdigest()[:16]
-
-
 def index_digest(manifest: dict[str, Any]) -> str:
     """The documents an index version holds (by content hash), its embedder and chunking: not its name or date."""
     docs = sorted((k, str(v.get("hash"))) for k, v in manifest.get("documents", {}).items())
@@ -58,8 +46,9 @@ def _without_neutral(values: dict[str, Any]) -> dict[str, Any]:
 def fingerprint(config: Any, settings: dict[str, Any], manifests: Iterable[dict[str, Any]]) -> str:
     """What decides a question's outcome under ``config``: the same fingerprint means the same outcome."""
     from rag.config import resolve_path
+    from rag.provenance import files_digest
 
-    adapters = {name: _files_digest(resolve_path(p)) for name, p in (
+    adapters = {name: files_digest(resolve_path(p)) for name, p in (
         ("generator", config.generator.adapter), ("verifier", config.verifier.adapter),
         ("answerability", getattr(config.verifier, "answerability_adapter", None)),
         ("index_answerability", getattr(config.index, "answerability_adapter", None))) if p}

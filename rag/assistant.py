@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from rag import confidence as conf
-from rag import operating
+from rag import operating, provenance
 from rag.abbrev import expand
 from rag.answer import Answer, Citation, SentenceRecord
 from rag.backends import Backend, load_backend
@@ -215,7 +215,13 @@ class Assistant:
         if path is None:
             return None
         if self._calibration is None:
-            self._calibration = conf.load_calibration(resolve_path(path))
+            calibration = conf.load_calibration(resolve_path(path))
+            why = provenance.gate_mismatch(calibration.meta.get("gate_verifier"), self.config)
+            if why:
+                raise ConfigError(f"confidence.calibration {path} does not fit this verifier: {why}; set "
+                                  "confidence.calibration to the file fitted for it, or refit with `python app.py "
+                                  "eval trust fit`")
+            self._calibration = calibration
         return self._calibration
 
     @property

@@ -355,6 +355,54 @@ def test_the_calibrated_gate_decides_before_generating(hash_index, tmp_path):
     assert ans.abstained and gen.calls == 0
 
 
+def test_a_calibration_fitted_on_another_gate_adapter_is_refused(hash_index, tmp_path):
+    """A gate model reads one adapter's answerability logits: under another adapter it would mean nothing."""
+    from rag import provenance
+    from rag.errors import ConfigError
+
+    q = "Which SGLT2 inhibitors are recommended in chronic HFrEF?"
+    gate = {"features": ["answerability_logit", "retrieval", "agreement"], "coef": [1.0, 0.0, 0.0], "intercept": 0.0}
+    body = {"features": ["support"], "coef": [1.0], "intercept": 0.0, "gate": gate}
+    a, _ = _scripted(hash_index, f"{SUPPORTED} [1].", "verifier.answerable_min=0.0")
+    fitted = provenance.gate_verifier(a.config)
+    assert fitted["adapter"] == "adapters/verifier-minilm" and len(fitted["adapter_digest"]) == 16
+    ok, other = tmp_path / "ok.json", tmp_path / "other.json"
+    ok.write_text(json.dumps({**body, "gate_verifier": fitted}))
+    other.write_text(json.dumps({**body, "gate_verifier": {**fitted, "adapter": "adapters/x", "adapter_digest": "0"}}))
+    a, _ = _scripted(hash_index, f"{SUPPORTED} [1].", "verifier.answerable_min=0.0", f"confidence.calibration={ok}")
+    assert not a.ask(q).abstained
+    a, gen = _scripted(hash_index, f"{SUPPORTED} [1].", "verifier.answerable_min=0.0",
+                       f"confidence.calibration={other}")
+    with pytest.raises(ConfigError, match="adapters/x") as e:
+        a.ask(q)
+    assert "\n" not in str(e.value) and "eval trust fit" in str(e.value) and gen.calls == 0
+    # Without a verifier no gate is read: the file may serve the answer calibration alone.
+    a, _ = _scripted(hash_index, f"{SUPPORTED} [1].", "verifier.enabled=false", f"confidence.calibration={other}")
+    assert a.calibration is not None
+
+
+def test_the_gate_adapter_digest_reads_weights_not_the_card(tmp_path):
+    from types import SimpleNamespace
+
+    from rag import provenance
+
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_model.safetensors").write_bytes(b"w1")
+    (adapter / "adapter_config.json").write_text("{}")
+    (adapter / "README.md").write_text("card")
+    cfg = SimpleNamespace(verifier=SimpleNamespace(answerability_adapter=str(adapter), adapter="unused",
+                                                   answerability_model=None, model="bundle:m", enabled=True))
+    first = provenance.gate_verifier(cfg)
+    assert first["adapter"] == str(adapter) and first["model"] == "bundle:m"
+    (adapter / "README.md").write_text("card, edited")
+    assert provenance.gate_verifier(cfg) == first
+    assert provenance.gate_mismatch(first, cfg) is None and provenance.gate_mismatch(None, cfg) is None
+    (adapter / "adapter_model.safetensors").write_bytes(b"w2")
+    assert provenance.gate_verifier(cfg)["adapter_digest"] != first["adapter_digest"]
+    assert "fitted on the answerability logits of" in (provenance.gate_mismatch(first, cfg) or "")
+
+
 def test_each_sentence_points_at_the_passage_that_supports_it(hash_index):
     """Per sentence and cited source, the span of the best-supporting passage (not one span per source)."""
     reply = f"{SUPPORTED} [1]."

@@ -197,6 +197,7 @@ def _fit_onto(args: argparse.Namespace, cfg: Any, rows: list[dict[str, Any]], re
 
 def _fit_or_report(args: argparse.Namespace, cfg: Any, records: dict[str, Any]) -> int:
     from eval import trust, trust_jobs
+    from rag import provenance
     from rag.config import resolve_path
     from rag.errors import InputError
 
@@ -218,7 +219,8 @@ def _fit_or_report(args: argparse.Namespace, cfg: Any, records: dict[str, Any]) 
                               trust.pipeline_options(cfg), min_ooc_abstain=args.min_ooc_abstain,
                               gate_features=tuple(args.gate_features.split(",")) if args.gate_features
                               else trust.GATE_FEATURES,
-                              extra_sets=[tuple(fs.split(",")) for fs in args.feature_set], offsets=args.offset)
+                              extra_sets=[tuple(fs.split(",")) for fs in args.feature_set], offsets=args.offset,
+                              gate_verifier=provenance.gate_verifier(cfg))
         if args.json:
             print_json(calib)
             return 0

@@ -420,6 +420,20 @@ def test_a_gate_signal_the_dev_run_did_not_record_is_refused(tmp_path):
     assert not (tmp_path / "c.json").exists()
 
 
+def test_a_dev_fit_records_the_gate_adapter_it_was_fitted_on(tmp_path):
+    import json
+
+    rng = random.Random(3)
+    rows = [{**_row("medquad", True, rng.uniform(0.4, 1.0), rng.uniform(0.5, 1.0)), "id": f"a{i}"} for i in range(40)]
+    rows += [{**_row("topic_removed", False, rng.uniform(0.0, 0.5), rng.uniform(0.0, 1.0)), "id": f"o{i}"}
+             for i in range(40)]
+    fitted = {"adapter": "adapters/v", "adapter_digest": "0123456789abcdef", "model": "bundle:m"}
+    trust.fit_dev(rows, {}, 0.05, tmp_path / "c.json", gate_verifier=fitted)
+    assert json.loads((tmp_path / "c.json").read_text())["gate_verifier"] == fitted
+    trust.fit_dev(rows, {}, 0.05, tmp_path / "old.json")
+    assert "gate_verifier" not in json.loads((tmp_path / "old.json").read_text())
+
+
 def test_whole_fit_procedures_are_measured_on_the_other_half():
     from eval import trust_holdout
 
