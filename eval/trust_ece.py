@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 import numpy as np
@@ -112,6 +113,11 @@ def main(argv: list[str] | None = None) -> int:
                                                     ("ece", args.ece_rows, args.ece_kept, [])):
         if kept_file:
             parts[name] = kept_of(resolve_path(kept_file), str(fp))
+            if not parts[name][0]:
+                # Outcomes under another fingerprint are never pooled: say why the row is empty and what fills it.
+                print(f"{name}: no outcome in {kept_file} is kept under the current fingerprint {fp}; ask the part "
+                      f"again (`python app.py eval trust run --part {name} --skip-kept {kept_file} --resume`, then "
+                      "`eval trust keep`)", file=sys.stderr)
         else:
             rows = trust_jobs.prepare_rows(cfg, resolve_path(rows_file), part_labels, args.trust_index)
             floor = max(float(r.get("floor", 0.05)) for r in rows)
@@ -128,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|---|---|---|")
     for name in ("test", "ece", "pooled"):
         c = result[name]
+        if not c["answered"]:
+            print(f"| {name} | {c['questions']} | 0 | - | - | - | - | - |")
+            continue
         print(f"| {name} | {c['questions']} | {c['answered']} | {c['accuracy']} | {c['mean_confidence']} | "
               f"{c['ece']} ({c['ece_ci95'][0]}-{c['ece_ci95'][1]}) | {c['chance_ece_if_perfect']} | {c['brier']} |")
     print(f"figure: {result['figures'][0]}")
