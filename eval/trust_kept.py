@@ -5,9 +5,9 @@ repository holds no text copied from the corpora) and are lost with a fresh mach
 needs more CPU than one session has (the ``ece`` part: ~9 h on 2 cores) could never finish. What the
 calibration report needs of each question is kept instead: whether the product answered, its confidence,
 and whether the answer was right (a person's verdict where one matches the shown answer, else the strict
-scorer), with a **fingerprint** of everything that decides them (the models and adapters by content, the
-retrieval, verifier and generator settings, the replayed settings with the calibration itself, and the
-indexes' documents). ``eval trust run --skip-kept FILE`` asks only the questions not kept under the
+scorer), with a **fingerprint** of everything that decides them (the models, the adapters by their weights (not
+their cards), the retrieval, verifier and generator settings, the replayed settings with the calibration itself,
+and the indexes' documents). ``eval trust run --skip-kept FILE`` asks only the questions not kept under the
 current fingerprint; ``eval trust keep`` adds a run's outcomes; ``python -m eval.trust_ece`` pools them.
 A change to any of those inputs changes the fingerprint, and outcomes under another fingerprint are
 never pooled (they are kept in the file, for the record, until replaced).
@@ -46,9 +46,9 @@ def _without_neutral(values: dict[str, Any]) -> dict[str, Any]:
 def fingerprint(config: Any, settings: dict[str, Any], manifests: Iterable[dict[str, Any]]) -> str:
     """What decides a question's outcome under ``config``: the same fingerprint means the same outcome."""
     from rag.config import resolve_path
-    from rag.provenance import files_digest
+    from rag.provenance import adapter_digest
 
-    adapters = {name: files_digest(resolve_path(p)) for name, p in (
+    adapters = {name: adapter_digest(resolve_path(p)) for name, p in (
         ("generator", config.generator.adapter), ("verifier", config.verifier.adapter),
         ("answerability", getattr(config.verifier, "answerability_adapter", None)),
         ("index_answerability", getattr(config.index, "answerability_adapter", None))) if p}

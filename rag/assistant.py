@@ -55,7 +55,9 @@ NOTHING_SUPPORTED = "no answer sentence is supported by a cited source"
 class Assistant:
     """Hybrid retrieval + grounded generation. Models and index load lazily on first use.
 
-    ``embedder``/``generator`` may be injected (tests pass a hash embedder and a tiny model).
+    ``embedder``/``generator`` may be injected (tests pass a hash embedder and a tiny model). An injected
+    ``verifier`` also judges answerability unless ``answerability_verifier`` is injected too: injecting one
+    verifier never loads another model behind it (``verifier.answerability_adapter`` is for loaded verifiers).
     Answering only: the index is built and managed by :class:`rag.index_jobs.IndexJobs`, and a
     missing demo index is built by the explicit :meth:`open` / :meth:`ensure_index`, never by
     reading :attr:`index`.
@@ -69,7 +71,7 @@ class Assistant:
         self._embedder = embedder
         self._generator = generator
         self._verifier = verifier
-        self._answer_verifier = answerability_verifier
+        self._answer_verifier = answerability_verifier if answerability_verifier is not None else verifier
         self._index_verifier = index_verifier
         self._index_adapter_fits: dict[str, bool] = {}  # index version -> index.answerability_adapter applies
         self._points: dict[str, tuple[float, float] | None] = {}  # index version -> index.operating_point if it fits

@@ -31,20 +31,25 @@ def gate_adapter(config: Any) -> str:
     return str(config.verifier.answerability_adapter or config.verifier.adapter)
 
 
+def adapter_digest(path: Path) -> str:
+    """sha256 (16 hex) over an adapter's weights and adapter config; '' when absent. The card (README, training
+    card, losses) is documentation: editing it must not invalidate a calibration or kept outcomes."""
+    if not path.exists():
+        return ""
+    weights = ([p for p in sorted(path.glob("*")) if p.suffix in (".safetensors", ".bin", ".gguf")
+                or p.name == "adapter_config.json"] if path.is_dir() else [path])
+    h = hashlib.sha256()
+    for p in weights:
+        h.update(files_digest(p).encode())
+    return h.hexdigest()[:16]
+
+
 def gate_verifier(config: Any) -> dict[str, str]:
     """What ``eval trust fit`` records under ``gate_verifier`` in a calibration file."""
     from rag.config import resolve_path
 
     adapter = gate_adapter(config)
-    path = resolve_path(adapter)
-    # Weights and their config only: the card (README, training card, losses) is documentation, and editing it
-    # must not invalidate a calibration.
-    weights = ([p for p in sorted(path.glob("*")) if p.suffix in (".safetensors", ".bin")
-                or p.name == "adapter_config.json"] if path.is_dir() else [path])
-    h = hashlib.sha256()
-    for p in weights:
-        h.update(files_digest(p).encode())
-    return {"adapter": adapter, "adapter_digest": h.hexdigest()[:16],
+    return {"adapter": adapter, "adapter_digest": adapter_digest(resolve_path(adapter)),
             "model": str(config.verifier.answerability_model or config.verifier.model)}
 
 

@@ -365,7 +365,7 @@ def test_a_calibration_fitted_on_another_gate_adapter_is_refused(hash_index, tmp
     body = {"features": ["support"], "coef": [1.0], "intercept": 0.0, "gate": gate}
     a, _ = _scripted(hash_index, f"{SUPPORTED} [1].", "verifier.answerable_min=0.0")
     fitted = provenance.gate_verifier(a.config)
-    assert fitted["adapter"] == "adapters/verifier-minilm" and len(fitted["adapter_digest"]) == 16
+    assert fitted["adapter"] == provenance.gate_adapter(a.config) and len(fitted["adapter_digest"]) == 16
     ok, other = tmp_path / "ok.json", tmp_path / "other.json"
     ok.write_text(json.dumps({**body, "gate_verifier": fitted}))
     other.write_text(json.dumps({**body, "gate_verifier": {**fitted, "adapter": "adapters/x", "adapter_digest": "0"}}))
@@ -422,7 +422,8 @@ def test_a_separate_answerability_adapter_gates_and_the_main_one_checks_support(
     """verifier.answerability_adapter: one verifier for the gate, the other for claim support."""
     root, _ = hash_index
     cfg = load_config(overrides=[f"index.dir={root}", "index.auto_build_demo=false", "verifier.answerable_min=0.3",
-                                 "confidence.abstain_below=0.0", "verifier.answerability_adapter=adapters/other"])
+                                 "confidence.abstain_below=0.0", "verifier.answerability_adapter=adapters/other",
+                                 "confidence.calibration=null"])  # the default's gate model is fitted on another adapter
     support, gate = LexicalVerifier(), LexicalVerifier()
     a = Assistant(cfg, embedder=HashEmbedder(), generator=ScriptedGenerator(f"{SUPPORTED} [1]."),  # type: ignore[arg-type]
                   verifier=support, answerability_verifier=gate)  # type: ignore[arg-type]
@@ -434,6 +435,8 @@ def test_a_separate_answerability_adapter_gates_and_the_main_one_checks_support(
     plain = Assistant(cfg.model_copy(update={"verifier": cfg.verifier.model_copy(
         update={"answerability_adapter": None})}), embedder=HashEmbedder(), verifier=support)  # type: ignore[arg-type]
     assert plain.answerability_verifier is support, "without the setting one verifier does both"
+    injected = Assistant(cfg, embedder=HashEmbedder(), verifier=support)  # type: ignore[arg-type]
+    assert injected.answerability_verifier is support, "an injected verifier never loads the configured gate"
 
 
 def _index_adapter(tmp_path, manifest, drop: str | None = None, name: str = "adapter"):

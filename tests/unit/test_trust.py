@@ -523,6 +523,22 @@ def test_the_fingerprint_changes_with_what_decides_an_outcome():
     assert trust_kept.fingerprint(strict, settings, [manifest]) != fp
 
 
+def test_the_fingerprint_reads_an_adapters_weights_not_its_card(tmp_path):
+    from eval import trust_kept
+    from rag.config import load_config
+
+    adapter = tmp_path / "gate"
+    adapter.mkdir()
+    (adapter / "adapter_model.safetensors").write_bytes(b"w1")
+    (adapter / "README.md").write_text("card")
+    cfg = load_config(overrides=[f"verifier.answerability_adapter={adapter}"])
+    fp = trust_kept.fingerprint(cfg, {}, [])
+    (adapter / "README.md").write_text("card, with the test figures added")
+    assert trust_kept.fingerprint(cfg, {}, []) == fp
+    (adapter / "adapter_model.safetensors").write_bytes(b"w2")
+    assert trust_kept.fingerprint(cfg, {}, []) != fp
+
+
 def test_an_offset_corrects_one_kind_of_answer_and_leaves_the_others_exactly(tmp_path):
     import json
 
