@@ -423,7 +423,7 @@ def test_a_separate_answerability_adapter_gates_and_the_main_one_checks_support(
     root, _ = hash_index
     cfg = load_config(overrides=[f"index.dir={root}", "index.auto_build_demo=false", "verifier.answerable_min=0.3",
                                  "confidence.abstain_below=0.0", "verifier.answerability_adapter=adapters/other",
-                                 "confidence.calibration=null"])  # the default's gate model is fitted on another adapter
+                                 "confidence.calibration=null"])  # the default gate model: another adapter
     support, gate = LexicalVerifier(), LexicalVerifier()
     a = Assistant(cfg, embedder=HashEmbedder(), generator=ScriptedGenerator(f"{SUPPORTED} [1]."),  # type: ignore[arg-type]
                   verifier=support, answerability_verifier=gate)  # type: ignore[arg-type]
