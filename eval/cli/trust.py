@@ -70,7 +70,9 @@ def add(esub: Any, common: argparse.ArgumentParser) -> None:
     et.add_argument("--feature-set", action="append", default=[], metavar="F1,F2,...",
                     help="`fit`: one more candidate signal set for the calibration (repeatable; chosen by "
                          "cross-validated log loss with the built-in sets)")
-    et.add_argument("--calibration-out", default="configs/calibration/default.json", help="`fit`: where to write")
+    et.add_argument("--calibration-out", default=None,
+                    help="`fit`: where to write (default: the config's confidence.calibration, else "
+                         "configs/calibration/default.json)")
     et.add_argument("--json", action="store_true")
     et.set_defaults(handler=run)
 
@@ -184,7 +186,7 @@ def _fit_onto(args: argparse.Namespace, cfg: Any, rows: list[dict[str, Any]], re
         calib["offset_fit"]["onto"] = str(args.onto)
     if args.rechoose:
         calib = trust.rechoose(calib, rows, records, floor, trust.pipeline_options(cfg), args.min_ooc_abstain)
-    out = resolve_path(args.calibration_out)
+    out = resolve_path(_calibration_out(args, cfg))
     trust.write_calibration(calib, out)
     added = f" plus {', '.join(args.offset)} (coefficient {calib['coef'][-1]})" if args.offset else ""
     point = (f"operating point chosen again on dev: verifier.answerable_min={calib['answerable_min']} "
@@ -193,6 +195,11 @@ def _fit_onto(args: argparse.Namespace, cfg: Any, rows: list[dict[str, Any]], re
              else "gate and thresholds unchanged")
     print(f"calibration written to {out}: {src.name}{added}; {point}")
     return 0
+
+
+def _calibration_out(args: argparse.Namespace, cfg: Any) -> str:
+    """Where `fit` writes: --calibration-out, else the file the config reads (refitting the preset in use)."""
+    return str(args.calibration_out or cfg.confidence.calibration or "configs/calibration/default.json")
 
 
 def _fit_or_report(args: argparse.Namespace, cfg: Any, records: dict[str, Any]) -> int:
@@ -215,7 +222,8 @@ def _fit_or_report(args: argparse.Namespace, cfg: Any, records: dict[str, Any]) 
             return _fit_onto(args, cfg, rows, records, floor)
         if args.rechoose:
             raise InputError("`eval trust fit --rechoose` needs --onto CALIBRATION.json (the coefficients to keep)")
-        calib = trust.fit_dev(rows, records, floor, resolve_path(args.calibration_out),
+        out_file = resolve_path(_calibration_out(args, cfg))
+        calib = trust.fit_dev(rows, records, floor, out_file,
                               trust.pipeline_options(cfg), min_ooc_abstain=args.min_ooc_abstain,
                               gate_features=tuple(args.gate_features.split(",")) if args.gate_features
                               else trust.GATE_FEATURES,
@@ -224,7 +232,7 @@ def _fit_or_report(args: argparse.Namespace, cfg: Any, records: dict[str, Any]) 
         if args.json:
             print_json(calib)
             return 0
-        print(f"calibration written to {resolve_path(args.calibration_out)}; chosen on dev: "
+        print(f"calibration written to {out_file}; chosen on dev: "
               f"verifier.answerable_min={calib['answerable_min']} confidence.abstain_below={calib['abstain_below']} "
               f"verifier.support_min={calib['support_min']} verifier.support_cosine={calib['support_cosine']}")
         return 0

@@ -725,3 +725,16 @@ def test_a_bad_fresh_file_is_one_line_before_any_dev_signal(tmp_path, capsys):
     with pytest.raises(SystemExit):
         trust_gate.main(["--adapter", "v2=adapters/verifier-minilm", "--fresh", str(tmp_path / "q.jsonl")])
     assert "--fresh needs --cv" in capsys.readouterr().err
+
+
+def test_fit_writes_the_calibration_the_preset_reads_unless_told_otherwise():
+    from argparse import Namespace
+
+    from eval.cli.trust import _calibration_out
+    from rag.config import load_config
+
+    cfg = load_config()
+    assert _calibration_out(Namespace(calibration_out=None), cfg) == cfg.confidence.calibration
+    assert _calibration_out(Namespace(calibration_out="x.json"), cfg) == "x.json"
+    cfg.confidence.calibration = None
+    assert _calibration_out(Namespace(calibration_out=None), cfg) == "configs/calibration/default.json"
