@@ -14,15 +14,12 @@ from pathlib import Path
 from typing import Any
 
 
-def files_digest(path: Path) -> str:
-    """sha256 (16 hex) over a file, or over every file of a folder (names and contents); '' when absent."""
-    if not path.exists():
-        return ""
-    h = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    for p in files:
-        h.update(p.name.encode())
-        h.update(p.read_bytes())
+def _file_digest(path: Path) -> str:
+    """sha256 (16 hex) over a file's name and contents, read in blocks."""
+    h = hashlib.sha256(path.name.encode())
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
     return h.hexdigest()[:16]
 
 
@@ -40,7 +37,7 @@ def adapter_digest(path: Path) -> str:
                 or p.name == "adapter_config.json"] if path.is_dir() else [path])
     h = hashlib.sha256()
     for p in weights:
-        h.update(files_digest(p).encode())
+        h.update(_file_digest(p).encode())
     return h.hexdigest()[:16]
 
 
