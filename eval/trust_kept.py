@@ -43,6 +43,15 @@ def _without_neutral(values: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in values.items() if not (k in NEUTRAL and v == NEUTRAL[k])}
 
 
+def _without_provenance(settings: dict[str, Any]) -> dict[str, Any]:
+    """The settings less the calibration's ``gate_verifier`` record: it says what the file was fitted with (the
+    adapters enter the fingerprint by their weights anyway); adding it to an older file changes no outcome."""
+    calib = settings.get("calibration")
+    if not isinstance(calib, dict) or "gate_verifier" not in calib:
+        return settings
+    return {**settings, "calibration": {k: v for k, v in calib.items() if k != "gate_verifier"}}
+
+
 def fingerprint(config: Any, settings: dict[str, Any], manifests: Iterable[dict[str, Any]]) -> str:
     """What decides a question's outcome under ``config``: the same fingerprint means the same outcome."""
     from rag.config import resolve_path
@@ -59,7 +68,7 @@ def fingerprint(config: Any, settings: dict[str, Any], manifests: Iterable[dict[
         "retrieval": config.retrieval.model_dump(),
         "chunking": config.chunking.model_dump(),
         "adapters": adapters,
-        "settings": _without_neutral(settings),
+        "settings": _without_neutral(_without_provenance(settings)),
         "indexes": sorted(index_digest(m) for m in manifests),
     }
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -376,6 +376,12 @@ def test_a_calibration_fitted_on_another_gate_adapter_is_refused(hash_index, tmp
     with pytest.raises(ConfigError, match="adapters/x") as e:
         a.ask(q)
     assert "\n" not in str(e.value) and "eval trust fit" in str(e.value) and gen.calls == 0
+    # The committed version-2 calibration carries its record too: under the default's mpnet gate it is refused.
+    from rag.config import PROJECT_ROOT
+
+    mpnet = load_config(overrides=[f"confidence.calibration={PROJECT_ROOT / 'configs/calibration/default.json'}"])
+    assert "adapters/verifier-minilm" in (provenance.gate_mismatch(json.loads(
+        (PROJECT_ROOT / "configs/calibration/default.json").read_text())["gate_verifier"], mpnet) or "")
     # Without a verifier no gate is read: the file may serve the answer calibration alone.
     a, _ = _scripted(hash_index, f"{SUPPORTED} [1].", "verifier.enabled=false", f"confidence.calibration={other}")
     assert a.calibration is not None

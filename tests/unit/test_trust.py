@@ -523,6 +523,18 @@ def test_the_fingerprint_changes_with_what_decides_an_outcome():
     assert trust_kept.fingerprint(strict, settings, [manifest]) != fp
 
 
+def test_the_calibrations_gate_record_is_not_part_of_the_fingerprint():
+    from eval import trust_kept
+    from rag.config import load_config
+
+    cfg = load_config()
+    settings = {"gate": 0.3, "calibration": {"coef": [1.0]}}
+    fp = trust_kept.fingerprint(cfg, settings, [])
+    recorded = {**settings, "calibration": {"coef": [1.0], "gate_verifier": {"adapter_digest": "x"}}}
+    assert trust_kept.fingerprint(cfg, recorded, []) == fp
+    assert trust_kept.fingerprint(cfg, {**settings, "calibration": {"coef": [2.0]}}, []) != fp
+
+
 def test_the_fingerprint_reads_an_adapters_weights_not_its_card(tmp_path):
     from eval import trust_kept
     from rag.config import load_config
