@@ -322,7 +322,8 @@ def _replay_answer(row: dict[str, Any], abstain_below: float, calib: dict[str, A
                 "withheld": "confidence"}
     verdict = trust_labels.override(row, shown, right_if_answered(row, shown, records))
     return {"answered": True, "right": verdict["right"], "model_cited": verdict["model_cited"], "confidence": conf,
-            "sentences": n, "shown": len(shown), "labelled": verdict.get("labelled", False), "signals": signals}
+            "sentences": n, "shown": len(shown), "labelled": verdict.get("labelled", False), "signals": signals,
+            "shown_sentences": shown}
 
 
 def subject_share(row: dict[str, Any], shown: list[dict[str, Any]]) -> float:
@@ -810,6 +811,20 @@ def pipeline_options(config: Any) -> dict[str, bool]:
 # the strict scorer counts citations per document, so dev could not see it.)
 COSINES: tuple[float | None, ...] = (None, 0.8, 0.85, 0.9, 0.95)
 SUPPORT_MINS: tuple[float, ...] = (0.5, 0.6, 0.7)
+
+
+def refit_answers(calib: dict[str, Any], rows: list[dict[str, Any]], records: dict[str, Any], gate: float,
+                  support_cosine: float | None = None, support_min: float = 0.5,
+                  options: dict[str, Any] | None = None, extra_sets: Sequence[tuple[str, ...]] = ()
+                  ) -> dict[str, Any]:
+    """``calib`` with its answer calibration (signal set, regularisation, coefficients) fitted again on these dev
+    rows, as :func:`fit_calibration` chooses it, at ``calib``'s own gate model and operating point; the gate model
+    and thresholds are kept. What more dev answers ask for: no question the gate passes changes, only the
+    confidence of the answers given (and so which fall under ``abstain_below``)."""
+    fitted = fit_calibration(rows, records, gate=gate, gate_model=calib.get("gate"), support_cosine=support_cosine,
+                             support_min=support_min, options=options, extra_sets=extra_sets)
+    out = {k: v for k, v in calib.items() if k not in ("offset_fit",)}
+    return {**out, **fitted}
 
 
 def rechoose(calib: dict[str, Any], rows: list[dict[str, Any]], records: dict[str, Any], floor: float,

@@ -162,6 +162,30 @@ def make(data_dir: Path, seed: int = 13, medquad_per_part: int = 60, removed_per
 SUITES = ("medquad", "topic_removed", "patient", "non_medical", "demo_answerable", "demo_out_of_corpus")
 
 
+def _unasked_pages(split: dict[str, Any], data_dir: Path, parts: tuple[str, ...], salt: str, n: int) -> list[str]:
+    """``n`` MedQuAD doc ids with a question, one per indexed page whose focus no question of ``parts`` asks about
+    (answerable or removed), in an order seeded by ``salt``."""
+    docs = load_sources([f"medquad:{data_dir / 'medquad'}"]).documents
+    by_file: dict[str, list[Any]] = defaultdict(list)
+    for d in docs:
+        by_file[d.source.rsplit("#", 1)[0].split("medquad/", 1)[-1]].append(d)
+    by_id = {d.doc_id: d for d in docs}
+    asked = {by_id[i].meta.get("focus", "").strip().lower() for part in parts
+             for suite in ("medquad", "topic_removed") for i in split[part][suite] if i in by_id}
+    pool = [f for f in split["index_medquad_files"]
+            if by_file.get(f) and str(by_file[f][0].meta.get("focus", "")).strip().lower() not in asked]
+    rng = random.Random(salt)
+    rng.shuffle(pool)
+    chosen: list[str] = []
+    for f in pool:
+        with_q = [d for d in by_file[f] if d.meta.get("question")]
+        if with_q:
+            chosen.append(rng.choice(with_q).doc_id)
+        if len(chosen) == n:
+            break
+    return chosen
+
+
 def add_ece_part(split: dict[str, Any], data_dir: Path, n: int = 500, seed: int = 13) -> dict[str, Any]:
     """``split`` with an ``ece`` part: ``n`` more answerable MedQuAD questions, one per indexed page whose focus
     no dev or test question asks about (answerable or removed).
@@ -169,27 +193,44 @@ def add_ece_part(split: dict[str, Any], data_dir: Path, n: int = 500, seed: int 
     ECE with 10 bins is noisy at the test split's ~110 answers (a perfectly calibrated confidence scores
     0.075 there by chance: BENCHMARKS.md, "Trust", eleventh session); this part is asked like test, never
     fitted on, and pooled with test's answers for ECE and Brier. The other parts are left as they are."""
-    docs = load_sources([f"medquad:{data_dir / 'medquad'}"]).documents
-    by_file: dict[str, list[Any]] = defaultdict(list)
-    for d in docs:
-        by_file[d.source.rsplit("#", 1)[0].split("medquad/", 1)[-1]].append(d)
-    by_id = {d.doc_id: d for d in docs}
-    asked = {by_id[i].meta.get("focus", "").strip().lower() for part in ("dev", "test")
-             for suite in ("medquad", "topic_removed") for i in split[part][suite] if i in by_id}
-    pool = [f for f in split["index_medquad_files"]
-            if by_file.get(f) and str(by_file[f][0].meta.get("focus", "")).strip().lower() not in asked]
-    rng = random.Random(f"trust-ece-{seed}")
-    rng.shuffle(pool)
-    chosen = []
-    for f in pool:
-        with_q = [d for d in by_file[f] if d.meta.get("question")]
-        if with_q:
-            chosen.append(rng.choice(with_q).doc_id)
-        if len(chosen) == n:
-            break
+    chosen = _unasked_pages(split, data_dir, ("dev", "test"), f"trust-ece-{seed}", n)
     out = dict(split)
     out["ece"] = {suite: (chosen if suite == "medquad" else []) for suite in SUITES}
     out["counts"] = {**split["counts"], "ece": {suite: len(v) for suite, v in out["ece"].items()}}
+    return out
+
+
+def add_dev_medquad(split: dict[str, Any], data_dir: Path, per_page: int = 5, seed: int = 13) -> dict[str, Any]:
+    """``split`` with more answerable MedQuAD questions in its ``dev`` part: the other questions (what is it, its
+    signs, causes, treatment ...) of the pages dev's MedQuAD questions come from, at most ``per_page`` a page
+    (seeded), appended so that an earlier dev run's records still apply to the first ones.
+
+    The answer calibration is a logistic fit on dev's answered questions (~110 with the first split); more dev
+    answers is the honest way to a steadier fit, since test and ece are never fitted on. Every indexed page's
+    focus is already asked by some part, so new pages would leak test or ece topics into the fit: dev's own
+    pages are the only source. Once only: a second call refuses rather than grow dev again by accident."""
+    if "dev_medquad_added" in split:
+        raise InputError(f"the dev part already has {split['dev_medquad_added']} added MedQuAD questions; "
+                         "edit eval/splits/trust.json by hand to change that")
+    docs = load_sources([f"medquad:{data_dir / 'medquad'}"]).documents
+    by_file: dict[str, list[Any]] = defaultdict(list)
+    for d in docs:
+        by_file[d.source.rsplit("#", 1)[0]].append(d)
+    by_id = {d.doc_id: d for d in docs}
+    asked = set(split["dev"]["medquad"])
+    rng = random.Random(f"trust-dev-medquad-{seed}")
+    chosen: list[str] = []
+    for doc_id in split["dev"]["medquad"]:
+        others = [d.doc_id for d in by_file[by_id[doc_id].source.rsplit("#", 1)[0]]
+                  if d.meta.get("question") and d.doc_id not in asked]
+        chosen += rng.sample(others, min(per_page, len(others)))
+        asked.update(others)
+    if not chosen:
+        raise InputError("dev's MedQuAD pages have no other questions to add")
+    out = dict(split)
+    out["dev"] = {**split["dev"], "medquad": [*split["dev"]["medquad"], *chosen]}
+    out["dev_medquad_added"] = len(chosen)
+    out["counts"] = {**split["counts"], "dev": {suite: len(v) for suite, v in out["dev"].items()}}
     return out
 
 

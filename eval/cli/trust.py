@@ -23,6 +23,9 @@ def add(esub: Any, common: argparse.ArgumentParser) -> None:
     et.add_argument("--ece", type=int, metavar="N",
                     help="`split`: add an ece part of N answerable MedQuAD questions to the existing split "
                          "(the other parts unchanged)")
+    et.add_argument("--dev-medquad", type=int, metavar="N",
+                    help="`split`: append the other questions of dev's MedQuAD pages, at most N a page, to the dev "
+                         "part (more dev answers for the calibration fit; once)")
     et.add_argument("--ece-patients", action="store_true",
                     help="`split`: add record questions about the held-out patients dev and test do not ask about to "
                          "the ece part (for the record answers' confidence)")
@@ -64,6 +67,9 @@ def add(esub: Any, common: argparse.ArgumentParser) -> None:
     et.add_argument("--onto", metavar="CALIBRATION.json",
                     help="`fit` with --offset and/or --rechoose: start from this calibration (its coefficients and "
                          "gate model kept) instead of refitting everything")
+    et.add_argument("--refit-answers", action="store_true",
+                    help="`fit --onto`: fit the answer calibration (signals, regularisation, coefficients) again on "
+                         "dev at that calibration's gate and thresholds, which are kept")
     et.add_argument("--rechoose", action="store_true",
                     help="`fit --onto`: choose the operating point (gate, threshold, cosine rescue, support bar) "
                          "again on dev for that calibration's coefficients")
@@ -86,6 +92,12 @@ def run(args: argparse.Namespace) -> int:
         split = trust_set.add_ece_part(trust_set.load(), data_dir(cfg), args.ece)
         trust_set.write(split)
         print(f"wrote {trust_set.TRUST_SPLIT}: ece part of {len(split['ece']['medquad'])} MedQuAD questions added")
+        return 0
+    if args.action == "split" and args.dev_medquad:
+        split = trust_set.add_dev_medquad(trust_set.load(), data_dir(cfg), args.dev_medquad)
+        trust_set.write(split)
+        print(f"wrote {trust_set.TRUST_SPLIT}: {split['dev_medquad_added']} MedQuAD questions added to the dev part "
+              f"({len(split['dev']['medquad'])} now)")
         return 0
     if args.action == "split" and args.ece_patients:
         split = trust_set.add_ece_patients(trust_set.load(), data_dir(cfg))
@@ -167,8 +179,9 @@ def _fit_onto(args: argparse.Namespace, cfg: Any, rows: list[dict[str, Any]], re
     from rag.config import resolve_path
     from rag.errors import InputError
 
-    if not args.offset and not args.rechoose:
-        raise InputError("`eval trust fit --onto` needs --offset SIGNAL (e.g. --offset patient_scoped) or --rechoose")
+    if not args.offset and not args.rechoose and not args.refit_answers:
+        raise InputError("`eval trust fit --onto` needs --refit-answers, --offset SIGNAL (e.g. --offset "
+                         "patient_scoped) or --rechoose")
     src = resolve_path(args.onto)
     try:
         calib = json.loads(src.read_text(encoding="utf-8"))
@@ -176,6 +189,16 @@ def _fit_onto(args: argparse.Namespace, cfg: Any, rows: list[dict[str, Any]], re
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise InputError(f"{src} is not a calibration file of `eval trust fit` ({e}); give one with a gate") from e
     settings = trust.settings_from(cfg, floor)
+    if args.refit_answers:
+        from rag import provenance
+
+        why = provenance.gate_mismatch(calib.get("gate_verifier"), cfg)
+        if why:
+            raise InputError(f"--onto {src}: {why}; fit a calibration for this gate with `eval trust fit`")
+        calib = trust.refit_answers(calib, rows, records, settings["gate"], support_cosine=settings["support_cosine"],
+                                    support_min=settings["support_min"], options=trust.pipeline_options(cfg),
+                                    extra_sets=[tuple(fs.split(",")) for fs in args.feature_set])
+        calib["refit_answers"] = {"onto": str(args.onto), "answered": calib["fitted_on"]["answered"]}
     for feature in args.offset:
         if feature in features:
             raise InputError(f"{src} already uses {feature}; --onto adds a signal it does not have")
@@ -189,6 +212,9 @@ def _fit_onto(args: argparse.Namespace, cfg: Any, rows: list[dict[str, Any]], re
     out = resolve_path(_calibration_out(args, cfg))
     trust.write_calibration(calib, out)
     added = f" plus {', '.join(args.offset)} (coefficient {calib['coef'][-1]})" if args.offset else ""
+    if args.refit_answers:
+        added += (f", answer calibration refitted on {calib['fitted_on']['answered']} dev answers "
+                  f"({', '.join(calib['features'])}; C={calib['C']})")
     point = (f"operating point chosen again on dev: verifier.answerable_min={calib['answerable_min']} "
              f"confidence.abstain_below={calib['abstain_below']} verifier.support_min={calib['support_min']} "
              f"verifier.support_cosine={calib['support_cosine']}" if args.rechoose

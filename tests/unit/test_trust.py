@@ -750,3 +750,69 @@ def test_fit_writes_the_calibration_the_preset_reads_unless_told_otherwise():
     assert _calibration_out(Namespace(calibration_out="x.json"), cfg) == "x.json"
     cfg.confidence.calibration = None
     assert _calibration_out(Namespace(calibration_out=None), cfg) == "configs/calibration/default.json"
+
+
+def test_the_dev_extension_asks_dev_pages_other_questions_only():
+    from eval import trust_set
+    from rag.errors import InputError
+
+    split = trust_set.load()
+    dev = split["dev"]["medquad"]
+    first, added = dev[:60], dev[60:]
+    assert len(added) == split["dev_medquad_added"] == split["counts"]["dev"]["medquad"] - 60
+    page = lambda doc_id: doc_id.rsplit("-", 1)[0]  # noqa: E731  (medquad-<source>-<page>-<question>)
+    assert {page(i) for i in added} <= {page(i) for i in first}  # no new topic: test and ece topics stay out
+    others = {i for part in ("test", "ece") for suite in ("medquad", "topic_removed") for i in split[part][suite]}
+    assert not set(dev) & others and len(set(dev)) == len(dev)
+    assert max(sum(page(i) == p for i in added) for p in {page(i) for i in added}) <= 5
+    with pytest.raises(InputError, match="already has"):
+        trust_set.add_dev_medquad(split, trust_set.Path("/nonexistent"))  # refused before reading any data
+
+
+def test_refitting_the_answers_keeps_the_gate_and_thresholds_and_reads_only_the_new_rows():
+    rng = random.Random(5)
+
+    def rows_where(right_if_high: bool) -> list[dict]:
+        out = []
+        for _ in range(120):
+            p = rng.uniform(0.5, 1.0)
+            right = rng.random() < ((p - 0.5) * 2 if right_if_high else 0.5)
+            out.append(_row("medquad", True, 0.8, p, right_doc=right))
+        return out
+
+    old_rows, new_rows = rows_where(False), rows_where(True)
+    gate = {"features": ["answerability"], "coef": [1.0], "intercept": 0.0}
+    calib = {**trust.fit_calibration(old_rows, {}, gate=0.05, gate_model=gate), "gate": gate,
+             "answerable_min": 0.3, "abstain_below": 0.2, "support_cosine": None, "support_min": 0.5,
+             "gate_verifier": {"adapter": "a", "adapter_digest": "d", "model": "m"}}
+    same = trust.refit_answers(calib, old_rows, {}, gate=0.3)
+    assert same["coef"] == calib["coef"] and same["intercept"] == calib["intercept"]  # same rows, same fit
+    out = trust.refit_answers(calib, new_rows, {}, gate=0.3)
+    kept = ("gate", "answerable_min", "abstain_below", "support_cosine", "support_min", "gate_verifier")
+    assert {k: out[k] for k in kept} == {k: calib[k] for k in kept}
+    assert "support_prob" in out["features"] and out["fitted_on"]["answered"] == 120
+    assert out["cv_log_loss"] < calib["cv_log_loss"]  # the new rows' rightness follows support, the old ones' did not
+
+
+def test_the_dump_shows_a_judge_the_unjudged_answers_without_confidence_or_verdict(tmp_path):
+    from eval import trust_dump, trust_labels
+
+    rows = []
+    for k in range(3):
+        row = dict(_row("medquad", True, 0.9, 0.9, generated=k < 2), id=f"q{k}", abstained=False,
+                   question=f"What is X{k} ?")
+        row["sources"] = [{"n": 1, "doc_id": "g", "title": "X page", "text": "X is a disease of the\nknee."},
+                          {"n": 2, "doc_id": "other", "title": "Y page", "text": "Y text"}]
+        rows.append(row)
+    rows[1]["labels"] = [{"id": "q1", "right": True,
+                          "sha1": trust_labels.answer_sha1([s for s in rows[1]["sentences"] if s["supported"]])}]
+    settings = {"gate": 0.0, "abstain_below": 0.0, "calibration": None}
+    todo = trust_dump.unjudged(rows, settings, {})
+    assert [r["id"] for r, _ in todo] == ["q0"]  # q1 has a verdict for this answer; q2 abstained
+    text = trust_dump.entry(*todo[0])
+    sha1 = trust_labels.answer_sha1(todo[0][1]["shown_sentences"])
+    assert text.splitlines()[:3] == [f"ID q0 | SHA1 {sha1}", "Q: What is X0 ?", "S [1] : A [1]."]
+    assert "GOLD 1 X page | X is a disease of the knee." in text and "Y text" not in text  # uncited non-gold left out
+    assert "confidence" not in text.lower() and "0.9" not in text
+    paths = trust_dump.write_batches([text] * 5, tmp_path / "d", 2)
+    assert [p.name for p in paths] == ["batch-01.txt", "batch-02.txt", "batch-03.txt"]
