@@ -92,9 +92,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--test-kept", help="or: kept test outcomes (eval/results/, `eval trust keep`)")
     ap.add_argument("--ece-rows", help="rows-ece.jsonl, or the journal of a run still going")
     ap.add_argument("--ece-kept", help="or: kept ece outcomes (eval/results/trust-ece.jsonl)")
-    ap.add_argument("--labels", action="append", default=[], help="person verdicts (as `eval trust report`)")
+    ap.add_argument("--labels", action="append", default=[], help="person verdicts on the test rows (as `eval trust "
+                    "report`)")
+    ap.add_argument("--ece-labels", action="append", default=[], help="person verdicts on the ece rows")
     ap.add_argument("--trust-index", default=".cds/index/trust")
     ap.add_argument("--config", default=None)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config key, e.g. --set confidence.calibration=FILE (a candidate's confidence)")
     ap.add_argument("--floor", type=float, default=0.05, help="the runs' generation floor (for the fingerprint)")
     ap.add_argument("--output", default=".cds/eval/trust-ece")
     args = ap.parse_args(argv)
@@ -104,13 +108,14 @@ def main(argv: list[str] | None = None) -> int:
     from eval import trust_jobs
     from rag.config import load_config, resolve_path
 
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, args.set)
     labels = [resolve_path(p) for p in args.labels]
+    ece_labels = [resolve_path(p) for p in args.ece_labels]
     records = trust_jobs.load_records(cfg)
     fp = trust_jobs.kept_fingerprint(cfg, args.trust_index, args.floor) if args.test_kept or args.ece_kept else None
     parts: dict[str, tuple[int, list[float], list[bool]]] = {}
     for name, rows_file, kept_file, part_labels in (("test", args.test_rows, args.test_kept, labels),
-                                                    ("ece", args.ece_rows, args.ece_kept, [])):
+                                                    ("ece", args.ece_rows, args.ece_kept, ece_labels)):
         if kept_file:
             parts[name] = kept_of(resolve_path(kept_file), str(fp))
             if not parts[name][0]:
