@@ -71,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--labels", action="append", default=[], help="verdicts already written (skipped)")
     ap.add_argument("--trust-index", default=".cds/index/trust")
     ap.add_argument("--config", default=None)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config key (e.g. --set confidence.abstain_below=0: every answer a candidate "
+                         "calibration might show)")
     ap.add_argument("--out", required=True, help="folder for batch-NN.txt")
     ap.add_argument("--batch", type=int, default=30, help="answers per batch file")
     args = ap.parse_args(argv)
@@ -78,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     from eval import trust_jobs
     from rag.config import load_config, resolve_path
 
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, args.set)
     rows = trust_jobs.prepare_rows(cfg, resolve_path(args.rows), [resolve_path(p) for p in args.labels],
                                    args.trust_index, say=print)
     floor = max(float(r.get("floor", 0.05)) for r in rows)
