@@ -827,6 +827,41 @@ def refit_answers(calib: dict[str, Any], rows: list[dict[str, Any]], records: di
     return {**out, **fitted}
 
 
+def rescale_fit(z: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Slope and intercept of P(right) = sigmoid(a * z + b) on logits ``z`` (maximum likelihood, no penalty: two
+    parameters, Newton's method)."""
+    a, b = 1.0, 0.0
+    x = np.column_stack([z, np.ones_like(z)])
+    for _ in range(100):
+        q = 1.0 / (1.0 + np.exp(-np.clip(a * z + b, -50, 50)))
+        grad = x.T @ (y - q)
+        hess = -(x.T * (q * (1 - q))) @ x - 1e-9 * np.eye(2)
+        step = np.linalg.solve(hess, grad)
+        a, b = a - float(step[0]), b - float(step[1])
+        if float(np.abs(step).max()) < 1e-10:
+            break
+    return a, b
+
+
+def rescale(calib: dict[str, Any], rows: list[dict[str, Any]], records: dict[str, Any], gate: float,
+            support_cosine: float | None = None, support_min: float = 0.5, options: dict[str, Any] | None = None
+            ) -> dict[str, Any]:
+    """``calib`` with its logit rescaled, ``sigmoid(a * z + b)``, by a slope and an intercept fitted on these rows'
+    answers (at ``calib``'s own gate model and operating point): Platt scaling of the fitted score, written back as
+    the same logistic model (every coefficient times ``a``, the intercept ``a * intercept + b``), so the product reads
+    it unchanged. Meant for answers the calibration was not fitted on."""
+    answered = _answered(rows, records, gate, calib.get("gate"), support_cosine, support_min, options)
+    if len({right for _, right in answered}) < 2:
+        raise ValueError(f"cannot rescale: {len(answered)} answers, all with one label")
+    p = np.clip([probability(calib, sig) for sig, _ in answered], 1e-9, 1 - 1e-9)
+    z = np.log(p / (1 - p))
+    y = np.array([float(right) for _, right in answered])
+    a, b = rescale_fit(z, y)
+    return {**calib, "coef": [round(c * a, 6) for c in calib["coef"]],
+            "intercept": round(calib["intercept"] * a + b, 6),
+            "rescaled": {"slope": round(a, 6), "intercept": round(b, 6), "answers": len(y), "right": int(y.sum())}}
+
+
 def rechoose(calib: dict[str, Any], rows: list[dict[str, Any]], records: dict[str, Any], floor: float,
              options: dict[str, Any] | None = None, min_ooc_abstain: float = 0.97) -> dict[str, Any]:
     """``calib`` with its operating point (gate, threshold, cosine rescue, support bar) chosen again on dev,

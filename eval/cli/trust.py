@@ -70,6 +70,9 @@ def add(esub: Any, common: argparse.ArgumentParser) -> None:
     et.add_argument("--refit-answers", action="store_true",
                     help="`fit --onto`: fit the answer calibration (signals, regularisation, coefficients) again on "
                          "dev at that calibration's gate and thresholds, which are kept")
+    et.add_argument("--rescale", action="store_true",
+                    help="`fit --onto`: a slope and an intercept on that calibration's logit (Platt scaling), fitted "
+                         "on the dev answers it was not fitted on: those of the questions `split --dev-medquad` added")
     et.add_argument("--rechoose", action="store_true",
                     help="`fit --onto`: choose the operating point (gate, threshold, cosine rescue, support bar) "
                          "again on dev for that calibration's coefficients")
@@ -179,9 +182,9 @@ def _fit_onto(args: argparse.Namespace, cfg: Any, rows: list[dict[str, Any]], re
     from rag.config import resolve_path
     from rag.errors import InputError
 
-    if not args.offset and not args.rechoose and not args.refit_answers:
-        raise InputError("`eval trust fit --onto` needs --refit-answers, --offset SIGNAL (e.g. --offset "
-                         "patient_scoped) or --rechoose")
+    if not args.offset and not args.rechoose and not args.refit_answers and not args.rescale:
+        raise InputError("`eval trust fit --onto` needs --refit-answers, --rescale, --offset SIGNAL (e.g. "
+                         "--offset patient_scoped) or --rechoose")
     src = resolve_path(args.onto)
     try:
         calib = json.loads(src.read_text(encoding="utf-8"))
@@ -189,6 +192,18 @@ def _fit_onto(args: argparse.Namespace, cfg: Any, rows: list[dict[str, Any]], re
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise InputError(f"{src} is not a calibration file of `eval trust fit` ({e}); give one with a gate") from e
     settings = trust.settings_from(cfg, floor)
+    if args.rescale:
+        from eval import trust_set
+
+        split = trust_set.load()
+        extension = set(split["dev"]["medquad"][len(split["dev"]["medquad"]) - int(split.get("dev_medquad_added", 0)):])
+        if not extension:
+            raise InputError("--rescale fits on the dev questions `eval trust split --dev-medquad N` added, and this "
+                             "split has none")
+        calib = trust.rescale(calib, [r for r in rows if r["id"] in extension], records, settings["gate"],
+                              support_cosine=settings["support_cosine"], support_min=settings["support_min"],
+                              options=trust.pipeline_options(cfg))
+        calib["rescaled"]["onto"] = str(args.onto)
     if args.refit_answers:
         from rag import provenance
 
@@ -212,6 +227,9 @@ def _fit_onto(args: argparse.Namespace, cfg: Any, rows: list[dict[str, Any]], re
     out = resolve_path(_calibration_out(args, cfg))
     trust.write_calibration(calib, out)
     added = f" plus {', '.join(args.offset)} (coefficient {calib['coef'][-1]})" if args.offset else ""
+    if args.rescale:
+        added += (f", logit rescaled (slope {calib['rescaled']['slope']}, intercept {calib['rescaled']['intercept']}) "
+                  f"on {calib['rescaled']['answers']} dev answers it was not fitted on")
     if args.refit_answers:
         added += (f", answer calibration refitted on {calib['fitted_on']['answered']} dev answers "
                   f"({', '.join(calib['features'])}; C={calib['C']})")
@@ -234,6 +252,10 @@ def _fit_or_report(args: argparse.Namespace, cfg: Any, records: dict[str, Any]) 
     from rag.config import resolve_path
     from rag.errors import InputError
 
+    if args.action == "fit" and not args.onto and (args.rechoose or args.refit_answers or args.rescale):
+        # before the rows load (which can load the verifier)
+        raise InputError("`eval trust fit --rechoose/--refit-answers/--rescale` needs --onto CALIBRATION.json (the "
+                         "calibration to start from)")
     out = resolve_path(args.output)
     rows_path = out / f"rows-{args.part}.jsonl"
     if not rows_path.exists():
@@ -246,8 +268,6 @@ def _fit_or_report(args: argparse.Namespace, cfg: Any, records: dict[str, Any]) 
             raise InputError("`eval trust fit` fits on dev only; report test with `eval trust report --part test`")
         if args.onto:
             return _fit_onto(args, cfg, rows, records, floor)
-        if args.rechoose:
-            raise InputError("`eval trust fit --rechoose` needs --onto CALIBRATION.json (the coefficients to keep)")
         out_file = resolve_path(_calibration_out(args, cfg))
         calib = trust.fit_dev(rows, records, floor, out_file,
                               trust.pipeline_options(cfg), min_ooc_abstain=args.min_ooc_abstain,

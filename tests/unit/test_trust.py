@@ -816,3 +816,31 @@ def test_the_dump_shows_a_judge_the_unjudged_answers_without_confidence_or_verdi
     assert "confidence" not in text.lower() and "0.9" not in text
     paths = trust_dump.write_batches([text] * 5, tmp_path / "d", 2)
     assert [p.name for p in paths] == ["batch-01.txt", "batch-02.txt", "batch-03.txt"]
+
+
+def test_rescaling_is_platt_scaling_written_back_as_the_same_logistic_model():
+    rng = np.random.default_rng(8)
+    z = rng.normal(0.0, 1.0, 400)
+    y = (rng.random(400) < 1 / (1 + np.exp(-(2.0 * z - 0.5)))).astype(float)  # the true slope 2, intercept -0.5
+    a, b = trust.rescale_fit(z, y)
+    assert abs(a - 2.0) < 0.5 and abs(b + 0.5) < 0.4
+    calib = {"features": ["support_prob"], "coef": [3.0], "intercept": -1.5, "gate": None}
+    rows = [_row("medquad", True, 0.9, float(p), right_doc=bool(rng.random() < p)) for p in rng.uniform(0.5, 1.0, 150)]
+    out = trust.rescale(calib, rows, {}, gate=0.05)
+    k = out["rescaled"]["slope"]
+    assert out["coef"] == [round(3.0 * k, 6)] and out["rescaled"]["answers"] == 150
+    for r in rows[:5]:  # the product reads the written model: sigmoid(a * z + b) of the original score
+        sig = r["signals"]
+        p0 = trust.probability(calib, sig)
+        z0 = np.log(p0 / (1 - p0))
+        expected = 1 / (1 + np.exp(-(k * z0 + out["rescaled"]["intercept"])))
+        assert abs(trust.probability(out, sig) - expected) < 1e-5
+
+
+def test_refits_and_rescaling_need_the_calibration_they_start_from(tmp_path, capsys):
+    import app
+
+    for flag in ("--refit-answers", "--rescale", "--rechoose"):
+        assert app.main(["eval", "trust", "fit", "--part", "dev", "--output", str(tmp_path), flag]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "needs --onto CALIBRATION.json" in err[0]  # one line, before any rows or model load
