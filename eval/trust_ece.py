@@ -42,11 +42,12 @@ def answered_of(rows: list[dict[str, Any]], settings: dict[str, Any], records: d
     return len(rows), [o["confidence"] for o in answered], [bool(o["right"]) for o in answered]
 
 
-def kept_of(path: Any, fp: str) -> tuple[int, list[float], list[bool]]:
-    """Kept outcomes (eval/results/, :mod:`eval.trust_kept`) under fingerprint ``fp`` only."""
-    from eval import trust_kept
+def kept_of(path: Any, fp: str, half: str | None = None) -> tuple[int, list[float], list[bool]]:
+    """Kept outcomes (eval/results/, :mod:`eval.trust_kept`) under fingerprint ``fp`` only (and of one ece half)."""
+    from eval import trust_kept, trust_set
 
-    rows = [r for r in trust_kept.load(path) if r.get("fingerprint") == fp]
+    rows = [r for r in trust_kept.load(path) if r.get("fingerprint") == fp
+            and (half is None or trust_set.ece_half(r["id"]) == half)]
     answered = [r for r in rows if r["answered"]]
     return len(rows), [float(r["confidence"]) for r in answered], [bool(r["right"]) for r in answered]
 
@@ -95,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--labels", action="append", default=[], help="person verdicts on the test rows (as `eval trust "
                     "report`)")
     ap.add_argument("--ece-labels", action="append", default=[], help="person verdicts on the ece rows")
+    ap.add_argument("--ece-half", choices=["fit", "report"],
+                    help="only this half of the ece part (eval.trust_set.ece_half): `report` when a calibration was "
+                         "fitted on the other")
     ap.add_argument("--trust-index", default=".cds/index/trust")
     ap.add_argument("--config", default=None)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -116,8 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     parts: dict[str, tuple[int, list[float], list[bool]]] = {}
     for name, rows_file, kept_file, part_labels in (("test", args.test_rows, args.test_kept, labels),
                                                     ("ece", args.ece_rows, args.ece_kept, ece_labels)):
+        half = args.ece_half if name == "ece" else None
         if kept_file:
-            parts[name] = kept_of(resolve_path(kept_file), str(fp))
+            parts[name] = kept_of(resolve_path(kept_file), str(fp), half)
             if not parts[name][0]:
                 # Outcomes under another fingerprint are never pooled: say why the row is empty and what fills it.
                 print(f"{name}: no outcome in {kept_file} is kept under the current fingerprint {fp}; ask the part "
@@ -125,6 +130,10 @@ def main(argv: list[str] | None = None) -> int:
                       "`eval trust keep`)", file=sys.stderr)
         else:
             rows = trust_jobs.prepare_rows(cfg, resolve_path(rows_file), part_labels, args.trust_index)
+            if half:
+                from eval import trust_set
+
+                rows = [r for r in rows if trust_set.ece_half(r["id"]) == half]
             floor = max(float(r.get("floor", 0.05)) for r in rows)
             parts[name] = answered_of(rows, trust.settings_from(cfg, floor), records)
     pooled = (parts["test"][0] + parts["ece"][0], parts["test"][1] + parts["ece"][1],

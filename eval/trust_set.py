@@ -234,6 +234,14 @@ def add_dev_medquad(split: dict[str, Any], data_dir: Path, per_page: int = 5, se
     return out
 
 
+def ece_half(question_id: str) -> str:
+    """``"fit"`` or ``"report"``: the half of the ece part a question belongs to, fixed by its id alone (the last hex
+    digit of its sha1, even: fit). The ece part was asked as a report set only; from the twenty-first session its fit
+    half may also be fitted on (answer calibrations; `eval trust fit --ece-fit ROWS`), and only the report half is then
+    reported with test (`python -m eval.trust_ece --ece-half report`)."""
+    return "fit" if int(hashlib.sha1(question_id.encode("utf-8")).hexdigest()[-1], 16) % 2 == 0 else "report"
+
+
 def add_ece_patients(split: dict[str, Any], data_dir: Path, seed: int = 13) -> dict[str, Any]:
     """``split`` with record questions in its ``ece`` part, about the never-trained-on patients that neither dev nor
     test asks about (the rest of test's pool; ~30), asked with the same recipe. Held out for measuring the answer

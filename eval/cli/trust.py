@@ -73,6 +73,9 @@ def add(esub: Any, common: argparse.ArgumentParser) -> None:
     et.add_argument("--rescale", action="store_true",
                     help="`fit --onto`: a slope and an intercept on that calibration's logit (Platt scaling), fitted "
                          "on the dev answers it was not fitted on: those of the questions `split --dev-medquad` added")
+    et.add_argument("--ece-fit", metavar="ROWS.jsonl",
+                    help="`fit --onto`: an ece run's records; the answers of its fit half (eval.trust_set.ece_half) "
+                         "are what --rescale fits on, and join dev's for --refit-answers (ece verdicts in --labels)")
     et.add_argument("--rechoose", action="store_true",
                     help="`fit --onto`: choose the operating point (gate, threshold, cosine rescue, support bar) "
                          "again on dev for that calibration's coefficients")
@@ -192,7 +195,20 @@ def _fit_onto(args: argparse.Namespace, cfg: Any, rows: list[dict[str, Any]], re
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise InputError(f"{src} is not a calibration file of `eval trust fit` ({e}); give one with a gate") from e
     settings = trust.settings_from(cfg, floor)
-    if args.rescale:
+    ece_rows: list[dict[str, Any]] = []
+    if args.ece_fit:
+        from eval import trust_jobs, trust_set
+
+        ece_rows = [r for r in trust_jobs.prepare_rows(cfg, resolve_path(args.ece_fit),
+                                                       [resolve_path(p) for p in args.labels], args.trust_index)
+                    if trust_set.ece_half(r["id"]) == "fit"]
+        if not ece_rows:
+            raise InputError(f"--ece-fit {args.ece_fit}: no record of the ece part's fit half")
+    if args.rescale and ece_rows:
+        calib = trust.rescale(calib, ece_rows, records, settings["gate"], support_cosine=settings["support_cosine"],
+                              support_min=settings["support_min"], options=trust.pipeline_options(cfg))
+        calib["rescaled"].update({"onto": str(args.onto), "on": f"ece fit half of {args.ece_fit}"})
+    elif args.rescale:
         from eval import trust_set
 
         split = trust_set.load()
@@ -210,10 +226,12 @@ def _fit_onto(args: argparse.Namespace, cfg: Any, rows: list[dict[str, Any]], re
         why = provenance.gate_mismatch(calib.get("gate_verifier"), cfg)
         if why:
             raise InputError(f"--onto {src}: {why}; fit a calibration for this gate with `eval trust fit`")
-        calib = trust.refit_answers(calib, rows, records, settings["gate"], support_cosine=settings["support_cosine"],
+        calib = trust.refit_answers(calib, rows + ece_rows, records, settings["gate"],
+                                    support_cosine=settings["support_cosine"],
                                     support_min=settings["support_min"], options=trust.pipeline_options(cfg),
                                     extra_sets=[tuple(fs.split(",")) for fs in args.feature_set])
-        calib["refit_answers"] = {"onto": str(args.onto), "answered": calib["fitted_on"]["answered"]}
+        calib["refit_answers"] = {"onto": str(args.onto), "answered": calib["fitted_on"]["answered"],
+                                  "ece_fit_rows": len(ece_rows)}
     for feature in args.offset:
         if feature in features:
             raise InputError(f"{src} already uses {feature}; --onto adds a signal it does not have")
@@ -229,9 +247,10 @@ def _fit_onto(args: argparse.Namespace, cfg: Any, rows: list[dict[str, Any]], re
     added = f" plus {', '.join(args.offset)} (coefficient {calib['coef'][-1]})" if args.offset else ""
     if args.rescale:
         added += (f", logit rescaled (slope {calib['rescaled']['slope']}, intercept {calib['rescaled']['intercept']}) "
-                  f"on {calib['rescaled']['answers']} dev answers it was not fitted on")
+                  f"on {calib['rescaled']['answers']} answers it was not fitted on")
     if args.refit_answers:
-        added += (f", answer calibration refitted on {calib['fitted_on']['answered']} dev answers "
+        extra = ", the ece fit half's among them" if ece_rows else ""
+        added += (f", answer calibration refitted on {calib['fitted_on']['answered']} answers{extra} "
                   f"({', '.join(calib['features'])}; C={calib['C']})")
     point = (f"operating point chosen again on dev: verifier.answerable_min={calib['answerable_min']} "
              f"confidence.abstain_below={calib['abstain_below']} verifier.support_min={calib['support_min']} "

@@ -844,3 +844,22 @@ def test_refits_and_rescaling_need_the_calibration_they_start_from(tmp_path, cap
         assert app.main(["eval", "trust", "fit", "--part", "dev", "--output", str(tmp_path), flag]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "needs --onto CALIBRATION.json" in err[0]  # one line, before any rows or model load
+
+
+def test_the_ece_halves_are_fixed_by_the_id_alone_and_split_the_part(tmp_path):
+    import json
+
+    from eval import trust_ece, trust_kept, trust_set
+
+    ids = trust_set.load()["ece"]["medquad"]
+    halves = [trust_set.ece_half(i) for i in ids]
+    assert halves == [trust_set.ece_half(i) for i in ids]  # no state, no seed: the same id, the same half
+    assert set(halves) == {"fit", "report"} and 0.4 < halves.count("fit") / len(ids) < 0.6
+    rows = [{**_row("medquad", True, 0.8, 0.9), "id": i} for i in ids[:40]]
+    path = tmp_path / "kept.jsonl"
+    trust_kept.merge(path, trust_kept.outcomes(rows, {"gate": 0.05, "abstain_below": 0.0, "calibration": None}, {},
+                                               "fp"))
+    n_all = trust_ece.kept_of(path, "fp")[0]
+    n_fit, n_report = trust_ece.kept_of(path, "fp", "fit")[0], trust_ece.kept_of(path, "fp", "report")[0]
+    assert n_all == 40 and n_fit + n_report == 40
+    assert n_report == sum(trust_set.ece_half(json.loads(line)["id"]) == "report" for line in path.open())
