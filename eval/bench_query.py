@@ -63,10 +63,13 @@ def warm(config: str | None, overrides: list[str], repeats: int) -> dict[str, An
         for q, pid in QUESTIONS:
             a = assistant.ask(q, patient_id=pid)
             rows.append(a.timings_ms)
-    keys = ["retrieval_query_encode", "retrieval_search", "prompt_tokens", "first_token", "generation",
-            "new_tokens", "decode_tokens_per_s", "total"]
-    return {k: round(statistics.median(r.get(k, 0.0) for r in rows if k in r), 1) for k in keys} | {
-        "n": len(rows)}
+    keys = ["retrieval_query_encode", "retrieval_search", "answerability", "prompt_tokens", "first_token",
+            "generation", "new_tokens", "decode_tokens_per_s", "citation_check", "total"]
+    out = {k: round(statistics.median(r[k] for r in rows if k in r), 1) for k in keys if any(k in r for r in rows)}
+    # the evidence checks' share of each generated answer (the gate's answerability and the citation check)
+    answered = [r for r in rows if "generation" in r and r.get("total")]
+    shares = [(r.get("answerability", 0.0) + r.get("citation_check", 0.0)) / r["total"] for r in answered]
+    return out | {"checks_share": round(statistics.median(shares), 3) if shares else None, "n": len(rows)}
 
 
 def main() -> None:
@@ -97,7 +100,8 @@ def main() -> None:
         w = result[name]
         print(f"{name}: encode {w['retrieval_query_encode']} ms, retrieval {w['retrieval_search']} ms, "
               f"prefill of {w['prompt_tokens']} tokens {w['first_token']} ms, generation {w['generation']} ms, "
-              f"decode {w['decode_tokens_per_s']} tok/s, "
+              f"decode {w['decode_tokens_per_s']} tok/s, answerability {w.get('answerability')} ms, "
+              f"citation check {w.get('citation_check')} ms (checks {w['checks_share']} of an answer), "
               f"total {w['total']} ms (median of {w['n']})")
     print(f"bf16/fp32 ratios: {result['ratio_bf16_over_fp32']}")
 
