@@ -92,6 +92,12 @@ def add(esub: Any, common: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from eval import trust_set
     from rag.config import data_dir
+    from rag.errors import InputError
+
+    if args.action == "fit" and not args.onto and (args.rechoose or args.refit_answers or args.rescale):
+        # before anything loads (the records, the rows, the verifier)
+        raise InputError("`eval trust fit --rechoose/--refit-answers/--rescale` needs --onto CALIBRATION.json (the "
+                         "calibration to start from)")
 
     cfg = load_config(args)
     if args.action == "split" and args.ece:
@@ -271,10 +277,6 @@ def _fit_or_report(args: argparse.Namespace, cfg: Any, records: dict[str, Any]) 
     from rag.config import resolve_path
     from rag.errors import InputError
 
-    if args.action == "fit" and not args.onto and (args.rechoose or args.refit_answers or args.rescale):
-        # before the rows load (which can load the verifier)
-        raise InputError("`eval trust fit --rechoose/--refit-answers/--rescale` needs --onto CALIBRATION.json (the "
-                         "calibration to start from)")
     out = resolve_path(args.output)
     rows_path = out / f"rows-{args.part}.jsonl"
     if not rows_path.exists():
