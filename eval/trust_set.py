@@ -234,6 +234,12 @@ def add_dev_medquad(split: dict[str, Any], data_dir: Path, per_page: int = 5, se
     return out
 
 
+def dev_added(split: dict[str, Any]) -> list[str]:
+    """The MedQuAD questions :func:`add_dev_medquad` appended to the dev part (none before it ran)."""
+    n = int(split.get("dev_medquad_added", 0))
+    return split["dev"]["medquad"][-n:] if n else []
+
+
 def ece_half(question_id: str) -> str:
     """``"fit"`` or ``"report"``: the half of the ece part a question belongs to, fixed by its id alone (the last hex
     digit of its sha1, even: fit). The ece part was asked as a report set only; from the twenty-first session its fit

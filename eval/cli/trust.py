@@ -217,8 +217,7 @@ def _fit_onto(args: argparse.Namespace, cfg: Any, rows: list[dict[str, Any]], re
     elif args.rescale:
         from eval import trust_set
 
-        split = trust_set.load()
-        extension = set(split["dev"]["medquad"][len(split["dev"]["medquad"]) - int(split.get("dev_medquad_added", 0)):])
+        extension = set(trust_set.dev_added(trust_set.load()))
         if not extension:
             raise InputError("--rescale fits on the dev questions `eval trust split --dev-medquad N` added, and this "
                              "split has none")

@@ -760,6 +760,7 @@ def test_the_dev_extension_asks_dev_pages_other_questions_only():
     dev = split["dev"]["medquad"]
     first, added = dev[:60], dev[60:]
     assert len(added) == split["dev_medquad_added"] == split["counts"]["dev"]["medquad"] - 60
+    assert trust_set.dev_added(split) == added and trust_set.dev_added({"dev": {"medquad": first}}) == []
     page = lambda doc_id: doc_id.rsplit("-", 1)[0]  # noqa: E731  (medquad-<source>-<page>-<question>)
     assert {page(i) for i in added} <= {page(i) for i in first}  # no new topic: test and ece topics stay out
     others = {i for part in ("test", "ece") for suite in ("medquad", "topic_removed") for i in split[part][suite]}
