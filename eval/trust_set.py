@@ -200,44 +200,52 @@ def add_ece_part(split: dict[str, Any], data_dir: Path, n: int = 500, seed: int 
     return out
 
 
-def add_dev_medquad(split: dict[str, Any], data_dir: Path, per_page: int = 5, seed: int = 13) -> dict[str, Any]:
-    """``split`` with more answerable MedQuAD questions in its ``dev`` part: the other questions (what is it, its
-    signs, causes, treatment ...) of the pages dev's MedQuAD questions come from, at most ``per_page`` a page
-    (seeded), appended so that an earlier dev run's records still apply to the first ones.
+def add_page_questions(split: dict[str, Any], data_dir: Path, part: str = "dev", per_page: int = 5,
+                       seed: int = 13) -> dict[str, Any]:
+    """``split`` with more answerable MedQuAD questions in its ``part`` (dev or test): the other questions (what is
+    it, its signs, causes, treatment ...) of the pages that part's MedQuAD questions come from, at most ``per_page`` a
+    page (seeded), appended so that an earlier run's records (or kept outcomes) still apply to the first ones.
 
-    The answer calibration is a logistic fit on dev's answered questions (~110 with the first split); more dev
-    answers is the honest way to a steadier fit, since test and ece are never fitted on. Every indexed page's
-    focus is already asked by some part, so new pages would leak test or ece topics into the fit: dev's own
-    pages are the only source. Once only: a second call refuses rather than grow dev again by accident."""
-    if "dev_medquad_added" in split:
-        raise InputError(f"the dev part already has {split['dev_medquad_added']} added MedQuAD questions; "
+    dev (twenty-first session): the answer calibration is a logistic fit on dev's answered questions (~110 with the
+    first split); more dev answers is the honest way to a steadier fit. test (twenty-second session): ~110 answers
+    cannot show ECE <= 0.05 (a perfect confidence shows ~0.09 there), and a report set no calibration has seen is
+    what a candidate is judged on. Every indexed page's focus is already asked by some part, so new pages would move
+    one part's topics into another: the part's own pages are the only source. Once a part: a second call refuses
+    rather than grow it again by accident."""
+    if part not in ("dev", "test"):
+        raise InputError(f"only dev and test grow by their own pages' questions, not {part!r}")
+    key = f"{part}_medquad_added"
+    if key in split:
+        raise InputError(f"the {part} part already has {split[key]} added MedQuAD questions; "
                          "edit eval/splits/trust.json by hand to change that")
     docs = load_sources([f"medquad:{data_dir / 'medquad'}"]).documents
     by_file: dict[str, list[Any]] = defaultdict(list)
     for d in docs:
         by_file[d.source.rsplit("#", 1)[0]].append(d)
     by_id = {d.doc_id: d for d in docs}
-    asked = set(split["dev"]["medquad"])
-    rng = random.Random(f"trust-dev-medquad-{seed}")
+    first = split[part]["medquad"][:len(split[part]["medquad"]) - len(added(split, part))]
+    asked = {i for p in ("dev", "test", "ece") if p in split for suite in ("medquad", "topic_removed")
+             for i in split[p][suite]}
+    rng = random.Random(f"trust-{part}-medquad-{seed}")
     chosen: list[str] = []
-    for doc_id in split["dev"]["medquad"]:
+    for doc_id in first:
         others = [d.doc_id for d in by_file[by_id[doc_id].source.rsplit("#", 1)[0]]
                   if d.meta.get("question") and d.doc_id not in asked]
         chosen += rng.sample(others, min(per_page, len(others)))
         asked.update(others)
     if not chosen:
-        raise InputError("dev's MedQuAD pages have no other questions to add")
+        raise InputError(f"{part}'s MedQuAD pages have no other questions to add")
     out = dict(split)
-    out["dev"] = {**split["dev"], "medquad": [*split["dev"]["medquad"], *chosen]}
-    out["dev_medquad_added"] = len(chosen)
-    out["counts"] = {**split["counts"], "dev": {suite: len(v) for suite, v in out["dev"].items()}}
+    out[part] = {**split[part], "medquad": [*split[part]["medquad"], *chosen]}
+    out[key] = len(chosen)
+    out["counts"] = {**split["counts"], part: {suite: len(v) for suite, v in out[part].items()}}
     return out
 
 
-def dev_added(split: dict[str, Any]) -> list[str]:
-    """The MedQuAD questions :func:`add_dev_medquad` appended to the dev part (none before it ran)."""
-    n = int(split.get("dev_medquad_added", 0))
-    return split["dev"]["medquad"][-n:] if n else []
+def added(split: dict[str, Any], part: str = "dev") -> list[str]:
+    """The MedQuAD questions :func:`add_page_questions` appended to ``part`` (none before it ran)."""
+    n = int(split.get(f"{part}_medquad_added", 0))
+    return split[part]["medquad"][-n:] if n else []
 
 
 def ece_half(question_id: str) -> str:

@@ -26,6 +26,9 @@ def add(esub: Any, common: argparse.ArgumentParser) -> None:
     et.add_argument("--dev-medquad", type=int, metavar="N",
                     help="`split`: append the other questions of dev's MedQuAD pages, at most N a page, to the dev "
                          "part (more dev answers for the calibration fit; once)")
+    et.add_argument("--test-medquad", type=int, metavar="N",
+                    help="`split`: append the other questions of test's MedQuAD pages, at most N a page, to the test "
+                         "part (a larger report set for ECE; once; ask them with `run --skip-kept`)")
     et.add_argument("--ece-patients", action="store_true",
                     help="`split`: add record questions about the held-out patients dev and test do not ask about to "
                          "the ece part (for the record answers' confidence)")
@@ -105,12 +108,13 @@ def run(args: argparse.Namespace) -> int:
         trust_set.write(split)
         print(f"wrote {trust_set.TRUST_SPLIT}: ece part of {len(split['ece']['medquad'])} MedQuAD questions added")
         return 0
-    if args.action == "split" and args.dev_medquad:
-        split = trust_set.add_dev_medquad(trust_set.load(), data_dir(cfg), args.dev_medquad)
-        trust_set.write(split)
-        print(f"wrote {trust_set.TRUST_SPLIT}: {split['dev_medquad_added']} MedQuAD questions added to the dev part "
-              f"({len(split['dev']['medquad'])} now)")
-        return 0
+    for part, per_page in (("dev", args.dev_medquad), ("test", args.test_medquad)):
+        if args.action == "split" and per_page:
+            split = trust_set.add_page_questions(trust_set.load(), data_dir(cfg), part, per_page)
+            trust_set.write(split)
+            print(f"wrote {trust_set.TRUST_SPLIT}: {split[f'{part}_medquad_added']} MedQuAD questions added to the "
+                  f"{part} part ({len(split[part]['medquad'])} now)")
+            return 0
     if args.action == "split" and args.ece_patients:
         split = trust_set.add_ece_patients(trust_set.load(), data_dir(cfg))
         trust_set.write(split)
@@ -217,7 +221,7 @@ def _fit_onto(args: argparse.Namespace, cfg: Any, rows: list[dict[str, Any]], re
     elif args.rescale:
         from eval import trust_set
 
-        extension = set(trust_set.dev_added(trust_set.load()))
+        extension = set(trust_set.added(trust_set.load(), "dev"))
         if not extension:
             raise InputError("--rescale fits on the dev questions `eval trust split --dev-medquad N` added, and this "
                              "split has none")

@@ -760,14 +760,35 @@ def test_the_dev_extension_asks_dev_pages_other_questions_only():
     dev = split["dev"]["medquad"]
     first, added = dev[:60], dev[60:]
     assert len(added) == split["dev_medquad_added"] == split["counts"]["dev"]["medquad"] - 60
-    assert trust_set.dev_added(split) == added and trust_set.dev_added({"dev": {"medquad": first}}) == []
+    assert trust_set.added(split, "dev") == added and trust_set.added({"dev": {"medquad": first}}, "dev") == []
     page = lambda doc_id: doc_id.rsplit("-", 1)[0]  # noqa: E731  (medquad-<source>-<page>-<question>)
     assert {page(i) for i in added} <= {page(i) for i in first}  # no new topic: test and ece topics stay out
     others = {i for part in ("test", "ece") for suite in ("medquad", "topic_removed") for i in split[part][suite]}
     assert not set(dev) & others and len(set(dev)) == len(dev)
     assert max(sum(page(i) == p for i in added) for p in {page(i) for i in added}) <= 5
     with pytest.raises(InputError, match="already has"):
-        trust_set.add_dev_medquad(split, trust_set.Path("/nonexistent"))  # refused before reading any data
+        trust_set.add_page_questions(split, trust_set.Path("/nonexistent"), "dev")  # refused before reading any data
+    with pytest.raises(InputError, match="only dev and test"):
+        trust_set.add_page_questions(split, trust_set.Path("/nonexistent"), "ece")
+
+
+def test_the_test_extension_asks_test_pages_other_questions_only():
+    from eval import trust_set
+    from rag.errors import InputError
+
+    split = trust_set.load()
+    test = split["test"]["medquad"]
+    first, added = test[:60], test[60:]
+    assert len(added) == split["test_medquad_added"] == split["counts"]["test"]["medquad"] - 60
+    assert trust_set.added(split, "test") == added
+    page = lambda doc_id: doc_id.rsplit("-", 1)[0]  # noqa: E731
+    assert {page(i) for i in added} <= {page(i) for i in first}  # test's own topics: no dev or ece topic leaks in
+    others = {i for part in ("dev", "ece") for suite in ("medquad", "topic_removed") for i in split[part][suite]}
+    assert not set(test) & others and len(set(test)) == len(test)
+    assert not {page(i) for i in added} & {page(i) for i in others}
+    assert max(sum(page(i) == p for i in added) for p in {page(i) for i in added}) <= 5
+    with pytest.raises(InputError, match="already has"):
+        trust_set.add_page_questions(split, trust_set.Path("/nonexistent"), "test")
 
 
 def test_refitting_the_answers_keeps_the_gate_and_thresholds_and_reads_only_the_new_rows():
