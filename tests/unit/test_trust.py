@@ -885,3 +885,25 @@ def test_the_ece_halves_are_fixed_by_the_id_alone_and_split_the_part(tmp_path):
     n_fit, n_report = trust_ece.kept_of(path, "fp", "fit")[0], trust_ece.kept_of(path, "fp", "report")[0]
     assert n_all == 40 and n_fit + n_report == 40
     assert n_report == sum(trust_set.ece_half(json.loads(line)["id"]) == "report" for line in path.open())
+
+
+def test_the_comparison_prefers_the_calibration_that_tracks_rightness_and_pairs_the_same_answers():
+    from eval import trust_compare
+
+    rng = np.random.default_rng(3)
+    rows = []
+    for k, p in enumerate(rng.uniform(0.5, 1.0, 200)):
+        right = bool(rng.random() < (p - 0.5) * 2)  # rightness follows the support probability
+        rows.append(dict(_row("medquad", True, 0.9, float(p), right_doc=right), id=f"q{k}"))
+    tracks = {"features": ["support_prob"], "coef": [8.0], "intercept": -6.0, "gate": None}
+    flat = {"features": ["support_prob"], "coef": [0.0], "intercept": 2.0, "gate": None}  # 0.88 whatever happens
+    settings = lambda c: {"gate": 0.05, "abstain_below": 0.2, "calibration": c, "floor": 0.05}  # noqa: E731
+    good, bad = trust_compare.shown(rows, settings(tracks), {}), trust_compare.shown(rows, settings(flat), {})
+    assert bad["answered"] == 200 and good["answered"] < 200  # the tracking one withholds its lowest
+    assert good["brier"] < bad["brier"]
+    p = trust_compare.paired(rows, settings(flat), settings(tracks), {})
+    assert p["answers"] == 200 and p["only_base"] == p["only_candidate"] == 0
+    assert abs(p["difference"] - (p["brier_candidate"] - p["brier_base"])) < 1e-3
+    assert p["difference_ci95"][1] < 0  # the candidate is better, and the interval says so
+    same = trust_compare.paired(rows, settings(flat), settings(flat), {})
+    assert same["difference"] == 0 and same["difference_ci95"] == [0.0, 0.0]
