@@ -53,6 +53,8 @@ def kept_of(path: Any, fp: str, half: str | None = None) -> tuple[int, list[floa
 
 
 def calibration(questions: int, conf: list[float], right: list[bool]) -> dict[str, Any]:
+    if not conf:
+        return {"questions": questions, "answered": 0}
     lo, hi = trust.ece_interval(conf, right)
     return {"questions": questions, "answered": len(conf),
             "accuracy": round(float(np.mean(right)), 4) if right else None,
@@ -106,8 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--floor", type=float, default=0.05, help="the runs' generation floor (for the fingerprint)")
     ap.add_argument("--output", default=".cds/eval/trust-ece")
     args = ap.parse_args(argv)
-    if not (args.test_rows or args.test_kept) or not (args.ece_rows or args.ece_kept):
-        ap.error("give --test-rows or --test-kept, and --ece-rows or --ece-kept")
+    if not (args.test_rows or args.test_kept):
+        ap.error("give --test-rows or --test-kept (and --ece-rows or --ece-kept to pool the ece part)")
 
     from eval import trust_jobs
     from rag.config import load_config, resolve_path
@@ -121,6 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, rows_file, kept_file, part_labels in (("test", args.test_rows, args.test_kept, labels),
                                                     ("ece", args.ece_rows, args.ece_kept, ece_labels)):
         half = args.ece_half if name == "ece" else None
+        if not (rows_file or kept_file):  # test alone (the ece part not asked under this config yet)
+            parts[name] = (0, [], [])
+            continue
         if kept_file:
             parts[name] = kept_of(resolve_path(kept_file), str(fp), half)
             if not parts[name][0]:

@@ -378,6 +378,22 @@ def test_pooled_calibration_reports_the_ece_a_perfect_confidence_shows_by_chance
     # chance ECE shrinks as the number of answers grows
     small, large = trust_ece.chance_ece([0.7] * 50), trust_ece.chance_ece([0.7] * 800)
     assert small > large > 0.0
+    assert trust_ece.calibration(3, [], []) == {"questions": 3, "answered": 0}  # a part with no answer: no figure
+
+
+def test_pooled_calibration_reports_test_alone_when_no_ece_part_is_given(tmp_path, capsys, monkeypatch):
+    from eval import trust_ece, trust_jobs, trust_kept
+
+    path = tmp_path / "kept.jsonl"
+    rng = random.Random(4)
+    trust_kept.merge(path, [{"id": f"q{k}", "answered": True, "confidence": 0.7, "right": rng.random() < 0.7,
+                             "fingerprint": "fp"} for k in range(40)])
+    # the config's fingerprint and records come from models and data a unit test does not load
+    monkeypatch.setattr(trust_jobs, "kept_fingerprint", lambda *a, **k: "fp")
+    monkeypatch.setattr(trust_jobs, "load_records", lambda *a, **k: {})
+    assert trust_ece.main(["--test-kept", str(path), "--output", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "| test | 40 | 40 |" in out and "| ece | 0 | 0 |" in out and "| pooled | 40 | 40 |" in out
 
 
 def test_a_missing_trust_part_is_one_line_saying_how_to_add_it(tmp_path):
