@@ -146,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     out = resolve_path(args.output)
     result: dict[str, Any] = {"fingerprint": fp, "test": calibration(*parts["test"]),
                               "ece": calibration(*parts["ece"]), "pooled": calibration(*pooled)}
-    result["figures"] = [str(reliability_png(pooled[1], pooled[2], out / "trust-test+ece.png", "test+ece"))]
+    name = "test+ece" if parts["ece"][0] else "test"
+    result["figures"] = [str(reliability_png(pooled[1], pooled[2], out / f"trust-{name}.png", name))]
     out.mkdir(parents=True, exist_ok=True)
     (out / "calibration-test+ece.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     print("| rows | questions | answered | accuracy | mean confidence | ECE (95% CI) | chance ECE if perfect | Brier |")
