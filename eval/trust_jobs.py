@@ -95,7 +95,7 @@ def run_part(config: Any, trust_index: str, part: str, data: Path, rows_path: Pa
              batch_size: int = 8, limit: int | None = None, regenerate_above: float | None = None,
              gate_from: Path | None = None, progress: Callable[[int], Callable[[int, int], None]] | None = None,
              replay: Path | None = None, suites: list[str] | None = None, resume: bool = False,
-             skip_kept: Path | None = None
+             skip_kept: Path | None = None, half: str | None = None
              ) -> list[dict[str, Any]]:
     """Ask one part through the assistant (demo suites on ``config``'s index, the rest on the trust index).
 
@@ -106,12 +106,17 @@ def run_part(config: Any, trust_index: str, part: str, data: Path, rows_path: Pa
     same prompts (:class:`ReplayGenerator`): every check is recomputed, only new prompts generate.
     ``suites`` keeps only those suites (a diagnostic run: its records are not a whole part).
     ``skip_kept`` (an ``eval/results/`` file, :mod:`eval.trust_kept`): questions whose outcome is kept
-    there under this config's fingerprint are not asked again.
+    there under this config's fingerprint are not asked again. ``half`` (ece part only: ``fit`` or ``report``,
+    :func:`eval.trust_set.ece_half`) asks one half: a calibration fitted on the fit half is reported on the other.
     Every record is also appended to ``rows-PART.journal.jsonl`` as it is made; with ``resume`` the
     questions already there are not asked again (without it an old journal is discarded).
     """
+    if half is not None and part != "ece":
+        raise InputError(f"--ece-half applies to the ece part only, not {part!r}")
     split = trust_set.load()
     qs = trust_set.questions(split, part, data)
+    if half is not None:
+        qs = [q for q in qs if trust_set.ece_half(q["id"]) == half]
     if suites:
         unknown = set(suites) - {q["suite"] for q in qs}
         if unknown:

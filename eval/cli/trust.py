@@ -53,6 +53,9 @@ def add(esub: Any, common: argparse.ArgumentParser) -> None:
     et.add_argument("--skip-kept", metavar="FILE.jsonl",
                     help="`run`: do not ask questions whose outcome is kept in this eval/results/ file under this "
                          "config's fingerprint (a part asked over several sessions)")
+    et.add_argument("--ece-half", choices=["fit", "report"],
+                    help="`run --part ece`: ask one half only (eval.trust_set.ece_half; a calibration fitted on the "
+                         "fit half is reported on the report half)")
     et.add_argument("--to", metavar="FILE.jsonl",
                     help="`keep`: the eval/results/ file that gets this run's outcomes (ids and numbers only)")
     et.add_argument("--labels", action="append", metavar="FILE.jsonl", default=[],
@@ -181,7 +184,7 @@ def _run_part(args: argparse.Namespace, cfg: Any) -> int:
                                resolve_path(args.gate_from) if args.gate_from else None,
                                None if args.quiet else (lambda n: advance(bar(n))),
                                resolve_path(args.replay) if args.replay else None, args.suite, args.resume,
-                               resolve_path(args.skip_kept) if args.skip_kept else None)
+                               resolve_path(args.skip_kept) if args.skip_kept else None, args.ece_half)
     print(f"{len(rows)} {args.part} questions answered or abstained; records in {rows_path}")
     return 0
 

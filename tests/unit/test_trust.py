@@ -923,3 +923,12 @@ def test_the_comparison_prefers_the_calibration_that_tracks_rightness_and_pairs_
     assert p["difference_ci95"][1] < 0  # the candidate is better, and the interval says so
     same = trust_compare.paired(rows, settings(flat), settings(flat), {})
     assert same["difference"] == 0 and same["difference_ci95"] == [0.0, 0.0]
+
+
+def test_one_ece_half_is_asked_only_of_the_ece_part():
+    from eval import trust_jobs
+    from rag.errors import InputError
+
+    with pytest.raises(InputError, match="ece part only"):  # refused before any model or data loads
+        trust_jobs.run_part(None, ".cds/index/trust", "test", trust_jobs.Path("/nonexistent"),
+                            trust_jobs.Path("/nonexistent/rows.jsonl"), half="report")
