@@ -202,18 +202,22 @@ def add_ece_part(split: dict[str, Any], data_dir: Path, n: int = 500, seed: int 
 
 def add_page_questions(split: dict[str, Any], data_dir: Path, part: str = "dev", per_page: int = 5,
                        seed: int = 13) -> dict[str, Any]:
-    """``split`` with more answerable MedQuAD questions in its ``part`` (dev or test): the other questions (what is
-    it, its signs, causes, treatment ...) of the pages that part's MedQuAD questions come from, at most ``per_page`` a
-    page (seeded), appended so that an earlier run's records (or kept outcomes) still apply to the first ones.
+    """``split`` with more answerable MedQuAD questions in its ``part`` (dev, test or ece): the other questions (what
+    is it, its signs, causes, treatment ...) of the pages that part's MedQuAD questions come from, at most ``per_page``
+    a page (seeded), appended so that an earlier run's records (or kept outcomes) still apply to the first ones.
 
     dev (twenty-first session): the answer calibration is a logistic fit on dev's answered questions (~110 with the
     first split); more dev answers is the honest way to a steadier fit. test (twenty-second session): ~110 answers
     cannot show ECE <= 0.05 (a perfect confidence shows ~0.09 there), and a report set no calibration has seen is
-    what a candidate is judged on. Every indexed page's focus is already asked by some part, so new pages would move
-    one part's topics into another: the part's own pages are the only source. Once a part: a second call refuses
-    rather than grow it again by accident."""
-    if part not in ("dev", "test"):
-        raise InputError(f"only dev and test grow by their own pages' questions, not {part!r}")
+    what a candidate is judged on. ece (twenty-third session): test's pages are used up (~3 other questions a page),
+    while the ece part's 488 pages hold ~1000 more; the added questions fall into the two halves by id like the
+    others (:func:`ece_half`), so a report-half run asks only the new report-half ones. Every indexed page's focus is
+    already asked by some part, so new pages would move one part's topics into another: the part's own pages are the
+    only source. Once a part: a second call refuses rather than grow it again by accident."""
+    if part not in ("dev", "test", "ece"):
+        raise InputError(f"only dev, test and ece grow by their own pages' questions, not {part!r}")
+    if part not in split:
+        raise InputError(f"the split has no {part} part; `eval trust split --ece N` adds one")
     key = f"{part}_medquad_added"
     if key in split:
         raise InputError(f"the {part} part already has {split[key]} added MedQuAD questions; "

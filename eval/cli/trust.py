@@ -29,6 +29,10 @@ def add(esub: Any, common: argparse.ArgumentParser) -> None:
     et.add_argument("--test-medquad", type=int, metavar="N",
                     help="`split`: append the other questions of test's MedQuAD pages, at most N a page, to the test "
                          "part (a larger report set for ECE; once; ask them with `run --skip-kept`)")
+    et.add_argument("--ece-medquad", type=int, metavar="N",
+                    help="`split`: append the other questions of the ece part's MedQuAD pages, at most N a page, to "
+                         "the ece part (a fresh report set in its report half; once; `run --ece-half report "
+                         "--skip-kept` asks only them)")
     et.add_argument("--ece-patients", action="store_true",
                     help="`split`: add record questions about the held-out patients dev and test do not ask about to "
                          "the ece part (for the record answers' confidence)")
@@ -111,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
         trust_set.write(split)
         print(f"wrote {trust_set.TRUST_SPLIT}: ece part of {len(split['ece']['medquad'])} MedQuAD questions added")
         return 0
-    for part, per_page in (("dev", args.dev_medquad), ("test", args.test_medquad)):
+    for part, per_page in (("dev", args.dev_medquad), ("test", args.test_medquad), ("ece", args.ece_medquad)):
         if args.action == "split" and per_page:
             split = trust_set.add_page_questions(trust_set.load(), data_dir(cfg), part, per_page)
             trust_set.write(split)

@@ -784,8 +784,10 @@ def test_the_dev_extension_asks_dev_pages_other_questions_only():
     assert max(sum(page(i) == p for i in added) for p in {page(i) for i in added}) <= 5
     with pytest.raises(InputError, match="already has"):
         trust_set.add_page_questions(split, trust_set.Path("/nonexistent"), "dev")  # refused before reading any data
-    with pytest.raises(InputError, match="only dev and test"):
-        trust_set.add_page_questions(split, trust_set.Path("/nonexistent"), "ece")
+    with pytest.raises(InputError, match="only dev, test and ece"):
+        trust_set.add_page_questions(split, trust_set.Path("/nonexistent"), "topic_removed")
+    with pytest.raises(InputError, match="no ece part"):
+        trust_set.add_page_questions({"dev": split["dev"]}, trust_set.Path("/nonexistent"), "ece")
 
 
 def test_the_test_extension_asks_test_pages_other_questions_only():
@@ -805,6 +807,23 @@ def test_the_test_extension_asks_test_pages_other_questions_only():
     assert max(sum(page(i) == p for i in added) for p in {page(i) for i in added}) <= 5
     with pytest.raises(InputError, match="already has"):
         trust_set.add_page_questions(split, trust_set.Path("/nonexistent"), "test")
+
+
+def test_the_ece_extension_asks_ece_pages_other_questions_in_both_halves():
+    from eval import trust_set
+
+    split = trust_set.load()
+    ece = split["ece"]["medquad"]
+    n = split["ece_medquad_added"]
+    first, added = ece[:len(ece) - n], trust_set.added(split, "ece")
+    assert added == ece[len(first):] and len(first) == 488
+    page = lambda doc_id: doc_id.rsplit("-", 1)[0]  # noqa: E731
+    assert {page(i) for i in added} <= {page(i) for i in first}  # the ece part's own topics only
+    others = {i for part in ("dev", "test") for suite in ("medquad", "topic_removed") for i in split[part][suite]}
+    assert not set(ece) & others and len(set(ece)) == len(ece)
+    assert max(sum(page(i) == p for i in added) for p in {page(i) for i in added}) <= 2
+    halves = {trust_set.ece_half(i) for i in added}
+    assert halves == {"fit", "report"}  # fixed by id: a report-half run asks only the new report-half questions
 
 
 def test_refitting_the_answers_keeps_the_gate_and_thresholds_and_reads_only_the_new_rows():

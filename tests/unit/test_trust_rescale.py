@@ -1,0 +1,35 @@
+"""The cross-fitted gate of a Platt rescale (eval/trust_rescale.py): it passes where the scores are miscalibrated in
+a way a slope fixes, and not where they are already calibrated."""
+
+import numpy as np
+import pytest
+
+from eval.trust_rescale import cross_fitted, logits
+
+
+def _draw(n: int, true_slope: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    z = rng.normal(0.3, 1.2, n)
+    y = (rng.random(n) < 1 / (1 + np.exp(-true_slope * z))).astype(float)
+    return z, y
+
+
+def test_a_too_flat_score_is_fixed_by_the_rescale_on_held_out_halves():
+    z, y = _draw(600, 2.5, seed=1)  # the truth is steeper than the score: under-confident at both ends
+    out = cross_fitted(z, y, splits=10)
+    assert out["gate_passed"]
+    assert out["rescaled"]["ece"] < out["base"]["ece"] and out["rescaled"]["brier"] < out["base"]["brier"]
+    assert out["fold_slopes"][0] > 1.5
+
+
+def test_a_calibrated_score_does_not_pass_the_gate():
+    z, y = _draw(600, 1.0, seed=2)
+    out = cross_fitted(z, y, splits=10)
+    assert not out["gate_passed"]  # a fitted slope and intercept only add noise to a calibrated score
+    assert out["rescaled"]["brier"] >= out["base"]["brier"]
+
+
+def test_one_label_only_is_refused_and_logits_are_finite():
+    with pytest.raises(ValueError, match="one label"):
+        cross_fitted(np.zeros(10), np.ones(10), splits=2)
+    assert np.isfinite(logits(np.array([0.0, 0.5, 1.0]))).all()
