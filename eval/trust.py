@@ -521,6 +521,13 @@ def point(row: dict[str, Any], settings: dict[str, Any]) -> tuple[float, float]:
     return settings["gate"], settings["abstain_below"]
 
 
+def at_threshold_zero(settings: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` with no confidence threshold, on the demo suites' point as well (every generated answer past the
+    gate is shown: what a calibration is compared or refitted on)."""
+    demo = settings.get("demo_point")
+    return {**settings, "abstain_below": 0.0, "demo_point": [float(demo[0]), 0.0] if demo is not None else None}
+
+
 def outcomes(rows: list[dict[str, Any]], settings: dict[str, Any], records: dict[str, Any]) -> list[dict[str, Any]]:
     return [{**replay(r, *point(r, settings), settings.get("calibration"), records,
                       record_rules=settings.get("record_rules", False), support=settings.get("support", "verifier"),
@@ -856,6 +863,11 @@ def rescale(calib: dict[str, Any], rows: list[dict[str, Any]], records: dict[str
     p = np.clip([probability(calib, sig) for sig, _ in answered], 1e-9, 1 - 1e-9)
     z = np.log(p / (1 - p))
     y = np.array([float(right) for _, right in answered])
+    return rescaled(calib, z, y)
+
+
+def rescaled(calib: dict[str, Any], z: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+    """``calib`` rescaled by the slope and intercept fitted on its logits ``z`` of answers right or not (``y``)."""
     a, b = rescale_fit(z, y)
     return {**calib, "coef": [round(c * a, 6) for c in calib["coef"]],
             "intercept": round(calib["intercept"] * a + b, 6),

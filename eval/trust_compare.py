@@ -22,9 +22,9 @@ import numpy as np
 from eval import trust
 
 
-def shown(rows: list[dict[str, Any]], settings: dict[str, Any], records: dict[str, Any]) -> dict[str, Any]:
-    """What the product shows under ``settings``: counts, accuracy, ECE and Brier of the answered."""
-    outs = trust.outcomes(rows, settings, records)
+def shown(outs: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the product shows (outcomes of :func:`eval.trust.outcomes` or :func:`eval.trust_kept.replay`): counts,
+    accuracy, ECE and Brier of the answered."""
     answerable = [o for o in outs if o["answerable"]]
     answered = [o for o in outs if o["answered"]]
     conf = np.array([o["confidence"] for o in answered], float)
@@ -37,15 +37,13 @@ def shown(rows: list[dict[str, Any]], settings: dict[str, Any], records: dict[st
             "brier": round(float(np.mean((conf - right) ** 2)), 4) if len(right) else None}
 
 
-def paired(rows: list[dict[str, Any]], base: dict[str, Any], cand: dict[str, Any], records: dict[str, Any],
-           n_boot: int = 2000, seed: int = 11) -> dict[str, Any]:
-    """Brier of both calibrations over the answers generated and shown by both at threshold 0, the difference
-    (candidate - base; negative favours the candidate) and its bootstrap 95% interval over answers."""
-    def at_zero(settings: dict[str, Any]) -> dict[str, dict[str, Any]]:
-        return {r["id"]: o for r, o in zip(rows, trust.outcomes(rows, {**settings, "abstain_below": 0.0}, records),
-                                           strict=True) if o["answered"]}
-
-    a, b = at_zero(base), at_zero(cand)
+def paired(base: list[dict[str, Any]], cand: list[dict[str, Any]], n_boot: int = 2000, seed: int = 11
+           ) -> dict[str, Any]:
+    """Brier of both calibrations over the answers generated and shown by both at threshold 0 (the outcomes of each
+    with no threshold, ``id`` in each), the difference (candidate - base; negative favours the candidate) and its
+    bootstrap 95% interval over answers."""
+    a = {o["id"]: o for o in base if o["answered"]}
+    b = {o["id"]: o for o in cand if o["answered"]}
     ids = sorted(set(a) & set(b))
     right = np.array([bool(a[i]["right"]) for i in ids], float)
     if [bool(b[i]["right"]) for i in ids] != right.astype(bool).tolist():
@@ -64,7 +62,14 @@ def paired(rows: list[dict[str, Any]], base: dict[str, Any], cand: dict[str, Any
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rows", required=True, help="rows-PART.jsonl of a trust run (the report set)")
+    ap.add_argument("--rows", help="rows-PART.jsonl of a trust run (the report set)")
+    ap.add_argument("--kept", action="append", default=[], metavar="FILE.jsonl",
+                     help="or: kept outcomes with their signals (eval/results/trust-test.jsonl; repeatable), replayed "
+                          "under each calibration; both must share the gate model")
+    ap.add_argument("--ece-kept", metavar="FILE.jsonl", help="or/and: the ece part's kept outcomes (with --ece-half)")
+    ap.add_argument("--fingerprint", help="with --kept: the outcomes kept under this fingerprint (default: the one "
+                                          "most outcomes with signals are kept under, in each file)")
+    ap.add_argument("--ece-half", choices=["fit", "report"], help="with --ece-kept: only this half of the ece part")
     ap.add_argument("--labels", action="append", default=[], help="a person's verdicts on those answers (repeatable)")
     ap.add_argument("--base", required=True, help="the calibration in use (JSON of `eval trust fit`)")
     ap.add_argument("--candidate", required=True, help="the calibration proposed instead")
@@ -73,24 +78,45 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
+    if bool(args.rows) == bool(args.kept or args.ece_kept):
+        ap.error("give a run's --rows, or kept outcomes (--kept / --ece-kept), not both")
 
-    from eval import trust_jobs
+    from eval import trust_jobs, trust_kept
     from rag.config import load_config, resolve_path
+    from rag.errors import InputError
 
     result: dict[str, Any] = {}
-    settings: dict[str, dict[str, Any]] = {}
-    rows: list[dict[str, Any]] = []
-    records: dict[str, Any] = {}
-    for name, calib in (("base", args.base), ("candidate", args.candidate)):
-        cfg = load_config(args.config, [*args.set, f"confidence.calibration={calib}"])
-        if not rows:
-            records = trust_jobs.load_records(cfg)
-            rows = trust_jobs.prepare_rows(cfg, resolve_path(args.rows), [resolve_path(p) for p in args.labels],
-                                           args.trust_index)
-        floor = max(float(r.get("floor", 0.05)) for r in rows)
-        settings[name] = trust.settings_from(cfg, floor)
-        result[name] = {"calibration": calib, **shown(rows, settings[name], records)}
-    result["paired_at_threshold_0"] = paired(rows, settings["base"], settings["candidate"], records)
+    zero: dict[str, list[dict[str, Any]]] = {}
+    if args.kept or args.ece_kept:
+        kept = []
+        files = [(p, None) for p in args.kept] + ([(args.ece_kept, args.ece_half)] if args.ece_kept else [])
+        for path, half in files:
+            fp, of_file = trust_kept.with_signals(resolve_path(path), args.fingerprint, half)
+            result.setdefault("fingerprints", {})[path] = fp
+            kept += of_file
+        calibs = {name: json.loads(resolve_path(c).read_text(encoding="utf-8"))
+                  for name, c in (("base", args.base), ("candidate", args.candidate))}
+        if calibs["base"].get("gate") != calibs["candidate"].get("gate"):
+            raise InputError("the two calibrations have different gate models; kept outcomes replay an answer "
+                             "calibration only: compare on a run's rows (--rows)")
+        for name, calib in calibs.items():
+            result[name] = {"calibration": getattr(args, name), **shown(trust_kept.replay(kept, calib))}
+            zero[name] = trust_kept.replay(kept, calib, zero=True)
+    else:
+        rows: list[dict[str, Any]] = []
+        records: dict[str, Any] = {}
+        for name, calib_path in (("base", args.base), ("candidate", args.candidate)):
+            cfg = load_config(args.config, [*args.set, f"confidence.calibration={calib_path}"])
+            if not rows:
+                records = trust_jobs.load_records(cfg)
+                rows = trust_jobs.prepare_rows(cfg, resolve_path(args.rows), [resolve_path(p) for p in args.labels],
+                                               args.trust_index)
+            floor = max(float(r.get("floor", 0.05)) for r in rows)
+            settings = trust.settings_from(cfg, floor)
+            result[name] = {"calibration": calib_path, **shown(trust.outcomes(rows, settings, records))}
+            zero[name] = [{**o, "id": r["id"]} for r, o in
+                          zip(rows, trust.outcomes(rows, trust.at_threshold_zero(settings), records), strict=True)]
+    result["paired_at_threshold_0"] = paired(zero["base"], zero["candidate"])
     if args.json:
         print(json.dumps(result, indent=1))
         return 0

@@ -76,11 +76,60 @@ def fingerprint(config: Any, settings: dict[str, Any], manifests: Iterable[dict[
 
 def outcomes(rows: list[dict[str, Any]], settings: dict[str, Any], records: dict[str, Any], fp: str
              ) -> list[dict[str, Any]]:
-    """Each recorded question's outcome under ``settings`` (ids and numbers only)."""
+    """Each recorded question's outcome under ``settings`` (ids and numbers only), with what another answer
+    calibration needs to replay it (:func:`replay`): the threshold it was shown at and, under ``at_zero``, the answer
+    the pipeline generates past the gate with no threshold (its signals, numbers only, and its verdict), or None."""
+    zero = trust.outcomes(rows, trust.at_threshold_zero(settings), records)
     return [{"id": r["id"], "suite": r["suite"], "answerable": bool(r["answerable"]), "answered": bool(o["answered"]),
              "confidence": round(float(o["confidence"]), 6), "right": bool(o["right"]),
-             "by_person": bool(o.get("labelled", False)), "fingerprint": fp}
-            for r, o in zip(rows, trust.outcomes(rows, settings, records), strict=True)]
+             "by_person": bool(o.get("labelled", False)), "fingerprint": fp,
+             "threshold": trust.point(r, settings)[1],
+             "at_zero": {"right": bool(z["right"]), "by_person": bool(z.get("labelled", False)),
+                         "signals": {k: round(float(v), 6) for k, v in sorted(z["signals"].items())
+                                     if isinstance(v, (int, float))}} if z["answered"] else None}
+            for r, o, z in zip(rows, trust.outcomes(rows, settings, records), zero, strict=True)]
+
+
+def replay(kept: list[dict[str, Any]], calib: dict[str, Any], zero: bool = False) -> list[dict[str, Any]]:
+    """Kept outcomes under another answer calibration with the same gate model, gate and support settings (the
+    signals of each generated answer are kept, so only the confidence and the threshold change): the product's
+    outcomes, or with ``zero`` every generated answer. Outcomes of runs too old to hold signals cannot be replayed:
+    keep them again from their rows."""
+    from rag.errors import InputError
+
+    out = []
+    for k in kept:
+        if "at_zero" not in k:
+            raise InputError(f"kept outcome {k['id']} ({k.get('fingerprint')}) has no signals: it was kept before "
+                             "they were; `eval trust keep` it again from the run's rows")
+        z = k["at_zero"]
+        conf = trust.probability(calib, z["signals"]) if z else 0.0
+        shown = z is not None and (zero or conf >= float(k["threshold"]))
+        out.append({"id": k["id"], "suite": k["suite"], "answerable": k["answerable"], "answered": shown,
+                    "confidence": conf, "right": bool(z["right"]) if shown else not k["answerable"],
+                    "labelled": bool(z and z.get("by_person"))})
+    return out
+
+
+def with_signals(path: Path, fp: str | None = None, half: str | None = None) -> tuple[str, list[dict[str, Any]]]:
+    """The kept outcomes of one fingerprint (``fp``, or the one most outcomes with signals are kept under) that
+    :func:`replay` can read, of one half of the ece part if asked (``half``: a file of the ece part's outcomes):
+    (fingerprint, outcomes)."""
+    from collections import Counter
+
+    from eval import trust_set
+    from rag.errors import InputError
+
+    rows = [r for r in load(path) if "at_zero" in r]
+    if fp is None:
+        common = Counter(r["fingerprint"] for r in rows).most_common(1)
+        if not common:
+            raise InputError(f"{path} holds no outcomes kept with their signals; `eval trust keep` a run's rows again")
+        fp = common[0][0]
+    rows = [r for r in rows if r["fingerprint"] == fp and (half is None or trust_set.ece_half(r["id"]) == half)]
+    if not rows:
+        raise InputError(f"{path}: no outcome with signals under fingerprint {fp}")
+    return fp, rows
 
 
 def load(path: Path) -> list[dict[str, Any]]:

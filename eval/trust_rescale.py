@@ -59,7 +59,10 @@ def cross_fitted(z: np.ndarray, y: np.ndarray, splits: int = 20, seed: int = 0) 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rows", required=True, help="rows-PART.jsonl of a trust run the calibration was not fitted on")
+    ap.add_argument("--rows", help="rows-PART.jsonl of a trust run the calibration was not fitted on")
+    ap.add_argument("--kept", help="or: kept outcomes with their signals (eval/results/trust-ece.jsonl), under the "
+                                   "fingerprint most of them are kept under (or --fingerprint)")
+    ap.add_argument("--fingerprint")
     ap.add_argument("--labels", action="append", default=[], help="a person's verdicts on those answers (repeatable)")
     ap.add_argument("--onto", required=True, help="the calibration to rescale (JSON of `eval trust fit`)")
     ap.add_argument("--ece-half", choices=["fit", "report"], help="only this half of the ece part's rows")
@@ -74,37 +77,41 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     args = ap.parse_args(argv)
 
-    from eval import trust_jobs, trust_set
+    from eval import trust_jobs, trust_kept, trust_set
     from rag.config import load_config, resolve_path
     from rag.errors import InputError
 
-    cfg = load_config(args.config, [*args.set, f"confidence.calibration={args.onto}"])
-    rows = trust_jobs.prepare_rows(cfg, resolve_path(args.rows), [resolve_path(p) for p in args.labels],
-                                   args.trust_index)
-    if args.ece_half:
-        rows = [r for r in rows if trust_set.ece_half(r["id"]) == args.ece_half]
-    if args.first_only:
-        split = trust_set.load()
-        fresh = {i for part in ("dev", "test", "ece") if part in split for i in trust_set.added(split, part)}
-        rows = [r for r in rows if r["id"] not in fresh]
-    if not rows:
-        raise InputError(f"{args.rows}: no rows left to rescale on (check --ece-half / --first-only)")
+    if bool(args.rows) == bool(args.kept):
+        ap.error("give a run's --rows or kept outcomes (--kept), one of them")
+    split = trust_set.load()
+    fresh = {i for part in ("dev", "test", "ece") if part in split for i in trust_set.added(split, part)}
+    keep = lambda qid: ((not args.ece_half or trust_set.ece_half(qid) == args.ece_half)  # noqa: E731
+                        and not (args.first_only and qid in fresh))
     calib = json.loads(resolve_path(args.onto).read_text(encoding="utf-8"))
-    floor = max(float(r.get("floor", 0.05)) for r in rows)
-    settings = trust.settings_from(cfg, floor)
-    records = trust_jobs.load_records(cfg)
-    outs = trust.outcomes(rows, {**settings, "abstain_below": 0.0}, records)
+    if args.kept:
+        # the kept outcomes were replayed at the config's gate and support settings; the calibration must share them
+        _, kept = trust_kept.with_signals(resolve_path(args.kept), args.fingerprint)
+        outs = trust_kept.replay([k for k in kept if keep(k["id"])], calib, zero=True)
+    else:
+        cfg = load_config(args.config, [*args.set, f"confidence.calibration={args.onto}"])
+        rows = [r for r in trust_jobs.prepare_rows(cfg, resolve_path(args.rows),
+                                                   [resolve_path(p) for p in args.labels], args.trust_index)
+                if keep(r["id"])]
+        floor = max([float(r.get("floor", 0.05)) for r in rows] or [0.05])
+        outs = trust.outcomes(rows, trust.at_threshold_zero(trust.settings_from(cfg, floor)),
+                              trust_jobs.load_records(cfg))
     answered = [o for o in outs if o["answered"]]
+    if not answered:
+        raise InputError(f"{args.rows or args.kept}: no answers left to rescale on (check --ece-half / --first-only)")
     z = logits(np.array([o["confidence"] for o in answered]))
     y = np.array([float(bool(o["right"])) for o in answered])
     gate = cross_fitted(z, y, args.splits, args.seed)
     a, b = trust.rescale_fit(z, y)
     gate["fitted_on_all"] = {"slope": round(a, 6), "intercept": round(b, 6)}
     if args.out:
-        rescaled = trust.rescale(calib, rows, records, settings["gate"], support_cosine=settings["support_cosine"],
-                                 support_min=settings["support_min"], options=trust.pipeline_options(cfg))
-        rescaled["rescaled"].update({"onto": args.onto, "on": f"{args.rows} ({args.ece_half or 'all'} half"
-                                     f"{', first questions only' if args.first_only else ''})", "gate": gate})
+        rescaled = trust.rescaled(calib, z, y)
+        rescaled["rescaled"].update({"onto": args.onto, "on": f"{args.rows or args.kept} ({args.ece_half or 'all'} "
+                                     f"half{', first questions only' if args.first_only else ''})", "gate": gate})
         trust.write_calibration(rescaled, resolve_path(args.out))
         gate["written"] = args.out
     print(json.dumps(gate, indent=1))

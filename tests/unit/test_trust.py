@@ -498,8 +498,9 @@ def test_kept_outcomes_hold_ids_and_numbers_only_and_pool_under_one_fingerprint(
              "answer": "Copied corpus text [1]."} for i in range(4)]
     settings = {"gate": 0.05, "abstain_below": 0.0, "calibration": None}
     kept = trust_kept.outcomes(rows, settings, {}, "fp1")
-    assert all(set(k) == {"id", "suite", "answerable", "answered", "confidence", "right", "by_person", "fingerprint"}
-               for k in kept)
+    assert all(set(k) == {"id", "suite", "answerable", "answered", "confidence", "right", "by_person", "fingerprint",
+                          "threshold", "at_zero"} for k in kept)
+    assert all(isinstance(v, float) for k in kept for v in k["at_zero"]["signals"].values())  # numbers only
     path = tmp_path / "results" / "trust-ece.jsonl"
     assert trust_kept.merge(path, kept[:3]) == (3, 0)
     assert trust_kept.merge(path, kept[2:]) == (1, 1)  # q2 replaced, q3 added
@@ -933,15 +934,58 @@ def test_the_comparison_prefers_the_calibration_that_tracks_rightness_and_pairs_
     tracks = {"features": ["support_prob"], "coef": [8.0], "intercept": -6.0, "gate": None}
     flat = {"features": ["support_prob"], "coef": [0.0], "intercept": 2.0, "gate": None}  # 0.88 whatever happens
     settings = lambda c: {"gate": 0.05, "abstain_below": 0.2, "calibration": c, "floor": 0.05}  # noqa: E731
-    good, bad = trust_compare.shown(rows, settings(tracks), {}), trust_compare.shown(rows, settings(flat), {})
+    good = trust_compare.shown(trust.outcomes(rows, settings(tracks), {}))
+    bad = trust_compare.shown(trust.outcomes(rows, settings(flat), {}))
     assert bad["answered"] == 200 and good["answered"] < 200  # the tracking one withholds its lowest
     assert good["brier"] < bad["brier"]
-    p = trust_compare.paired(rows, settings(flat), settings(tracks), {})
+
+    def zero(c: dict) -> list[dict]:
+        outs = trust.outcomes(rows, trust.at_threshold_zero(settings(c)), {})
+        return [{**o, "id": r["id"]} for r, o in zip(rows, outs, strict=True)]
+
+    p = trust_compare.paired(zero(flat), zero(tracks))
     assert p["answers"] == 200 and p["only_base"] == p["only_candidate"] == 0
     assert abs(p["difference"] - (p["brier_candidate"] - p["brier_base"])) < 1e-3
     assert p["difference_ci95"][1] < 0  # the candidate is better, and the interval says so
-    same = trust_compare.paired(rows, settings(flat), settings(flat), {})
+    same = trust_compare.paired(zero(flat), zero(flat))
     assert same["difference"] == 0 and same["difference_ci95"] == [0.0, 0.0]
+
+
+def test_kept_signals_replay_another_calibration_as_the_rows_do(tmp_path):
+    """What a fresh machine can do without the run's records: the kept signals give every calibration with the same
+    gate the outcomes that replaying the rows under it gives (and no text is kept)."""
+    from eval import trust_compare, trust_kept
+    from rag.errors import InputError
+
+    rng = np.random.default_rng(4)
+    rows = [dict(_row("medquad", True, 0.9, float(p), right_doc=bool(rng.random() < p)), id=f"q{k}",
+                 answer="Copied corpus text [1].") for k, p in enumerate(rng.uniform(0.3, 1.0, 60))]
+    rows += [dict(_row("topic_removed", False, 0.9, 0.8), id="ooc"), dict(_row("medquad", True, 0.01, 0.9), id="gated")]
+    rows += [dict(_row("demo_answerable", True, 0.9, float(p)), id=f"d{k}") for k, p in enumerate((0.55, 0.7, 0.95))]
+    a = {"features": ["support_prob"], "coef": [4.0], "intercept": -2.0, "gate": None}
+    b = {"features": ["support_prob"], "coef": [8.0], "intercept": -5.0, "gate": None}
+    settings = lambda c: {"gate": 0.05, "abstain_below": 0.3, "calibration": c, "floor": 0.05,  # noqa: E731
+                          "demo_point": [0.05, 0.6]}
+    path = tmp_path / "kept.jsonl"
+    trust_kept.merge(path, trust_kept.outcomes(rows, settings(a), {}, "fpA"))
+    assert "Copied" not in path.read_text()
+    fp, kept = trust_kept.with_signals(path)
+    assert fp == "fpA" and len(kept) == len(rows)
+    order = {r["id"]: k for k, r in enumerate(rows)}
+    kept.sort(key=lambda k: order[k["id"]])  # the file is sorted by id
+    for calib in (a, b):
+        by_rows = trust.outcomes(rows, settings(calib), {})
+        by_kept = trust_kept.replay(kept, calib)
+        assert [o["answered"] for o in by_kept] == [o["answered"] for o in by_rows]
+        assert [o["right"] for o in by_kept] == [o["right"] for o in by_rows]
+        assert np.allclose([o["confidence"] for o in by_kept], [o["confidence"] for o in by_rows], atol=1e-5)
+        assert trust_compare.shown(by_kept)["brier"] == trust_compare.shown(by_rows)["brier"]
+    at_zero = [o["answered"] for o in trust.outcomes(rows, trust.at_threshold_zero(settings(b)), {})]
+    assert [o["answered"] for o in trust_kept.replay(kept, b, zero=True)] == at_zero
+    assert sum(at_zero) > sum(o["answered"] for o in trust.outcomes(rows, settings(b), {}))  # the threshold bites
+    old = [{k: v for k, v in o.items() if k not in ("at_zero",)} for o in kept]
+    with pytest.raises(InputError, match="kept before"):
+        trust_kept.replay(old, a)
 
 
 def test_one_ece_half_is_asked_only_of_the_ece_part():
