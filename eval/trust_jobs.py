@@ -95,7 +95,7 @@ def run_part(config: Any, trust_index: str, part: str, data: Path, rows_path: Pa
              batch_size: int = 8, limit: int | None = None, regenerate_above: float | None = None,
              gate_from: Path | None = None, progress: Callable[[int], Callable[[int, int], None]] | None = None,
              replay: Path | None = None, suites: list[str] | None = None, resume: bool = False,
-             skip_kept: Path | None = None, half: str | None = None
+             skip_kept: Path | None = None, half: str | None = None, added_only: bool = False
              ) -> list[dict[str, Any]]:
     """Ask one part through the assistant (demo suites on ``config``'s index, the rest on the trust index).
 
@@ -108,15 +108,21 @@ def run_part(config: Any, trust_index: str, part: str, data: Path, rows_path: Pa
     ``skip_kept`` (an ``eval/results/`` file, :mod:`eval.trust_kept`): questions whose outcome is kept
     there under this config's fingerprint are not asked again. ``half`` (ece part only: ``fit`` or ``report``,
     :func:`eval.trust_set.ece_half`) asks one half: a calibration fitted on the fit half is reported on the other.
+    ``added_only`` asks only the questions `eval trust split --dev-medquad/--test-medquad/--ece-medquad` appended.
     Every record is also appended to ``rows-PART.journal.jsonl`` as it is made; with ``resume`` the
     questions already there are not asked again (without it an old journal is discarded).
     """
     if half is not None and part != "ece":
         raise InputError(f"--ece-half applies to the ece part only, not {part!r}")
     split = trust_set.load()
+    added = set(trust_set.added(split, part)) if added_only else set()
+    if added_only and not added:
+        raise InputError(f"--added-only: `eval trust split --{part}-medquad N` has added no question to {part}")
     qs = trust_set.questions(split, part, data)
     if half is not None:
         qs = [q for q in qs if trust_set.ece_half(q["id"]) == half]
+    if added_only:
+        qs = [q for q in qs if q["id"] in added]
     if suites:
         unknown = set(suites) - {q["suite"] for q in qs}
         if unknown:

@@ -57,6 +57,8 @@ def add(esub: Any, common: argparse.ArgumentParser) -> None:
     et.add_argument("--skip-kept", metavar="FILE.jsonl",
                     help="`run`: do not ask questions whose outcome is kept in this eval/results/ file under this "
                          "config's fingerprint (a part asked over several sessions)")
+    et.add_argument("--added-only", action="store_true",
+                    help="`run`: ask only the questions `split --dev-medquad/--test-medquad/--ece-medquad` appended")
     et.add_argument("--ece-half", choices=["fit", "report"],
                     help="`run --part ece`: ask one half only (eval.trust_set.ece_half; a calibration fitted on the "
                          "fit half is reported on the report half)")
@@ -188,7 +190,8 @@ def _run_part(args: argparse.Namespace, cfg: Any) -> int:
                                resolve_path(args.gate_from) if args.gate_from else None,
                                None if args.quiet else (lambda n: advance(bar(n))),
                                resolve_path(args.replay) if args.replay else None, args.suite, args.resume,
-                               resolve_path(args.skip_kept) if args.skip_kept else None, args.ece_half)
+                               resolve_path(args.skip_kept) if args.skip_kept else None, args.ece_half,
+                               args.added_only)
     print(f"{len(rows)} {args.part} questions answered or abstained; records in {rows_path}")
     return 0
 

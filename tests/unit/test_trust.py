@@ -995,3 +995,15 @@ def test_one_ece_half_is_asked_only_of_the_ece_part():
     with pytest.raises(InputError, match="ece part only"):  # refused before any model or data loads
         trust_jobs.run_part(None, ".cds/index/trust", "test", trust_jobs.Path("/nonexistent"),
                             trust_jobs.Path("/nonexistent/rows.jsonl"), half="report")
+
+
+def test_only_the_added_questions_are_asked_when_asked_and_none_added_is_refused(monkeypatch):
+    from eval import trust_jobs, trust_set
+    from rag.errors import InputError
+
+    split = trust_set.load()
+    bare = {k: v for k, v in split.items() if k != "ece_medquad_added"}
+    monkeypatch.setattr(trust_set, "load", lambda: bare)
+    with pytest.raises(InputError, match="added no question"):
+        trust_jobs.run_part(None, ".cds/index/trust", "ece", trust_jobs.Path("/nonexistent"),
+                            trust_jobs.Path("/nonexistent/rows.jsonl"), added_only=True)
