@@ -438,9 +438,16 @@ def fit_calibration(rows: list[dict[str, Any]], records: dict[str, Any], gate: f
     ``features=None`` chooses the signal set among :data:`FEATURE_SETS` (and ``extra_sets``) together with the
     regularisation, by repeated 5-fold cross-validated log loss on these answers (a proper score:
     the choice rewards calibration and discrimination, never in-sample fit)."""
+    answered = _answered(rows, records, gate, gate_model, support_cosine, support_min, options)
+    return fit_answers(answered, features, extra_sets)
+
+
+def fit_answers(answered: Sequence[tuple[dict[str, float], bool]], features: Sequence[str] | None = None,
+                extra_sets: Sequence[tuple[str, ...]] = ()) -> dict[str, Any]:
+    """:func:`fit_calibration` on answers already replayed: (signals, strictly right) pairs, from rows or from
+    kept outcomes' signals (:func:`eval.trust_kept.replay`)."""
     from sklearn.linear_model import LogisticRegression
 
-    answered = _answered(rows, records, gate, gate_model, support_cosine, support_min, options)
     sigs, ys = [sig for sig, _ in answered], [int(right) for _, right in answered]
     if len(set(ys)) < 2:
         raise ValueError(f"cannot fit a calibration: {len(ys)} answered dev questions, all with one label")

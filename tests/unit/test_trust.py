@@ -988,6 +988,31 @@ def test_kept_signals_replay_another_calibration_as_the_rows_do(tmp_path):
         trust_kept.replay(old, a)
 
 
+def test_a_refit_on_kept_signals_is_the_refit_on_the_rows(tmp_path):
+    from eval import trust_kept, trust_refit
+
+    rng = np.random.default_rng(6)
+    rows = [dict(_row("medquad", True, float(rng.uniform(0.3, 1.0)), float(p), right_doc=bool(rng.random() < p)),
+                 id=f"q{k}") for k, p in enumerate(rng.uniform(0.5, 1.0, 120))]
+    for r in rows:  # every signal varies: a constant one has no determined coefficient to compare
+        r["signals"].update({n: float(rng.uniform(0.2, 1.0)) for n in ("retrieval", "agreement", "generation")})
+    onto = {"features": ["support_prob"], "coef": [1.0], "intercept": 0.0, "gate": None, "answerable_min": 0.05,
+            "offset_fit": {"feature": "x"}}
+    settings = {"gate": 0.05, "abstain_below": 0.4, "calibration": onto, "floor": 0.05}
+    path = tmp_path / "kept.jsonl"
+    trust_kept.merge(path, trust_kept.outcomes(rows, settings, {}, "fp"))
+    _, kept = trust_kept.with_signals(path)
+    kept.sort(key=lambda k: int(k["id"][1:]))  # the rows' order: the cross-validation's folds follow the order
+    feats = ["support_prob", "generation", "retrieval"]  # fixed: a set choice by CV can flip on float ties
+    by_kept = trust_refit.refit(onto, kept, feats)
+    by_rows = trust.fit_calibration(rows, {}, gate=0.05, features=feats)
+    for key in ("features", "C", "fitted_on"):
+        assert by_kept[key] == by_rows[key]
+    # the kept signals are rounded to 6 decimals: the same fit to that precision
+    assert np.allclose([*by_kept["coef"], by_kept["intercept"]], [*by_rows["coef"], by_rows["intercept"]], atol=1e-3)
+    assert by_kept["answerable_min"] == 0.05 and "offset_fit" not in by_kept  # the gate side is kept, the offset not
+
+
 def test_one_ece_half_is_asked_only_of_the_ece_part():
     from eval import trust_jobs
     from rag.errors import InputError
