@@ -23,13 +23,15 @@ from eval import trust
 
 
 def refit(calib: dict[str, Any], kept: list[dict[str, Any]], features: list[str] | None = None,
-          extra_sets: list[tuple[str, ...]] | None = None) -> dict[str, Any]:
-    """``calib`` with its answer calibration fitted on these kept outcomes' generated answers."""
+          extra_sets: list[tuple[str, ...]] | None = None, judged_only: bool = False) -> dict[str, Any]:
+    """``calib`` with its answer calibration fitted on these kept outcomes' generated answers (with
+    ``judged_only``, only those a person's or helper's verdict was kept for)."""
     from eval import trust_kept
 
     outs = trust_kept.replay(kept, calib, zero=True)
     zero = {k["id"]: k["at_zero"] for k in kept}
-    answered = [(zero[o["id"]]["signals"], bool(o["right"])) for o in outs if o["answered"]]
+    answered = [(zero[o["id"]]["signals"], bool(o["right"])) for o in outs
+                if o["answered"] and (not judged_only or zero[o["id"]]["by_person"])]
     fitted = trust.fit_answers(answered, features, extra_sets or ())
     return {**{k: v for k, v in calib.items() if k not in ("offset_fit", "rescaled")}, **fitted}
 
@@ -45,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--feature-set", action="append", default=[], metavar="F1,F2,...",
                     help="also consider this signal set (as `eval trust fit --feature-set`)")
     ap.add_argument("--features", help="fit exactly these signals (no choice)")
+    ap.add_argument("--judged-only", action="store_true",
+                    help="fit only on answers with a verdict from eval/labels (not the automatic scorer's)")
     ap.add_argument("--out", required=True, help="the refitted calibration (JSON)")
     ap.add_argument("--config", default=None)
     args = ap.parse_args(argv)
@@ -69,10 +73,14 @@ def main(argv: list[str] | None = None) -> int:
         kept += [r for r in rows if not args.added_only or r["id"] in added]
     if not kept:
         raise InputError("no kept outcome left to fit on (check --ece-half / --added-only)")
-    out = refit(calib, kept, args.features.split(",") if args.features else None,
-                [tuple(fs.split(",")) for fs in args.feature_set])
+    try:
+        out = refit(calib, kept, args.features.split(",") if args.features else None,
+                    [tuple(fs.split(",")) for fs in args.feature_set], args.judged_only)
+    except ValueError as e:
+        raise InputError(f"{e}; fit on more kept answers (another --kept, or without --judged-only)") from e
     out["refit_answers"] = {"onto": args.onto, "on": f"kept {', '.join(args.kept)} ({args.ece_half or 'all'} half"
-                            f"{', appended questions only' if args.added_only else ''})",
+                            f"{', appended questions only' if args.added_only else ''}"
+                            f"{', judged answers only' if args.judged_only else ''})",
                             "answered": out["fitted_on"]["answered"]}
     trust.write_calibration(out, Path(resolve_path(args.out)))
     print(f"answer calibration refitted on {out['fitted_on']['answered']} kept answers "

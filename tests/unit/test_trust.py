@@ -1011,6 +1011,8 @@ def test_a_refit_on_kept_signals_is_the_refit_on_the_rows(tmp_path):
     # the kept signals are rounded to 6 decimals: the same fit to that precision
     assert np.allclose([*by_kept["coef"], by_kept["intercept"]], [*by_rows["coef"], by_rows["intercept"]], atol=1e-3)
     assert by_kept["answerable_min"] == 0.05 and "offset_fit" not in by_kept  # the gate side is kept, the offset not
+    with pytest.raises(ValueError, match="cannot fit"):  # no verdict by a person here: nothing left to fit on
+        trust_refit.refit(onto, kept, feats, judged_only=True)
 
 
 def test_one_ece_half_is_asked_only_of_the_ece_part():
