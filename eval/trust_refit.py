@@ -65,8 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         raise InputError(f"--onto {args.onto} has another gate model than the config's calibration "
                          f"({cfg.confidence.calibration}), under which the outcomes were kept; refit on a run's rows "
                          "(`eval trust fit --refit-answers`)")
-    split = trust_set.load()
-    added = {i for part in ("dev", "test", "ece") if part in split for i in trust_set.added(split, part)}
+    added = trust_set.all_added(trust_set.load())
     kept: list[dict[str, Any]] = []
     for path in args.kept:
         _, rows = trust_kept.with_signals(resolve_path(path), args.fingerprint, args.ece_half)

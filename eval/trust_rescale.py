@@ -83,8 +83,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if bool(args.rows) == bool(args.kept):
         ap.error("give a run's --rows or kept outcomes (--kept), one of them")
-    split = trust_set.load()
-    fresh = {i for part in ("dev", "test", "ece") if part in split for i in trust_set.added(split, part)}
+    fresh = trust_set.all_added(trust_set.load())
     keep = lambda qid: ((not args.ece_half or trust_set.ece_half(qid) == args.ece_half)  # noqa: E731
                         and not (args.first_only and qid in fresh))
     calib = json.loads(resolve_path(args.onto).read_text(encoding="utf-8"))

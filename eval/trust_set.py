@@ -252,6 +252,11 @@ def added(split: dict[str, Any], part: str = "dev") -> list[str]:
     return split[part]["medquad"][-n:] if n else []
 
 
+def all_added(split: dict[str, Any]) -> set[str]:
+    """Every question a split extension (:func:`add_page_questions`) appended, in any part."""
+    return {i for part in ("dev", "test", "ece") if part in split for i in added(split, part)}
+
+
 def ece_half(question_id: str) -> str:
     """``"fit"`` or ``"report"``: the half of the ece part a question belongs to, fixed by its id alone (the last hex
     digit of its sha1, even: fit). The ece part was asked as a report set only; from the twenty-first session its fit

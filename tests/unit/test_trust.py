@@ -825,6 +825,8 @@ def test_the_ece_extension_asks_ece_pages_other_questions_in_both_halves():
     assert max(sum(page(i) == p for i in added) for p in {page(i) for i in added}) <= 2
     halves = {trust_set.ece_half(i) for i in added}
     assert halves == {"fit", "report"}  # fixed by id: a report-half run asks only the new report-half questions
+    others_added = set(trust_set.added(split, "dev")) | set(trust_set.added(split, "test"))
+    assert trust_set.all_added(split) == set(added) | others_added
 
 
 def test_refitting_the_answers_keeps_the_gate_and_thresholds_and_reads_only_the_new_rows():
