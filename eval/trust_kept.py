@@ -120,6 +120,8 @@ def with_signals(path: Path, fp: str | None = None, half: str | None = None) -> 
     from eval import trust_set
     from rag.errors import InputError
 
+    if not path.exists():
+        raise InputError(f"{path} not found; kept outcomes are in eval/results/ (`eval trust keep` writes them)")
     rows = [r for r in load(path) if "at_zero" in r]
     if fp is None:
         common = Counter(r["fingerprint"] for r in rows).most_common(1)

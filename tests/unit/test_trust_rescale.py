@@ -33,3 +33,18 @@ def test_one_label_only_is_refused_and_logits_are_finite():
     with pytest.raises(ValueError, match="one label"):
         cross_fitted(np.zeros(10), np.ones(10), splits=2)
     assert np.isfinite(logits(np.array([0.0, 0.5, 1.0]))).all()
+
+
+def test_the_tools_say_bad_input_in_one_line(tmp_path, capsys):
+    from eval import one_line, trust_kept
+    from rag.errors import InputError
+
+    with pytest.raises(InputError, match="not found"):
+        trust_kept.with_signals(tmp_path / "missing.jsonl")
+
+    def bad() -> int:
+        raise InputError("the file is missing; keep it first")
+
+    with pytest.raises(SystemExit) as e:
+        one_line.run(bad)
+    assert e.value.code == 2 and capsys.readouterr().err == "error: the file is missing; keep it first\n"
