@@ -201,7 +201,7 @@ def add_ece_part(split: dict[str, Any], data_dir: Path, n: int = 500, seed: int 
 
 
 def add_page_questions(split: dict[str, Any], data_dir: Path, part: str = "dev", per_page: int = 5,
-                       seed: int = 13) -> dict[str, Any]:
+                       seed: int = 13, again: bool = False) -> dict[str, Any]:
     """``split`` with more answerable MedQuAD questions in its ``part`` (dev, test or ece): the other questions (what
     is it, its signs, causes, treatment ...) of the pages that part's MedQuAD questions come from, at most ``per_page``
     a page (seeded), appended so that an earlier run's records (or kept outcomes) still apply to the first ones.
@@ -213,15 +213,18 @@ def add_page_questions(split: dict[str, Any], data_dir: Path, part: str = "dev",
     while the ece part's 488 pages hold ~1000 more; the added questions fall into the two halves by id like the
     others (:func:`ece_half`), so a report-half run asks only the new report-half ones. Every indexed page's focus is
     already asked by some part, so new pages would move one part's topics into another: the part's own pages are the
-    only source. Once a part: a second call refuses rather than grow it again by accident."""
+    only source. Once a part: a second call refuses rather than grow it again by accident, unless ``again`` (a
+    later round: twenty-fourth session, a report set for a calibration fitted on every earlier ece answer); rounds are
+    appended in order and :func:`added_round` gives one round's questions."""
     if part not in ("dev", "test", "ece"):
         raise InputError(f"only dev, test and ece grow by their own pages' questions, not {part!r}")
     if part not in split:
         raise InputError(f"the split has no {part} part; `eval trust split --ece N` adds one")
     key = f"{part}_medquad_added"
-    if key in split:
-        raise InputError(f"the {part} part already has {split[key]} added MedQuAD questions; "
-                         "edit eval/splits/trust.json by hand to change that")
+    if key in split and not again:
+        raise InputError(f"the {part} part already has {split[key]} added MedQuAD questions; add a later round of "
+                         "its pages' remaining questions with --again")
+    rounds = rounds_of(split, part)
     docs = load_sources([f"medquad:{data_dir / 'medquad'}"]).documents
     by_file: dict[str, list[Any]] = defaultdict(list)
     for d in docs:
@@ -230,7 +233,8 @@ def add_page_questions(split: dict[str, Any], data_dir: Path, part: str = "dev",
     first = split[part]["medquad"][:len(split[part]["medquad"]) - len(added(split, part))]
     asked = {i for p in ("dev", "test", "ece") if p in split for suite in ("medquad", "topic_removed")
              for i in split[p][suite]}
-    rng = random.Random(f"trust-{part}-medquad-{seed}")
+    # the first round's seed string is kept as it was, so that round is drawn as before
+    rng = random.Random(f"trust-{part}-medquad-{seed}" + (f"-round{len(rounds) + 1}" if rounds else ""))
     chosen: list[str] = []
     for doc_id in first:
         others = [d.doc_id for d in by_file[by_id[doc_id].source.rsplit("#", 1)[0]]
@@ -241,7 +245,9 @@ def add_page_questions(split: dict[str, Any], data_dir: Path, part: str = "dev",
         raise InputError(f"{part}'s MedQuAD pages have no other questions to add")
     out = dict(split)
     out[part] = {**split[part], "medquad": [*split[part]["medquad"], *chosen]}
-    out[key] = len(chosen)
+    out[key] = sum(rounds) + len(chosen)
+    if rounds:
+        out[f"{part}_medquad_rounds"] = [*rounds, len(chosen)]
     out["counts"] = {**split["counts"], part: {suite: len(v) for suite, v in out[part].items()}}
     return out
 
@@ -250,6 +256,26 @@ def added(split: dict[str, Any], part: str = "dev") -> list[str]:
     """The MedQuAD questions :func:`add_page_questions` appended to ``part`` (none before it ran)."""
     n = int(split.get(f"{part}_medquad_added", 0))
     return split[part]["medquad"][-n:] if n else []
+
+
+def rounds_of(split: dict[str, Any], part: str) -> list[int]:
+    """How many questions each round of :func:`add_page_questions` appended to ``part``, in order ([] before any)."""
+    n = int(split.get(f"{part}_medquad_added", 0))
+    rounds = [int(r) for r in split.get(f"{part}_medquad_rounds", [n] if n else [])]
+    if sum(rounds) != n:
+        raise InputError(f"eval/splits/trust.json: {part}_medquad_rounds {rounds} do not add up to "
+                         f"{part}_medquad_added {n}; restore the file from git")
+    return rounds
+
+
+def added_round(split: dict[str, Any], part: str, k: int) -> list[str]:
+    """The questions round ``k`` (1 = the first; -1 = the latest) of :func:`add_page_questions` appended to ``part``."""
+    rounds = rounds_of(split, part)
+    if not rounds or not (-len(rounds) <= k <= len(rounds)) or k == 0:
+        raise InputError(f"the {part} part has {len(rounds)} added round(s), not a round {k}")
+    i = k - 1 if k > 0 else len(rounds) + k
+    start = len(split[part]["medquad"]) - sum(rounds) + sum(rounds[:i])
+    return split[part]["medquad"][start:start + rounds[i]]
 
 
 def all_added(split: dict[str, Any]) -> set[str]:

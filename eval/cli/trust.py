@@ -33,6 +33,9 @@ def add(esub: Any, common: argparse.ArgumentParser) -> None:
                     help="`split`: append the other questions of the ece part's MedQuAD pages, at most N a page, to "
                          "the ece part (a fresh report set in its report half; once; `run --ece-half report "
                          "--skip-kept` asks only them)")
+    et.add_argument("--again", action="store_true",
+                    help="`split --dev-medquad/--test-medquad/--ece-medquad`: add a later round to a part already "
+                         "extended (its pages' remaining questions; the earlier rounds stay as they are)")
     et.add_argument("--ece-patients", action="store_true",
                     help="`split`: add record questions about the held-out patients dev and test do not ask about to "
                          "the ece part (for the record answers' confidence)")
@@ -119,10 +122,11 @@ def run(args: argparse.Namespace) -> int:
         return 0
     for part, per_page in (("dev", args.dev_medquad), ("test", args.test_medquad), ("ece", args.ece_medquad)):
         if args.action == "split" and per_page:
-            split = trust_set.add_page_questions(trust_set.load(), data_dir(cfg), part, per_page)
+            split = trust_set.add_page_questions(trust_set.load(), data_dir(cfg), part, per_page, again=args.again)
             trust_set.write(split)
-            print(f"wrote {trust_set.TRUST_SPLIT}: {split[f'{part}_medquad_added']} MedQuAD questions added to the "
-                  f"{part} part ({len(split[part]['medquad'])} now)")
+            rounds = trust_set.rounds_of(split, part)
+            print(f"wrote {trust_set.TRUST_SPLIT}: {rounds[-1]} MedQuAD questions added to the {part} part in round "
+                  f"{len(rounds)} ({len(split[part]['medquad'])} now)")
             return 0
     if args.action == "split" and args.ece_patients:
         split = trust_set.add_ece_patients(trust_set.load(), data_dir(cfg))

@@ -822,11 +822,37 @@ def test_the_ece_extension_asks_ece_pages_other_questions_in_both_halves():
     assert {page(i) for i in added} <= {page(i) for i in first}  # the ece part's own topics only
     others = {i for part in ("dev", "test") for suite in ("medquad", "topic_removed") for i in split[part][suite]}
     assert not set(ece) & others and len(set(ece)) == len(ece)
-    assert max(sum(page(i) == p for i in added) for p in {page(i) for i in added}) <= 2
+    first_round = trust_set.added_round(split, "ece", 1)
+    assert max(sum(page(i) == p for i in first_round) for p in {page(i) for i in first_round}) <= 2
     halves = {trust_set.ece_half(i) for i in added}
     assert halves == {"fit", "report"}  # fixed by id: a report-half run asks only the new report-half questions
     others_added = set(trust_set.added(split, "dev")) | set(trust_set.added(split, "test"))
     assert trust_set.all_added(split) == set(added) | others_added
+
+
+def test_a_later_round_takes_the_pages_remaining_questions_and_keeps_the_earlier_ones():
+    from eval import trust_set
+    from rag.errors import InputError
+
+    split = trust_set.load()
+    rounds = trust_set.rounds_of(split, "ece")
+    assert rounds == [503, 516] and sum(rounds) == split["ece_medquad_added"]
+    first, second = trust_set.added_round(split, "ece", 1), trust_set.added_round(split, "ece", 2)
+    assert trust_set.added_round(split, "ece", -1) == second and trust_set.added(split, "ece") == first + second
+    assert not set(first) & set(second) and split["ece"]["medquad"][-516:] == second
+    page = lambda doc_id: doc_id.rsplit("-", 1)[0]  # noqa: E731
+    assert {page(i) for i in second} <= {page(i) for i in split["ece"]["medquad"][:488]}
+    with pytest.raises(InputError, match="not a round 3"):
+        trust_set.added_round(split, "ece", 3)
+    with pytest.raises(InputError, match="do not add up"):
+        trust_set.rounds_of({**split, "ece_medquad_rounds": [503]}, "ece")
+    with pytest.raises(InputError, match="--again"):
+        trust_set.add_page_questions(split, trust_set.Path("/nonexistent"), "ece", 2)
+    # a single-round part reads as one round without the rounds key
+    one = {k: v for k, v in split.items() if k != "ece_medquad_rounds"}
+    one["ece_medquad_added"] = 503
+    one["ece"] = {**split["ece"], "medquad": split["ece"]["medquad"][:-516]}
+    assert trust_set.rounds_of(one, "ece") == [503] and trust_set.added_round(one, "ece", 1) == first
 
 
 def test_refitting_the_answers_keeps_the_gate_and_thresholds_and_reads_only_the_new_rows():
