@@ -35,7 +35,7 @@ from eval.patient_records import expected, states_value
 from rag.answer import Answer
 from rag.assistant import MODEL_FOUND_NOTHING, NOTHING_SUPPORTED
 from rag.cite import announces_only, numbers_in, record_fact, repeats, unanswered_measures, verbatim_in
-from rag.confidence import answerability_logit, combine
+from rag.confidence import answerability_logit, check_map, combine, monotone_map
 from rag.config import ConfidenceConfig
 from rag.coverage import share_found
 from rag.errors import InputError
@@ -317,7 +317,8 @@ def _replay_answer(row: dict[str, Any], abstain_below: float, calib: dict[str, A
         return {"answered": False, "right": not row["answerable"], "confidence": 0.0, "model_cited": False,
                 "withheld": "subject"}
     conf = probability(calib, signals) if calib and "features" in calib else combine(signals, _LEGACY)
-    if conf < abstain_below:
+    # a monotone map changes the shown probability, not the operating point (rag.confidence.decision_score)
+    if (probability(calib, signals, mapped=False) if calib and calib.get("monotone") else conf) < abstain_below:
         return {"answered": False, "right": not row["answerable"], "confidence": conf, "model_cited": False,
                 "withheld": "confidence"}
     verdict = trust_labels.override(row, shown, right_if_answered(row, shown, records))
@@ -390,10 +391,13 @@ def _copied(sentence: str, passage: str, strict: bool = False) -> bool:
     return verbatim_in(sentence, passage, new_words=not strict)
 
 
-def probability(calib: dict[str, Any], signals: dict[str, float]) -> float:
+def probability(calib: dict[str, Any], signals: dict[str, float], mapped: bool = True) -> float:
+    """As :meth:`rag.confidence.Calibration.probability` on a calibration file's dict, through its monotone map
+    unless ``mapped`` is false (:meth:`~rag.confidence.Calibration.score`: what the threshold is compared with)."""
     z = calib["intercept"] + sum(c * float(signals.get(f, 0.0)) for f, c in zip(calib["features"], calib["coef"],
                                                                                  strict=True))
-    return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, z))))
+    p = 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, z))))
+    return monotone_map(p, *check_map(calib["monotone"])) if mapped and calib.get("monotone") else p
 
 
 # -- fitting on dev -------------------------------------------------------------------------------------

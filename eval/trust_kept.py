@@ -104,7 +104,9 @@ def replay(kept: list[dict[str, Any]], calib: dict[str, Any], zero: bool = False
                              "they were; `eval trust keep` it again from the run's rows")
         z = k["at_zero"]
         conf = trust.probability(calib, z["signals"]) if z else 0.0
-        shown = z is not None and (zero or conf >= float(k["threshold"]))
+        # the threshold meets the probability before a monotone map (rag.confidence.decision_score)
+        shown = z is not None and (zero or trust.probability(calib, z["signals"], mapped=False)
+                                   >= float(k["threshold"]))
         out.append({"id": k["id"], "suite": k["suite"], "answerable": k["answerable"], "answered": shown,
                     "confidence": conf, "right": bool(z["right"]) if shown else not k["answerable"],
                     "labelled": bool(z and z.get("by_person"))})

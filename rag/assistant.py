@@ -565,8 +565,10 @@ class Assistant:
         signals["support"] = (sum(s.supported for s in support) / len(support)) if support else 0.0
         if self.verifier is not None:
             signals["support_prob"] = float(np.mean([max(s.score, 0.0) for s in support])) if support else 0.0
-        c = conf.combine(signals, cfg, self.calibration if cfg.calibrated_answers else None)
-        reason = self._abstain_reason(p, support, model_abstained, bool(steered), c, restated)
+        calibration = self.calibration if cfg.calibrated_answers else None
+        c = conf.combine(signals, cfg, calibration)
+        reason = self._abstain_reason(p, support, model_abstained, bool(steered),
+                                      conf.decision_score(signals, cfg, calibration), restated)
         citations = self._cited(units, support, p.answerable)
         sentences = [SentenceRecord(_with_markers(strip_markers(s.text), s.citations) if s.attributed else s.text,
                                     s.citations,

@@ -19,10 +19,12 @@ with ``--no-generate``). Labels: high >= ``high``, medium >= ``medium``, else lo
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -30,24 +32,59 @@ from rag.config import ConfidenceConfig
 from rag.errors import ConfigError
 
 
+def monotone_map(p: float, xs: Sequence[float], ys: Sequence[float]) -> float:
+    """``p`` through a non-decreasing piecewise-linear map (knots ``xs`` -> ``ys``; flat beyond the end knots): the
+    isotonic step fitted on answers a logistic score was not fitted on, when the score ranks answers well but its
+    probabilities have the wrong shape (docs/TRUST.md, "A monotone map")."""
+    if p <= xs[0]:
+        return float(ys[0])
+    if p >= xs[-1]:
+        return float(ys[-1])
+    i = bisect.bisect_right(xs, p)
+    x0, x1, y0, y1 = xs[i - 1], xs[i], ys[i - 1], ys[i]
+    return float(y0 + (y1 - y0) * (p - x0) / (x1 - x0)) if x1 > x0 else float(y1)
+
+
+def check_map(d: Any) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """A calibration's ``monotone`` knots, checked: one length, x increasing, y non-decreasing and in [0, 1]."""
+    xs, ys = tuple(float(x) for x in d["x"]), tuple(float(y) for y in d["y"])
+    if not xs or len(xs) != len(ys):
+        raise ValueError("monotone x and y must be non-empty and of one length")
+    if any(b <= a for a, b in pairwise(xs)) or any(b < a for a, b in pairwise(ys)):
+        raise ValueError("monotone x must increase and y must not decrease")
+    if not all(0.0 <= y <= 1.0 for y in ys):
+        raise ValueError("monotone y must lie in [0, 1]")
+    return xs, ys
+
+
 @dataclass(frozen=True)
 class Calibration:
-    """``P(correct) = sigmoid(intercept + sum(coef_i * signal_i))``, fitted on a development split."""
+    """``P(correct) = sigmoid(intercept + sum(coef_i * signal_i))``, fitted on a development split, then through
+    ``curve`` (a monotone map, :func:`monotone_map`) when the file has one."""
 
     features: tuple[str, ...]
     coef: tuple[float, ...]
     intercept: float
     meta: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    curve: tuple[tuple[float, ...], tuple[float, ...]] | None = None
 
     def usable(self, signals: Mapping[str, float]) -> bool:
         return all(f in signals for f in self.features)
 
-    def probability(self, signals: Mapping[str, float]) -> float:
+    def score(self, signals: Mapping[str, float]) -> float:
+        """The logistic probability before the map: what ``confidence.abstain_below`` is compared with."""
         z = self.intercept + sum(c * signals[f] for f, c in zip(self.features, self.coef, strict=True))
         return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, z))))
 
+    def probability(self, signals: Mapping[str, float]) -> float:
+        p = self.score(signals)
+        return monotone_map(p, *self.curve) if self.curve else p
+
     def to_dict(self) -> dict[str, Any]:
-        return {"features": list(self.features), "coef": list(self.coef), "intercept": self.intercept, **self.meta}
+        d = {"features": list(self.features), "coef": list(self.coef), "intercept": self.intercept, **self.meta}
+        if self.curve:
+            d["monotone"] = {**d.get("monotone", {}), "x": list(self.curve[0]), "y": list(self.curve[1])}
+        return d
 
 
 def answerability_logit(p: float) -> float:
@@ -61,7 +98,8 @@ def _model(d: dict[str, Any]) -> Calibration:
     if len(feats) != len(coef):
         raise ValueError("features and coef differ in length")
     meta = {k: v for k, v in d.items() if k not in ("features", "coef", "intercept", "gate")}
-    return Calibration(feats, coef, float(d["intercept"]), meta)
+    curve = check_map(d["monotone"]) if d.get("monotone") is not None else None
+    return Calibration(feats, coef, float(d["intercept"]), meta, curve)
 
 
 def load_calibration(path: Path) -> Calibration:
@@ -111,6 +149,16 @@ def combine(signals: Mapping[str, float], cfg: ConfidenceConfig, calibration: Ca
     if total == 0:
         return 0.0
     return sum(w * signals[k] for k, w in used.items()) / total
+
+
+def decision_score(signals: Mapping[str, float], cfg: ConfidenceConfig, calibration: Calibration | None = None
+                   ) -> float:
+    """What ``confidence.abstain_below`` is compared with: :func:`combine`, except that a calibration's monotone map
+    is left out. The map changes the probability shown, not the operating point, which was chosen on dev with the
+    logistic probability (docs/TRUST.md, "A monotone map")."""
+    if calibration is not None and calibration.curve and calibration.usable(signals):
+        return calibration.score(signals)
+    return combine(signals, cfg, calibration)
 
 
 def label(confidence: float, cfg: ConfidenceConfig) -> str:
