@@ -113,6 +113,19 @@ def replay(kept: list[dict[str, Any]], calib: dict[str, Any], zero: bool = False
     return out
 
 
+def check_gate(calib: dict[str, Any], onto: str, config: Any) -> None:
+    """Refuse a calibration (``onto``) whose gate model differs from ``config``'s: kept outcomes were replayed at the
+    config's gate, so only the answer calibration may change in a replay or refit from them."""
+    from rag.config import resolve_path
+    from rag.errors import InputError
+
+    path = config.confidence.calibration
+    current = json.loads(resolve_path(path).read_text(encoding="utf-8")) if path else {}
+    if calib.get("gate") != current.get("gate"):
+        raise InputError(f"--onto {onto} has another gate model than the config's calibration ({path}), under which "
+                         "the outcomes were kept; refit on a run's rows (`eval trust fit --refit-answers`)")
+
+
 def with_signals(path: Path, fp: str | None = None, half: str | None = None) -> tuple[str, list[dict[str, Any]]]:
     """The kept outcomes of one fingerprint (``fp``, or the one most outcomes with signals are kept under) that
     :func:`replay` can read, of one half of the ece part if asked (``half``: a file of the ece part's outcomes):

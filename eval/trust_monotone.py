@@ -102,12 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     calib = json.loads(resolve_path(args.onto).read_text(encoding="utf-8"))
     if calib.get("monotone"):
         raise InputError(f"--onto {args.onto} already has a monotone map; give the calibration it was made from")
-    cfg = load_config(args.config, [])
-    current = json.loads(resolve_path(cfg.confidence.calibration).read_text(encoding="utf-8")) \
-        if cfg.confidence.calibration else {}
-    if calib.get("gate") != current.get("gate"):
-        raise InputError(f"--onto {args.onto} has another gate model than the config's calibration "
-                         f"({cfg.confidence.calibration}), under which the outcomes were kept")
+    trust_kept.check_gate(calib, args.onto, load_config(args.config, []))
     split = trust_set.load()
     left_out = {i for k in args.leave_out_ece_round for i in trust_set.added_round(split, "ece", k)}
     kept: list[dict[str, Any]] = []

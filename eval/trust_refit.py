@@ -58,13 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     from rag.errors import InputError
 
     calib = json.loads(resolve_path(args.onto).read_text(encoding="utf-8"))
-    cfg = load_config(args.config, [])
-    current = json.loads(resolve_path(cfg.confidence.calibration).read_text(encoding="utf-8")) \
-        if cfg.confidence.calibration else {}
-    if calib.get("gate") != current.get("gate"):
-        raise InputError(f"--onto {args.onto} has another gate model than the config's calibration "
-                         f"({cfg.confidence.calibration}), under which the outcomes were kept; refit on a run's rows "
-                         "(`eval trust fit --refit-answers`)")
+    trust_kept.check_gate(calib, args.onto, load_config(args.config, []))
     added = trust_set.all_added(trust_set.load())
     kept: list[dict[str, Any]] = []
     for path in args.kept:

@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     calib = json.loads(resolve_path(args.onto).read_text(encoding="utf-8"))
     if args.kept:
         # the kept outcomes were replayed at the config's gate and support settings; the calibration must share them
+        trust_kept.check_gate(calib, args.onto, load_config(args.config, args.set))
         _, kept = trust_kept.with_signals(resolve_path(args.kept), args.fingerprint)
         outs = trust_kept.replay([k for k in kept if keep(k["id"])], calib, zero=True)
     else:

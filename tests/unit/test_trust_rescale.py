@@ -48,3 +48,20 @@ def test_the_tools_say_bad_input_in_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         one_line.run(bad)
     assert e.value.code == 2 and capsys.readouterr().err == "error: the file is missing; keep it first\n"
+
+
+@pytest.mark.parametrize("tool", ["trust_rescale", "trust_refit", "trust_monotone"])
+def test_the_kept_outcome_tools_refuse_a_calibration_with_another_gate(tmp_path, tool):
+    import importlib
+    import json
+
+    from rag.errors import InputError
+
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"features": ["support"], "coef": [1.0], "intercept": 0.0,
+                                 "gate": {"features": ["retrieval"], "coef": [1.0], "intercept": 0.0}}))
+    argv = ["--kept", "eval/results/trust-ece.jsonl", "--onto", str(other)]
+    if tool == "trust_refit":
+        argv += ["--out", str(tmp_path / "x.json")]
+    with pytest.raises(InputError, match="another gate model"):
+        importlib.import_module(f"eval.{tool}").main(argv)
