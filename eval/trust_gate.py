@@ -245,4 +245,6 @@ def _cv_main(args: argparse.Namespace, out: Path, fresh: list[dict[str, Any]]) -
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from eval import one_line
+
+    one_line.run(main)

@@ -65,3 +65,23 @@ def test_the_kept_outcome_tools_refuse_a_calibration_with_another_gate(tmp_path,
         argv += ["--out", str(tmp_path / "x.json")]
     with pytest.raises(InputError, match="another gate model"):
         importlib.import_module(f"eval.{tool}").main(argv)
+
+
+def test_a_missing_or_malformed_file_is_one_line_too(tmp_path, capsys):
+    import json
+
+    from eval import one_line
+
+    def missing() -> int:
+        (tmp_path / "rows.jsonl").read_text()
+        return 0
+
+    def malformed() -> int:
+        json.loads("{bad")
+        return 0
+
+    for main, said in ((missing, "rows.jsonl not found; check the path"), (malformed, "malformed JSON")):
+        with pytest.raises(SystemExit) as e:
+            one_line.run(main)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and said in err and err.count("\n") == 1
