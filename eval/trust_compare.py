@@ -60,6 +60,24 @@ def paired(base: list[dict[str, Any]], cand: list[dict[str, Any]], n_boot: int =
             "only_base": len(set(a) - set(b)), "only_candidate": len(set(b) - set(a))}
 
 
+def _diagram(outs: list[dict[str, Any]], out_dir: str | None, name: str) -> dict[str, Any]:
+    """With ``out_dir``: ECE's bootstrap interval, the ECE a perfect confidence shows at this size and the reliability
+    diagram (PNG) of the shown answers."""
+    if not out_dir:
+        return {}
+    from pathlib import Path
+
+    from eval.trust_ece import chance_ece, reliability_png
+
+    answered = [o for o in outs if o["answered"]]
+    conf, right = [float(o["confidence"]) for o in answered], [bool(o["right"]) for o in answered]
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    png = reliability_png(conf, right, Path(out_dir) / f"reliability-{name}.png", name)
+    lo, hi = trust.ece_interval(conf, right)
+    return {"ece_ci95": [round(lo, 4), round(hi, 4)], "chance_ece_if_perfect": round(chance_ece(conf), 4),
+            "figure": str(png)}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rows", help="rows-PART.jsonl of a trust run (the report set)")
@@ -70,6 +88,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fingerprint", help="with --kept: the outcomes kept under this fingerprint (default: the one "
                                           "most outcomes with signals are kept under, in each file)")
     ap.add_argument("--ece-half", choices=["fit", "report"], help="with --ece-kept: only this half of the ece part")
+    ap.add_argument("--ece-round", type=int, action="append", default=[], metavar="K",
+                    help="with --ece-kept: only the questions round K of `eval trust split --ece-medquad` added "
+                         "(repeatable; e.g. 2 = the report set G of the twenty-fourth session)")
+    ap.add_argument("--png", metavar="DIR", help="also draw each calibration's reliability diagram (shown answers) "
+                                                 "into DIR, and report ECE's 95%% interval and its value if perfect")
     ap.add_argument("--labels", action="append", default=[], help="a person's verdicts on those answers (repeatable)")
     ap.add_argument("--base", required=True, help="the calibration in use (JSON of `eval trust fit`)")
     ap.add_argument("--candidate", required=True, help="the calibration proposed instead")
@@ -80,8 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if bool(args.rows) == bool(args.kept or args.ece_kept):
         ap.error("give a run's --rows, or kept outcomes (--kept / --ece-kept), not both")
+    if args.ece_round and not args.ece_kept:
+        ap.error("--ece-round selects among --ece-kept outcomes; give --ece-kept")
 
-    from eval import trust_jobs, trust_kept
+    from eval import trust_jobs, trust_kept, trust_set
     from rag.config import load_config, resolve_path
     from rag.errors import InputError
 
@@ -90,17 +115,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.kept or args.ece_kept:
         kept = []
         files = [(p, None) for p in args.kept] + ([(args.ece_kept, args.ece_half)] if args.ece_kept else [])
+        split = trust_set.load() if args.ece_round else {}
+        rounds = {i for k in args.ece_round for i in trust_set.added_round(split, "ece", k)}
         for path, half in files:
             fp, of_file = trust_kept.with_signals(resolve_path(path), args.fingerprint, half)
             result.setdefault("fingerprints", {})[path] = fp
-            kept += of_file
+            kept += [k for k in of_file if not rounds or path != args.ece_kept or k["id"] in rounds]
         calibs = {name: json.loads(resolve_path(c).read_text(encoding="utf-8"))
                   for name, c in (("base", args.base), ("candidate", args.candidate))}
         if calibs["base"].get("gate") != calibs["candidate"].get("gate"):
             raise InputError("the two calibrations have different gate models; kept outcomes replay an answer "
                              "calibration only: compare on a run's rows (--rows)")
         for name, calib in calibs.items():
-            result[name] = {"calibration": getattr(args, name), **shown(trust_kept.replay(kept, calib))}
+            outs = trust_kept.replay(kept, calib)
+            result[name] = {"calibration": getattr(args, name), **shown(outs), **_diagram(outs, args.png, name)}
             zero[name] = trust_kept.replay(kept, calib, zero=True)
     else:
         rows: list[dict[str, Any]] = []
@@ -113,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
                                                args.trust_index)
             floor = max(float(r.get("floor", 0.05)) for r in rows)
             settings = trust.settings_from(cfg, floor)
-            result[name] = {"calibration": calib_path, **shown(trust.outcomes(rows, settings, records))}
+            outs = trust.outcomes(rows, settings, records)
+            result[name] = {"calibration": calib_path, **shown(outs), **_diagram(outs, args.png, name)}
             zero[name] = [{**o, "id": r["id"]} for r, o in
                           zip(rows, trust.outcomes(rows, trust.at_threshold_zero(settings), records), strict=True)]
     result["paired_at_threshold_0"] = paired(zero["base"], zero["candidate"])
@@ -126,6 +155,10 @@ def main(argv: list[str] | None = None) -> int:
         c = result[name]
         print(f"| {name}: {c['calibration']} | {c['answerable_abstained']}/{c['answerable']} | {c['right']} | "
               f"{c['answered']} | {c['accuracy']} | {c['ece']} | {c['brier']} |")
+    for name in ("base", "candidate") if args.png else ():
+        c = result[name]
+        print(f"{name}: ECE 95% interval {c['ece_ci95'][0]}-{c['ece_ci95'][1]}, a perfect confidence shows "
+              f"{c['chance_ece_if_perfect']} at this size; reliability diagram {c['figure']}")
     p = result["paired_at_threshold_0"]
     print(f"paired over {p['answers']} generated answers (threshold 0): Brier base {p['brier_base']}, candidate "
           f"{p['brier_candidate']}, difference {p['difference']} (95% CI {p['difference_ci95'][0]} to "
