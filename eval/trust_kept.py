@@ -113,6 +113,27 @@ def replay(kept: list[dict[str, Any]], calib: dict[str, Any], zero: bool = False
     return out
 
 
+# A calibration's entries that change the shown probability only: kept outcomes move to a calibration that differs
+# from theirs in these alone by replay (:func:`rekeyed`), with no question asked again.
+MAP_ONLY = ("monotone", "note", "created")
+
+
+def rekeyed(kept: list[dict[str, Any]], calib: dict[str, Any], fp: str) -> list[dict[str, Any]]:
+    """``kept`` (outcomes with signals) under ``calib``'s shown probability and fingerprint ``fp``: the same answers
+    shown and the same verdicts (the threshold meets the probability before a monotone map), new confidences. Refuses
+    a calibration that would show other answers: those need the run's rows (`eval trust keep`)."""
+    from rag.errors import InputError
+
+    out = []
+    for k, o in zip(kept, replay(kept, calib), strict=True):
+        if o["answered"] != k["answered"] or (k["answered"] and o["right"] != k["right"]):
+            raise InputError(f"{k['id']}: this calibration shows another outcome than the kept one; keep the run's "
+                             "rows under it instead (`eval trust keep`)")
+        conf = round(float(o["confidence"]), 6) if k["at_zero"] else k["confidence"]
+        out.append({**k, "confidence": conf, "fingerprint": fp})
+    return out
+
+
 def check_gate(calib: dict[str, Any], onto: str, config: Any) -> None:
     """Refuse a calibration (``onto``) whose gate model differs from ``config``'s: kept outcomes were replayed at the
     config's gate, so only the answer calibration may change in a replay or refit from them."""

@@ -98,3 +98,23 @@ def test_the_tool_refuses_a_calibration_that_already_has_a_map(tmp_path, capsys)
 
         one_line.run(lambda: trust_monotone.main(["--kept", "eval/results/trust-ece.jsonl", "--onto", str(path)]))
     assert e.value.code == 2 and "already has a monotone map" in capsys.readouterr().err
+
+
+def test_kept_outcomes_move_to_a_map_of_their_calibration_by_replay_and_nothing_else_moves():
+    from eval.trust_rekey import map_only
+    from rag.errors import InputError
+
+    sig = {"answer_answerability": 0.5, "generation": 0.5}
+    kept = [{"id": "q1", "suite": "medquad", "answerable": True, "answered": True, "confidence": 0.5, "right": True,
+             "by_person": True, "fingerprint": "old", "threshold": 0.2,
+             "at_zero": {"right": True, "by_person": True, "signals": sig}},
+            {"id": "q2", "suite": "ooc", "answerable": False, "answered": False, "confidence": 0.0, "right": True,
+             "by_person": False, "fingerprint": "old", "threshold": 0.2, "at_zero": None}]
+    mapped = {**CALIB, "monotone": MAP}
+    assert map_only(CALIB, mapped) and not map_only(CALIB, {**mapped, "intercept": -2.0})
+    out = trust_kept.rekeyed(kept, mapped, "new")
+    assert [o["fingerprint"] for o in out] == ["new", "new"]
+    assert out[0]["confidence"] == pytest.approx(0.475) and out[0]["answered"]
+    assert out[1] == {**kept[1], "fingerprint": "new"}
+    with pytest.raises(InputError, match="another outcome"):
+        trust_kept.rekeyed([{**kept[0], "threshold": 0.6}], mapped, "new")  # the kept one was shown; this would not be
