@@ -60,7 +60,7 @@ def paired(base: list[dict[str, Any]], cand: list[dict[str, Any]], n_boot: int =
             "only_base": len(set(a) - set(b)), "only_candidate": len(set(b) - set(a))}
 
 
-def _diagram(outs: list[dict[str, Any]], out_dir: str | None, name: str) -> dict[str, Any]:
+def _diagram(outs: list[dict[str, Any]], out_dir: str | None, name: str, calibration: str = "") -> dict[str, Any]:
     """With ``out_dir``: ECE's bootstrap interval, the ECE a perfect confidence shows at this size and the reliability
     diagram (PNG) of the shown answers."""
     if not out_dir:
@@ -72,7 +72,8 @@ def _diagram(outs: list[dict[str, Any]], out_dir: str | None, name: str) -> dict
     answered = [o for o in outs if o["answered"]]
     conf, right = [float(o["confidence"]) for o in answered], [bool(o["right"]) for o in answered]
     Path(out_dir).mkdir(parents=True, exist_ok=True)
-    png = reliability_png(conf, right, Path(out_dir) / f"reliability-{name}.png", name)
+    png = reliability_png(conf, right, Path(out_dir) / f"reliability-{name}.png",
+                          f"{name}: {Path(calibration).stem}" if calibration else name)
     lo, hi = trust.ece_interval(conf, right)
     return {"ece_ci95": [round(lo, 4), round(hi, 4)], "chance_ece_if_perfect": round(chance_ece(conf), 4),
             "figure": str(png)}
@@ -128,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
                              "calibration only: compare on a run's rows (--rows)")
         for name, calib in calibs.items():
             outs = trust_kept.replay(kept, calib)
-            result[name] = {"calibration": getattr(args, name), **shown(outs), **_diagram(outs, args.png, name)}
+            path = getattr(args, name)
+            result[name] = {"calibration": path, **shown(outs), **_diagram(outs, args.png, name, path)}
             zero[name] = trust_kept.replay(kept, calib, zero=True)
     else:
         rows: list[dict[str, Any]] = []
@@ -142,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
             floor = max(float(r.get("floor", 0.05)) for r in rows)
             settings = trust.settings_from(cfg, floor)
             outs = trust.outcomes(rows, settings, records)
-            result[name] = {"calibration": calib_path, **shown(outs), **_diagram(outs, args.png, name)}
+            result[name] = {"calibration": calib_path, **shown(outs), **_diagram(outs, args.png, name, calib_path)}
             zero[name] = [{**o, "id": r["id"]} for r, o in
                           zip(rows, trust.outcomes(rows, trust.at_threshold_zero(settings), records), strict=True)]
     result["paired_at_threshold_0"] = paired(zero["base"], zero["candidate"])
