@@ -59,6 +59,17 @@ def subject(doc: Document) -> str:
     return str(doc.meta.get("focus") or doc.title or doc.doc_id).strip().lower()
 
 
+def base_encoder(verifier_cfg: Any, from_adapter: str | None, model: str | None = None) -> str:
+    """The encoder the continued adapter was trained on: ``model`` when given; the config's answerability model
+    when the config's answerability adapter is continued (an answerability-only adapter on a larger encoder,
+    `train verifier --task answerable`); else ``verifier.model``."""
+    if model:
+        return model
+    if not from_adapter and verifier_cfg.answerability_adapter and verifier_cfg.answerability_model:
+        return str(verifier_cfg.answerability_model)
+    return str(verifier_cfg.model)
+
+
 def build(questions: Sequence[dict[str, Any]], docs: Sequence[Document], passages_of: Passages,
           best_of: Callable[[str, list[str]], int], excluded_foci: set[str], negatives: int = 3,
           seed: int = 13) -> tuple[list[Pair], Counter[str]]:
@@ -128,6 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", default="configs/default.yaml")
     ap.add_argument("--from-adapter", default=None, help="adapter to continue (default: the config's verifier.adapter)")
+    ap.add_argument("--model", default=None,
+                    help="the encoder the continued adapter was trained on (default: verifier.answerability_model "
+                         "for the config's answerability adapter, else verifier.model)")
     ap.add_argument("--out", default=".cds/verifier/realistic/adapter")
     ap.add_argument("--replay", default=".cds/verifier/data/train.jsonl",
                     help="the earlier stages' training pairs (built here when missing, as `train verifier` does)")
@@ -148,15 +162,17 @@ def main(argv: list[str] | None = None) -> int:
     docs = [d for d in medquad if medquad_rel(d) in realistic_files]
     docs += load_sources([f"ngc:{root / 'guidelines' / 'ngc_usgov_guideline_summaries.jsonl'}"]).documents
     passages_of = verifier_data.index_passages(cfg)
-    base = resolve(cfg.verifier.model, resolve_path(cfg.models.cache_dir)).path
     start = resolve_path(args.from_adapter or cfg.verifier.answerability_adapter or cfg.verifier.adapter)
+    encoder = base_encoder(cfg.verifier, args.from_adapter, args.model)
+    base = resolve(encoder, resolve_path(cfg.models.cache_dir)).path
     before = Verifier(base, start, batch_size=32)
 
     def best_of(question: str, passages: list[str]) -> int:
         return int(before.answerability(question, passages).argmax())
 
     parts: dict[str, list[Pair]] = {}
-    card: dict[str, Any] = {"excluded_trust_foci": len(excluded), "corpus_documents": len(docs)}
+    card: dict[str, Any] = {"excluded_trust_foci": len(excluded), "corpus_documents": len(docs),
+                            "base": encoder, "from_adapter": str(start)}
     if (work / "pairs" / "card.json").exists():
         card.update({k: v for k, v in json.loads((work / "pairs" / "card.json").read_text(encoding="utf-8")).items()
                      if k in ("dev", "test")})

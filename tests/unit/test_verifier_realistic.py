@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from corpora.document import Document
-from finetune.verifier_realistic import build, trust_foci
+from finetune.verifier_realistic import base_encoder, build, trust_foci
+from rag.config import VerifierConfig
 
 
 def _doc(doc_id: str, focus: str, text: str) -> Document:
@@ -45,3 +46,12 @@ def test_questions_about_a_trust_split_focus_are_left_out():
     trust = {p: {"medquad": [], "topic_removed": []} for p in ("dev", "test")}
     trust["test"]["topic_removed"] = ["b"]
     assert trust_foci(DOCS, trust) == {"pseudogout"}
+
+
+def test_an_answerability_only_adapter_continues_on_its_own_encoder():
+    cfg = VerifierConfig(model="bundle:small", answerability_adapter="adapters/big-answerable",
+                         answerability_model="bundle:big")
+    assert base_encoder(cfg, None) == "bundle:big"  # the config's answerability adapter: its own base
+    assert base_encoder(cfg, "adapters/other") == "bundle:small"  # an adapter named by hand: verifier.model
+    assert base_encoder(cfg, "adapters/other", "bundle:big") == "bundle:big"  # or the encoder named with it
+    assert base_encoder(VerifierConfig(model="bundle:small"), None) == "bundle:small"
