@@ -138,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", default="configs/default.yaml")
-    ap.add_argument("--from-adapter", default=None, help="adapter to continue (default: the config's verifier.adapter)")
+    ap.add_argument("--from-adapter", default=None, help="adapter to continue (default: the config's "
+                    "verifier.answerability_adapter, else verifier.adapter)")
     ap.add_argument("--model", default=None,
                     help="the encoder the continued adapter was trained on (default: verifier.answerability_model "
                          "for the config's answerability adapter, else verifier.model)")
