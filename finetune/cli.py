@@ -221,7 +221,9 @@ def _data(args: argparse.Namespace, cfg: Any) -> int:
     t = cfg.train
     inputs = data.inputs_from_sources(source_set(cfg, args.source_set))
     opts = data.DataOptions(seed=t.seed, grounded_questions=0 if args.no_index else t.grounded_questions,
-                            withheld_share=t.withheld_share, source_tokens=t.source_tokens, hf_format=t.hf_format)
+                            withheld_share=t.withheld_share, source_tokens=t.source_tokens, hf_format=t.hf_format,
+                            clinician_questions=str(resolve_path(t.clinician_questions)) if t.clinician_questions
+                            else None)
     tok = load_tokenizer(cfg.generator.model, resolve_path(cfg.models.cache_dir))
 
     def count(text: str) -> int:

@@ -100,6 +100,8 @@ class DataOptions:
     ehr_per_patient: int = 2  # record questions per heart-failure patient (grounded_ehr; 0: skip the part)
     ehr_abstain_share: float = 0.4  # chance a patient also gets a question the record cannot answer
     hf_format: str = "category_first"  # heart-failure targets: see finetune.hf_cases.FORMATS
+    clinician_questions: str | None = None  # finetune/questions/clinician_grounded.jsonl: part grounded_clinician
+    clinician_val_fraction: float = 0.15  # of the clinician questions' guideline documents
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -404,6 +406,8 @@ def build(inputs: Inputs, held_ids: set[str], opts: DataOptions, assistant: Any 
         examples += gr
     else:
         stats["grounded.skipped.no_index"] += 1
+    if assistant is not None and opts.clinician_questions:
+        examples += _clinician(Path(opts.clinician_questions), assistant, count_tokens, opts, held, stats)
     hf = hf_examples(records, opts, stats)
     pat = assign_splits((e.group for e in hf), opts.seed,
                         [("test", opts.hf_test_fraction), ("val", opts.hf_val_fraction)])
@@ -420,6 +424,20 @@ def build(inputs: Inputs, held_ids: set[str], opts: DataOptions, assistant: Any 
                         {"medquad": mq.stats, "wikidoc": wd.stats, "heart_failure": hf_report.stats},
                         len(held_ids))
     return examples, card
+
+
+def _clinician(path: Path, assistant: Any, count_tokens: Callable[[str], int], opts: DataOptions, held: HeldOut,
+               stats: Counter[str]) -> list[Example]:
+    """Part ``grounded_clinician`` (:mod:`finetune.clinician_grounded`), split by guideline document."""
+    from finetune.clinician_grounded import clinician_examples, read_questions
+
+    rows = clinician_examples(read_questions(path), assistant, count_tokens, opts.source_tokens, opts.seed,
+                              held.doc_ids | held.repeats, stats)
+    examples = [Example(**r) for r in rows]
+    groups = assign_splits((e.group for e in examples), opts.seed, [("val", opts.clinician_val_fraction)])
+    for e in examples:
+        e.split = groups[e.group]
+    return examples
 
 
 def _pct(values: list[int]) -> dict[str, int]:

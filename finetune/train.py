@@ -57,8 +57,12 @@ def select(rows: list[dict[str, Any]], mix: dict[str, int], seed: int) -> list[d
     return out
 
 
-def stratified(rows: list[dict[str, Any]], n: int, seed: int) -> list[dict[str, Any]]:
-    parts = sorted({r["part"] for r in rows})
+def stratified(rows: list[dict[str, Any]], n: int, seed: int, skip: frozenset[str] = frozenset()
+               ) -> list[dict[str, Any]]:
+    """About ``n`` validation examples spread evenly over the parts (``skip``: mix keys the recipe trains none of,
+    left out of validation too)."""
+    rows = [r for r in rows if _part(r) not in skip]
+    parts = sorted({r["part"] for r in rows} - skip)
     if not parts or n <= 0:
         return []
     per = max(1, n // len(parts))
@@ -266,7 +270,8 @@ def train(app: AppConfig, max_steps: int | None = None, resume: bool = False, ov
     commit = _git_commit()  # the code that trains, not what was committed while it ran (an hour on CPU)
 
     train_rows = select(read_examples(data_dir / "train.jsonl"), cfg.mix, cfg.seed)
-    val_rows = stratified(read_examples(data_dir / "val.jsonl"), cfg.val_samples, cfg.seed)
+    untrained = frozenset(p for p, v in cfg.mix.items() if v == 0)  # not trained on: no validation loss either
+    val_rows = stratified(read_examples(data_dir / "val.jsonl"), cfg.val_samples, cfg.seed, untrained)
     if not train_rows:
         raise InputError(f"{data_dir}/train.jsonl selects no examples with train.mix={cfg.mix}")
     resolved = resolve(app.generator.model, resolve_path(app.models.cache_dir))

@@ -334,7 +334,8 @@ class ModelsConfig(_Section):
 
 
 # The parts of the generator's training data (finetune/data.py writes them; finetune may not be imported here).
-MIX_PARTS = ("closed_book", "grounded", "grounded_withheld", "grounded_ehr", "grounded_ehr_withheld", "hf_risk")
+MIX_PARTS = ("closed_book", "grounded", "grounded_withheld", "grounded_clinician", "grounded_ehr",
+             "grounded_ehr_withheld", "hf_risk")
 
 
 class TrainConfig(_Section):
@@ -395,6 +396,10 @@ class TrainConfig(_Section):
     withheld_share: float = Field(0.3, ge=0.0, le=1.0, description="`train data`: share of grounded examples "
                                                                    "whose gold source is withheld")
     source_tokens: int = Field(400, ge=64, description="`train data`: token budget of a grounded prompt's sources")
+    clinician_questions: str | None = Field(
+        "finetune/questions/clinician_grounded.jsonl",
+        description="`train data`: clinicians' questions on guideline sections (part grounded_clinician, "
+                    "finetune/clinician_grounded.py); null: without the part")
     hf_format: Literal["category_first", "working"] = Field(
         "category_first", description="`train data`: heart-failure targets. category_first: category then "
                                       "factors (the committed adapter); working: the rule in the prompt, each "

@@ -212,3 +212,14 @@ def test_select_counts_withheld_grounded_parts_apart() -> None:
     assert key.count(("grounded", False)) == 0 and key.count(("grounded", True)) == 2
     assert key.count(("hf_risk", False)) == 10  # a part missing from the mix keeps all of it
     assert len(stratified(rows, 9, 1)) == 3 * 3 + 2 * 1
+
+
+def test_a_part_the_mix_gives_zero_leaves_the_committed_selection_and_validation_as_they_were() -> None:
+    """A new part in the data (``grounded_clinician``) must not change what an existing recipe trains on."""
+    from finetune.train import select, stratified
+
+    old = [{"id": f"{p}{i}", "part": p, "meta": {}} for p in ("closed_book", "grounded", "hf_risk") for i in range(9)]
+    new = old + [{"id": f"c{i}", "part": "grounded_clinician", "meta": {}} for i in range(9)]
+    mix = {"closed_book": 2, "grounded": 3, "hf_risk": 4}
+    assert select(new, mix | {"grounded_clinician": 0}, 5) == select(old, mix, 5)
+    assert stratified(new, 6, 5, frozenset({"grounded_clinician"})) == stratified(old, 6, 5)
