@@ -59,15 +59,19 @@ def subject(doc: Document) -> str:
     return str(doc.meta.get("focus") or doc.title or doc.doc_id).strip().lower()
 
 
-def base_encoder(verifier_cfg: Any, from_adapter: str | None, model: str | None = None) -> str:
-    """The encoder the continued adapter was trained on: ``model`` when given; the config's answerability model
-    when the config's answerability adapter is continued (an answerability-only adapter on a larger encoder,
-    `train verifier --task answerable`); else ``verifier.model``."""
+def starting_point(verifier_cfg: Any, from_adapter: str | None, model: str | None = None) -> tuple[str, str]:
+    """The adapter to continue and the encoder it was trained on, decided in one place so they cannot drift.
+
+    Adapter: ``from_adapter``, else the config's answerability adapter, else ``verifier.adapter``. Encoder:
+    ``model`` when given; the config's answerability model when the config's answerability adapter is continued
+    (an answerability-only adapter on a larger encoder, `train verifier --task answerable`); else
+    ``verifier.model``."""
+    adapter = str(from_adapter or verifier_cfg.answerability_adapter or verifier_cfg.adapter)
     if model:
-        return model
+        return adapter, model
     if not from_adapter and verifier_cfg.answerability_adapter and verifier_cfg.answerability_model:
-        return str(verifier_cfg.answerability_model)
-    return str(verifier_cfg.model)
+        return adapter, str(verifier_cfg.answerability_model)
+    return adapter, str(verifier_cfg.model)
 
 
 def build(questions: Sequence[dict[str, Any]], docs: Sequence[Document], passages_of: Passages,
@@ -166,8 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     docs = [d for d in medquad if medquad_rel(d) in realistic_files]
     docs += load_sources([f"ngc:{root / 'guidelines' / 'ngc_usgov_guideline_summaries.jsonl'}"]).documents
     passages_of = verifier_data.index_passages(cfg)
-    start = resolve_path(args.from_adapter or cfg.verifier.answerability_adapter or cfg.verifier.adapter)
-    encoder = base_encoder(cfg.verifier, args.from_adapter, args.model)
+    adapter, encoder = starting_point(cfg.verifier, args.from_adapter, args.model)
+    start = resolve_path(adapter)
     base = resolve(encoder, resolve_path(cfg.models.cache_dir)).path
     before = Verifier(base, start, batch_size=32)
 

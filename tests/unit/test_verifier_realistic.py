@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from corpora.document import Document
-from finetune.verifier_realistic import base_encoder, build, trust_foci
+from finetune.verifier_realistic import build, starting_point, trust_foci
 from rag.config import VerifierConfig
 
 
@@ -51,7 +51,10 @@ def test_questions_about_a_trust_split_focus_are_left_out():
 def test_an_answerability_only_adapter_continues_on_its_own_encoder():
     cfg = VerifierConfig(model="bundle:small", answerability_adapter="adapters/big-answerable",
                          answerability_model="bundle:big")
-    assert base_encoder(cfg, None) == "bundle:big"  # the config's answerability adapter: its own base
-    assert base_encoder(cfg, "adapters/other") == "bundle:small"  # an adapter named by hand: verifier.model
-    assert base_encoder(cfg, "adapters/other", "bundle:big") == "bundle:big"  # or the encoder named with it
-    assert base_encoder(VerifierConfig(model="bundle:small"), None) == "bundle:small"
+    # the config's answerability adapter: its own base
+    assert starting_point(cfg, None) == ("adapters/big-answerable", "bundle:big")
+    # an adapter named by hand: verifier.model, or the encoder named with it
+    assert starting_point(cfg, "adapters/other") == ("adapters/other", "bundle:small")
+    assert starting_point(cfg, "adapters/other", "bundle:big") == ("adapters/other", "bundle:big")
+    small = VerifierConfig(model="bundle:small")
+    assert starting_point(small, None) == (str(small.adapter), "bundle:small")
