@@ -20,7 +20,6 @@ guideline in the index may answer the same question, so removing one document do
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -30,9 +29,11 @@ from typing import Any
 
 import numpy as np
 
+from finetune.data import source_of
 from rag.chunk import Chunk
 from rag.errors import InputError
-from rag.generate import PromptSource, build_messages, fit_sources
+from rag.generate import build_messages, fit_sources
+from rag.jsonl import objects
 from rag.text import split_sentences
 
 PART = "grounded_clinician"
@@ -78,16 +79,8 @@ def read_questions(path: Path) -> list[ClinicianQuestion]:
     if not path.is_file():
         raise InputError(f"{path} not found; train.clinician_questions names the clinician question file "
                          "(null to build the data without it)")
-    out = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise InputError(f"{path}:{n}: not JSON ({e.msg}); fix or remove the line") from e
-        out.append(ClinicianQuestion.from_json(row, f"{path}:{n}"))
-    return out
+    return [ClinicianQuestion.from_json(row, f"{path}:{n}")
+            for n, row in objects(path, "fix or remove the line")]
 
 
 def cite(sentences: Iterable[str], n: int) -> str:
@@ -110,10 +103,6 @@ def answer_sentences(q: ClinicianQuestion, parent: Chunk) -> list[str] | None:
 
 def _normal(text: str) -> str:
     return " ".join(text.split())
-
-
-def _source(n: int, c: Chunk) -> PromptSource:
-    return PromptSource(n, c.title, c.section, c.kind, c.patient_id, c.text)
 
 
 def clinician_examples(questions: list[ClinicianQuestion], assistant: Any, count_tokens: Callable[[str], int],
@@ -145,7 +134,7 @@ def clinician_examples(questions: list[ClinicianQuestion], assistant: Any, count
         chosen = others[: k - 1]
         pos = rng.randrange(len(chosen) + 1)
         chosen.insert(pos, gold)
-        sources = fit_sources([_source(n, c) for n, c in enumerate(chosen, 1)], count_tokens, source_tokens)
+        sources = fit_sources([source_of(n, c) for n, c in enumerate(chosen, 1)], count_tokens, source_tokens)
         gold_n = pos + 1
         # A tight budget trims sources; the example is kept only if every answering sentence is still shown.
         if len(sources) < gold_n or not all(_normal(s) in _normal(sources[gold_n - 1].text) for s in target_sents):

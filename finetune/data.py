@@ -250,7 +250,8 @@ def _shingles(text: str, k: int = 8) -> set[str]:
     return {" ".join(w[i: i + k]) for i in range(max(0, len(w) - k + 1))}
 
 
-def _source(n: int, chunk: Any) -> PromptSource:
+def source_of(n: int, chunk: Any) -> PromptSource:
+    """Source ``n`` of a grounded prompt, from an index chunk."""
     return PromptSource(n, chunk.title, chunk.section, chunk.kind, chunk.patient_id, chunk.text)
 
 
@@ -307,7 +308,7 @@ def _grounded_one(d: Document, qv: np.ndarray, retriever: Any, allowed: np.ndarr
             return None
         chosen = pool[:k]
         rng.shuffle(chosen)
-        sources = fit_sources([_source(n, u.chunk) for n, u in enumerate(chosen, 1)], count_tokens,
+        sources = fit_sources([source_of(n, u.chunk) for n, u in enumerate(chosen, 1)], count_tokens,
                               opts.source_tokens)
         target = ABSTAIN_TOKEN
         gold_n = None
@@ -321,7 +322,7 @@ def _grounded_one(d: Document, qv: np.ndarray, retriever: Any, allowed: np.ndarr
         pos = rng.randrange(len(chosen) + 1)
         chosen.insert(pos, gold)
         # The gold source is trimmed first if the budget is tight, so its place is kept early.
-        srcs = [_source(n, u.chunk) for n, u in enumerate(chosen, 1)]
+        srcs = [source_of(n, u.chunk) for n, u in enumerate(chosen, 1)]
         sources = fit_sources(srcs, count_tokens, opts.source_tokens)
         gold_n = pos + 1
         if len(sources) < gold_n:

@@ -127,7 +127,7 @@ def test_malformed_spec_lines_are_one_line_errors(tmp_path: Path) -> None:
         read_questions(tmp_path / "missing.jsonl")
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "a"\n', encoding="utf-8")
-    with pytest.raises(InputError, match=r"bad.jsonl:1: not JSON"):
+    with pytest.raises(InputError, match=r"bad.jsonl:1: not valid JSON"):
         read_questions(bad)
     bad.write_text(json.dumps({"id": "a", "passage": "d#p0", "question": "q", "style": "x", "sentences": [1],
                                "keys": []}) + "\n", encoding="utf-8")
