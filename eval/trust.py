@@ -452,6 +452,9 @@ def fit_answers(answered: Sequence[tuple[dict[str, float], bool]], features: Seq
     kept outcomes' signals (:func:`eval.trust_kept.replay`)."""
     from sklearn.linear_model import LogisticRegression
 
+    # A canonical order: the cross-validation folds (and so the chosen signals and C) must not depend on whether
+    # the answers came from a run's records, kept outcomes or both, in whatever order those were read.
+    answered = sorted(answered, key=lambda a: (json.dumps(a[0], sort_keys=True), bool(a[1])))
     sigs, ys = [sig for sig, _ in answered], [int(right) for _, right in answered]
     if len(set(ys)) < 2:
         raise ValueError(f"cannot fit a calibration: {len(ys)} answered dev questions, all with one label")
@@ -967,10 +970,15 @@ def report(rows: list[dict[str, Any]], settings: dict[str, Any], records: dict[s
         for key in [k for k, v in change.items() if v == "flip"]:
             s[key] = not settings.get(key, False)
         ablations[name] = summary(rows, s, records)
-    timing = {k: [r["timings_ms"][k] for r in rows if k in r["timings_ms"]]
+    # A batched answer's generation and total are its batch's (Assistant.ask_many): they say nothing of one
+    # answer's latency, so only answers generated alone give those two and the checks' share (else
+    # eval.bench_query, one question at a time, is the measure).
+    alone = [r for r in rows if r["timings_ms"].get("batch_size", 1) == 1]
+    timing = {k: [r["timings_ms"][k] for r in (alone if k in ("generation", "total") else rows) if k in r["timings_ms"]]
               for k in ("answerability", "citation_check", "generation", "total")}
     main["cost_ms"] = {k: {"median": round(float(np.median(v)), 1), "n": len(v)} for k, v in timing.items() if v}
-    gen = [r for r in rows if "generation" in r["timings_ms"]]
+    main["cost_ms"]["batched_answers"] = len(rows) - len(alone)
+    gen = [r for r in alone if "generation" in r["timings_ms"]]
     if gen:
         checks = [r["timings_ms"].get("answerability", 0) + r["timings_ms"].get("citation_check", 0) for r in gen]
         main["cost_ms"]["checks_share_of_answer_median"] = round(float(np.median(

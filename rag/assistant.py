@@ -427,6 +427,8 @@ class Assistant:
                     again: list[tuple[int, Prepared]] = []
                     for (i, p), out in zip(pending, outs, strict=True):
                         answers[i] = a = self._finish(p, out)
+                        # generation and total are then the whole batch's time, not this answer's alone
+                        a.timings_ms["batch_size"] = len(pending)
                         if (retry := self.second_try(p, a)) is not None:
                             again.append((i, retry))
                     pending = again

@@ -233,8 +233,12 @@ def test_ask_many_matches_ask(assistant):
     batched = assistant.ask_many(questions, batch_size=3)
     for a, b in zip(one_by_one, batched, strict=True):
         assert a.draft == b.draft
+        # a batched answer's generation time is its batch's, and says so
+        assert "batch_size" not in a.timings_ms
+        assert not b.generated or 1 <= b.timings_ms["batch_size"] <= 3
         assert a.abstained == b.abstained and a.answer == b.answer
         assert [c.chunk_id for c in a.citations] == [c.chunk_id for c in b.citations]
+    assert any(b.generated for b in batched)
 
 
 def test_ask_many_gives_each_question_its_patient(assistant):

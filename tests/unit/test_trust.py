@@ -679,6 +679,20 @@ def _hf_csv(tmp_path):
     return path
 
 
+def test_the_report_takes_latency_only_from_answers_generated_alone(tmp_path):
+    def timed(i: int, batch: int, total: float) -> dict:
+        t = {"answerability": 100.0, "citation_check": 100.0, "generation": total - 300.0, "total": total}
+        return {**_row("medquad", True, 0.9, 0.9), "id": f"m{i}", "sources": [],
+                "timings_ms": {**t, "batch_size": batch} if batch else t}
+
+    rows = [timed(0, 0, 2000.0), timed(1, 1, 4000.0), timed(2, 8, 80000.0), timed(3, 8, 90000.0)]
+    settings = {"gate": 0.5, "abstain_below": 0.0, "calibration": None, "floor": 0.05, "demo_point": None}
+    cost = trust.report(rows, settings, {}, tmp_path, "dev")["cost_ms"]
+    assert cost["total"] == {"median": 3000.0, "n": 2} and cost["batched_answers"] == 2
+    assert cost["answerability"]["n"] == 4  # the checks run per answer, batched or not
+    assert cost["checks_share_of_answer_median"] == pytest.approx(0.075)  # 200/2000 and 200/4000, not 200/85000
+
+
 def test_the_subject_share_is_a_replayed_signal_and_a_study_bar():
     row = {**_row("medquad", True, 0.9, 0.9), "question": "What treats atrial fibrillation?",
            "subject_terms": {"atrial": 2.0, "fibrillation": 2.0, "treat": 0.5},
@@ -878,6 +892,17 @@ def test_refitting_the_answers_keeps_the_gate_and_thresholds_and_reads_only_the_
     assert {k: out[k] for k in kept} == {k: calib[k] for k in kept}
     assert "support_prob" in out["features"] and out["fitted_on"]["answered"] == 120
     assert out["cv_log_loss"] < calib["cv_log_loss"]  # the new rows' rightness follows support, the old ones' did not
+
+
+def test_the_answer_calibration_does_not_depend_on_the_order_the_answers_come_in():
+    rng = random.Random(11)
+    answered = []
+    for _ in range(90):
+        a, s = rng.random(), rng.random()
+        answered.append(({"answerability": round(a, 4), "support_prob": round(s, 4), "generation": 0.9},
+                         rng.random() < 0.3 + 0.5 * a * s))
+    fits = [trust.fit_answers(order) for order in (answered, answered[::-1], rng.sample(answered, len(answered)))]
+    assert fits[0] == fits[1] == fits[2]  # the same folds, so the same signals, C and coefficients
 
 
 def test_the_dump_shows_a_judge_the_unjudged_answers_without_confidence_or_verdict(tmp_path):
