@@ -183,6 +183,7 @@ def write_matrix(out: Path, results: Sequence[ConditionResult], skipped: Sequenc
 def load_run(path: str | Path) -> tuple[Path, list[dict[str, Any]]]:
     """A run folder (with predictions.jsonl) or a predictions.jsonl file."""
     from rag.errors import InputError
+    from rag.jsonl import objects
 
     p = Path(path)
     file = p / "predictions.jsonl" if p.is_dir() else p
@@ -190,16 +191,13 @@ def load_run(path: str | Path) -> tuple[Path, list[dict[str, Any]]]:
         hint = " (a matrix output holds one run folder per condition, e.g. base/)" if (p / "matrix.json").exists() \
             else ""
         raise InputError(f"no predictions.jsonl at {p}{hint}")
+    fix = "write it again with `app.py eval mcq`"
     records = []
-    with file.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-                records.append({"id": str(rec["id"]), "gold": rec["gold"], "correct": bool(rec["correct"])})
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
-                raise InputError(f"{file}:{n}: not a prediction record ({type(e).__name__}: {e})") from None
+    for n, rec in objects(file, fix):
+        try:
+            records.append({"id": str(rec["id"]), "gold": rec["gold"], "correct": bool(rec["correct"])})
+        except KeyError as e:
+            raise InputError(f"{file}:{n}: not a prediction record (no {e} field); {fix}") from None
     if not records:
         raise InputError(f"{file}: no predictions")
     return file, records

@@ -164,3 +164,17 @@ def test_global_options_before_the_subcommand_are_kept() -> None:
     assert args.config == "c.yaml"
     args = app._parser().parse_args(["query", "q", "--config", "x.yaml", "-q"])
     assert args.config == "x.yaml" and args.quiet
+
+
+def test_a_broken_predictions_file_is_a_one_line_error_naming_the_line_and_the_fix(tmp_path):
+    from eval.mcq.report import load_run
+
+    f = tmp_path / "predictions.jsonl"
+    for text, msg in [('{"id": 1, "gold": "A"}\n', "not a prediction record (no 'correct' field)"),
+                      ('{"id": 1\n', "not valid JSON"), ("[1]\n", "expected a JSON object")]:
+        f.write_text(text)
+        with pytest.raises(InputError) as e:
+            load_run(tmp_path)
+        assert f"{f}:1: {msg}" in str(e.value) and "app.py eval mcq" in str(e.value)
+    f.write_text('{"id": 1, "gold": "A", "correct": true}\n\n')
+    assert load_run(tmp_path)[1] == [{"id": "1", "gold": "A", "correct": True}]
